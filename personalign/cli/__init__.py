@@ -1,0 +1,16 @@
+"""The `personalign` command line: one typer app, one module per command group."""
+from __future__ import annotations
+
+import typer
+
+from personalign.cli import data, models, quickstart
+
+app = typer.Typer(
+    name="personalign",
+    help="Personalized preference alignment: data, views, models, training and evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data.app, name="data", help="Validate, inspect, synthesize and render preference data.")
+app.add_typer(models.app, name="models", help="Show and prepare the models personalign can load.")
+app.command("quickstart")(quickstart.quickstart)

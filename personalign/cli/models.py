@@ -1,0 +1,6 @@
+"""`personalign models ...`: list and prepare models."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

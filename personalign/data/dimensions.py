@@ -1,0 +1,67 @@
+"""The 90 AlignX preference dimensions (phrase for value 1 and for value 0, in vector order).
+
+The table is not shipped inside the package: it is read from an explicit path, the
+`PERSONALIGN_DIMENSIONS` environment variable, or `shared/data/alignx_dimensions.json` found
+next to the repository checkout.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from personalign.data.schema import N_DIMENSIONS
+
+FILENAME = "alignx_dimensions.json"
+ENV_VAR = "PERSONALIGN_DIMENSIONS"
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    index: int
+    group: str
+    positive: str
+    negative: str
+
+
+def shared_data_dir() -> Path | None:
+    """`shared/data` beside the repository (or beside any parent of the cwd), if present."""
+    starts = [Path(__file__).resolve().parents[2], Path.cwd().resolve()]
+    for start in starts:
+        for parent in [start, *start.parents]:
+            cand = parent / "shared" / "data"
+            if (cand / FILENAME).is_file():
+                return cand
+    return None
+
+
+def dimensions_path(path: str | Path | None = None) -> Path:
+    """Resolve the dimension table: argument, then $PERSONALIGN_DIMENSIONS, then shared/data."""
+    if path is None:
+        path = os.environ.get(ENV_VAR)
+    if path is None:
+        shared = shared_data_dir()
+        if shared is None:
+            raise FileNotFoundError(
+                f"cannot find {FILENAME}: pass its path or set ${ENV_VAR} "
+                "(it ships with the AlignX data as shared/data/alignx_dimensions.json)"
+            )
+        return shared / FILENAME
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: dimension table not found")
+    return path
+
+
+@lru_cache(maxsize=4)
+def load_dimensions(path: str | Path | None = None) -> tuple[Dimension, ...]:
+    """Load and check the 90 dimensions in vector order."""
+    p = dimensions_path(path)
+    data = json.loads(p.read_text(encoding="utf-8"))
+    items = data["dimensions"] if isinstance(data, dict) else data
+    dims = tuple(Dimension(int(d["index"]), d.get("group", ""), d["positive"], d["negative"]) for d in items)
+    if len(dims) != N_DIMENSIONS or [d.index for d in dims] != list(range(N_DIMENSIONS)):
+        raise ValueError(f"{p}: expected dimensions 0..{N_DIMENSIONS - 1} in order, got {len(dims)}")
+    return dims
