@@ -26,3 +26,35 @@ def psoups_path(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def dimensions_path(shared_data: Path) -> Path:
     return shared_data / "alignx_dimensions.json"
+
+
+# Models: tiny random LMs for fast tests, and the embedded default prepared once into a
+# repository-local cache that later runs reuse. The hub is never contacted.
+import os  # noqa: E402
+
+os.environ.setdefault("PERSONALIGN_HOME", str(REPO / ".cache" / "personalign-test"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """(model, tokenizer) of the default tiny llama; do not train or mutate it."""
+    from personalign.models.tiny import tiny_causal_lm
+
+    return tiny_causal_lm()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny model directory, identical to `tiny_causal_lm()`."""
+    from personalign.models.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The prepared embedded default model (~40 s the first time, then reused)."""
+    from personalign.models.loading import prepare_default_model
+
+    return prepare_default_model(progress=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from personalign.cli import data, models, quickstart
+from personalign.cli import data, eval, models, quickstart
 
 app = typer.Typer(
     name="personalign",
@@ -13,4 +13,5 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data", help="Validate, inspect, synthesize and render preference data.")
 app.add_typer(models.app, name="models", help="Show and prepare the models personalign can load.")
+app.add_typer(eval.app, name="eval", help="Evaluate policies: alignment accuracy.")
 app.command("quickstart")(quickstart.quickstart)

@@ -1,0 +1,4 @@
+"""`python -m personalign` (used by `accelerate launch -m personalign ...`)."""
+from personalign.cli import app
+
+app()

@@ -1,0 +1,71 @@
+"""The PBA profile rule (DESIGN §3): averaged preference directions -> preference phrases.
+
+Direction values are in {0, 0.5, 1}, so each dimension is summed in half-units (2·value, an
+integer) and the mean is compared to the thresholds in exact integer arithmetic: with n vectors
+and half-unit sum h, mean = h / 2n, so mean >= 0.6 <=> 5h >= 6n and mean <= 0.4 <=> 5h <= 4n.
+Means of exactly 0.4 and 0.6 therefore land on the side the rule names, with no float drift.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from personalign.data.dimensions import Dimension, load_dimensions
+from personalign.data.schema import Comment, Pair, UserContext
+
+
+def _half_units(value: float) -> int:
+    twice = 2 * value
+    if twice not in (0, 1, 2):
+        raise ValueError(f"preference direction values must be 0, 0.5 or 1, got {value!r}")
+    return int(twice)
+
+
+def profile_values(directions: Sequence[Sequence[float]]) -> list[float] | None:
+    """Map the mean of the direction vectors to 1 / 0 / 0.5 per dimension; None without vectors.
+
+    Mean >= 0.6 -> 1, mean <= 0.4 -> 0, else 0.5. If no dimension becomes 0 or 1, with M the
+    largest and m the smallest mean: if 1 - M < m every dimension at M becomes 1, otherwise every
+    dimension at m becomes 0 (the rest stay 0.5).
+    """
+    if not directions:
+        return None
+    width = len(directions[0])
+    if any(len(v) != width for v in directions):
+        raise ValueError("preference direction vectors differ in length")
+    n = len(directions)
+    sums = [sum(_half_units(v[i]) for v in directions) for i in range(width)]
+    values = [1.0 if 5 * h >= 6 * n else 0.0 if 5 * h <= 4 * n else 0.5 for h in sums]
+    if any(v != 0.5 for v in values):
+        return values
+    top, low = max(sums), min(sums)
+    if 2 * n - top < low:  # 1 - M < m, both sides scaled by 2n
+        return [1.0 if h == top else 0.5 for h in sums]
+    return [0.0 if h == low else 0.5 for h in sums]
+
+
+def profile_text(values: Sequence[float], dims: Sequence[Dimension]) -> str:
+    """Positive phrase for 1, negative phrase for 0, in index order, joined by ", "."""
+    if len(values) != len(dims):
+        raise ValueError(f"profile has {len(values)} values but the dimension table has {len(dims)}")
+    phrases = [d.positive if v == 1 else d.negative for v, d in zip(values, dims) if v in (0, 1)]
+    return ", ".join(phrases)
+
+
+def user_profile(
+    user: UserContext, items_used: Sequence[Comment | Pair], dims: Sequence[Dimension] | None = None
+) -> str | None:
+    """The user's PBA profile text, or None when it cannot be formed.
+
+    A ready `profile` string wins; otherwise the rule runs on the direction vectors of the history
+    items used, falling back to the record's own direction vector. `dims` defaults to the table
+    found by `load_dimensions()`.
+    """
+    if user.profile:
+        return user.profile
+    vectors = [it.direction for it in items_used if it.direction is not None]
+    if not vectors and user.direction is not None:
+        vectors = [user.direction]
+    values = profile_values(vectors)
+    if values is None:
+        return None
+    return profile_text(values, dims if dims is not None else load_dimensions())

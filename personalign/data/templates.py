@@ -1,0 +1,122 @@
+"""Prompt templates: how a task and a view's conditioning text become one prompt string.
+
+Presets (the prompt always ends where the response starts):
+
+* ``chat`` (default): a system message and a user message ``# Task\\n{task}\\n\\n# User history\\n...``
+  (headers ``# User preferences``, ``# User persona``, ``# About the user`` for the other views),
+  rendered by the tokenizer's own chat template with ``add_generation_prompt=True``. The view
+  ``none`` (and any view whose conditioning is empty) is the bare task as the only user message.
+  Without a tokenizer, or with one that has no chat template, the messages are written in ChatML
+  (``<|im_start|>role\\n...<|im_end|>\\n`` then ``<|im_start|>assistant\\n``), the format of the
+  default SmolLM2 model's template (which, unlike this fallback, adds a default system message
+  when a conversation has none).
+* ``alignx``: the AlignXpert training layout of AlignX ``train/format_data.py``
+  (github.com/JinaLeejnl/AlignX), Llama-3 header tokens written out as text, with the
+  ``<|begin_of_text|>`` that AlignX's evaluation scripts prepend as a token.
+* ``alignx-eval``: the layout of AlignX's released evaluation scripts ``eval/loss_ica.py`` and
+  ``eval/loss_pba.py``: task as ``**Post:**\\n{task}``, ICA history under one header
+  ``***Historical Behavior and User Preferences***`` followed by the demographic text.
+* ``plain``: ``Prompt: {task}\\nPersona: {persona}\\nResponse:`` (``Prompt: {task}\\nResponse:`` for
+  ``none``), from persona-tailoring ``persona_tailoring/model/prompt_loader.py``
+  (github.com/nbalepur/persona-anon).
+
+History items are written the AlignX way in every template (see `history_text`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from personalign.data.schema import Comment, Pair
+
+TEMPLATES = ("chat", "alignx", "alignx-eval", "plain")
+VIEWS = ("none", "ica", "pba", "persona", "demo")
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "chat": VIEWS,
+    "alignx": ("none", "ica", "pba", "demo"),
+    "alignx-eval": ("none", "ica", "pba", "demo"),
+    "plain": ("none", "persona"),
+}
+
+SYSTEM = {
+    "ica": "Generate a task-specific response based on user historical behavior.",
+    "pba": "Generate a task-specific response based on user preferences.",
+    "persona": "Generate a task-specific response tailored to the user's persona.",
+    "demo": "Generate a task-specific response based on information about the user.",
+}
+SYSTEM_ALIGNX_EVAL = "Generate a task-specific response based on user historical behavior and preferences."
+CHAT_HEADERS = {
+    "ica": "# User history",
+    "pba": "# User preferences",
+    "persona": "# User persona",
+    "demo": "# About the user",
+}
+LLAMA3 = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}\n<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>"
+)
+
+
+def history_text(ugc: Sequence[Comment], pairs: Sequence[Pair]) -> str:
+    """UGC then past pairs, numbered per section, exactly as AlignX writes them (each item ends in a blank line)."""
+    out = ""
+    if ugc:
+        out += "**This person has commented on some posts:**\n\n"
+        for i, c in enumerate(ugc, 1):
+            out += f"{i}. *Post:*\n{c.prompt}\n\n*Comment:*\n{c.comment}\n\n"
+    if pairs:
+        out += "**This person has chosen or rejected comments on some posts:**\n\n"
+        for i, p in enumerate(pairs, 1):
+            out += f"{i}. *Post:*\n{p.prompt}\n\n*Chosen:*\n{p.chosen}\n\n*Rejected:*\n{p.rejected}\n\n"
+    return out
+
+
+def render_prompt(
+    template: str, view: str, task: str, block: str = "", demographic: str | None = None, tokenizer: Any = None
+) -> str:
+    """Render one prompt.
+
+    `block` is the view's conditioning text (history text for ica, profile for pba, persona,
+    demographic text for demo); `demographic` is appended to the ica history. `tokenizer` only
+    matters for ``chat``.
+    """
+    if view not in SUPPORTED.get(template, ()):
+        supported = ", ".join(SUPPORTED.get(template, ()))
+        raise ValueError(f"template {template!r} does not support view {view!r}; it supports {supported}")
+    if template == "chat":
+        return apply_chat(chat_messages(view, task, block, demographic), tokenizer)
+    if template == "plain":
+        persona = f"\nPersona: {block}" if view == "persona" else ""
+        return f"Prompt: {task}{persona}\nResponse:"
+    body = {"none": "", "ica": block + (demographic or ""), "pba": block, "demo": block}[view]
+    if template == "alignx":
+        system = SYSTEM["pba" if view == "pba" else "ica"]
+        header = "***User Preferences***" if view == "pba" else "***Historical Behavior***"
+        task_part = f"{task}\n\n"
+    else:
+        system = SYSTEM["pba"] if view == "pba" else SYSTEM_ALIGNX_EVAL
+        header = "***User Preferences***" if view == "pba" else "***Historical Behavior and User Preferences***"
+        task_part = f"**Post:**\n{task}\n\n"
+    user = f"***Task***\n\n{task_part}{header}\n\n{body}\n\n***Response:***\n\n"
+    return LLAMA3.format(system=system, user=user)
+
+
+def chat_messages(view: str, task: str, block: str = "", demographic: str | None = None) -> list[dict[str, str]]:
+    """System + user messages for the chat preset; the bare task when there is no conditioning text."""
+    sections = [(CHAT_HEADERS[view], block)] if view != "none" else []
+    if view == "ica":
+        sections.append((CHAT_HEADERS["demo"], demographic or ""))
+    sections = [(head, text.strip()) for head, text in sections if text and text.strip()]
+    if not sections:
+        return [{"role": "user", "content": task}]
+    user = "\n\n".join([f"# Task\n{task}", *(f"{head}\n{text}" for head, text in sections)])
+    return [{"role": "system", "content": SYSTEM[view]}, {"role": "user", "content": user}]
+
+
+def apply_chat(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
+    """The tokenizer's chat template with a generation prompt, or ChatML when there is none."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"

@@ -1,0 +1,210 @@
+"""Views (DESIGN §3): an `Example` plus the user's signals -> one prompt string and its ranked responses.
+
+History order: UGC items, then past pairs, each in record order; this one list is taken as
+chronological (oldest first), both for rendering and for dropping items when a prompt is too long.
+
+Length (only with `max_length` and a tokenizer): a prompt fits when tokens(prompt) + the longest
+response's tokens + 1 (EOS) <= max_length, counting tokens with ``add_special_tokens=False`` (the
+prompt text already holds the template's special tokens). If it does not fit, the oldest history
+items are dropped (a binary search over how many newest items to keep, re-rendering and
+re-tokenizing the whole prompt at each step, so the count is exact); if not even the newest item
+fits alone, it is kept with its text left-truncated at token level (`history_cut`); if the prompt
+without any history is still too long, it is rendered without history and marked `overlong` (the
+log-prob engine truncates responses). A record is never dropped.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from pydantic import PositiveInt, model_validator
+
+from personalign.config import StrictModel
+from personalign.data.dimensions import load_dimensions
+from personalign.data.errors import RecordError
+from personalign.data.profile import user_profile
+from personalign.data.schema import GOLD_PERSONA, Comment, Example, Pair, UserContext
+from personalign.data.templates import SUPPORTED, history_text, render_prompt
+
+MAX_SAMPLED = 4  # AlignX training: at most 4 UGC items and 4 pairs per record
+
+PERSONA_FIELDS = {
+    "chosen": "chosen_persona",
+    "gold": GOLD_PERSONA,
+    "rejected": "rejected_persona",
+    "retrieved": "retrieved_chosen_persona",
+    "retrieved_rejected": "retrieved_rejected_persona",
+}
+
+
+class ViewConfig(StrictModel):
+    """How examples become prompts."""
+
+    view: Literal["none", "ica", "pba", "persona", "demo"] = "none"
+    template: Literal["chat", "alignx", "alignx-eval", "plain"] = "chat"
+    sample_history: bool = False  # AlignX training-style sampling; False = all history (evaluation)
+    seed: int = 0
+    include_demographic: bool = False  # ica: append the demographic text (always in alignx-eval)
+    persona_source: Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected"] = "chosen"
+    max_length: PositiveInt | None = None
+    dimensions: str | None = None  # dimension table path; default: personalign.data.dimensions lookup
+
+    @model_validator(mode="after")
+    def _view_fits_template(self) -> ViewConfig:
+        if self.view not in SUPPORTED[self.template]:
+            supported = ", ".join(SUPPORTED[self.template])
+            raise ValueError(f"template {self.template!r} does not support view {self.view!r}; it supports {supported}")
+        return self
+
+
+@dataclass(slots=True)
+class Rendered:
+    """One rendered example. `history_used` / `history_dropped` count history items written into /
+    dropped (for length) from an ica prompt. `missing` names conditioning that was absent ("profile",
+    "demographic"), in which case the prompt is the `none` layout. `slice` is `UserContext.slice`."""
+
+    prompt: str
+    responses: list[str]
+    rewards: list[float] | None
+    history_used: int
+    history_dropped: int
+    history_cut: bool
+    overlong: bool
+    slice: str
+    source: str
+    missing: str | None = None
+
+
+@dataclass(slots=True)
+class ViewCounts:
+    """Per-run counters over rendered examples."""
+
+    records: int = 0
+    history_used: int = 0
+    history_dropped: int = 0
+    truncated: int = 0
+    history_cut: int = 0
+    overlong: int = 0
+    no_profile: int = 0
+    no_demographic: int = 0
+
+    def add(self, r: Rendered) -> None:
+        self.records += 1
+        self.history_used += r.history_used
+        self.history_dropped += r.history_dropped
+        self.truncated += bool(r.history_dropped or r.history_cut)
+        self.history_cut += r.history_cut
+        self.overlong += r.overlong
+        self.no_profile += r.missing == "profile"
+        self.no_demographic += r.missing == "demographic"
+
+    def summary(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def select_history(user: UserContext, cfg: ViewConfig, index: int) -> tuple[list[Comment], list[Pair]]:
+    """All history, or (sample_history) AlignX's draw: u, p = randint(0, 4) each, capped by what
+    exists, all up to 4 each if both are 0; a seeded subset in record order, seeded by (seed, index)."""
+    if not cfg.sample_history:
+        return list(user.ugc), list(user.pairs)
+    rng = random.Random(f"{cfg.seed}/{index}")
+    n_ugc = min(rng.randint(0, MAX_SAMPLED), len(user.ugc))
+    n_pairs = min(rng.randint(0, MAX_SAMPLED), len(user.pairs))
+    if not (n_ugc or n_pairs):
+        n_ugc, n_pairs = min(MAX_SAMPLED, len(user.ugc)), min(MAX_SAMPLED, len(user.pairs))
+    keep_ugc = sorted(rng.sample(range(len(user.ugc)), n_ugc))
+    keep_pairs = sorted(rng.sample(range(len(user.pairs)), n_pairs))
+    return [user.ugc[i] for i in keep_ugc], [user.pairs[i] for i in keep_pairs]
+
+
+def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int = 0) -> Rendered:
+    """Render `ex` under `cfg`; `index` (the record's position) seeds history sampling."""
+    user = ex.user
+    view, block, missing = cfg.view, "", None
+    items: list[Comment | Pair] = []
+    if cfg.view in ("ica", "pba"):
+        ugc, pairs = select_history(user, cfg, index)
+        items = [*ugc, *pairs]
+    if cfg.view == "pba":
+        dims = None if user.profile else load_dimensions(cfg.dimensions)
+        block = user_profile(user, items, dims) or ""
+        items = []
+    elif cfg.view == "persona":
+        block = user.persona(cfg.persona_source) or ""
+        if not block:
+            field = PERSONA_FIELDS[cfg.persona_source]
+            why = f"no persona text (persona_source={cfg.persona_source!r})"
+            raise RecordError(ex.source or "<record>", None, field, why)
+    elif cfg.view == "demo":
+        block = user.demographic or ""
+    if cfg.view in ("pba", "demo") and not block:
+        view, missing = "none", "profile" if cfg.view == "pba" else "demographic"
+    with_demo = cfg.view == "ica" and (cfg.include_demographic or cfg.template == "alignx-eval")
+    demographic = user.demographic if with_demo else None
+
+    def render(text: str) -> str:
+        return render_prompt(cfg.template, view, ex.prompt, text, demographic, tokenizer)
+
+    def result(prompt: str, used: int, cut: bool = False, overlong: bool = False) -> Rendered:
+        dropped = len(items) - used
+        return Rendered(
+            prompt, ex.responses, ex.rewards, used, dropped, cut, overlong, user.slice, ex.source, missing
+        )
+
+    prompt = render(_history(items) if view == "ica" else block)
+    if cfg.max_length is None or tokenizer is None:
+        return result(prompt, len(items))
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    budget = cfg.max_length - 1 - max(n_tokens(r) for r in ex.responses)
+    if n_tokens(prompt) <= budget:
+        return result(prompt, len(items))
+    if view != "ica":
+        return result(prompt, 0, overlong=True)
+    return result(*_fit_history(items, render, n_tokens, budget, tokenizer))
+
+
+def _fit_history(
+    items: list[Comment | Pair],
+    render: Callable[[str], str],
+    n_tokens: Callable[[str], int],
+    budget: int,
+    tokenizer: Any,
+) -> tuple[str, int, bool, bool]:
+    """(prompt, items used, history cut, overlong) for an ica prompt whose full history is over `budget`."""
+    empty = render("")
+    if not items or n_tokens(empty) > budget:
+        return empty, 0, False, True
+    lo, hi, best = 0, len(items) - 1, empty  # keep the newest k items: k = lo fits, k > hi does not
+    while lo < hi:
+        k = (lo + hi + 1) // 2
+        candidate = render(_history(items[len(items) - k :]))
+        if n_tokens(candidate) <= budget:
+            lo, best = k, candidate
+        else:
+            hi = k - 1
+    if lo > 0:
+        return best, lo, False, False
+    ids = tokenizer(_history(items[-1:]), add_special_tokens=False)["input_ids"]
+    keep = len(ids)
+    while keep > 0:
+        candidate = render(tokenizer.decode(ids[-keep:], clean_up_tokenization_spaces=False))
+        over = n_tokens(candidate) - budget
+        if over <= 0:
+            return candidate, 1, True, False
+        keep -= over
+    return empty, 0, False, False
+
+
+def _history(items: Sequence[Comment | Pair]) -> str:
+    return history_text([h for h in items if isinstance(h, Comment)], [h for h in items if isinstance(h, Pair)])
+
+
+def render_views(examples: Iterable[Example], cfg: ViewConfig, tokenizer: Any = None) -> Iterator[Rendered]:
+    """Stream `build_view` over `examples`, each seeded by its position."""
+    for index, ex in enumerate(examples):
+        yield build_view(ex, cfg, tokenizer, index)

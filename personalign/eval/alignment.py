@@ -1,0 +1,156 @@
+"""Alignment accuracy (AlignX, DESIGN §6): is the policy's implicit reward margin positive?
+
+Scoring is sharded across processes when run under `accelerate launch`; every process gets the
+full, ordered result, and only the main process writes files.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from accelerate import PartialState
+from accelerate.utils import gather_object
+
+from personalign.config import StrictModel
+from personalign.data.io import ReadCounts, read_examples
+from personalign.data.views import ViewConfig, ViewCounts, render_views
+from personalign.eval.metrics import Estimate, pair_correct, sliced_accuracy
+from personalign.models.loading import load_model, load_tokenizer, model_fingerprint, resolve_model
+from personalign.models.logprobs import ResponseScores, score_responses
+from personalign.models.refcache import cached_scores
+
+
+class AccuracyConfig(StrictModel):
+    """`personalign eval accuracy` settings."""
+
+    data: str
+    policy: str | None = None
+    reference: str | None = None  # None or the policy itself: raw log-prob accuracy
+    view: ViewConfig = ViewConfig()
+    max_length: int | None = 4096
+    max_tokens_per_batch: int = 8192
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    limit: int | None = None
+    on_invalid: Literal["fail", "skip"] = "fail"
+    n_boot: int = 1000
+    seed: int = 0
+    cache: bool = True
+
+
+@dataclass
+class AccuracyResult:
+    """Accuracy overall and per slice, plus the per-pair scores behind it."""
+
+    mode: Literal["alignment", "raw"]
+    estimates: dict[str, Estimate]
+    sources: list[str]
+    slices: list[str]
+    policy: list[ResponseScores]
+    reference: list[ResponseScores] | None
+    config: dict
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "mode": self.mode,
+            "metric": "alignment accuracy (policy margin over reference > 0)" if self.mode == "alignment"
+            else "raw log-prob accuracy logp(chosen) > logp(rejected) (policy = reference)",
+            "accuracy": {k: v.as_dict() for k, v in self.estimates.items()},
+            "counts": self.counts,
+            "config": self.config,
+        }
+
+
+def score_sharded(model, tokenizer, items: Sequence[tuple[str, list[str]]], **kw) -> list[ResponseScores]:
+    """`score_responses` split across the processes of the current accelerate state; ordered result on all."""
+    state = PartialState()
+    if state.num_processes == 1:
+        return score_responses(model, tokenizer, items, **kw)
+    with state.split_between_processes(list(range(len(items)))) as mine:
+        local = score_responses(model, tokenizer, [items[i] for i in mine], progress=state.is_main_process, **kw)
+        gathered = gather_object(list(zip(mine, local)))
+    return [s for _, s in sorted(gathered, key=lambda t: t[0])]
+
+
+def _scores(name: str, cfg: AccuracyConfig, items, tokenizer) -> list[ResponseScores]:
+    """Scores of `items` under model `name`, from the log-prob cache when possible."""
+    state = PartialState()
+
+    def compute() -> list[ResponseScores]:
+        model, _ = load_model(name, dtype=cfg.dtype, device=state.device)
+        return score_sharded(model, tokenizer, items, max_length=cfg.max_length,
+                             max_tokens_per_batch=cfg.max_tokens_per_batch)
+
+    if not cfg.cache:
+        return compute()
+    key = {"model": model_fingerprint(name), "view": cfg.view.model_dump(), "max_length": cfg.max_length,
+           "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype}
+    scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process)
+    state.wait_for_everyone()
+    return scores
+
+
+def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
+    """Render `cfg.data` under `cfg.view`, score chosen/rejected, and compute accuracy by slice."""
+    policy = resolve_model(cfg.policy)
+    reference = resolve_model(cfg.reference) if cfg.reference is not None else policy
+    raw = reference == policy
+    view = cfg.view if cfg.view.max_length else cfg.view.model_copy(update={"max_length": cfg.max_length})
+    tokenizer = load_tokenizer(policy)
+    read_counts, view_counts = ReadCounts(), ViewCounts()
+    examples = read_examples(cfg.data, on_invalid=cfg.on_invalid, counts=read_counts)
+    items, sources, slices = [], [], []
+    for i, r in enumerate(render_views(examples, view, tokenizer)):
+        if cfg.limit is not None and i >= cfg.limit:
+            break
+        if len(r.responses) != 2:
+            raise ValueError(f"{r.source}: alignment accuracy needs pairs, got {len(r.responses)} responses")
+        view_counts.add(r)
+        items.append((r.prompt, r.responses))
+        sources.append(r.source)
+        slices.append(r.slice)
+    if not items:
+        raise ValueError(f"{cfg.data}: no records to evaluate")
+    pol = _scores(policy, cfg, items, tokenizer)
+    ref = None if raw else _scores(reference, cfg, items, tokenizer)
+    pc, pr = np.array([s.logp[0] for s in pol]), np.array([s.logp[1] for s in pol])
+    if ref is None:
+        correct = pair_correct(pc, pr)
+    else:
+        correct = pair_correct(pc, pr, np.array([s.logp[0] for s in ref]), np.array([s.logp[1] for s in ref]))
+    estimates = sliced_accuracy(correct, slices, n_boot=cfg.n_boot, seed=cfg.seed)
+    counts = {"records": len(items), "rejected": read_counts.rejected,
+              "truncated_for_scoring": sum(s.truncated for s in pol), **view_counts.summary()}
+    config = cfg.model_dump(mode="json") | {"policy": policy, "reference": reference}
+    return AccuracyResult("raw" if raw else "alignment", estimates, sources, slices, pol, ref, config, counts)
+
+
+def accuracy_markdown(result: AccuracyResult, title: str | None = None) -> str:
+    """A Markdown table: slice, n, accuracy, 95% interval."""
+    what = "Alignment accuracy" if result.mode == "alignment" else "Raw log-prob accuracy (policy = reference)"
+    lines = [f"### {title or what}", "", f"{what}; view `{result.config['view']['view']}`, "
+             f"template `{result.config['view']['template']}`, data `{result.config['data']}`.", "",
+             "| slice | n | accuracy | 95% CI |", "|---|---:|---:|---|"]
+    for name, e in result.estimates.items():
+        lines.append(f"| {name} | {e.n} | {e.value:.3f} | [{e.low:.3f}, {e.high:.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def write_accuracy(result: AccuracyResult, out_dir: str | Path) -> tuple[Path, Path, Path]:
+    """Write accuracy.json, accuracy.md and per-pair scores.jsonl into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md, sc = out / "accuracy.json", out / "accuracy.md", out / "scores.jsonl"
+    js.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    md.write_text(accuracy_markdown(result))
+    with open(sc, "w") as f:
+        for i, (src, sl, p) in enumerate(zip(result.sources, result.slices, result.policy)):
+            row = {"source": src, "slice": sl, "policy_logp": p.logp, "n_tokens": p.n_tokens}
+            if result.reference is not None:
+                row["reference_logp"] = result.reference[i].logp
+            f.write(json.dumps(row) + "\n")
+    return js, md, sc

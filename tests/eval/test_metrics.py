@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from personalign.eval.metrics import bootstrap, pair_correct, sliced_accuracy
+
+
+def test_pair_correct_uses_reference_margin():
+    pc, pr = np.array([-10.0, -10.0, -5.0]), np.array([-12.0, -9.0, -5.0])
+    rc, rr = np.array([-11.0, -10.0, -6.0]), np.array([-11.0, -11.0, -6.0])
+    # margins: (2 - 0) > 0, (-1 - 1) < 0, (0 - 0) not > 0
+    assert pair_correct(pc, pr, rc, rr).tolist() == [True, False, False]
+    assert pair_correct(pc, pr).tolist() == [True, False, False]
+    assert pair_correct(np.array([-1.0]), np.array([-3.0]), np.array([-1.0]), np.array([-2.0])).tolist() == [True]
+
+
+def test_bootstrap_interval_contains_mean_and_is_deterministic():
+    x = np.array([1.0] * 70 + [0.0] * 30)
+    a, b = bootstrap(x, seed=3), bootstrap(x, seed=3)
+    assert a == b
+    assert a.value == pytest.approx(0.7)
+    assert a.low < 0.7 < a.high
+    # binomial standard error ~0.046: a 95% interval spans roughly +-0.09
+    assert 0.1 < a.high - a.low < 0.25
+    assert bootstrap([1.0, 1.0, 1.0]).low == 1.0
+
+
+def test_sliced_accuracy_groups_by_slice():
+    res = sliced_accuracy([1, 0, 1, 1], ["ugc", "ugc", "all", "none"], n_boot=200)
+    assert res["overall"].value == 0.75 and res["overall"].n == 4
+    assert res["ugc"].value == 0.5 and res["ugc"].n == 2
+    assert res["all"].value == 1.0 and "pairs" not in res
+    with pytest.raises(ValueError):
+        sliced_accuracy([1, 0], ["ugc"])

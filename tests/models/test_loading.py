@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from personalign.models import loading
+from personalign.models.loading import (
+    ModelNotFoundError,
+    is_prepared,
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_model,
+)
+from personalign.models.tiny import CHATML_TEMPLATE, save_tiny, tiny_causal_lm, tiny_tokenizer
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi there"},
+    {"role": "assistant", "content": "Hello!"},
+]
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits
+
+
+def test_tiny_tokenizer_is_deterministic_and_round_trips():
+    a, b = tiny_tokenizer(), tiny_tokenizer()
+    assert a.get_vocab() == b.get_vocab()
+    assert 500 < len(a) <= 1024
+    text = "The user prefers concise answers, café ☕ 2025!"
+    ids = a(text, add_special_tokens=False)["input_ids"]
+    assert a.decode(ids) == text
+    assert len(ids) < len(text.encode())  # merges were learned
+    assert (a.eos_token, a.pad_token) == ("<|im_end|>", "<|endoftext|>")
+
+
+def test_chat_template_renders_chatml():
+    tok = tiny_tokenizer()
+    text = tok.apply_chat_template(MESSAGES, tokenize=False)
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nHi there<|im_end|>\n"
+        "<|im_start|>assistant\nHello!<|im_end|>\n"
+    )
+    prompt = tok.apply_chat_template(MESSAGES[1:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert prompt.endswith("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+
+
+def test_tiny_model_is_deterministic_by_seed():
+    a, tok = tiny_causal_lm(seed=3)
+    b, _ = tiny_causal_lm(tok, seed=3)
+    c, _ = tiny_causal_lm(tok, seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["model.embed_tokens.weight"], sc["model.embed_tokens.weight"])
+    assert not a.training and a.config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2"])
+def test_tiny_model_other_architectures(arch):
+    model, tok = tiny_causal_lm(arch=arch)
+    logits = _logits(model, tok("Hello world", add_special_tokens=False)["input_ids"])
+    assert logits.shape[-1] == len(tok) and torch.isfinite(logits).all()
+
+
+def test_save_load_round_trip_gives_identical_logits(tiny_lm, tiny_model_dir):
+    model, tok = tiny_lm
+    loaded, loaded_tok = load_model(tiny_model_dir)
+    ids = tok("Tell me a joke about cats.", add_special_tokens=False)["input_ids"]
+    assert loaded_tok(
+        "Tell me a joke about cats.", add_special_tokens=False
+    )["input_ids"] == ids
+    assert torch.equal(_logits(model, ids), _logits(loaded, ids))
+    assert not loaded.training
+    assert loaded.config._attn_implementation == "sdpa"
+    assert loaded_tok.pad_token == "<|endoftext|>" and loaded_tok.padding_side == "left"
+    assert loaded_tok.apply_chat_template(MESSAGES, tokenize=False) == tok.apply_chat_template(MESSAGES, tokenize=False)
+
+
+def test_load_tokenizer_falls_back_to_eos_for_padding(tmp_path):
+    tok = tiny_tokenizer()
+    tok.pad_token = None
+    tok.save_pretrained(tmp_path)
+    loaded = load_tokenizer(tmp_path, padding_side="right")
+    assert loaded.pad_token == loaded.eos_token == "<|im_end|>"
+    assert loaded.padding_side == "right"
+
+
+def test_load_model_dtype(tiny_model_dir):
+    model, _ = load_model(tiny_model_dir, dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_resolve_model(tiny_model_dir, tmp_path):
+    assert resolve_model(tiny_model_dir) == str(tiny_model_dir)
+    assert resolve_model("some-org/some-model") == "some-org/some-model"
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ModelNotFoundError, match="is a file"):
+        resolve_model(tmp_path / "file.txt")
+
+
+def test_unavailable_hub_id_gives_a_clear_error():
+    with pytest.raises(ModelNotFoundError, match="cannot load model 'no-such-org/no-such-model'"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_model_fingerprint_tracks_weights(tmp_path, tiny_model_dir):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert model_fingerprint(tiny_model_dir) == model_fingerprint(tiny_model_dir)
+    save_tiny(copy, seed=1)
+    assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
+
+    model, _ = tiny_causal_lm()
+    before = model_fingerprint(model)
+    assert before == model_fingerprint(tiny_causal_lm()[0])
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert model_fingerprint(model) != before
+
+
+def test_interrupted_prepare_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(loading.HOME_ENV, str(tmp_path))
+
+    class Interrupting:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loading, "AutoTokenizer", Interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        loading.prepare_default_model(progress=False)
+    assert not is_prepared(loading.default_model_dir())
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_default_model_prepares_and_loads(default_model_dir):
+    assert is_prepared(default_model_dir)
+    assert resolve_model(None) == str(default_model_dir) == resolve_model("smollm2")
+    model, tok = load_model()
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token is not None
+    assert tok.apply_chat_template(MESSAGES, tokenize=False) == tiny_tokenizer().apply_chat_template(
+        MESSAGES, tokenize=False
+    )
+    assert tok.chat_template == CHATML_TEMPLATE
+    ids = tok("Hello, how are you?", add_special_tokens=False)["input_ids"]
+    logits = _logits(model, ids)
+    assert logits.shape == (1, len(ids), model.config.vocab_size)
+    assert torch.isfinite(logits).all()
