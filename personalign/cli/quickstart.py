@@ -1,7 +1,21 @@
 """`personalign quickstart`: the whole method on bundled data and the embedded model."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
 
-def quickstart() -> None:
-    """Run the quickstart pipeline."""
-    raise SystemExit("quickstart is being assembled")
+import typer
+
+from personalign.cli._common import cli_errors, console
+from personalign.quickstart import QuickstartConfig, run_quickstart
+
+
+@cli_errors
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), help="Directory for data, results and the report."),
+    size: Literal["tiny", "default"] = typer.Option("default", help="tiny: a CI-sized run."),
+    model: str | None = typer.Option(None, help="Model directory (default: the embedded SmolLM2-135M-Instruct)."),
+    seed: int = typer.Option(0, help="Seed for synthetic data."),
+) -> None:
+    """Synthesize and load data, validate it, show stats and every view, and score with the embedded model."""
+    run_quickstart(QuickstartConfig(out_dir=str(out), size=size, model=model, seed=seed), console)
