@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from personalign.cli import data, eval, models, quickstart
+from personalign.cli import data, eval, models, quickstart, train
 
 app = typer.Typer(
     name="personalign",
@@ -15,3 +15,5 @@ app.add_typer(data.app, name="data", help="Validate, inspect, synthesize and ren
 app.add_typer(models.app, name="models", help="Show and prepare the models personalign can load.")
 app.add_typer(eval.app, name="eval", help="Evaluate policies: alignment accuracy.")
 app.command("quickstart")(quickstart.quickstart)
+app.command("train")(train.train)
+app.command("export")(train.export)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 from personalign.data.errors import RecordError
 from personalign.data.schema import (
     CHOSEN,
@@ -41,7 +43,7 @@ Source = str | os.PathLike
 OnInvalid = Literal["fail", "skip"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_loads = json.loads
+_loads = orjson.loads
 _decode_at = json.JSONDecoder().raw_decode
 _WS = re.compile(r"[ \t\n\r]*")
 _BYTES_WS = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*")
@@ -117,25 +119,31 @@ def _iter_jsonl(path: Path, file: str) -> Iterator[RawRecord]:
                 continue
             raw = s[:-2] if s.endswith("\r\n") else s[:-1] if s.endswith("\n") else s
             try:
-                value = _loads(s)
-            except json.JSONDecodeError as e:
-                if not content and s.lstrip().startswith("["):
-                    raise RecordError(file, n, None, "this file holds a JSON array spanning several lines, "
-                                      "not one JSON object per line; name it .json to read it as a JSON array") from None
-                if b.endswith(b"\n"):
-                    msg = f"invalid JSON: {e.msg} (column {e.colno})"
-                else:
-                    msg = (f"invalid JSON: {e.msg} (column {e.colno}); the last line has no final newline, "
-                           "so the file looks truncated")
-                value = RecordError(file, n, None, msg, raw)
-            else:
-                if type(value) is not dict:
-                    hint = "; is the file a JSON array? name it .json" if not content and type(value) is list else ""
-                    value = RecordError(file, n, None, f"expected a JSON object on each line, got {_json_kind(value)}{hint}", raw)
+                value = _loads(b)
+            except orjson.JSONDecodeError:
+                value = _slow_parse(s, b, file, n, raw, first=not content)
+            if type(value) is not dict and type(value) is not RecordError:
+                hint = "; is the file a JSON array? name it .json" if not content and type(value) is list else ""
+                value = RecordError(file, n, None, f"expected a JSON object on each line, got {_json_kind(value)}{hint}", raw)
             content = True
             yield RawRecord(file, n, raw, value)
     if not content:
         raise RecordError(file, None, None, "file is empty" + (" (only blank lines)" if path.stat().st_size else ""))
+
+
+def _slow_parse(s: str, b: bytes, file: str, n: int, raw: str, *, first: bool) -> Any:
+    """Re-parse a line orjson refused with the standard library: it accepts what orjson does not
+    (NaN, lone surrogates) and gives the precise message for what is really broken."""
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError as e:
+        if first and s.lstrip().startswith("["):
+            raise RecordError(file, n, None, "this file holds a JSON array spanning several lines, "
+                              "not one JSON object per line; name it .json to read it as a JSON array") from None
+        msg = f"invalid JSON: {e.msg} (column {e.colno})"
+        if not b.endswith(b"\n"):
+            msg += "; the last line has no final newline, so the file looks truncated"
+        return RecordError(file, n, None, msg, raw)
 
 
 def _iter_json(path: Path, file: str) -> Iterator[RawRecord]:

@@ -1,8 +1,9 @@
 """The PBA profile rule (DESIGN §3): averaged preference directions -> preference phrases.
 
-Direction values are in {0, 0.5, 1}, so each dimension is summed in half-units (2·value, an
-integer) and the mean is compared to the thresholds in exact integer arithmetic: with n vectors
-and half-unit sum h, mean = h / 2n, so mean >= 0.6 <=> 5h >= 6n and mean <= 0.4 <=> 5h <= 4n.
+Direction values are in {0, 0.5, 1}; sums of such values are exact in binary floating point, so
+each dimension's sum doubled is an exact integer h (half-units) and the mean is compared to the
+thresholds in integer arithmetic: with n vectors, mean = h / 2n, so mean >= 0.6 <=> 5h >= 6n and
+mean <= 0.4 <=> 5h <= 4n.
 Means of exactly 0.4 and 0.6 therefore land on the side the rule names, with no float drift.
 """
 from __future__ import annotations
@@ -13,11 +14,7 @@ from personalign.data.dimensions import Dimension, load_dimensions
 from personalign.data.schema import Comment, Pair, UserContext
 
 
-def _half_units(value: float) -> int:
-    twice = 2 * value
-    if twice not in (0, 1, 2):
-        raise ValueError(f"preference direction values must be 0, 0.5 or 1, got {value!r}")
-    return int(twice)
+_ALLOWED = frozenset((0, 0.5, 1))
 
 
 def profile_values(directions: Sequence[Sequence[float]]) -> list[float] | None:
@@ -32,8 +29,12 @@ def profile_values(directions: Sequence[Sequence[float]]) -> list[float] | None:
     width = len(directions[0])
     if any(len(v) != width for v in directions):
         raise ValueError("preference direction vectors differ in length")
+    for v in directions:
+        if not _ALLOWED.issuperset(v):
+            bad = next(x for x in v if x not in _ALLOWED)
+            raise ValueError(f"preference direction values must be 0, 0.5 or 1, got {bad!r}")
     n = len(directions)
-    sums = [sum(_half_units(v[i]) for v in directions) for i in range(width)]
+    sums = [int(2 * sum(col)) for col in zip(*directions)]
     values = [1.0 if 5 * h >= 6 * n else 0.0 if 5 * h <= 4 * n else 0.5 for h in sums]
     if any(v != 0.5 for v in values):
         return values

@@ -184,7 +184,7 @@ def _persona_setter(key: str, canonical: str):
         old = user.personas.get(canonical)
         if old is not None and old != text:
             other = canonical if key != canonical else PERSONA_KEYS[canonical][0]
-            raise ctx.error(key, f"conflicts with '{other}' (an alias of the same persona) which has a different value")
+            raise ctx.error(key, f"conflicts with '{other}': both name the same persona but hold different text")
         user.personas[canonical] = text
 
     return setter
@@ -235,7 +235,7 @@ def _ranking(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
             got = f"{len(rewards)}" if isinstance(rewards, (list, tuple)) else _kind(rewards)
             raise ctx.error(REWARDS, f"expected a list of {n} numbers (one per response), got {got}")
         for i, r in enumerate(rewards):
-            if type(r) not in _NUMBER_TYPES or not math.isfinite(r):
+            if type(r) not in _NUMBER_TYPES or (type(r) is float and not math.isfinite(r)):
                 raise ctx.error(f"{REWARDS}[{i}]", f"expected a finite number, got {_show(r)}")
         if any(rewards[i] < rewards[i + 1] for i in range(n - 1)):
             order = sorted(range(n), key=rewards.__getitem__, reverse=True)

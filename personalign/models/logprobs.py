@@ -163,7 +163,7 @@ def packed_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torc
     width = segment_ids.shape[1]
     q, k = segment_ids[:, :, None], segment_ids[:, None, :]
     causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
-    allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k >= 0))
+    allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))
     allowed |= torch.eye(width, dtype=torch.bool, device=segment_ids.device)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from personalign.cli import app
+from personalign.cli.data import app as data_app
 from personalign.data.errors import RecordError
 from personalign.data.io import ReadCounts, read_examples
 
@@ -44,7 +44,7 @@ CASES = {
         line() + line(**{"Pair-wise Comparative Feedback": [{"prompt": "a", "chosen": "b"}]}), 2,
         "Pair-wise Comparative Feedback[0].rejected", "required key is missing"),
     "non_utf8_bytes": (line() + b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n' + line(), 2, None,
-                       "not valid UTF-8: byte 0xe9 at byte 15 of the line"),
+                       "not valid UTF-8: byte 0xe9 at byte 16 of the line"),
     "truncated_last_line": (line() + line() + b'{"prompt": "p", "chosen": "a", "rej', 3, None,
                             "the last line has no final newline, so the file looks truncated"),
     "line_is_not_an_object": (line() + b'["prompt", "chosen"]\n', 2, None,
@@ -71,24 +71,28 @@ def test_bad_input_names_line_field_and_problem(tmp_path, name):
     assert str(e).startswith(where)
 
 
-@pytest.fixture(scope="module")
-def huge_record() -> dict:
-    return {**GOOD, "chosen": "x" * 50_000_000}
+HUGE = 50_000_000
 
 
-def test_huge_valid_record_is_read(tmp_path, huge_record):
+def huge_line(rejected: bytes) -> bytes:
+    """One 50 MB record on a single line."""
+    return b'{"prompt": "p", "chosen": "' + b"x" * HUGE + b'", "rejected": "' + rejected + b'"}\n'
+
+
+def test_huge_valid_record_is_read(tmp_path):
     path = tmp_path / "huge.jsonl"
-    path.write_bytes(line() + json.dumps(huge_record).encode() + b"\n" + line())
+    path.write_bytes(line() + huge_line(b"short") + line())
     examples = list(read_examples(path))
-    assert len(examples) == 3 and len(examples[1].chosen) == 50_000_000 and examples[2].source == f"{path}:3"
+    assert len(examples) == 3 and len(examples[1].chosen) == HUGE and examples[2].source == f"{path}:3"
 
 
-def test_huge_invalid_record_names_its_line_and_the_next_is_read(tmp_path, huge_record):
+def test_huge_invalid_record_names_its_line_and_the_next_is_read(tmp_path):
     path = tmp_path / "huge_bad.jsonl"
-    path.write_bytes(line() + json.dumps({**huge_record, "rejected": huge_record["chosen"]}).encode() + b"\n" + line())
+    path.write_bytes(line() + huge_line(b"") + line())
     with pytest.raises(RecordError) as info:
         list(read_examples(path))
     assert (info.value.line, info.value.field) == (2, "rejected")
+    assert info.value.message == "expected a non-empty string, got an empty string"
     counts = ReadCounts()
     assert len(list(read_examples(path, on_invalid="skip", counts=counts))) == 2
     assert (counts.accepted, counts.rejected) == (2, 1)
@@ -146,7 +150,7 @@ def wide(monkeypatch):
 def test_cli_fail_mode_exits_2_naming_file_line_and_field(tmp_path, wide):
     path = tmp_path / "d.jsonl"
     path.write_bytes(CASES["value_0_7"][0])
-    result = runner.invoke(app, ["data", "validate", str(path)])
+    result = runner.invoke(data_app, ["validate", str(path)])
     assert result.exit_code == 2, result.output
     assert f"error: {path}:3: field 'Preference Direction[17]': expected one of 0, 0.5, 1, got 0.7" in result.output
     assert not (tmp_path / "d.rejects.jsonl").exists()
@@ -155,7 +159,7 @@ def test_cli_fail_mode_exits_2_naming_file_line_and_field(tmp_path, wide):
 def test_cli_skip_mode_prints_counts_and_rejects_path(tmp_path, wide):
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"".join(MIXED))
-    result = runner.invoke(app, ["data", "validate", str(path), "--on-invalid", "skip"])
+    result = runner.invoke(data_app, ["validate", str(path), "--on-invalid", "skip"])
     assert result.exit_code == 0, result.output
     assert f"{path}: 3 accepted, 5 rejected" in result.output
     rejects = tmp_path / "mixed.rejects.jsonl"
@@ -166,15 +170,15 @@ def test_cli_skip_mode_prints_counts_and_rejects_path(tmp_path, wide):
 def test_cli_skip_mode_exits_1_when_every_record_is_rejected(tmp_path, wide):
     path, rejects = tmp_path / "bad.jsonl", tmp_path / "out" / "r.jsonl"
     path.write_bytes(b"{oops\n" + line(prompt=""))
-    result = runner.invoke(app, ["data", "validate", str(path), "--on-invalid", "skip", "--rejects", str(rejects)])
+    result = runner.invoke(data_app, ["validate", str(path), "--on-invalid", "skip", "--rejects", str(rejects)])
     assert result.exit_code == 1, result.output
     assert "0 accepted, 2 rejected" in result.output and len(rejects.read_text().splitlines()) == 2
 
 
 def test_cli_clean_file_and_empty_file(tmp_path, wide, psoups_path):
-    result = runner.invoke(app, ["data", "validate", str(psoups_path)])
+    result = runner.invoke(data_app, ["validate", str(psoups_path)])
     assert result.exit_code == 0 and "600 accepted, 0 rejected" in result.output
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
-    result = runner.invoke(app, ["data", "validate", str(empty), "--on-invalid", "skip"])
+    result = runner.invoke(data_app, ["validate", str(empty), "--on-invalid", "skip"])
     assert result.exit_code == 2 and f"error: {empty}: file is empty" in result.output

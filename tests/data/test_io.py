@@ -240,12 +240,12 @@ def test_reading_streams_in_constant_memory(tmp_path):
 
 def test_rejects_are_written_incrementally(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    write_jsonl(({**r, "chosen": r["rejected"]} for r in _stream(20_000)), bad)
+    write_jsonl(({**r, "chosen": r["rejected"]} for r in _stream(10_000)), bad)
     small = tmp_path / "bad_small.jsonl"
-    write_jsonl(({**r, "chosen": r["rejected"]} for r in _stream(2_000)), small)
+    write_jsonl(({**r, "chosen": r["rejected"]} for r in _stream(1_000)), small)
     peak_small, peak_large = _peak_while_reading(small, True), _peak_while_reading(bad, True)
-    assert peak_large < 1.5 * peak_small + 50_000, (peak_small, peak_large)
-    assert sum(1 for _ in open(bad.with_suffix(".rej"), encoding="utf-8")) == 20_000
+    assert peak_large < 1.5 * peak_small + 50_000 and peak_large < 1_000_000, (peak_small, peak_large)
+    assert sum(1 for _ in open(bad.with_suffix(".rej"), encoding="utf-8")) == 10_000
 
 
 def test_iter_raw_yields_verbatim_lines_and_errors(tmp_path):

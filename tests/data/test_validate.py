@@ -106,6 +106,7 @@ def test_ranking_without_rewards_keeps_the_given_order():
         ({"prompt": "p", "responses": ["a", "b"], "rewards": [1]}, "rewards", "expected a list of 2 numbers (one per response), got 1"),
         ({"prompt": "p", "responses": ["a", "b"], "rewards": [1, "2"]}, "rewards[1]", 'expected a finite number, got "2"'),
         ({"prompt": "p", "responses": ["a", "b"], "rewards": [True, 0]}, "rewards[0]", "got true"),
+        ({"prompt": "p", "responses": ["a", "b"], "rewards": [0, float("nan")]}, "rewards[1]", "got NaN"),
         ({"prompt": "p", "responses": ["a", "b"], "chosen": "a"}, "chosen", "cannot also have 'chosen'"),
         (alignx(rewards=[1, 0]), "rewards", "a pair record cannot also have 'rewards'"),
         (alignx(prompt=3), "prompt", "expected a non-empty string, got a number"),

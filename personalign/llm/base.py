@@ -1,0 +1,48 @@
+"""The one small interface every text-generation backend implements."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, Union
+
+from pydantic import Field
+
+from personalign.config import StrictModel
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+Request = Union[str, list[Message]]  # a raw prompt (completions) or a chat conversation
+
+
+class GenerationConfig(StrictModel):
+    """Sampling settings; temperature 0 means greedy decoding."""
+
+    max_new_tokens: int = Field(128, gt=0)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+
+class BackendConfig(StrictModel):
+    """Which backend to build: a local transformers model or an OpenAI-compatible server."""
+
+    kind: Literal["local", "openai"] = "local"
+    model: str | None = None  # local: model dir/name (None = embedded default); openai: the served model name
+    base_url: str | list[str] | None = None  # openai: e.g. http://127.0.0.1:8000/v1 (vLLM), or a list of servers; default https://api.openai.com/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable holding the key, never the key
+    endpoint: Literal["chat", "completions"] = "chat"
+    concurrency: int = Field(8, gt=0)
+    batch_size: int = Field(8, gt=0)
+    max_retries: int = Field(6, ge=0)
+    timeout: float = Field(120.0, gt=0)
+
+
+class Backend(Protocol):
+    """Generates one text per request, in request order."""
+
+    @property
+    def identity(self) -> str:
+        """A stable name of the model behind the backend (used in cache keys)."""
+        ...
+
+    def generate(self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        ...

@@ -1,0 +1,166 @@
+"""LLM judges of personas (DESIGN §4): persona accuracy and persona preference.
+
+*Persona accuracy*: the judge sees a persona, the prompt and both responses and names the one
+the persona would choose; every persona is judged with its target response (chosen for chosen
+and gold personas, rejected for rejected personas) shown first and shown second. A verdict is
+correct when it names the target's position; accuracy is the mean over both orders (0.5 is
+chance), unparseable verdicts count as wrong and are reported.
+
+*Persona preference*: the judge sees the prompt and the chosen and rejected personas of a
+record and names the persona whose needs are more reasonable and desirable for a helpful
+assistant to serve, in both orders. The same persona picked in both orders is a win for its
+side; anything else (disagreement, or an unparseable verdict) is a tie.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+
+from personalign.data.schema import GOLD_PERSONA, Example
+from personalign.eval.metrics import Estimate, bootstrap
+from personalign.llm.base import Backend, GenerationConfig
+from personalign.llm.cache import GenerationCache, generate_cached
+from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
+
+PathLike = str | os.PathLike
+PERSONA_FIELDS = ("chosen_persona", "rejected_persona", GOLD_PERSONA)
+JUDGE_GENERATION = GenerationConfig(max_new_tokens=8, temperature=0.0)
+
+_OPTIONS = re.compile(r"\b(?:response|persona)?\s*1\s*(?:or|and|/|,|vs\.?|versus)\s*(?:response|persona)?\s*2\b", re.I)
+_DIGIT = re.compile(r"(?<![\d.])([12])(?![\d]|\.\d)")
+
+
+def parse_verdict(output: str) -> int | None:
+    """1 or 2: the first standalone "1"/"2" once echoes of the options ("1 or 2", "Response 1 and
+    Response 2") are removed; None when there is none."""
+    m = _DIGIT.search(_OPTIONS.sub(" ", output))
+    return int(m.group(1)) if m else None
+
+
+@dataclass(slots=True)
+class PersonaAccuracy:
+    """Accuracy over both orders (bootstrap over personas), per order (target response shown
+    first / second), unparseable verdicts (counted wrong) and records lacking the persona."""
+
+    persona_field: str
+    judge: str
+    accuracy: Estimate
+    target_first: float
+    target_second: float
+    n_personas: int
+    unparseable: int
+    missing: int
+
+    def as_dict(self) -> dict:
+        return {
+            "persona_field": self.persona_field, "judge": self.judge, "accuracy": self.accuracy.as_dict(),
+            "target_first": self.target_first, "target_second": self.target_second,
+            "n_personas": self.n_personas, "unparseable": self.unparseable, "missing": self.missing,
+        }
+
+
+@dataclass(slots=True)
+class PersonaPreference:
+    """Win/tie/loss counts of the chosen persona against the rejected one."""
+
+    judge: str
+    chosen_wins: int
+    ties: int
+    rejected_wins: int
+    unparseable: int
+    missing: int
+
+    @property
+    def n(self) -> int:
+        return self.chosen_wins + self.ties + self.rejected_wins
+
+    def rates(self) -> dict[str, float]:
+        n = self.n or float("nan")
+        return {"chosen": self.chosen_wins / n, "tie": self.ties / n, "rejected": self.rejected_wins / n}
+
+    def as_dict(self) -> dict:
+        return {
+            "judge": self.judge, "n": self.n, "chosen_wins": self.chosen_wins, "ties": self.ties,
+            "rejected_wins": self.rejected_wins, "rates": self.rates(), "unparseable": self.unparseable,
+            "missing": self.missing,
+        }
+
+
+def _generate(backend: Backend, requests: list, task: str, gen_config: GenerationConfig,
+              cache_path: PathLike | None, chunk_size: int, on_progress: Callable[[int], None] | None) -> list[str]:
+    with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
+        return generate_cached(backend, requests, gen_config, task=task, cache=cache, chunk_size=chunk_size,
+                               on_progress=on_progress).outputs
+
+
+def persona_accuracy(
+    examples: Iterable[Example],
+    backend: Backend,
+    *,
+    persona_field: str = "chosen_persona",
+    gen_config: GenerationConfig = JUDGE_GENERATION,
+    cache_path: PathLike | None = None,
+    chunk_size: int = 8,
+    on_progress: Callable[[int], None] | None = None,
+    n_boot: int = 1000,
+) -> PersonaAccuracy:
+    """Judge, for every example holding `persona_field`, which response that persona would choose."""
+    if persona_field not in PERSONA_FIELDS:
+        raise ValueError(f"persona_field must be one of {PERSONA_FIELDS}, got {persona_field!r}")
+    requests, missing = [], 0
+    for ex in examples:
+        persona = ex.user.personas.get(persona_field)
+        if not persona:
+            missing += 1
+            continue
+        target, other = (ex.rejected, ex.chosen) if persona_field == "rejected_persona" else (ex.chosen, ex.rejected)
+        requests.append(accuracy_messages(persona, ex.prompt, target, other))
+        requests.append(accuracy_messages(persona, ex.prompt, other, target))
+    outputs = _generate(backend, requests, ACCURACY_VERSION, gen_config, cache_path, chunk_size, on_progress)
+    verdicts = [parse_verdict(o) for o in outputs]
+    correct = np.array([v == (1 if i % 2 == 0 else 2) for i, v in enumerate(verdicts)], dtype=np.float64)
+    first, second = correct[0::2], correct[1::2]
+    return PersonaAccuracy(
+        persona_field=persona_field,
+        judge=backend.identity,
+        accuracy=bootstrap((first + second) / 2, n_boot=n_boot),
+        target_first=float(first.mean()) if first.size else float("nan"),
+        target_second=float(second.mean()) if second.size else float("nan"),
+        n_personas=len(first),
+        unparseable=sum(v is None for v in verdicts),
+        missing=missing,
+    )
+
+
+def persona_preference(
+    examples: Iterable[Example],
+    backend: Backend,
+    *,
+    gen_config: GenerationConfig = JUDGE_GENERATION,
+    cache_path: PathLike | None = None,
+    chunk_size: int = 8,
+    on_progress: Callable[[int], None] | None = None,
+) -> PersonaPreference:
+    """Judge the chosen persona against the rejected persona of every example holding both."""
+    requests, missing = [], 0
+    for ex in examples:
+        chosen, rejected = ex.user.personas.get("chosen_persona"), ex.user.personas.get("rejected_persona")
+        if not chosen or not rejected:
+            missing += 1
+            continue
+        requests.append(prefer_messages(ex.prompt, chosen, rejected))
+        requests.append(prefer_messages(ex.prompt, rejected, chosen))
+    outputs = _generate(backend, requests, PREFER_VERSION, gen_config, cache_path, chunk_size, on_progress)
+    verdicts = [parse_verdict(o) for o in outputs]
+    wins = {"chosen": 0, "tie": 0, "rejected": 0}
+    for shown_first, shown_second in zip(verdicts[0::2], verdicts[1::2]):
+        a = {1: "chosen", 2: "rejected"}.get(shown_first)
+        b = {1: "rejected", 2: "chosen"}.get(shown_second)
+        wins[a if a is not None and a == b else "tie"] += 1
+    return PersonaPreference(backend.identity, wins["chosen"], wins["tie"], wins["rejected"],
+                             sum(v is None for v in verdicts), missing)

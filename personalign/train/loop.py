@@ -1,0 +1,359 @@
+"""The training loop (DESIGN §5): one loop for DPO, SFT and PRO, on `accelerate`.
+
+`train(cfg)`:
+
+1. tokenize the training (and eval) records once;
+2. reference log-probs from the on-disk cache (`cached_scores`), computed on a miss with the
+   *starting* weights — for LoRA that is the base model, i.e. the policy with no adapters. The
+   reference model is never held next to the policy. DPO needs them for training; evaluation
+   uses them for alignment accuracy whatever the loss;
+3. LoRA adapters or full fine-tuning; AdamW, warmup + linear/cosine decay, gradient clipping;
+4. the data order: each epoch is a permutation seeded by (seed + epoch); optimizer step k of an
+   epoch takes the k-th slice of global-batch size (the last slice wraps around to the epoch's
+   start, so every step has a full batch), split into gradient-accumulation micro-batches and
+   then across processes. The batches of a step depend only on (seed, step), so a resumed run
+   continues exactly where the checkpoint left off;
+5. logging (console, `metrics.jsonl`, TensorBoard), periodic evaluation, checkpoints
+   (`checkpoint-<step>/`, the last and the best kept) and the final HF model in `final/`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, is_tensorboard_available, set_seed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import get_scheduler
+
+from personalign.config import dump_config
+from personalign.eval.metrics import pair_correct
+from personalign.models.logprobs import ResponseScores, length_batches, pack_batch, packed_logprobs
+from personalign.models.loading import load_model, model_fingerprint, resolve_model
+from personalign.models.lora import apply_lora
+from personalign.models.refcache import cached_scores
+from personalign.train.checkpoints import (
+    CONFIG_FILE, FINAL_DIR, best_checkpoint, checkpoints, prune_checkpoints, read_state, resolve_checkpoint,
+    save_checkpoint, save_final,
+)
+from personalign.train.collate import TrainItem, collate, load_items
+from personalign.train.config import TrainConfig
+from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; `policy` is the trained model in memory (a PeftModel with LoRA)."""
+
+    output_dir: Path
+    final_dir: Path
+    global_step: int
+    epoch: float
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    best_checkpoint: Path | None
+    resumed_from: Path | None
+    counts: dict[str, int]
+    seconds: float
+    policy: torch.nn.Module | None = field(default=None, repr=False)
+
+
+def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref: torch.Tensor | None,
+              rewards: torch.Tensor | None) -> LossOutput:
+    """The configured loss from `[B, R]` summed response log-probs (responses best first)."""
+    if cfg.loss == "sft":
+        return sft_loss(logps[:, 0], n_tokens[:, 0])
+    if cfg.loss == "pro":
+        avg = logps / n_tokens.clamp(min=1)
+        return pro_loss(avg, rewards, best_nll=-logps[:, 0], mask=n_tokens > 0, sft_weight=cfg.sft_weight)
+    nll = sft_loss(logps[:, 0], n_tokens[:, 0]).loss if cfg.rpo_alpha else None
+    return dpo_loss(
+        logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta, loss_type=cfg.loss_type,
+        label_smoothing=cfg.label_smoothing, chosen_n_tokens=n_tokens[:, 0], rejected_n_tokens=n_tokens[:, 1],
+        chosen_nll=nll, nll_weight=cfg.rpo_alpha or 0.0,
+    )
+
+
+def score_items(model, items: Sequence[TrainItem], accelerator: Accelerator, *, max_tokens_per_batch: int,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs and token counts `[N, R]` of every item, without gradients.
+
+    Length-sorted batches are dealt round-robin to the processes and the results gathered, so
+    every process returns the full table. Runs the unwrapped model (no collective per forward).
+    """
+    model = accelerator.unwrap_model(model)
+    batches = length_batches([it.tokens for it in items], max_tokens_per_batch=max_tokens_per_batch)
+    rows = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), accelerator.autocast():
+        for idx in batches[accelerator.process_index :: accelerator.num_processes]:
+            sums, counts = packed_logprobs(model, pack_batch([items[i].tokens for i in idx]).to(accelerator.device))
+            rows += [(i, sums[r].tolist(), counts[r].tolist()) for r, i in enumerate(idx)]
+    model.train(was_training)
+    if accelerator.num_processes > 1:
+        rows = gather_object(rows)
+    width = max(len(it.tokens.response_ids) for it in items)
+    logps, n_tokens = torch.zeros(len(items), width), torch.zeros(len(items), width, dtype=torch.long)
+    for i, s, c in rows:
+        logps[i, : len(s)], n_tokens[i, : len(c)] = torch.tensor(s), torch.tensor(c)
+    return logps, n_tokens
+
+
+def reference_logps(model, items: list[TrainItem], source: str, key: dict, cfg: TrainConfig,
+                    accelerator: Accelerator) -> tuple[list[TrainItem], bool]:
+    """Attach reference log-probs to `items`, from the cache or scored now with `model`; (items, hit)."""
+
+    def compute() -> list[ResponseScores]:
+        logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
+        return [_response_scores(s, n, it.tokens.truncated) for s, n, it in zip(logps.tolist(), n_tokens.tolist(), items)]
+
+    scores, path, hit = cached_scores(source, key, compute, write=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    if len(scores) != len(items) or any(len(s.logp) != len(it.tokens.response_ids) for s, it in zip(scores, items)):
+        raise ValueError(f"reference cache {path} does not match {source}; delete it and run again")
+    return [TrainItem(it.tokens, tuple(s.logp), it.rewards) for it, s in zip(items, scores)], hit
+
+
+def _response_scores(logps: list[float], n_tokens: list[int], truncated: bool) -> ResponseScores:
+    k = sum(1 for n in n_tokens if n > 0)
+    return ResponseScores(logps[:k], [a / n for a, n in zip(logps[:k], n_tokens[:k])], n_tokens[:k], truncated)
+
+
+def evaluate(model, items: list[TrainItem], cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
+    """The objective on the eval set, and alignment accuracy (best vs worst response, margin over the reference)."""
+    logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
+    batch = collate(items)
+    out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards)
+    metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items()}
+    last = (n_tokens > 0).sum(dim=1) - 1
+    if bool((last > 0).all()):
+        rows = torch.arange(len(items))
+        ref = batch.ref_logps
+        correct = pair_correct(logps[:, 0].numpy(), logps[rows, last].numpy(),
+                               ref[:, 0].numpy(), ref[rows, last].numpy())
+        metrics["eval/accuracy"] = float(correct.mean())
+    return metrics
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def step_micro_batches(order: torch.Tensor, k: int, *, per_device: int, accumulation: int, rank: int,
+                       world: int) -> list[list[int]]:
+    """This process's micro-batches (record indices) for step `k` of an epoch with permutation `order`."""
+    micro = per_device * world
+    window = torch.arange(k * micro * accumulation, (k + 1) * micro * accumulation)
+    idx = order[window % len(order)].tolist()
+    return [idx[j * micro + rank * per_device : j * micro + (rank + 1) * per_device] for j in range(accumulation)]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train a policy as configured; see the module docstring for the steps."""
+    started = time.perf_counter()
+    if cfg.report_to == "tensorboard" and not is_tensorboard_available():
+        raise ValueError("report_to='tensorboard' needs the tensorboard package (pip install tensorboard)")
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision="bf16" if cfg.bf16 else "no",
+        log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
+        project_dir=out,
+        step_scheduler_with_optimizer=False,
+    )
+    main = accelerator.is_main_process
+    console = Console(stderr=True, quiet=not main)
+    set_seed(cfg.seed)
+    with accelerator.main_process_first():
+        model_path = resolve_model(cfg.model)
+    model, tokenizer = load_model(model_path, device=accelerator.device)
+
+    # Data, tokenized once; reference log-probs from the cache (scored with the starting weights).
+    eval_view = cfg.view.model_copy(update={"sample_history": False})
+    key = {"model": model_fingerprint(model_path), "max_length": cfg.max_length, "on_invalid": "fail",
+           "dtype": "bfloat16-autocast" if cfg.bf16 else "float32"}
+    items, counts = load_items(cfg.data, cfg.view, tokenizer, loss=cfg.loss, max_length=cfg.max_length,
+                               limit=cfg.limit, best_only=cfg.loss == "sft")
+    if cfg.loss == "dpo":
+        items, hit = reference_logps(model, items, cfg.data, key | {"view": cfg.view.model_dump(), "limit": cfg.limit},
+                                     cfg, accelerator)
+        console.print(f"reference log-probs of {len(items)} training records: {'cache' if hit else 'computed'}")
+    eval_items = None
+    if cfg.eval_data is not None:
+        eval_items, _ = load_items(cfg.eval_data, eval_view, tokenizer, loss=cfg.loss, max_length=cfg.max_length)
+        eval_items, _ = reference_logps(model, eval_items, cfg.eval_data,
+                                        key | {"view": eval_view.model_dump(), "limit": None}, cfg, accelerator)
+
+    # Policy, optimizer, schedule.
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+    world, ga, per_device = accelerator.num_processes, cfg.gradient_accumulation_steps, cfg.per_device_train_batch_size
+    global_batch = per_device * world * ga
+    steps_per_epoch = math.ceil(len(items) / global_batch)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
+        num_training_steps=total,
+        scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    start, resumed_from = 0, None
+    if cfg.resume_from_checkpoint is not None:
+        resumed_from = resolve_checkpoint(cfg.resume_from_checkpoint, out)
+        state = read_state(resumed_from)
+        if (state["global_batch"], state["records"]) != (global_batch, len(items)):
+            raise ValueError(f"{resumed_from} was saved with global batch {state['global_batch']} on "
+                             f"{state['records']} records; this run has {global_batch} on {len(items)}")
+        accelerator.load_state(resumed_from)
+        start = state["step"]
+        console.print(f"resumed from {resumed_from} at step {start}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / CONFIG_FILE)
+        _truncate_metrics(out / METRICS_FILE, start)
+    if cfg.report_to == "tensorboard":
+        accelerator.init_trackers("tensorboard", config=_flat(cfg.model_dump(mode="json")))
+    console.print(f"training {cfg.loss} on {len(items)} records: {total} steps × global batch {global_batch} "
+                  f"({per_device} per device × {world} processes × {ga} accumulation), {steps_per_epoch} steps/epoch")
+
+    # The loop.
+    window: dict[str, float] = defaultdict(float)
+    window_steps, window_start, since_save = 0, time.perf_counter(), []
+    train_metrics: dict[str, float] = {}
+    eval_metrics: dict[str, float] = {}
+    eval_step = -1
+    order, order_epoch = None, -1
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=console, disable=not main)
+    with progress:
+        task = progress.add_task("train", total=total, completed=start)
+        for step in range(start, total):
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = epoch_order(len(items), cfg.seed, epoch), epoch
+            micro_batches = step_micro_batches(order, k, per_device=per_device, accumulation=ga,
+                                               rank=accelerator.process_index, world=world)
+            lr, step_loss = scheduler.get_last_lr()[0], 0.0
+            for idx in micro_batches:
+                batch = collate([items[i] for i in idx]).to(accelerator.device)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        logps, n_tokens = packed_logprobs(model, batch.packed)
+                        loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards)
+                    accelerator.backward(loss_out.loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        window["grad_norm"] += float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+                    optimizer.step()
+                    optimizer.zero_grad()
+                for name, value in loss_out.metrics.items():
+                    window[name] += float(value) / ga
+                step_loss += float(loss_out.metrics["loss"]) / ga
+            scheduler.step()
+            window_steps += 1
+            since_save.append(step_loss)
+            done = step + 1
+            progress.update(task, completed=done)
+
+            if done % cfg.logging_steps == 0 or done == total:
+                names = sorted(window)
+                means = accelerator.reduce(torch.tensor([window[n] for n in names], device=accelerator.device),
+                                           reduction="mean") / window_steps
+                elapsed = time.perf_counter() - window_start
+                train_metrics = {f"train/{n}": float(v) for n, v in zip(names, means)}
+                train_metrics |= {"train/learning_rate": lr, "train/epoch": done / steps_per_epoch,
+                                  "train/samples_per_second": window_steps * global_batch / elapsed}
+                _log(accelerator, out, done, train_metrics, progress)
+                window.clear()
+                window_steps, window_start = 0, time.perf_counter()
+            if eval_items is not None and (done % cfg.eval_steps == 0 or done == total
+                                           or done % cfg.save_steps == 0):
+                eval_metrics, eval_step = evaluate(model, eval_items, cfg, accelerator), done
+                _log(accelerator, out, done, eval_metrics, progress)
+            if done % cfg.save_steps == 0:
+                metric = _checkpoint_metric(eval_metrics if eval_step == done else None, since_save)
+                state = {"step": done, "epoch": done / steps_per_epoch, "global_batch": global_batch,
+                         "records": len(items), "metric": metric}
+                path = save_checkpoint(accelerator, out, done, state, cfg)
+                since_save = []
+                if main:
+                    pruned = prune_checkpoints(out, cfg.save_total_limit)
+                    progress.console.print(f"saved {path}" + (f"; pruned {len(pruned)}" if pruned else ""))
+
+    final_dir = save_final(accelerator, model, tokenizer, out / FINAL_DIR)
+    accelerator.end_training()
+    console.print(f"final model saved to {final_dir}")
+    return TrainResult(
+        output_dir=out, final_dir=final_dir, global_step=total, epoch=total / steps_per_epoch,
+        train_metrics=train_metrics, eval_metrics=eval_metrics, best_checkpoint=best_checkpoint(out),
+        resumed_from=resumed_from, counts=counts | {"steps": total, "global_batch": global_batch,
+                                                    "checkpoints": len(checkpoints(out))},
+        seconds=time.perf_counter() - started, policy=accelerator.unwrap_model(model),
+    )
+
+
+def _checkpoint_metric(eval_metrics: dict[str, float] | None, train_losses: list[float]) -> dict | None:
+    """What ranks checkpoints: eval accuracy, else eval loss, else the mean train loss since the last save."""
+    if eval_metrics and "eval/accuracy" in eval_metrics:
+        return {"name": "eval/accuracy", "value": eval_metrics["eval/accuracy"], "greater_is_better": True}
+    if eval_metrics:
+        return {"name": "eval/loss", "value": eval_metrics["eval/loss"], "greater_is_better": False}
+    if train_losses:
+        return {"name": "train/loss", "value": sum(train_losses) / len(train_losses), "greater_is_better": False}
+    return None
+
+
+def _log(accelerator: Accelerator, out: Path, step: int, metrics: dict[str, float], progress: Progress) -> None:
+    """One console line, one `metrics.jsonl` row and the tracker scalars (main process)."""
+    accelerator.log(metrics, step=step)
+    if not accelerator.is_main_process:
+        return
+    with open(out / METRICS_FILE, "a") as f:
+        f.write(json.dumps({"step": step, **metrics}) + "\n")
+    short = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc", "accuracy": "align-acc",
+             "pro/accuracy": "acc", "grad_norm": "|g|", "learning_rate": "lr", "samples_per_second": "ex/s"}
+    parts = []
+    for name, value in metrics.items():
+        base = name.partition("/")[2]
+        if base in short:
+            parts.append(f"{short[base]} {value:.3g}" if base != "learning_rate" else f"lr {value:.2e}")
+    split = next(iter(metrics)).partition("/")[0]
+    progress.console.print(f"[dim]step {step}[/] {split}: " + " · ".join(parts), highlight=False)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after `step` (a resumed run logs them again); start fresh at step 0."""
+    if step == 0 or not path.is_file():
+        path.unlink(missing_ok=True)
+        return
+    rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested config -> flat {a.b: scalar} for TensorBoard hparams (None and lists as text)."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat |= _flat(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return flat
