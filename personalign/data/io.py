@@ -326,8 +326,10 @@ def read_examples(
         for rec in iter_raw(source):
             value = rec.value
             if type(value) is dict:
+                raw = rec.raw
+                no_booleans = raw is not None and "true" not in raw and "false" not in raw
                 try:
-                    ex = to_example(value, file=rec.file, line=rec.line)
+                    ex = to_example(value, file=rec.file, line=rec.line, no_booleans=no_booleans)
                 except RecordError as e:
                     err = e
                 else:

@@ -20,8 +20,7 @@ from collections.abc import Iterator, Sequence
 from personalign.data.dimensions import Dimension, load_dimensions
 from personalign.data.schema import DEMOGRAPHIC, DIRECTION, N_DIMENSIONS, PAIRS, UGC
 
-CONCISE, ORDER, HUMOR = 16, 23, 73  # dimensions realized partly through structure
-STRUCTURAL = frozenset({CONCISE, ORDER})
+CONCISE, ORDER = 16, 23  # dimensions also realized through structure: reply length, numbered list
 
 # dimension -> (sentences for value 1, sentences for value 0); an empty side means "not mentioned".
 STYLE: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -363,7 +362,8 @@ _PROMPTS = {
     "recommend": ("Can you recommend some {s}?", "What are some good {s}?", "I'm looking for {s}. Any ideas?"),
     "rewrite": ("Reword the following sentence using fewer words. {s}", "Rewrite this sentence so it is clearer: {s}",
                 "Make this sentence more concise: \"{s}\""),
-    "story": ("Write a short story about {s}.", "Tell me a story about {s}.", "Can you write a bedtime story about {s}?"),
+    "story": ("Write a short story about {s}.", "Tell me a story about {s}.",
+              "Can you write a bedtime story about {s}?"),
     "message": ("Help me write a message to {s}.", "Draft a short note to {s}."),
     "compare": ("Is it better to {s}?", "Should I {s}?"),
 }
@@ -376,7 +376,15 @@ _OPENERS = {
     "message": ("Here's a draft you can adapt:", "Something like this should work:"),
     "compare": ("It depends on your situation.", "There's no single answer, but here's how to decide."),
 }
-_CLOSERS = ("Good luck!", "Hope that helps.", "Enjoy!", "Let me know how it goes.", "")
+_CLOSERS = {
+    "advice": ("Good luck!", "Hope that helps.", "Let me know how it goes.", ""),
+    "explain": ("Hope that helps.", "Does that make sense?", ""),
+    "recommend": ("Enjoy!", "Hope you find something you like.", ""),
+    "rewrite": ("Hope that helps.", ""),
+    "story": ("The end.", "Sweet dreams.", ""),
+    "message": ("Feel free to adjust the tone.", ""),
+    "compare": ("Hope that helps you decide.", "Good luck with the decision!", ""),
+}
 
 # UGC: posts tagged with the interest they are about; comments react to them.
 _POSTS = (
@@ -421,7 +429,8 @@ _PLACES = ("Toronto", "Manchester", "Austin", "Melbourne", "Dublin", "Chicago", 
 
 
 def _self_description(phrase: str) -> str:
-    """'Likes cars' -> 'someone who likes cars'; 'Strong need for Order (...)' -> 'someone with a strong need for order'."""
+    """'Likes cars' -> 'someone who likes cars';
+    'Strong need for Order (...)' -> 'someone with a strong need for order'."""
     text = phrase.split(" (")[0]
     first = text.split()[0]
     low = text[0].lower() + text[1:]
@@ -475,7 +484,7 @@ def _content_pool(rng: random.Random) -> list[tuple[str, tuple[str, ...], str]]:
             sents = body[start:start + n]
             bodies.append(" ".join([opener, *sents]))
             bodies.append(opener + "\n" + "\n".join(f"{i + 1}. {x}" for i, x in enumerate(sents)))
-        pool.append((prompt, tuple(bodies), rng.choice(_CLOSERS)))
+        pool.append((prompt, tuple(bodies), rng.choice(_CLOSERS[task])))
     return pool
 
 
@@ -483,13 +492,13 @@ class _Gen:
     """One seeded generator over precomputed banks (kept fast: a few lookups per text)."""
 
     def __init__(self, seed: int, dims: Sequence[Dimension]):
-        self.rng = random.Random(seed)
-        self.rand = self.rng.random
-        self.pool = _content_pool(self.rng)
+        rng = random.Random(seed)
+        self.rand = rng.random
+        self.pool = _content_pool(rng)
         # real[d][user side] = (sentences realizing the user's side, sentences realizing the other side)
         self.real = [{1: STYLE[d], 0: STYLE[d][::-1]} for d in range(N_DIMENSIONS)]
         self.self_desc = [(_self_description(d.negative), _self_description(d.positive)) for d in dims]
-        self.interest_names = [d.positive.removeprefix("Likes ") for d in dims]
+        self.interests = {d.index: d.positive.removeprefix("Likes ") for d in dims if d.group == "interests"}
         self.posts_by_topic: dict[int, list[str]] = {}
         for topic, post in _POSTS:
             self.posts_by_topic.setdefault(topic, []).append(post)
@@ -536,7 +545,8 @@ class _Gen:
         shown = {active[int(rand() * n)] for _ in range(1 + int(rand() * 3))} if n else ()
         variant = int(rand() * 6)
         agree, other = [], []
-        body_a = body_o = 2  # index into bodies: 2 * length kind (concise 0, default 1, detailed 2) + numbered
+        kind_a = kind_o = 1  # body length: 0 concise, 1 default, 2 detailed
+        num_a = num_o = 0  # numbered list
         for d in shown:
             side = vec[d]
             a, o = real[d][side]
@@ -545,14 +555,14 @@ class _Gen:
             if o:
                 other.append(o[variant % len(o)])
             if d == CONCISE:
-                body_a, body_o = (0, 4) if side == 1 else (4, 0)
+                kind_a, kind_o = (0, 2) if side == 1 else (2, 0)
             elif d == ORDER:
-                body_a, body_o = (body_a + 1, body_o) if side == 1 else (body_a, body_o + 1)
-        chosen, rejected = bodies[body_a], bodies[body_o]
+                num_a, num_o = side, 1 - side
+        chosen, rejected = bodies[2 * kind_a + num_a], bodies[2 * kind_o + num_o]
         if agree:
-            chosen += ("\n\n" if body_a & 1 else " ") + " ".join(agree)
+            chosen += ("\n\n" if num_a else " ") + " ".join(agree)
         if other:
-            rejected += ("\n\n" if body_o & 1 else " ") + " ".join(other)
+            rejected += ("\n\n" if num_o else " ") + " ".join(other)
         if closer:
             chosen, rejected = f"{chosen} {closer}", f"{rejected} {closer}"
         return prompt, chosen, rejected
@@ -574,8 +584,9 @@ class _Gen:
         gender = self.pick(_GENDERS[None if vec[1] == 0.5 else vec[1]])
         job = self.pick(_JOBS)
         article = "an" if job[0] in "aeiou" else "a"
-        text = f"A {lo + int(self.rand() * (hi - lo + 1))}-year-old {gender} working as {article} {job} in {self.pick(_PLACES)}"
-        likes = [self.interest_names[d] for d in active if d >= 47 and vec[d] == 1][:2]
+        age = lo + int(self.rand() * (hi - lo + 1))
+        text = f"A {age}-year-old {gender} working as {article} {job} in {self.pick(_PLACES)}"
+        likes = [self.interests[d] for d in active if d in self.interests and vec[d] == 1][:2]
         if likes:
             text += " who enjoys " + " and ".join(likes)
         return text + "."

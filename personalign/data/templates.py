@@ -9,7 +9,9 @@ Presets (the prompt always ends where the response starts):
   Without a tokenizer, or with one that has no chat template, the messages are written in ChatML
   (``<|im_start|>role\\n...<|im_end|>\\n`` then ``<|im_start|>assistant\\n``), the format of the
   default SmolLM2 model's template (which, unlike this fallback, adds a default system message
-  when a conversation has none).
+  when a conversation has none). A task that is an HH-RLHF dialogue ("Human: …\\n\\nAssistant: …",
+  see `personalign.data.dialogue`) is written as real chat turns: the earlier turns as user and
+  assistant messages (after the system message), the last user turn in the task's place.
 * ``alignx``: the AlignXpert training layout of AlignX ``train/format_data.py``
   (github.com/JinaLeejnl/AlignX), Llama-3 header tokens written out as text, with the
   ``<|begin_of_text|>`` that AlignX's evaluation scripts prepend as a token.
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from personalign.data.dialogue import dialogue_messages
 from personalign.data.schema import Comment, Pair
 
 TEMPLATES = ("chat", "alignx", "alignx-eval", "plain")
@@ -103,15 +106,21 @@ def render_prompt(
 
 
 def chat_messages(view: str, task: str, block: str = "", demographic: str | None = None) -> list[dict[str, str]]:
-    """System + user messages for the chat preset; the bare task when there is no conditioning text."""
+    """System + user messages for the chat preset; the bare task when there is no conditioning text.
+    A dialogue task puts its earlier turns before the user message, which holds its last turn."""
+    earlier: list[dict[str, str]] = []
+    turns = dialogue_messages(task)
+    if turns is not None:
+        *earlier, last = turns
+        task = last["content"]
     sections = [(CHAT_HEADERS[view], block)] if view != "none" else []
     if view == "ica":
         sections.append((CHAT_HEADERS["demo"], demographic or ""))
     sections = [(head, text.strip()) for head, text in sections if text and text.strip()]
     if not sections:
-        return [{"role": "user", "content": task}]
+        return [*earlier, {"role": "user", "content": task}]
     user = "\n\n".join([f"# Task\n{task}", *(f"{head}\n{text}" for head, text in sections)])
-    return [{"role": "system", "content": SYSTEM[view]}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": SYSTEM[view]}, *earlier, {"role": "user", "content": user}]
 
 
 def apply_chat(messages: list[dict[str, str]], tokenizer: Any = None) -> str:

@@ -67,10 +67,11 @@ def _show(value: Any) -> str:
 class _Ctx:
     """Where the record came from; builds errors."""
 
-    __slots__ = ("file", "line")
+    __slots__ = ("file", "line", "direction_ok")
 
-    def __init__(self, file: str, line: int | None):
+    def __init__(self, file: str, line: int | None, no_booleans: bool = False):
         self.file, self.line = file, line
+        self.direction_ok = _direction_values_ok if no_booleans else _direction_ok
 
     def error(self, field: str | None, message: str) -> RecordError:
         return RecordError(self.file, self.line, field, message)
@@ -104,9 +105,14 @@ def _direction_ok(value: Any) -> bool:
     )
 
 
+def _direction_values_ok(value: Any) -> bool:
+    """`_direction_ok` for records known to hold no booleans (True == 1 would pass the value test)."""
+    return type(value) is list and len(value) == N_DIMENSIONS and _DIRECTION_VALUES.issuperset(value)
+
+
 def _direction(ctx: _Ctx, value: Any, field: str) -> list[float]:
     """A list of exactly 90 numbers, each 0, 0.5 or 1 (booleans are not numbers)."""
-    if _direction_ok(value):
+    if ctx.direction_ok(value):
         return value
     if not isinstance(value, (list, tuple)):
         raise ctx.error(field, f"expected a list of {N_DIMENSIONS} numbers, got {_kind(value)}")
@@ -140,7 +146,7 @@ def _ugc(ctx: _Ctx, value: Any, user: UserContext) -> None:
         for item in value:
             if type(item) is dict:
                 p, c, d = item.get("prompt"), item.get("comment"), item.get(DIRECTION)
-                if type(p) is str and type(c) is str and (d is None or _direction_ok(d)):
+                if type(p) is str and type(c) is str and (d is None or ctx.direction_ok(d)):
                     out.append(Comment(p, c, d))
                     continue
             break
@@ -156,7 +162,7 @@ def _pairs(ctx: _Ctx, value: Any, user: UserContext) -> None:
         for item in value:
             if type(item) is dict:
                 p, c, r, d = item.get("prompt"), item.get("chosen"), item.get("rejected"), item.get(DIRECTION)
-                if type(p) is str and type(c) is str and type(r) is str and (d is None or _direction_ok(d)):
+                if type(p) is str and type(c) is str and type(r) is str and (d is None or ctx.direction_ok(d)):
                     out.append(Pair(p, c, r, d))
                     continue
             break
@@ -247,12 +253,14 @@ def _ranking(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
     return Example(prompt, responses, rewards, user, extra, source)
 
 
-def to_example(raw: dict, *, file: str, line: int | None) -> Example:
+def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = False) -> Example:
     """Validate one raw record (pair/AlignX/persona, or ranking if it has `responses`) into an Example.
 
     Raises `RecordError(file, line, field, message)` with a precise field path on the first problem.
+    `no_booleans=True` is a reader's promise that the record's JSON text has no `true`/`false`
+    literal, which lets direction vectors skip their per-value type check.
     """
-    ctx = _Ctx(file, line)
+    ctx = _Ctx(file, line, no_booleans)
     if not isinstance(raw, dict):
         raise ctx.error(None, f"expected a JSON object, got {_kind(raw)}")
     source = file if line is None else f"{file}:{line}"

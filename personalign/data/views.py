@@ -104,19 +104,27 @@ class ViewCounts:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def _subset(rng: random.Random, n: int, k: int) -> list[int]:
+    """A uniformly random k-subset of range(n), in increasing order (random keys, k smallest)."""
+    if k >= n:
+        return list(range(n))
+    keys = [rng.random() for _ in range(n)]
+    return sorted(sorted(range(n), key=keys.__getitem__)[:k])
+
+
 def select_history(user: UserContext, cfg: ViewConfig, index: int) -> tuple[list[Comment], list[Pair]]:
     """All history, or (sample_history) AlignX's draw: u, p = randint(0, 4) each, capped by what
     exists, all up to 4 each if both are 0; a seeded subset in record order, seeded by (seed, index)."""
     if not cfg.sample_history:
         return list(user.ugc), list(user.pairs)
-    rng = random.Random(f"{cfg.seed}/{index}")
-    n_ugc = min(rng.randint(0, MAX_SAMPLED), len(user.ugc))
-    n_pairs = min(rng.randint(0, MAX_SAMPLED), len(user.pairs))
+    rng = random.Random(cfg.seed * 1_000_003 + index)
+    draws = MAX_SAMPLED + 1
+    n_ugc = min(int(rng.random() * draws), len(user.ugc))
+    n_pairs = min(int(rng.random() * draws), len(user.pairs))
     if not (n_ugc or n_pairs):
         n_ugc, n_pairs = min(MAX_SAMPLED, len(user.ugc)), min(MAX_SAMPLED, len(user.pairs))
-    keep_ugc = sorted(rng.sample(range(len(user.ugc)), n_ugc))
-    keep_pairs = sorted(rng.sample(range(len(user.pairs)), n_pairs))
-    return [user.ugc[i] for i in keep_ugc], [user.pairs[i] for i in keep_pairs]
+    ugc, pairs = user.ugc, user.pairs
+    return [ugc[i] for i in _subset(rng, len(ugc), n_ugc)], [pairs[i] for i in _subset(rng, len(pairs), n_pairs)]
 
 
 def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int = 0) -> Rendered:
