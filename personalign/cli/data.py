@@ -1,12 +1,15 @@
-"""`personalign data ...`: validate, stats, build-views, synth."""
+"""`personalign data ...`: validate, stats, build-views, synth, rank-split, subsets, diversity, select."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import typer
 
 from personalign.cli._common import cli_errors, console
+from personalign.data.errors import RecordError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -190,8 +193,8 @@ def stats(
     if s.tokens is not None:
         lengths.add_column("tokens", justify="right")
     for f, c in s.chars.items():
-        cells = [f"{x.p5} / {x.p50} / {x.p95} / {x.max}, {x.mean:.0f}" for x in (c, *(s.tokens and [s.tokens[f]] or []))]
-        lengths.add_row(f, *cells)
+        both = [c] if s.tokens is None else [c, s.tokens[f]]
+        lengths.add_row(f, *(f"{x.p5} / {x.p50} / {x.p95} / {x.max}, {x.mean:.0f}" for x in both))
     console.print(lengths)
 
     history = Table(title="history items per record")
@@ -252,3 +255,151 @@ def validate(
         console.print(f"rejected records written to {rejects_path}", highlight=False)
         if counts.accepted == 0:
             raise typer.Exit(1)
+
+
+@contextmanager
+def _usage_errors(param_hint: str | None = None) -> Iterator[None]:
+    """Library `ValueError`s about the arguments as usage errors; record errors pass through."""
+    try:
+        yield
+    except RecordError:
+        raise
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=param_hint) from None
+
+
+def _prompts_and_tokenizer(files: list[str], tokenizer: str | None) -> tuple[dict[str, list[str]], object]:
+    """The prompts of each file, and the tokenizer (default: the embedded model's)."""
+    from personalign.data.io import read_examples
+    from personalign.models.loading import load_tokenizer
+
+    prompts = {f: [ex.prompt for ex in read_examples(f)] for f in files}
+    with _usage_errors("--tokenizer"):
+        return prompts, load_tokenizer(tokenizer)
+
+
+@app.command("rank-split")
+@cli_errors
+def rank_split(
+    file: str = typer.Argument(..., help="Ranking records (n responses each): .jsonl, .json, .parquet or a dataset."),
+    k: list[int] = typer.Option(..., "--k", min=2, help="Responses to keep per prompt; repeat for several files."),
+    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Directory for the ranking-k files."),
+    seed: int = typer.Option(0, help="Seed of the per-record choice of responses."),
+) -> None:
+    """Ranking-n -> ranking-k files: k responses per prompt picked at random (seeded per record), best-first."""
+    from personalign.data.ranking import rank_split as split
+
+    with _usage_errors("--k"):
+        paths = split(file, k, out_dir, seed)
+    for kk, path in paths.items():
+        console.print(f"ranking-{kk}: {path}", highlight=False)
+
+
+@app.command("subsets")
+@cli_errors
+def subsets(
+    inputs: list[str] = typer.Argument(..., help="Ranking-k files, or directories of them (as rank-split writes)."),
+    budget: int = typer.Option(..., min=1, help="Responses per subset: N prompts × k = budget for every k."),
+    k: list[int] = typer.Option(..., "--k", min=2, help="Ranking size; repeat for several subsets."),
+    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Directory for the subsets and manifest.json."),
+    seed: int = typer.Option(0, help="Seed of the one prompt shuffle."),
+) -> None:
+    """Nested equal-budget subsets: one seeded shuffle of the prompts, the first budget/k of it per k."""
+    from rich.table import Table
+
+    from personalign.data.ranking import MANIFEST, equal_budget_subsets
+
+    with _usage_errors():
+        manifest = equal_budget_subsets(inputs, budget, k, out_dir, seed)
+    table = Table(title=f"equal-budget subsets: budget {budget}, seed {seed}, {manifest['prompts']} prompts")
+    for col in ("k", "prompts", "responses", "file"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for s in manifest["subsets"]:
+        table.add_row(str(s["k"]), str(s["n"]), str(s["n"] * s["k"]), str(out_dir / s["file"]))
+    console.print(table)
+    console.print(f"manifest: {out_dir / MANIFEST}", highlight=False)
+
+
+@app.command("diversity")
+@cli_errors
+def diversity(
+    files: list[str] = typer.Argument(..., help="Record files; the prompts are measured."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer directory or model (default: the embedded model's)."),
+    semantic: bool = typer.Option(False, "--semantic", help="Also the mean pairwise cosine distance of all-MiniLM-L6-v2 embeddings."),
+    plot: Path | None = typer.Option(None, help="PNG of D against subset size (nested prefixes of a seeded shuffle)."),
+    sizes: str | None = typer.Option(None, help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps)."),
+    seed: int = typer.Option(0, help="Seed of the shuffle behind the curve."),
+) -> None:
+    """Prompt diversity D = √N · distinct / total token bigrams (DESIGN §7), per file."""
+    from rich.table import Table
+
+    from personalign.data import diversity as div
+
+    with _usage_errors("--sizes"):
+        wanted = [int(x) for x in sizes.split(",") if x.strip()] if sizes else []
+    prompts, tok = _prompts_and_tokenizer(files, tokenizer)
+    encoder = None
+    if semantic:
+        from personalign.persona.retrieve import load_encoder
+
+        encoder = load_encoder()
+    table = Table(title="prompt diversity")
+    for col in ("file", "prompts", "bigrams", "distinct", "D", *(["semantic"] if semantic else [])):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    curves = {}
+    for f, texts in prompts.items():
+        bigrams = div.Bigrams.from_token_ids(div.tokenize(texts, tok))
+        d = div.diversity(bigrams)
+        cells = [f, str(d.n), str(d.total), str(d.distinct), f"{d.d:.4f}"]
+        if semantic:
+            with _usage_errors("--semantic"):
+                cells.append(f"{div.semantic_diversity(texts, encoder):.4f}")
+        table.add_row(*cells)
+        steps = [s for s in wanted if s <= d.n] if wanted else sorted({max(1, d.n * i // 10) for i in range(1, 11)})
+        if wanted or plot is not None:
+            with _usage_errors("--sizes"):
+                curves[f] = div.diversity_curve(bigrams, steps, seed)
+    console.print(table)
+    for f, points in curves.items():
+        console.print(f"{f}: " + ", ".join(f"N={p.n} D={p.d:.4f}" for p in points), highlight=False)
+    if plot is not None:
+        console.print(f"plot: {div.plot_curves(curves, plot)}", highlight=False)
+
+
+@app.command("select")
+@cli_errors
+def select(
+    file: str = typer.Argument(..., help="Record file to select prompts (whole records) from."),
+    size: int = typer.Option(..., "--size", min=1, help="Number of records to keep."),
+    by: Literal["diversity", "random"] = typer.Option("diversity", help="Greedy maximisation of D, or a seeded random draw."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .json or .parquet (records in selection order)."),
+    seed: int = typer.Option(0, help="Seed (greedy: tie order; random: the draw and the comparison subsets)."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer directory or model (default: the embedded model's)."),
+    draws: int = typer.Option(20, min=1, help="Random subsets of the same size to compare D with."),
+) -> None:
+    """Pick `size` records whose prompts maximise D; report D against random subsets of the same size."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from personalign.data import diversity as div
+    from personalign.data.ranking import pick_records, write_records
+
+    prompts, tok = _prompts_and_tokenizer([file], tokenizer)
+    bigrams = div.Bigrams.from_token_ids(div.tokenize(prompts[file], tok))
+    if size > len(bigrams):
+        raise typer.BadParameter(f"the file has {len(bigrams)} records, fewer than {size}", param_hint="--size")
+    start = time.perf_counter()
+    if by == "diversity":
+        picked = div.select_diverse(bigrams, size, seed)
+    else:
+        picked = np.random.default_rng(seed).choice(len(bigrams), size, replace=False).tolist()
+    seconds = time.perf_counter() - start
+    with _usage_errors("--out"):
+        write_records(pick_records(file, picked), out)
+    chosen = div.diversity(bigrams, picked).d
+    rand = [r.d for r in div.random_diversity(bigrams, size, draws, seed + 1)]
+    console.print(f"selected {size} of {len(bigrams)} records by {by} in {seconds:.1f} s -> {out}\n"
+                  f"D selected {chosen:.4f}; {draws} random subsets: mean {statistics.fmean(rand):.4f}, "
+                  f"max {max(rand):.4f}; all {len(bigrams)}: {div.diversity(bigrams).d:.4f}", highlight=False)

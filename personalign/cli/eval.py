@@ -1,16 +1,18 @@
-"""`personalign eval ...`: alignment accuracy (generation and judging join later)."""
+"""`personalign eval ...`: alignment accuracy, generation, pairwise judge win rate, reward scoring."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from accelerate import PartialState
+from rich.markup import escape
 from rich.table import Table
 
 from personalign.cli._common import cli_errors, console
+from personalign.cli.persona import ApiKeyEnv, BaseUrl, BatchSize, Kind, Limit, Model
 from personalign.config import load_config
-from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
+from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -32,14 +34,16 @@ def accuracy(
 ) -> None:
     """Alignment accuracy overall and per slice with bootstrap 95% intervals.
 
-    Scales out with `accelerate launch --num_processes N -m personalign eval accuracy ...`.
+    Scales out with `accelerate launch --multi_gpu --num_processes N -m personalign eval accuracy ...`
+    (on CPU add ACCELERATE_USE_CPU=true: accelerate's own `--cpu` flag runs multi-process only under MPI).
     """
     opts = {"data": data, "policy": policy, "reference": reference, "max_length": max_length, "limit": limit,
             "view.view": view, "view.template": template, "view.persona_source": persona_source}
     items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
     cfg = load_config(AccuracyConfig, config, items)
     result = evaluate_accuracy(cfg)
-    if not PartialState().is_main_process:
+    state = process_state()
+    if not state.is_main_process:
         return
     js, md, _ = write_accuracy(result, out)
     title = "alignment accuracy" if result.mode == "alignment" else "RAW log-prob accuracy (policy = reference)"
@@ -49,4 +53,127 @@ def accuracy(
     for name, e in result.estimates.items():
         table.add_row(name, str(e.n), f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]")
     console.print(table)
-    console.print(f"wrote {js} and {md}")
+    console.print(f"wrote {js} and {md} (scored on {state.num_processes} process{'es' if state.num_processes > 1 else ''})")
+
+
+@app.command("generate")
+@cli_errors
+def generate(
+    data: Annotated[Optional[str], typer.Option("--data", help="Records to generate for (jsonl/json/parquet/dataset dir).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory: generations.jsonl, generation.json, cache.")] = None,
+    view: Annotated[Optional[str], typer.Option(help="none | ica | pba | persona | demo")] = None,
+    template: Annotated[Optional[str], typer.Option(help="chat | alignx | alignx-eval | plain")] = None,
+    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved")] = None,
+    backend: Kind = "local",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    batch_size: BatchSize = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    limit: Limit = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (GenerateConfig).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. view.include_demographic=true")] = None,
+) -> None:
+    """Generate one response per record under a view; rerunning continues a killed run from its cache."""
+    from personalign.eval.generate import GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses
+    from personalign.llm.progress import progress_bar
+
+    opts = {"data": data, "out": out, "limit": limit, "view.view": view, "view.template": template,
+            "view.persona_source": persona_source, "backend.kind": backend, "backend.model": model,
+            "backend.base_url": base_url, "backend.api_key_env": api_key_env, "backend.batch_size": batch_size,
+            "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
+            "generation.top_p": top_p, "generation.seed": seed}
+    items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
+    cfg = load_config(GenerateConfig, config, items)
+    with progress_bar(True, 1) as bar:
+        task = bar.add_task("generating", total=None)
+        run = generate_responses(cfg, on_progress=lambda n: bar.advance(task, n))
+    counts = json.loads((run / SETTINGS_FILE).read_text())["counts"]
+    console.print(f"wrote {counts['records']} responses to {run / GENERATIONS_FILE} ({counts['generated']} generated, "
+                  f"{counts['reused']} reused from the cache or duplicates); settings in {run / SETTINGS_FILE}")
+
+
+@app.command("judge")
+@cli_errors
+def judge(
+    base: Annotated[Path, typer.Option("--base", help="Base run directory (from `eval generate`).")],
+    test: Annotated[Path, typer.Option("--test", help="Test run directory, compared against the base.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for judge.json, judge.md, judgments.jsonl and the cache.")],
+    rubric: Annotated[Optional[list[str]], typer.Option("--rubric", help="quality and/or personalization (default both).")] = None,
+    backend: Kind = "local",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    batch_size: BatchSize = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Judge output budget.")] = 8,
+    limit: Limit = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=1, help="Bootstrap resamples.")] = 1000,
+) -> None:
+    """Pairwise win rate of test vs. base under each rubric, both orders, with ΔPQ."""
+    from personalign.eval.judge import CACHE_FILE, RUBRICS, judge_runs, write_judge
+    from personalign.llm import make_backend
+    from personalign.llm.base import BackendConfig, GenerationConfig
+    from personalign.llm.progress import progress_bar
+
+    rubrics = tuple(rubric or RUBRICS)
+    if set(rubrics) - set(RUBRICS):
+        raise typer.BadParameter(f"expected {' or '.join(RUBRICS)}, got {list(rubrics)}", param_hint="--rubric")
+    llm = make_backend(BackendConfig(kind=backend, model=model, base_url=base_url, api_key_env=api_key_env,
+                                     batch_size=batch_size))
+    with progress_bar(True, 1) as bar:
+        task = bar.add_task("judging", total=None)
+        result = judge_runs(base, test, llm, rubrics=rubrics, cache_path=Path(out) / CACHE_FILE,
+                            gen_config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
+                            chunk_size=batch_size * (1 if backend == "local" else 4), limit=limit, n_boot=n_boot,
+                            on_progress=lambda n: bar.advance(task, n))
+    js, md, _ = write_judge(result, out)
+    table = Table(title=f"{test} vs {base} · judge {result.judge}")
+    for col in ("rubric", "pairs", "wins", "ties", "losses", "win rate", "95% CI", "unparseable"):
+        table.add_column(col, justify="left" if col == "rubric" else "right")
+    for r in result.rubrics.values():
+        e = r.win_rate
+        table.add_row(r.rubric, str(r.n), str(r.wins), str(r.ties), str(r.losses), f"{e.value:.3f}",
+                      escape(f"[{e.low:.3f}, {e.high:.3f}]"), str(r.unparseable))
+    console.print(table)
+    if result.delta_pq is not None:
+        d = result.delta_pq
+        console.print(escape(f"ΔPQ = {d.value:.3f} [{d.low:.3f}, {d.high:.3f}] over {d.n} pairs"))
+    if result.unmatched["base"] or result.unmatched["test"]:
+        console.print(f"[yellow]rows without a partner in the other run: {result.unmatched}[/]")
+    console.print(f"wrote {js} and {md} (scored on {state.num_processes} process{'es' if state.num_processes > 1 else ''})")
+
+
+@app.command("reward")
+@cli_errors
+def reward(
+    files: Annotated[list[Path], typer.Argument(help="Files of rows with prompt and response fields (e.g. generations.jsonl).")],
+    model: Annotated[Path, typer.Option("--model", help="Reward model dir (AutoModelForSequenceClassification, 1 label).")],
+    reference_field: Annotated[Optional[str], typer.Option("--reference-field", help="BLEU against this field, e.g. chosen.")] = None,
+    response_field: Annotated[str, typer.Option("--response-field")] = "response",
+    prompt_field: Annotated[str, typer.Option("--prompt-field")] = "prompt",
+    batch_size: BatchSize = 8,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
+) -> None:
+    """Mean σ(reward) per file and over all files (weighted by size); BLEU against a reference field."""
+    from personalign.eval.reward import score_files
+
+    with console.status("scoring"):
+        per_file, overall = score_files(model, files, prompt_field=prompt_field, response_field=response_field,
+                                        reference_field=reference_field, batch_size=batch_size)
+    table = Table(title=f"reward · {model}")
+    for col in ("file", "n", "mean σ(reward)", "95% CI", "BLEU"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for r in [*per_file, overall]:
+        e = r.reward
+        table.add_row(escape(r.name), str(r.n), f"{e.value:.4f}", escape(f"[{e.low:.4f}, {e.high:.4f}]"),
+                      "-" if r.bleu is None else f"{r.bleu:.2f}")
+    console.print(table)
+    if out is not None:
+        result = {"kind": "reward", "model": str(model), "reference_field": reference_field,
+                  "files": [r.as_dict() for r in per_file], "all": overall.as_dict()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {out}")

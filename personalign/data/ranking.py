@@ -2,9 +2,10 @@
 
 * `rank_split`: each record keeps k of its n responses. Per record one seeded permutation of the
   n positions is drawn (seeded by the split seed and the record's index, independent of which ks
-  are asked for); ranking-k keeps the first k positions of it, in best-first order. So every
-  k-file is reproducible on its own, all k-files hold the same prompts in the same order, and a
-  record's k responses are a subset of its k+1 responses.
+  are asked for); ranking-k keeps the first k positions of it, in best-first order (the reader
+  has already sorted by reward, so this is the reward order). So every k-file is reproducible on
+  its own, all k-files hold the same prompts in the same order, and a record's k responses are a
+  subset of its k+1 responses.
 * `equal_budget_subsets`: the prompt indices are shuffled once (seeded); the subset for k is the
   first budget/k indices of that shuffle, taken from the ranking-k file. N × k = budget for every
   k, and the prompts of a larger k are a prefix of (so a subset of) those of a smaller k.
@@ -15,9 +16,9 @@ import hashlib
 import json
 import os
 import random
-from math import lcm
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from math import lcm
 from pathlib import Path
 from typing import Any
 

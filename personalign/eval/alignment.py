@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, parse_flag_from_env
 
 from personalign.config import StrictModel
 from personalign.data.io import ReadCounts, read_examples
@@ -65,9 +65,14 @@ class AccuracyResult:
         }
 
 
+def process_state() -> PartialState:
+    """The accelerate process state; ACCELERATE_USE_CPU=true makes a multi-process launch use gloo on CPU."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def score_sharded(model, tokenizer, items: Sequence[tuple[str, list[str]]], **kw) -> list[ResponseScores]:
     """`score_responses` split across the processes of the current accelerate state; ordered result on all."""
-    state = PartialState()
+    state = process_state()
     if state.num_processes == 1:
         return score_responses(model, tokenizer, items, **kw)
     with state.split_between_processes(list(range(len(items)))) as mine:
@@ -78,7 +83,7 @@ def score_sharded(model, tokenizer, items: Sequence[tuple[str, list[str]]], **kw
 
 def _scores(name: str, cfg: AccuracyConfig, items, tokenizer) -> list[ResponseScores]:
     """Scores of `items` under model `name`, from the log-prob cache when possible."""
-    state = PartialState()
+    state = process_state()
 
     def compute() -> list[ResponseScores]:
         model, _ = load_model(name, dtype=cfg.dtype, device=state.device)

@@ -1,0 +1,23 @@
+"""Text-generation backends behind one interface (`personalign.llm.base.Backend`).
+
+`make_backend(BackendConfig(kind="local", model=...))` runs a transformers model in this
+process; `kind="openai"` talks to an OpenAI-compatible server (OpenAI, `vllm serve`,
+`personalign serve`). The backend modules are imported on demand, so using the HTTP backend
+does not import torch.
+"""
+from __future__ import annotations
+
+from personalign.llm.base import Backend, BackendConfig, GenerationConfig, Message, Request
+
+__all__ = ["Backend", "BackendConfig", "GenerationConfig", "Message", "Request", "make_backend"]
+
+
+def make_backend(cfg: BackendConfig) -> Backend:
+    """Build the backend `cfg` describes (loads the model for kind='local')."""
+    if cfg.kind == "local":
+        from personalign.llm.local import LocalBackend
+
+        return LocalBackend.from_config(cfg)
+    from personalign.llm.openai_http import OpenAIBackend
+
+    return OpenAIBackend.from_config(cfg)

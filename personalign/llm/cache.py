@@ -3,7 +3,7 @@
 Every chunk of generations is appended, flushed and fsync'd as soon as it is produced, so a
 killed run loses at most the chunk in flight. On open, a torn last line (a kill mid-write) is
 cut off the file before anything new is appended; complete lines that do not parse are skipped
-and counted.
+and counted. One process writes a cache file at a time.
 """
 from __future__ import annotations
 
@@ -90,11 +90,12 @@ class GenerationCache:
 
 @dataclass(slots=True)
 class Generated:
-    """Outputs in request order, and how many were generated now vs. found in the cache."""
+    """Outputs in request order; `generated` new generations, and `reused` requests answered
+    without one (found in the cache, or identical to another request of the call)."""
 
     outputs: list[str]
     generated: int
-    cached: int
+    reused: int
 
 
 def generate_cached(
@@ -142,4 +143,4 @@ def generate_cached(
         found.update(items)
         if on_progress is not None:
             on_progress(sum(counts[k] for k, _ in chunk))
-    return Generated([found[k] for k in keys], len(pending), n_cached)
+    return Generated([found[k] for k in keys], len(pending), len(keys) - len(pending))

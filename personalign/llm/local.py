@@ -2,22 +2,30 @@
 
 Requests are rendered (chat conversations through the tokenizer's chat template with a
 generation prompt; raw strings as they are), sorted by token length into batches so that little
-padding is wasted, generated, and returned in input order. Left padding plus the attention mask
-lets `generate` derive per-row position ids, so batched greedy decoding gives the same tokens as
-one request at a time.
+padding is wasted, and returned in input order. Decoding is a short KV-cached loop:
+
+* position ids come from the attention mask, so left padding changes nothing: batched greedy
+  gives the tokens of one request at a time;
+* a token prefix shared by the whole batch (chat template, instructions, few-shot examples) is
+  encoded once and its cache copied to every row; each row's own part follows after padding;
+* a row leaves the batch and its cache as soon as it has produced EOS or a stop string, so a
+  batch costs the tokens it generates, not batch size x its longest answer (`model.generate`
+  keeps finished rows computing until the last one ends).
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from personalign.llm.base import BackendConfig, GenerationConfig, Request
+from personalign.llm.progress import progress_bar
 from personalign.models.loading import load_model, model_fingerprint
+
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are encoded with the rest of each prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,26 +36,6 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
-
-
-class StopOnStrings(StoppingCriteria):
-    """Marks a row finished once its generated text (after `prompt_length` tokens) contains a stop string.
-
-    Only the last few tokens are decoded at each step, so the check costs little whatever the
-    vocabulary size (transformers' own `stop_strings` preprocesses the whole vocabulary per call).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: Sequence[str], prompt_length: int):
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.prompt_length = prompt_length
-        self.window = max(len(s) for s in self.stops) + 2  # a token decodes to at least one character
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        start = max(self.prompt_length, input_ids.shape[1] - self.window)
-        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
-        done = [any(s in tail for s in self.stops) for tail in tails]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -74,6 +62,7 @@ class LocalBackend:
         self.batch_size = batch_size
         self.name = name
         self._identity: str | None = None
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
     def from_config(cls, cfg: BackendConfig, *, dtype: str = "float32", device: str = "cpu") -> LocalBackend:
@@ -104,13 +93,17 @@ class LocalBackend:
         self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = False
     ) -> list[Completion]:
         """Generate for every request; results in input order, with token counts and finish reasons."""
+        if not requests:
+            return []
         prompts = [self.render(r) for r in requests]
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        if empty := [i for i, row in enumerate(ids) if not row]:
+            raise ValueError(f"requests {empty[:5]} have empty prompts; there is nothing to continue from")
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
         results: list[Completion | None] = [None] * len(prompts)
         device = self.model.device
         with (
-            _progress(progress, len(prompts)) as bar,
+            progress_bar(progress, len(prompts)) as bar,
             torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
         ):
             torch.manual_seed(config.seed)
@@ -122,31 +115,71 @@ class LocalBackend:
                 bar.advance(task, len(batch))
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
     def _generate_batch(self, batch_ids: list[list[int]], config: GenerationConfig) -> list[Completion]:
-        tok = self.tokenizer
-        enc = tok.pad({"input_ids": batch_ids}, padding=True, return_tensors="pt", padding_side="left")
-        width = enc["input_ids"].shape[1]
-        eos = self._eos_ids()
-        kwargs: dict = {"max_new_tokens": config.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": eos}
-        if config.temperature > 0:
-            kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0)
+        """Decode one left-padded batch; a row leaves the batch (and its cache) as soon as it is done."""
+        device = self.model.device
+        cache = DynamicCache(config=self.model.config)
+        shared = _common_prefix(batch_ids) if len(batch_ids) > 1 else 0
+        if shared >= MIN_SHARED_PREFIX:  # encode the shared prefix once, then copy its cache to every row
+            prefix = torch.tensor([batch_ids[0][:shared]], device=device)
+            prefix_positions = torch.arange(shared, device=device)[None]
+            self._forward(prefix, torch.ones_like(prefix), prefix_positions, cache, last_only=True)
+            cache.batch_repeat_interleave(len(batch_ids))
         else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if any(config.stop):
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(tok, config.stop, width)])
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=enc["input_ids"].to(self.model.device),
-                attention_mask=enc["attention_mask"].to(self.model.device),
-                **kwargs,
-            )
+            shared = 0
+        suffixes = [ids[shared:] for ids in batch_ids]
+        enc = self.tokenizer.pad({"input_ids": suffixes}, padding=True, return_tensors="pt", padding_side="left")
+        suffix_mask = enc["attention_mask"].to(device)
+        positions = (shared + suffix_mask.cumsum(-1) - 1).masked_fill(suffix_mask == 0, 1)
+        mask = torch.cat([suffix_mask.new_ones(len(batch_ids), shared), suffix_mask], dim=1)
+        logits = self._forward(enc["input_ids"].to(device), mask, positions, cache, last_only=True)
+        eos, stops = set(self._eos_ids()), [s for s in config.stop if s]
+        tokens: list[list[int]] = [[] for _ in batch_ids]
+        ended = [False] * len(batch_ids)
+        rows = list(range(len(batch_ids)))  # batch position -> index in batch_ids
+        for step in range(config.max_new_tokens):
+            next_ids = _next_tokens(logits, config)
+            keep = []
+            for j, (row, token) in enumerate(zip(rows, next_ids.tolist())):
+                tokens[row].append(token)
+                ended[row] = token in eos or (bool(stops) and self._hits_stop(tokens[row], stops))
+                if not ended[row]:
+                    keep.append(j)
+            if not keep or step + 1 == config.max_new_tokens:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, positions, next_ids = mask[index], positions[index], next_ids[index]
+                rows = [rows[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = self._forward(next_ids[:, None], mask, positions, cache)
         completions = []
-        for row, prompt_ids in zip(out[:, width:].tolist(), batch_ids):
-            n, hit_eos = _generated_length(row, eos, tok.pad_token_id)
-            text, hit_stop = cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), config.stop)
-            finish = "stop" if hit_eos or hit_stop else "length"
-            completions.append(Completion(text, len(prompt_ids), n, finish))
+        for out, prompt_ids, done in zip(tokens, batch_ids, ended):
+            text, hit_stop = cut_at_stop(self.tokenizer.decode(out, skip_special_tokens=True), stops)
+            completions.append(Completion(text, len(prompt_ids), len(out), "stop" if done or hit_stop else "length"))
         return completions
+
+    def _forward(self, input_ids, mask, positions, cache, last_only: bool = False) -> torch.Tensor:
+        """Logits of the last position of every row, extending `cache`."""
+        extra = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
+        )
+        return out.logits[:, -1, :]
+
+    def _hits_stop(self, tokens: list[int], stops: list[str]) -> bool:
+        """Whether the generated text ends in a stop string; only the last few tokens are decoded."""
+        window = max(len(s) for s in stops) + 2  # a token decodes to at least one character
+        tail = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id if self.model.generation_config is not None else None
@@ -156,24 +189,22 @@ class LocalBackend:
         return ids
 
 
-def _generated_length(row: list[int], eos: list[int], pad: int) -> tuple[int, bool]:
-    """Tokens generated for one row (through its first EOS, else without trailing padding), and whether EOS ended it."""
-    for i, token in enumerate(row):
-        if token in eos:
-            return i + 1, True
-    n = len(row)
-    while n and row[n - 1] == pad:
-        n -= 1
-    return n, False
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the token prefix all sequences share, leaving every sequence at least one token of its own."""
+    first, limit, n = seqs[0], min(len(s) for s in seqs) - 1, 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
 
 
-def _progress(enabled: bool, total: int) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled or total == 0,
-    )
+def _next_tokens(logits: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    """Greedy (temperature 0) or temperature + nucleus (top_p) sampling from last-position logits."""
+    if config.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > config.top_p] = 0.0  # keeps at least the top token
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1).squeeze(-1)

@@ -171,10 +171,13 @@ def load_model(
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) in eval mode; `name` as in `resolve_model`."""
+    """Load (model, tokenizer) in eval mode.
+
+    `name` as in `resolve_model`; `dtype` a torch dtype, its name, or "auto".
+    """
     path = resolve_model(name)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     model = _from_pretrained(
         AutoModelForCausalLM,
         path,
@@ -194,6 +197,7 @@ def model_fingerprint(model_or_path: PreTrainedModel | str | os.PathLike) -> str
 
     For a directory: config + weight/adapter file names, sizes and mtimes. For an in-memory
     model: config + parameter names, shapes and a strided sample of every parameter's values.
+    For a hub id: the id itself.
     """
     h = hashlib.sha256()
     if isinstance(model_or_path, torch.nn.Module):

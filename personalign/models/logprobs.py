@@ -7,7 +7,18 @@ those of a separate ``prompt ‖ r`` forward while the prompt is encoded once. O
 states that predict response tokens go through the LM head, in chunks, so a tokens × vocab
 tensor is never materialised (with gradients, chunks are recomputed in the backward pass).
 
+Without gradients (reference log-probs, evaluation) the same packed batch runs in two passes: the
+prompts alone, with no mask (SDPA's causal kernel, which skips the masked half of the attention
+square; a custom mask makes it compute the whole square), keeping their keys and values in a
+cache; then the responses, attending to that cache through a small
+``responses × (prompt + responses)`` mask. The result is the same; long prompts get cheaper.
+With gradients it stays one forward (DDP and activation checkpointing expect one call), as it
+does for models with sliding-window layers (a sliding cache would drop prompt keys).
+
 Supported attention implementations: ``sdpa`` and ``eager`` (they take a custom 4-D mask).
+Logit post-processing that lives in a model's forward is re-applied per chunk for the known
+config fields ``logit_scale`` (Cohere), ``logits_scaling`` (Granite) and
+``final_logit_softcapping`` (Gemma 2/3); other custom heads are not supported.
 """
 from __future__ import annotations
 
@@ -165,8 +176,50 @@ def packed_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torc
     causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
     allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))
     allowed |= torch.eye(width, dtype=torch.bool, device=segment_ids.device)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return _additive(allowed, dtype)
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, Q, K] booleans -> [B, 1, Q, K] additive mask (0 where allowed, dtype's minimum elsewhere)."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _uses_sliding_window(config) -> bool:
+    return any(t != "full_attention" for t in getattr(config, "layer_types", None) or ())
+
+
+def _prompt_cached_hidden(model: torch.nn.Module, batch: PackedBatch, captured: list[torch.Tensor], dtype: torch.dtype
+                          ) -> torch.Tensor:
+    """Hidden states at (`pred_rows`, `pred_cols`) from a prompt pass, then a response pass on its cache.
+
+    Pass 1 runs columns [0, longest prompt) with no mask: positions inside each row's prompt see
+    only earlier ones, whatever follows them. Pass 2 runs every row's response block shifted to
+    column 0; it sees its row's real prompt keys in the cache and its own response, causally.
+    """
+    seg = batch.segment_ids
+    device = seg.device
+    prompt_len = (seg == PROMPT_SEGMENT).sum(1)
+    packed_len = (seg != PAD_SEGMENT).sum(1)
+    p_max, width = int(prompt_len.max()), int((packed_len - prompt_len).max())
+    out = model(input_ids=batch.input_ids[:, :p_max], position_ids=batch.position_ids[:, :p_max],
+                use_cache=True, logits_to_keep=1)
+    cols = prompt_len[:, None] + torch.arange(width, device=device)
+    real = cols < packed_len[:, None]
+    cols = cols.clamp(max=seg.shape[1] - 1)
+    resp_seg = torch.where(real, seg.gather(1, cols), PAD_SEGMENT)
+    q, k = resp_seg[:, :, None], resp_seg[:, None, :]
+    own = torch.ones(width, width, dtype=torch.bool, device=device).tril() & (q == k) & (q != PAD_SEGMENT)
+    own |= torch.eye(width, dtype=torch.bool, device=device)
+    prompt_keys = torch.arange(p_max, device=device)[None, :] < prompt_len[:, None]
+    sees_prompt = prompt_keys[:, None, :] & (q != PAD_SEGMENT)
+    model(input_ids=batch.input_ids.gather(1, cols), position_ids=batch.position_ids.gather(1, cols),
+          attention_mask=_additive(torch.cat([sees_prompt, own], dim=-1), dtype),
+          past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+    hidden = torch.cat(captured[-2:], dim=1)
+    rows, pred_cols = batch.pred_rows, batch.pred_cols
+    starts = prompt_len[rows]
+    return hidden[rows, torch.where(pred_cols < starts, pred_cols, pred_cols - starts + p_max)]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -195,7 +248,8 @@ def packed_logprobs(
 
     The forward goes through `model` itself (so DDP/PEFT wrappers see it) with `logits_to_keep=1`;
     the decoder's last hidden state is captured with a hook and fed to the LM head `chunk_size`
-    rows at a time. Padded response slots have sum 0 and count 0.
+    rows at a time. Without gradients the prompts are encoded in a pass of their own (see the
+    module docstring). Padded response slots have sum 0 and count 0.
     """
     core = _unwrap(model)
     config = core.config.get_text_config()
@@ -205,20 +259,23 @@ def packed_logprobs(
             f"got {config._attn_implementation!r}"
         )
     decoder, head = core.get_decoder(), core.get_output_embeddings()
-    dtype = head.weight.dtype if head.weight.is_floating_point() else torch.float32
+    dtype = core.get_input_embeddings().weight.dtype
     captured: list[torch.Tensor] = []
     hook = decoder.register_forward_hook(lambda _m, _args, out: captured.append(out[0]))
     try:
-        model(
-            input_ids=batch.input_ids,
-            attention_mask=packed_attention_mask(batch.segment_ids, dtype),
-            position_ids=batch.position_ids,
-            use_cache=False,
-            logits_to_keep=1,
-        )
+        if not torch.is_grad_enabled() and not _uses_sliding_window(config):
+            hidden = _prompt_cached_hidden(model, batch, captured, dtype)
+        else:
+            model(
+                input_ids=batch.input_ids,
+                attention_mask=packed_attention_mask(batch.segment_ids, dtype),
+                position_ids=batch.position_ids,
+                use_cache=False,
+                logits_to_keep=1,
+            )
+            hidden = captured[-1][batch.pred_rows, batch.pred_cols]
     finally:
         hook.remove()
-    hidden = captured[-1][batch.pred_rows, batch.pred_cols]
     recompute = torch.is_grad_enabled() and hidden.requires_grad
     parts = []
     for start in range(0, hidden.shape[0], chunk_size):
@@ -227,7 +284,7 @@ def packed_logprobs(
             parts.append(checkpoint(_token_logprobs, head, h, t, config, use_reentrant=False))
         else:
             parts.append(_token_logprobs(head, h, t, config))
-    token_logp = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    token_logp = torch.cat(parts)
     rows, n_resp = batch.n_tokens.shape
     sums = token_logp.new_zeros(rows * n_resp).index_add(0, batch.slots, token_logp)
     return sums.view(rows, n_resp), batch.n_tokens

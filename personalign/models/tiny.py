@@ -85,7 +85,7 @@ Helpful, harmless and honest: these three words describe what many people want f
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (~1000 tokens) trained on the built-in corpus; ChatML template."""
+    """A byte-level BPE tokenizer (vocab ≤ 1024) trained on the built-in corpus; ChatML template."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

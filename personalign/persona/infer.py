@@ -23,7 +23,8 @@ FIELD = {"chosen": "chosen_persona", "rejected": "rejected_persona"}
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=64, temperature=0.0)
 
 _BULLET = re.compile(r"^\s*(?:[-*•>#]+|\d+[.)])\s+")
-_LABEL = re.compile(r"^\s*(?:\*\*)?\s*(?:inferred\s+)?persona(?:\s*\d+)?\s*(?:\*\*)?\s*[:\-–—]\s*(?:\*\*)?\s*", re.I)
+_LABEL = re.compile(r"^\s*(?:\*\*)?\s*(?:inferred\s+)?persona(?:\s*\d+)?\s*(?:\*\*)?\s*[:\-–—]\s*(?:\*\*)?\s*",
+                    re.I)
 _QUOTES = "\"'“”‘’`*_ "
 _USER = re.compile(r"^(?:(?:the|this|a|that)\s+)?user(?![\w-])", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -61,14 +62,15 @@ def parse_persona(output: str) -> Parsed:
 
 @dataclass(slots=True)
 class InferStats:
-    """What a run did: records written, personas set, calls generated now vs. found in the cache,
-    personas that needed "The user" added, outputs without any text (left unset), and cache
-    lines dropped on open (a torn last line, unreadable lines)."""
+    """What a run did: records written, personas set, persona requests generated now vs. reused
+    (from the cache, or identical to another record's request), personas that needed "The user"
+    added, outputs without any text (left unset), personas that overwrote one the record already
+    had, and what opening the cache dropped (a torn last line, unreadable lines)."""
 
     records: int = 0
     personas: int = 0
     generated: int = 0
-    cached: int = 0
+    reused: int = 0
     repaired: int = 0
     empty: int = 0
     replaced: int = 0
@@ -136,7 +138,7 @@ def infer_personas(
             result = generate_cached(backend, requests, gen_config, task=INFER_VERSION, cache=cache,
                                      chunk_size=chunk_size, on_progress=on_progress)
             stats.generated += result.generated
-            stats.cached += result.cached
+            stats.reused += result.reused
             outputs = iter(result.outputs)
             for ex in chunk:
                 for side in sides:

@@ -160,8 +160,7 @@ def _model_from_checkpoint(checkpoint: Path):
     model, tokenizer = load_model(cfg.model)
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
-    weights = {k.removeprefix("module."): v for k, v in load_file(str(checkpoint / "model.safetensors")).items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
     tied = {k for k in missing if _is_tied(model, k)}
     if unexpected or set(missing) - tied:
         raise ValueError(f"{checkpoint}: weights do not fit the model (missing {sorted(set(missing) - tied)[:5]}, "

@@ -82,17 +82,22 @@ def load_items(
 def collate(items: Sequence[TrainItem]) -> TrainBatch:
     """Pack `items` into one batch; reference log-probs and rewards are kept when every item has them."""
     packed = pack_batch([it.tokens for it in items])
-    return TrainBatch(packed, _per_response([it.ref_logps for it in items], packed, "reference log-probs"),
-                      _per_response([it.rewards for it in items], packed, "rewards"))
+    return TrainBatch(packed, *targets(items, packed.num_responses))
 
 
-def _per_response(values: list[tuple[float, ...] | None], packed: PackedBatch, what: str) -> torch.Tensor | None:
+def targets(items: Sequence[TrainItem], width: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """`[N, width]` reference log-probs and rewards of `items` (padding 0), each None when absent."""
+    return (_per_response([it.ref_logps for it in items], width, "reference log-probs"),
+            _per_response([it.rewards for it in items], width, "rewards"))
+
+
+def _per_response(values: list[tuple[float, ...] | None], width: int, what: str) -> torch.Tensor | None:
     present = [v is not None for v in values]
     if not any(present):
         return None
     if not all(present):
         raise ValueError(f"{what} are given for some examples of a batch but not for others")
-    out = torch.zeros(packed.n_tokens.shape, dtype=torch.float32)
+    out = torch.zeros(len(values), width, dtype=torch.float32)
     for row, v in enumerate(values):
         out[row, : len(v)] = torch.tensor(v, dtype=torch.float32)
     return out

@@ -19,7 +19,7 @@ class TrainConfig(StrictModel):
     model: str | None = None  # HF directory or hub id; None = the embedded default
     data: str
     eval_data: str | None = None
-    view: ViewConfig = ViewConfig(sample_history=True)  # evaluation always renders all history
+    view: ViewConfig = Field(default_factory=lambda: ViewConfig(sample_history=True))  # eval: all history
     limit: PositiveInt | None = None  # train on the first N records only
 
     loss: Literal["dpo", "sft", "pro"] = "dpo"
@@ -54,7 +54,7 @@ class TrainConfig(StrictModel):
     save_total_limit: PositiveInt | None = None  # the last and the best checkpoint are always kept
     seed: int = 42
     resume_from_checkpoint: str | None = None  # a checkpoint directory, or "latest" in output_dir
-    report_to: Literal["tensorboard", "none"] = "none"
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
     max_tokens_per_batch: PositiveInt = 8192  # padded-token budget of a scoring batch (no gradients)
 
     @model_validator(mode="after")

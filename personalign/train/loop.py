@@ -43,7 +43,7 @@ from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, best_checkpoint, checkpoints, prune_checkpoints, read_state, resolve_checkpoint,
     save_checkpoint, save_final,
 )
-from personalign.train.collate import TrainItem, collate, load_items
+from personalign.train.collate import TrainItem, collate, load_items, targets
 from personalign.train.config import TrainConfig
 from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
 
@@ -115,7 +115,8 @@ def reference_logps(model, items: list[TrainItem], source: str, key: dict, cfg: 
 
     def compute() -> list[ResponseScores]:
         logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
-        return [_response_scores(s, n, it.tokens.truncated) for s, n, it in zip(logps.tolist(), n_tokens.tolist(), items)]
+        rows = zip(logps.tolist(), n_tokens.tolist(), items)
+        return [_response_scores(s, n, it.tokens.truncated) for s, n, it in rows]
 
     scores, path, hit = cached_scores(source, key, compute, write=accelerator.is_main_process)
     accelerator.wait_for_everyone()
@@ -132,13 +133,12 @@ def _response_scores(logps: list[float], n_tokens: list[int], truncated: bool) -
 def evaluate(model, items: list[TrainItem], cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
     """The objective on the eval set, and alignment accuracy (best vs worst response, margin over the reference)."""
     logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
-    batch = collate(items)
-    out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards)
+    ref, rewards = targets(items, logps.shape[1])
+    out = objective(cfg, logps, n_tokens, ref, rewards)
     metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items()}
     last = (n_tokens > 0).sum(dim=1) - 1
     if bool((last > 0).all()):
         rows = torch.arange(len(items))
-        ref = batch.ref_logps
         correct = pair_correct(logps[:, 0].numpy(), logps[rows, last].numpy(),
                                ref[:, 0].numpy(), ref[rows, last].numpy())
         metrics["eval/accuracy"] = float(correct.mean())
@@ -209,11 +209,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     global_batch = per_device * world * ga
     steps_per_epoch = math.ceil(len(items) / global_batch)
     total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
-    scheduler = get_scheduler(
-        cfg.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
-        num_training_steps=total,
-        scheduler_specific_kwargs={"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None,
-    )
+    min_lr = {"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None
+    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
+                              num_training_steps=total, scheduler_specific_kwargs=min_lr)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     start, resumed_from = 0, None
@@ -240,7 +238,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     window_steps, window_start, since_save = 0, time.perf_counter(), []
     train_metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
-    eval_step = -1
     order, order_epoch = None, -1
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, disable=not main)
@@ -261,7 +258,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                         loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards)
                     accelerator.backward(loss_out.loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm:
-                        window["grad_norm"] += float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+                        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        if norm is not None:  # None under DeepSpeed, which clips by itself
+                            window["grad_norm"] += float(norm)
                     optimizer.step()
                     optimizer.zero_grad()
                 for name, value in loss_out.metrics.items():
@@ -286,10 +285,10 @@ def train(cfg: TrainConfig) -> TrainResult:
                 window_steps, window_start = 0, time.perf_counter()
             if eval_items is not None and (done % cfg.eval_steps == 0 or done == total
                                            or done % cfg.save_steps == 0):
-                eval_metrics, eval_step = evaluate(model, eval_items, cfg, accelerator), done
+                eval_metrics = evaluate(model, eval_items, cfg, accelerator)
                 _log(accelerator, out, done, eval_metrics, progress)
             if done % cfg.save_steps == 0:
-                metric = _checkpoint_metric(eval_metrics if eval_step == done else None, since_save)
+                metric = _checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
                 state = {"step": done, "epoch": done / steps_per_epoch, "global_batch": global_batch,
                          "records": len(items), "metric": metric}
                 path = save_checkpoint(accelerator, out, done, state, cfg)
@@ -304,13 +303,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     return TrainResult(
         output_dir=out, final_dir=final_dir, global_step=total, epoch=total / steps_per_epoch,
         train_metrics=train_metrics, eval_metrics=eval_metrics, best_checkpoint=best_checkpoint(out),
-        resumed_from=resumed_from, counts=counts | {"steps": total, "global_batch": global_batch,
-                                                    "checkpoints": len(checkpoints(out))},
+        resumed_from=resumed_from, counts=counts | {"global_batch": global_batch, "checkpoints": len(checkpoints(out))},
         seconds=time.perf_counter() - started, policy=accelerator.unwrap_model(model),
     )
 
 
-def _checkpoint_metric(eval_metrics: dict[str, float] | None, train_losses: list[float]) -> dict | None:
+def _checkpoint_metric(eval_metrics: dict[str, float], train_losses: list[float]) -> dict | None:
     """What ranks checkpoints: eval accuracy, else eval loss, else the mean train loss since the last save."""
     if eval_metrics and "eval/accuracy" in eval_metrics:
         return {"name": "eval/accuracy", "value": eval_metrics["eval/accuracy"], "greater_is_better": True}

@@ -79,19 +79,22 @@ def test_reference_mode_uses_margin_and_cache(pair_file, tiny_model_dir, second_
     assert sorted((tmp_path / ".personalign-cache").glob("*")) == cached
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _run(cmd: list[str], cwd: Path, **env: str) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", **env)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
 
 
 def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, second_model_dir, tmp_path):
     common = ["eval", "accuracy", "--data", str(pair_file), "--policy", str(second_model_dir),
               "--reference", str(tiny_model_dir), "cache=false"]
-    _run([sys.executable, "-m", "personalign", *common, "--out", str(tmp_path / "one")], tmp_path)
+    single = _run([sys.executable, "-m", "personalign", *common, "--out", str(tmp_path / "one")], tmp_path)
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    _run([accelerate, "launch", "--num_processes", "2", "--cpu", "-m", "personalign", *common,
-          "--out", str(tmp_path / "two")], tmp_path)
+    # accelerate's `--cpu` runs several processes only under MPI; this starts two gloo processes on CPU
+    sharded = _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "-m", "personalign", *common,
+                    "--out", str(tmp_path / "two")], tmp_path, ACCELERATE_USE_CPU="true")
+    assert "scored on 1 process)" in single and "scored on 2 processes" in sharded
     one, two = (tmp_path / "one" / "accuracy.json").read_bytes(), (tmp_path / "two" / "accuracy.json").read_bytes()
     assert one == two
     assert (tmp_path / "one" / "scores.jsonl").read_text().count("\n") == 24

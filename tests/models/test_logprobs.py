@@ -123,7 +123,7 @@ def test_parity_padded_path(tiny_lm):
     model, tok = tiny_lm
     items = [(p, rs[:1]) for p, rs in rendered(tok, ITEMS)]
     with torch.no_grad():
-        got, counts = engine_logps(model, tok, items)
+        got, _ = engine_logps(model, tok, items)
         for (p, rs), g in zip(items, got):
             torch.testing.assert_close(g, naive_logps(model, tok, p, rs), atol=ATOL, rtol=0)
     assert len({len(tokenize_pair(tok, p, rs).prompt_ids) for p, rs in items}) == 3
@@ -160,9 +160,12 @@ def test_parity_other_architectures(arch):
             torch.testing.assert_close(g, naive_logps(model, tok, p, rs), atol=ATOL, rtol=0)
 
 
-def test_gradients_match_naive_path():
+@pytest.mark.parametrize("activation_checkpointing", [False, True])
+def test_gradients_match_naive_path(activation_checkpointing):
     model, tok = tiny_causal_lm(seed=1)
     model.train()
+    if activation_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
     items = rendered(tok, ITEMS)
     got, _ = engine_logps(model, tok, items, chunk_size=6)
     torch.stack([g.sum() for g in got]).sum().backward()
@@ -172,6 +175,21 @@ def test_gradients_match_naive_path():
     for n, p in model.named_parameters():
         torch.testing.assert_close(engine_grads[n], p.grad, atol=1e-4, rtol=1e-4, msg=n)
     assert any(g.abs().sum() > 0 for g in engine_grads.values())
+
+
+def test_peft_lora_model_parity_and_gradients():
+    from peft import LoraConfig, get_peft_model
+
+    base, tok = tiny_causal_lm(seed=2)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    items = rendered(tok, ITEMS[:2])
+    got, _ = engine_logps(model, tok, items)
+    for (p, rs), g in zip(items, got):
+        with torch.no_grad():
+            torch.testing.assert_close(g, naive_logps(model, tok, p, rs), atol=ATOL, rtol=0)
+    torch.stack([g.sum() for g in got]).sum().backward()
+    lora_grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    assert lora_grads and all(g is not None and g.abs().sum() > 0 for g in lora_grads)
 
 
 def test_score_responses_restores_input_order_across_batches(tiny_lm):

@@ -1,0 +1,242 @@
+"""`personalign persona ...`: infer personas, judge them, word saliency, retrieval."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from personalign.cli._common import cli_errors, console
+from personalign.llm import BackendConfig, make_backend
+
+app = typer.Typer(no_args_is_help=True)
+
+Data = Annotated[str, typer.Option(
+    "--data", help="Records: .jsonl, .json, .parquet, a save_to_disk directory or a hub dataset.")]
+Kind = Annotated[Literal["local", "openai"], typer.Option(
+    "--backend", help="local transformers model, or an OpenAI-compatible server.")]
+Model = Annotated[Optional[str], typer.Option(
+    "--model", help="local: model dir or name (default: embedded SmolLM2); openai: served model name.")]
+BaseUrl = Annotated[Optional[str], typer.Option(
+    "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")]
+ApiKeyEnv = Annotated[str, typer.Option(
+    "--api-key-env", help="openai: NAME of the environment variable holding the key.")]
+BatchSize = Annotated[int, typer.Option(
+    "--batch-size", min=1, help="Requests per generate call (local) and per cache write.")]
+Concurrency = Annotated[int, typer.Option("--concurrency", min=1, help="openai: requests in flight.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records.")]
+Cache = Annotated[Optional[Path], typer.Option("--cache", help="Generation cache JSONL (default: <out>.cache.jsonl).")]
+
+
+def _config(kind: str, model: str | None, base_url: str | None, api_key_env: str, batch_size: int,
+            concurrency: int) -> BackendConfig:
+    return BackendConfig(kind=kind, model=model, base_url=base_url, api_key_env=api_key_env, batch_size=batch_size,
+                         concurrency=concurrency)
+
+
+def _chunk_size(cfg: BackendConfig) -> int:
+    """Requests per cache write: one batch locally; a few rounds of concurrent calls to a server."""
+    return cfg.batch_size if cfg.kind == "local" else 4 * cfg.concurrency
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _count(data: str, limit: int | None) -> int:
+    from personalign.data.io import iter_raw
+
+    return sum(1 for _ in islice(iter_raw(data), limit))
+
+
+def _write_json(result: dict, out: Path | None) -> None:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        console.print(f"wrote {out}")
+
+
+@app.command("infer")
+@cli_errors
+def infer(
+    data: Data,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output records with chosen_persona / rejected_persona (.jsonl/.json/.parquet).")],
+    backend: Kind = "local",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    batch_size: BatchSize = 8,
+    concurrency: Concurrency = 8,
+    limit: Limit = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token budget per persona.")] = 64,
+    side: Annotated[Optional[list[str]], typer.Option("--side", help="chosen and/or rejected (default both).")] = None,
+    cache: Cache = None,
+) -> None:
+    """Infer the persona behind each chosen (and rejected) response; resumable after a kill."""
+    from personalign.llm.base import GenerationConfig
+    from personalign.persona.infer import SIDES, default_cache_path, infer_personas
+
+    sides = tuple(side or SIDES)
+    if set(sides) - set(SIDES):
+        raise typer.BadParameter(f"expected chosen or rejected, got {sides}", param_hint="--side")
+    total = _count(data, limit) * len(sides)
+    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
+    llm = make_backend(cfg)
+    cache_path = cache if cache is not None else default_cache_path(out)
+    with _progress("inferring personas", total) as advance:
+        stats = infer_personas(data, llm, out, sides=sides, cache_path=cache_path, limit=limit,
+                               gen_config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
+                               chunk_size=_chunk_size(cfg), on_progress=advance)
+    console.print(
+        f"wrote {stats.records} records with {stats.personas} personas to {out} "
+        f"({stats.generated} generated, {stats.reused} reused from cache {cache_path} or duplicate records; "
+        f"{stats.repaired} repaired to start with 'The user', {stats.empty} empty outputs left unset)"
+    )
+    if stats.cache_truncated_bytes or stats.cache_skipped_lines:
+        console.print(f"[yellow]cache: cut a torn last line ({stats.cache_truncated_bytes} bytes), "
+                      f"skipped {stats.cache_skipped_lines} unreadable lines[/]")
+
+
+@app.command("accuracy")
+@cli_errors
+def accuracy(
+    data: Data,
+    persona_field: Annotated[
+        Literal["chosen_persona", "rejected_persona", "ground_truth_persona"],
+        typer.Option("--persona-field", help="Which persona to judge (its target response: chosen, rejected, chosen)."),
+    ] = "chosen_persona",
+    backend: Kind = "local",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    batch_size: BatchSize = 8,
+    concurrency: Concurrency = 8,
+    limit: Limit = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
+    cache: Cache = None,
+) -> None:
+    """Persona accuracy: does a judge pick the persona's response, in both orders? 0.5 is chance."""
+    from personalign.data.io import read_examples
+    from personalign.persona.infer import default_cache_path
+    from personalign.persona.judge import persona_accuracy
+
+    examples = list(islice(read_examples(data), limit))
+    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
+    llm = make_backend(cfg)
+    cache_path = cache if cache is not None else default_cache_path(out) if out is not None else None
+    n = sum(bool(ex.user.personas.get(persona_field)) for ex in examples)
+    with _progress("judging", 2 * n) as advance:
+        result = persona_accuracy(examples, llm, persona_field=persona_field, cache_path=cache_path,
+                                  chunk_size=_chunk_size(cfg), on_progress=advance)
+    e = result.accuracy
+    table = Table(title=f"persona accuracy · {persona_field} · judge {result.judge}")
+    for col in ("personas", "accuracy", "95% CI", "target 1st", "target 2nd", "unparseable", "missing"):
+        table.add_column(col, justify="right")
+    table.add_row(str(result.n_personas), f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]",
+                  f"{result.target_first:.3f}", f"{result.target_second:.3f}", str(result.unparseable),
+                  str(result.missing))
+    console.print(table)
+    _write_json(result.as_dict(), out)
+
+
+@app.command("prefer")
+@cli_errors
+def prefer(
+    data: Data,
+    backend: Kind = "local",
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    batch_size: BatchSize = 8,
+    concurrency: Concurrency = 8,
+    limit: Limit = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
+    cache: Cache = None,
+) -> None:
+    """Persona preference: chosen vs. rejected persona, both orders; disagreement is a tie."""
+    from personalign.data.io import read_examples
+    from personalign.persona.infer import default_cache_path
+    from personalign.persona.judge import persona_preference
+
+    examples = list(islice(read_examples(data), limit))
+    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
+    llm = make_backend(cfg)
+    cache_path = cache if cache is not None else default_cache_path(out) if out is not None else None
+    n = sum(bool(ex.user.personas.get("chosen_persona") and ex.user.personas.get("rejected_persona"))
+            for ex in examples)
+    with _progress("judging", 2 * n) as advance:
+        result = persona_preference(examples, llm, cache_path=cache_path, chunk_size=_chunk_size(cfg),
+                                    on_progress=advance)
+    rates = result.rates()
+    table = Table(title=f"persona preference · judge {result.judge}")
+    for col in ("pairs", "chosen wins", "ties", "rejected wins", "unparseable", "missing"):
+        table.add_column(col, justify="right")
+    table.add_row(str(result.n), f"{rates['chosen']:.3f}", f"{rates['tie']:.3f}", f"{rates['rejected']:.3f}",
+                  str(result.unparseable), str(result.missing))
+    console.print(table)
+    _write_json(result.as_dict(), out)
+
+
+@app.command("saliency")
+@cli_errors
+def saliency(
+    data: Data,
+    cutoff: Annotated[int, typer.Option("--cutoff", min=1, help="Minimum count of a word over all personas.")] = 10,
+    top: Annotated[int, typer.Option("--top", min=1, help="Words shown per label.")] = 20,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write every label's full list as JSON here.")] = None,
+) -> None:
+    """The words most specific to chosen vs. rejected personas."""
+    from personalign.data.io import read_examples
+    from personalign.persona.saliency import word_saliency
+
+    labels: dict[str, list[str]] = {"chosen": [], "rejected": []}
+    for ex in read_examples(data):
+        for label in labels:
+            persona = ex.user.personas.get(f"{label}_persona")
+            if persona:
+                labels[label].append(persona)
+    if not any(labels.values()):
+        raise typer.BadParameter(f"{data}: no record has chosen_persona or rejected_persona", param_hint="--data")
+    result = word_saliency(labels, cutoff=cutoff)
+    for label, rows in result.items():
+        table = Table(title=f"most salient words of {label} personas ({len(labels[label])} personas, cutoff {cutoff})")
+        for col in ("word", "saliency", "count"):
+            table.add_column(col, justify="left" if col == "word" else "right")
+        for word, value, count in rows[:top]:
+            table.add_row(word, f"{value:.3f}", str(count))
+        console.print(table)
+    _write_json({label: [{"word": w, "saliency": s, "count": c} for w, s, c in rows] for label, rows in result.items()},
+                out)
+
+
+@app.command("retrieve")
+@cli_errors
+def retrieve(
+    train: Annotated[str, typer.Option("--train", help="Training records holding personas.")],
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", help="Output records with retrieved_chosen/rejected_persona.")],
+    model_path: Annotated[Optional[Path], typer.Option(
+        "--model-path", help="sentence-transformers dir (default: packaged all-MiniLM-L6-v2).")] = None,
+) -> None:
+    """Give each record the personas of the training record with the most similar prompt (never itself)."""
+    from personalign.persona.retrieve import retrieve_personas
+
+    with console.status("embedding prompts"):
+        try:
+            stats = retrieve_personas(train, data, out, model_path=model_path)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--train") from None
+    console.print(f"wrote {stats.records} records to {out}: {stats.retrieved} with retrieved personas from "
+                  f"{stats.train_records} training records ({stats.train_prompts} prompts); "
+                  f"{stats.excluded_self} records' own copies excluded")

@@ -1,0 +1,120 @@
+"""Generation (DESIGN §6): one response per record under a view, from any backend, resumable.
+
+A run directory holds `generations.jsonl` (one row per record, in record order),
+`generation.json` (data, view, backend and sampling settings, counts, timing; the backend's API
+key is never part of it — only the *name* of its environment variable) and
+`generations.cache.jsonl`, the append-only cache that lets a killed run continue where it
+stopped: rerunning the same command generates only what the cache does not hold.
+
+The prompt is the view's rendered prompt. A backend that carries a tokenizer (the local one)
+gets that text; any other backend (an OpenAI-compatible server) gets the `chat` template's
+messages, or the rendered text as is for the other templates.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from personalign.config import StrictModel
+from personalign.data.io import read_examples, write_jsonl
+from personalign.data.views import ViewConfig, build_view
+from personalign.llm import make_backend
+from personalign.llm.base import Backend, BackendConfig, GenerationConfig
+from personalign.llm.cache import GenerationCache, generate_cached
+
+GENERATIONS_FILE = "generations.jsonl"
+SETTINGS_FILE = "generation.json"
+CACHE_FILE = "generations.cache.jsonl"
+TASK = "eval-generate-v1"
+
+
+class GenerateConfig(StrictModel):
+    """`personalign eval generate` settings."""
+
+    data: str
+    out: str
+    view: ViewConfig = ViewConfig()
+    backend: BackendConfig = BackendConfig()
+    generation: GenerationConfig = GenerationConfig()
+    limit: int | None = Field(None, gt=0)
+    on_invalid: Literal["fail", "skip"] = "fail"
+    chunk_size: int | None = Field(None, gt=0)  # requests per cache write; default: batch size (local), 4x (openai)
+
+
+class _ChatCapture:
+    """Stands in for a tokenizer so that `build_view` hands back its chat messages (as JSON)."""
+
+    chat_template = "messages"
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
+        return json.dumps(messages, ensure_ascii=False)
+
+
+def view_requests(examples, view: ViewConfig, backend: Backend) -> tuple[list, list[dict]]:
+    """The backend requests of `examples` under `view`, and one output row (without response) per example."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None and view.template == "chat":
+        if view.max_length is not None:
+            raise ValueError("view.max_length needs a backend with a tokenizer (the local backend)")
+        tokenizer = _ChatCapture()
+    requests, rows = [], []
+    for index, ex in enumerate(examples):
+        r = build_view(ex, view, tokenizer, index)
+        request = json.loads(r.prompt) if isinstance(tokenizer, _ChatCapture) else r.prompt
+        requests.append(request)
+        rows.append({
+            "index": index, "source": ex.source, "prompt": ex.prompt, "view": view.view,
+            "persona": ex.user.persona(view.persona_source), "view_prompt": request,
+            "chosen": ex.chosen, "rejected": ex.rejected,
+        })
+    return requests, rows
+
+
+def generate_responses(
+    cfg: GenerateConfig,
+    backend: Backend | None = None,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Generate a response for every record of `cfg.data` into the run directory `cfg.out`; returns it.
+
+    `backend` overrides `cfg.backend` (tests, or a model already in memory).
+    """
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    examples = list(islice(read_examples(cfg.data, on_invalid=cfg.on_invalid), cfg.limit))
+    if not examples:
+        raise ValueError(f"{cfg.data}: no records to generate for")
+    backend = backend if backend is not None else make_backend(cfg.backend)
+    requests, rows = view_requests(examples, cfg.view, backend)
+    chunk = cfg.chunk_size or (cfg.backend.batch_size * (1 if cfg.backend.kind == "local" else 4))
+    out.mkdir(parents=True, exist_ok=True)
+    with GenerationCache(out / CACHE_FILE) as cache:
+        result = generate_cached(backend, requests, cfg.generation, task=TASK, cache=cache, chunk_size=chunk,
+                                 on_progress=on_progress)
+    for row, response in zip(rows, result.outputs):
+        row["response"] = response
+    write_jsonl(rows, out / GENERATIONS_FILE)
+    settings = cfg.model_dump(mode="json") | {
+        "model": backend.identity,
+        "counts": {"records": len(rows), "generated": result.generated, "reused": result.reused},
+        "seconds": round(time.perf_counter() - started, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+def read_generations(run_dir: str | Path) -> list[dict]:
+    """The rows of a run directory's generations.jsonl."""
+    path = Path(run_dir) / GENERATIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no generations (run `personalign eval generate --out {run_dir}` first)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,329 @@
+"""Pairwise judge win rate (DESIGN §6): a test run's responses against a base run's, by an LLM judge.
+
+Every pair (same record in both runs) is judged under each rubric twice, the base response shown
+first and then the test response shown first. The test wins a pair when the judge picks it in both
+orders, loses when it picks the base in both; anything else — disagreement, or an output with no
+readable verdict — is a tie. Win rate = wins / (wins + losses), ties reported separately;
+ΔPQ = WR_personalization + WR_quality − 1. Intervals are percentile bootstraps over pairs (one
+resampling of pairs shared by every rubric, so ΔPQ gets its own interval).
+
+Judge outputs are cached (append-only, keyed by judge, prompt version and request), so a killed
+run resumes and a repeated run costs nothing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from personalign.eval.generate import read_generations
+from personalign.eval.metrics import Estimate
+from personalign.llm.base import Backend, GenerationConfig, Message
+from personalign.llm.cache import GenerationCache, generate_cached
+from personalign.persona.judge import JUDGE_GENERATION
+from personalign.persona.prompts import SHOTS
+
+PathLike = str | os.PathLike
+RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE = "judge.json", "judge.md", "judgments.jsonl", "judge.cache.jsonl"
+PROMPT_VERSION = "eval-judge-v1"
+
+RUBRICS = {
+    "quality": "Is the response high quality and helpful?",
+    "personalization": "Does the response answer the prompt and fit the user's persona?",
+}
+_SYSTEM = (
+    "You are an impartial judge. You will see {what} and two responses to it (Response 1 and Response 2). "
+    "Judge them by this question: {question} Decide which response is better by that question; ignore the "
+    "order in which they are shown. Reply with the number only: 1 or 2."
+)
+
+# ------------------------------------------------------------------------------------ verdicts
+
+_MARKUP = re.compile(r"[*_`#>\"'()\[\]{}]")
+_EXPLICIT = re.compile(r"\[\[\s*([12ab])\s*\]\]", re.I)
+_NAME = r"(?:response|answer|output|option|assistant|candidate|choice)"
+_ECHO = re.compile(
+    rf"\b(?:{_NAME}\s*)?(?:1|a|first)\s*(?:or|and|/|,|vs\.?|versus)\s*(?:{_NAME}\s*)?(?:2|b|second)\b", re.I
+)
+_MENTION = re.compile(
+    rf"(?<![\d.])(?P<digit>[12])(?!\d|\.\d)"
+    rf"|\b{_NAME}\s*(?P<letter>[ab])\b"
+    rf"|\b(?P<ordinal>first|second|former|latter)\b",
+    re.I,
+)
+_WORD_VERDICT = {"a": 1, "b": 2, "first": 1, "former": 1, "second": 2, "latter": 2}
+
+
+def parse_verdict(output: str) -> int | None:
+    """1 or 2 from a judge's output, or None when it names neither.
+
+    An explicit "[[1]]"/"[[A]]" wins; otherwise markup is stripped, echoes of the options ("1 or
+    2", "Response A and Response B", "first or second") are removed, and the earliest mention of
+    a position counts: a standalone 1/2 ("Response 2", "**2**", "2."), "Response A/B", or the
+    words first/second/former/latter ("I prefer the second"). A bare "A"/"B" answer also counts.
+    """
+    m = _EXPLICIT.search(output)
+    if m:
+        return _WORD_VERDICT.get(m.group(1).lower()) or int(m.group(1))
+    text = _ECHO.sub(" ", _MARKUP.sub(" ", output)).strip()
+    if text.rstrip(".!").strip().lower() in ("a", "b"):
+        return _WORD_VERDICT[text.rstrip(".!").strip().lower()]
+    m = _MENTION.search(text)
+    if m is None:
+        return None
+    if m.group("digit"):
+        return int(m.group("digit"))
+    return _WORD_VERDICT[(m.group("letter") or m.group("ordinal")).lower()]
+
+
+# ------------------------------------------------------------------------------------- prompts
+
+
+def _query(rubric: str, prompt: str, persona: str | None, first: str, second: str) -> str:
+    head = f"Persona: {persona}\n\n" if rubric == "personalization" else ""
+    return (f"{head}Prompt: {prompt}\n\nResponse 1: {first}\n\nResponse 2: {second}\n\n"
+            f"{RUBRICS[rubric]} Which response is better? Reply 1 or 2.")
+
+
+def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: str | None = None) -> list[Message]:
+    """The judge conversation for one order of one pair: instructions, two worked answers ("2", "1"), the query."""
+    if rubric not in RUBRICS:
+        raise ValueError(f"unknown rubric {rubric!r}; choose from {', '.join(RUBRICS)}")
+    what = "a user's persona, a prompt written by that user," if rubric == "personalization" else "a prompt"
+    messages: list[Message] = [{"role": "system", "content": _SYSTEM.format(what=what, question=RUBRICS[rubric])}]
+    for shot, answer in ((SHOTS[0], "2"), (SHOTS[3], "1")):
+        shown = (shot.other, shot.preferred) if answer == "2" else (shot.preferred, shot.other)
+        messages.append({"role": "user", "content": _query(rubric, shot.prompt, shot.persona, *shown)})
+        messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "user", "content": _query(rubric, prompt, persona, first, second)})
+    return messages
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+@dataclass(slots=True)
+class RubricResult:
+    """Win/tie/loss counts of the test run against the base run under one rubric."""
+
+    rubric: str
+    wins: int
+    ties: int
+    losses: int
+    unparseable: int  # judge outputs (of 2 per pair) with no readable verdict; their pairs are ties
+    missing: int  # pairs not judged (personalization without a persona)
+    win_rate: Estimate
+    position_first: float  # share of readable verdicts that picked Response 1 (position bias)
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    def as_dict(self) -> dict:
+        n = self.n or math.nan
+        return {
+            "rubric": self.rubric, "question": RUBRICS[self.rubric], "n": self.n, "wins": self.wins,
+            "ties": self.ties, "losses": self.losses, "win_rate": self.win_rate.as_dict(),
+            "rates": {"win": self.wins / n, "tie": self.ties / n, "loss": self.losses / n},
+            "unparseable": self.unparseable, "missing": self.missing, "position_first": self.position_first,
+        }
+
+
+@dataclass(slots=True)
+class JudgeResult:
+    """Per-rubric results, ΔPQ (when both rubrics ran), how the runs were matched, and one row per
+    pair (prompt, persona, both responses, per-rubric outcome, verdicts and judge outputs)."""
+
+    base: str
+    test: str
+    judge: str
+    rubrics: dict[str, RubricResult]
+    delta_pq: Estimate | None
+    pairs: int
+    unmatched: dict[str, int]
+    config: dict = field(default_factory=dict)
+    judgments: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": "pairwise-judge", "base": self.base, "test": self.test, "judge": self.judge,
+            "pairs": self.pairs, "unmatched": self.unmatched,
+            "rubrics": {k: v.as_dict() for k, v in self.rubrics.items()},
+            "delta_pq": self.delta_pq.as_dict() if self.delta_pq is not None else None,
+            "config": self.config,
+        }
+
+
+def pair_runs(base: Sequence[dict], test: Sequence[dict]) -> tuple[list[tuple[dict, dict]], dict[str, int]]:
+    """Rows of two runs matched by (record index, prompt), and how many of each run found no partner."""
+    by_key = {(r["index"], r["prompt"]): r for r in base}
+    pairs = [(by_key[k], t) for t in test if (k := (t["index"], t["prompt"])) in by_key]
+    return pairs, {"base": len(base) - len(pairs), "test": len(test) - len(pairs)}
+
+
+def outcome(base_first: int | None, test_first: int | None) -> int:
+    """+1 test wins, -1 base wins, 0 tie, from the verdicts with the base shown first and the test shown first."""
+    if base_first == 2 and test_first == 1:
+        return 1
+    if base_first == 1 and test_first == 2:
+        return -1
+    return 0
+
+
+def _win_rate(o: np.ndarray, judged: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """wins / (wins + losses) over the judged pairs `idx` picks (rows of `idx` = resamples); NaN without decisive pairs."""
+    o, judged = o[idx], judged[idx]
+    wins, losses = ((o == 1) & judged).sum(-1), ((o == -1) & judged).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return wins / (wins + losses)
+
+
+def _interval(point: float, samples: np.ndarray, n: int, level: float) -> Estimate:
+    samples = samples[~np.isnan(samples)]
+    if n == 0 or samples.size == 0:
+        return Estimate(point, math.nan, math.nan, n)
+    tail = (1 - level) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return Estimate(point, float(low), float(high), n)
+
+
+def bootstrap_win_rates(
+    outcomes: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[dict[str, Estimate], Estimate | None]:
+    """Win rate per rubric and ΔPQ with percentile intervals, resampling pairs.
+
+    `outcomes[rubric]` holds +1/0/−1 per pair, or NaN where that pair was not judged under that
+    rubric. One set of resampled pair indices serves every rubric; ΔPQ counts the pairs judged
+    under both rubrics.
+    """
+    n = len(next(iter(outcomes.values()))) if outcomes else 0
+    idx = np.random.default_rng(seed).integers(0, max(n, 1), size=(n_boot, n))
+    judged = {r: ~np.isnan(o) for r, o in outcomes.items()}
+    estimates = {
+        r: _interval(float(_win_rate(o, judged[r])), _win_rate(o, judged[r], idx), int(judged[r].sum()), level)
+        for r, o in outcomes.items()
+    }
+    if not {"quality", "personalization"} <= outcomes.keys():
+        return estimates, None
+    both = judged["quality"] & judged["personalization"]
+    q, p = outcomes["quality"], outcomes["personalization"]
+    point = float(_win_rate(p, both) + _win_rate(q, both) - 1)
+    samples = _win_rate(p, both, idx) + _win_rate(q, both, idx) - 1
+    return estimates, _interval(point, samples, int(both.sum()), level)
+
+
+# --------------------------------------------------------------------------------------- judging
+
+
+@dataclass(slots=True)
+class _Judgments:
+    """Verdicts of one rubric: per pair, the two verdicts and outputs, or None when not judged."""
+
+    verdicts: list[tuple[int | None, int | None] | None]
+    outputs: list[tuple[str, str] | None]
+
+
+def judge_runs(
+    base_dir: PathLike,
+    test_dir: PathLike,
+    backend: Backend,
+    *,
+    rubrics: Sequence[str] = tuple(RUBRICS),
+    gen_config: GenerationConfig = JUDGE_GENERATION,
+    cache_path: PathLike | None = None,
+    chunk_size: int = 8,
+    limit: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> JudgeResult:
+    """Judge the test run's responses against the base run's under each rubric, in both orders."""
+    unknown = [r for r in rubrics if r not in RUBRICS]
+    if unknown or not rubrics:
+        raise ValueError(f"rubrics must be among {', '.join(RUBRICS)}; got {list(rubrics)}")
+    pairs, unmatched = pair_runs(read_generations(base_dir), read_generations(test_dir))
+    pairs = pairs[:limit] if limit is not None else pairs
+    if not pairs:
+        raise ValueError(f"{base_dir} and {test_dir} share no records (matched by index and prompt)")
+    requests, slots = [], []
+    for rubric in rubrics:
+        for i, (b, t) in enumerate(pairs):
+            persona = t.get("persona") or b.get("persona")
+            if rubric == "personalization" and not persona:
+                continue
+            p, rb, rt = t["prompt"], b["response"], t["response"]
+            requests += [judge_messages(rubric, p, rb, rt, persona), judge_messages(rubric, p, rt, rb, persona)]
+            slots.append((rubric, i))
+    with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
+        outputs = generate_cached(backend, requests, gen_config, task=PROMPT_VERSION, cache=cache,
+                                  chunk_size=chunk_size, on_progress=on_progress).outputs
+    judged = {r: _Judgments([None] * len(pairs), [None] * len(pairs)) for r in rubrics}
+    for k, (rubric, i) in enumerate(slots):
+        pair_outputs = (outputs[2 * k], outputs[2 * k + 1])
+        judged[rubric].outputs[i] = pair_outputs
+        judged[rubric].verdicts[i] = (parse_verdict(pair_outputs[0]), parse_verdict(pair_outputs[1]))
+    scores = {r: np.array([math.nan if v is None else outcome(*v) for v in j.verdicts]) for r, j in judged.items()}
+    estimates, delta = bootstrap_win_rates(scores, n_boot=n_boot, seed=seed)
+    results = {r: _rubric_result(r, judged[r], scores[r], estimates[r]) for r in rubrics}
+    rows = []
+    for i, (b, t) in enumerate(pairs):
+        row = {"index": t["index"], "source": t.get("source"), "prompt": t["prompt"],
+               "persona": t.get("persona") or b.get("persona"), "base_response": b["response"],
+               "test_response": t["response"]}
+        for r, j in judged.items():
+            if j.verdicts[i] is not None:
+                row[r] = {"outcome": {1: "win", 0: "tie", -1: "loss"}[int(scores[r][i])],
+                          "verdicts": list(j.verdicts[i]), "outputs": list(j.outputs[i])}
+        rows.append(row)
+    config = {"rubrics": list(rubrics), "generation": gen_config.model_dump(mode="json"), "limit": limit,
+              "n_boot": n_boot, "seed": seed, "prompt_version": PROMPT_VERSION}
+    return JudgeResult(str(base_dir), str(test_dir), backend.identity, results, delta, len(pairs), unmatched, config,
+                       rows)
+
+
+def _rubric_result(rubric: str, j: _Judgments, scores: np.ndarray, estimate: Estimate) -> RubricResult:
+    given = [v for pair in j.verdicts if pair is not None for v in pair]
+    readable = [v for v in given if v is not None]
+    judged = scores[~np.isnan(scores)]
+    return RubricResult(
+        rubric=rubric, wins=int((judged == 1).sum()), ties=int((judged == 0).sum()), losses=int((judged == -1).sum()),
+        unparseable=len(given) - len(readable), missing=int(np.isnan(scores).sum()), win_rate=estimate,
+        position_first=sum(v == 1 for v in readable) / len(readable) if readable else math.nan,
+    )
+
+
+def judge_markdown(result: JudgeResult) -> str:
+    """A Markdown table: rubric, pairs, wins, ties, losses, win rate with interval, unparseable outputs."""
+    lines = [f"### Pairwise judge: `{result.test}` vs `{result.base}`", "",
+             f"Judge `{result.judge}`; {result.pairs} pairs, each judged in both orders; disagreement = tie; "
+             "win rate = wins / (wins + losses).", "",
+             "| rubric | pairs | wins | ties | losses | win rate | 95% CI | unparseable outputs | picked Response 1 |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in result.rubrics.values():
+        e = r.win_rate
+        lines.append(f"| {r.rubric} | {r.n} | {r.wins} | {r.ties} | {r.losses} | {e.value:.3f} | "
+                     f"[{e.low:.3f}, {e.high:.3f}] | {r.unparseable} | {r.position_first:.2f} |")
+    if result.delta_pq is not None:
+        d = result.delta_pq
+        lines += ["", f"ΔPQ = WR_personalization + WR_quality − 1 = **{d.value:.3f}** "
+                  f"(95% CI [{d.low:.3f}, {d.high:.3f}], {d.n} pairs)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_judge(result: JudgeResult, out_dir: PathLike) -> tuple[Path, Path, Path]:
+    """Write judge.json, judge.md and per-pair judgments.jsonl into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js, md, pairs = out / RESULT_FILE, out / MARKDOWN_FILE, out / PAIRS_FILE
+    js.write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    md.write_text(judge_markdown(result))
+    with open(pairs, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in result.judgments)
+    return js, md, pairs

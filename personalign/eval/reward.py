@@ -1,0 +1,122 @@
+"""Reward scoring (DESIGN §6): mean σ(score) of a sequence-classification reward model, and BLEU.
+
+Each file is read as records (.jsonl/.json/.parquet, e.g. a run's generations.jsonl); a row's
+text is (prompt field, response field) rendered through the reward model's chat template as a
+user turn and an assistant turn (or "prompt\\n\\nresponse" without one). The reward of a row is
+σ(logit) of the model's single output; per file and over all files the mean (all files: weighted
+by file size, i.e. the mean over all rows) with a bootstrap 95% interval. With a reference field,
+BLEU of the responses against it is sacrebleu's corpus BLEU, per file and over all rows.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from personalign.data.errors import RecordError
+from personalign.data.io import iter_raw
+from personalign.eval.metrics import Estimate, bootstrap
+
+PathLike = str | os.PathLike
+
+
+@dataclass(slots=True)
+class RewardScores:
+    """Rewards (σ of the score) of one file or of all files, with BLEU when a reference was given."""
+
+    name: str
+    n: int
+    reward: Estimate
+    bleu: float | None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "n": self.n, "reward": self.reward.as_dict(), "bleu": self.bleu}
+
+
+def load_reward_model(model_dir: PathLike, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer) of a sequence-classification reward model with one label; the pad token is set."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    if model.config.num_labels != 1:
+        raise ValueError(f"{model_dir}: a reward model needs num_labels=1, got {model.config.num_labels}")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def reward_text(tokenizer, prompt: str, response: str) -> str:
+    """The text a reward model scores: a user/assistant chat, or prompt and response on their own."""
+    if getattr(tokenizer, "chat_template", None):
+        chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(chat, tokenize=False)
+    return f"{prompt}\n\n{response}"
+
+
+def reward_scores(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_length: int = 2048) -> np.ndarray:
+    """Raw scores (logits) of `texts`, in order; batches of similar length, right-padded."""
+    enc = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    scores = np.empty(len(enc), dtype=np.float64)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt", padding_side="right")
+        with torch.inference_mode():
+            logits = model(input_ids=batch["input_ids"].to(model.device),
+                           attention_mask=batch["attention_mask"].to(model.device)).logits
+        scores[idx] = logits[:, 0].float().cpu().numpy()
+    return scores
+
+
+def read_fields(path: PathLike, fields: Sequence[str]) -> list[tuple[str, ...]]:
+    """`fields` of every record of a file, as strings; a missing or non-string field is an error naming its line."""
+    rows = []
+    for rec in iter_raw(path):
+        value = rec.value
+        if isinstance(value, RecordError):
+            raise value
+        for name in fields:
+            if not isinstance(value.get(name), str):
+                raise RecordError(rec.file, rec.line, name, "missing, or not a string")
+        rows.append(tuple(value[name] for name in fields))
+    return rows
+
+
+def score_files(
+    model_dir: PathLike,
+    files: Sequence[PathLike],
+    *,
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    reference_field: str | None = None,
+    batch_size: int = 8,
+    max_length: int = 2048,
+    n_boot: int = 1000,
+) -> tuple[list[RewardScores], RewardScores]:
+    """Per-file reward (and BLEU) results, and the result over all files together."""
+    import sacrebleu
+
+    model, tokenizer = load_reward_model(model_dir)
+    fields = [prompt_field, response_field] + ([reference_field] if reference_field else [])
+    per_file, all_rewards, all_hyps, all_refs = [], [], [], []
+    for path in files:
+        rows = read_fields(path, fields)
+        if not rows:
+            raise ValueError(f"{path}: no records")
+        texts = [reward_text(tokenizer, r[0], r[1]) for r in rows]
+        rewards = 1 / (1 + np.exp(-reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)))
+        hyps, refs = [r[1] for r in rows], [r[2] for r in rows] if reference_field else []
+        bleu = sacrebleu.corpus_bleu(hyps, [refs]).score if reference_field else None
+        per_file.append(RewardScores(os.fspath(path), len(rows), bootstrap(rewards, n_boot=n_boot), bleu))
+        all_rewards.append(rewards)
+        all_hyps += hyps
+        all_refs += refs
+    overall_bleu = sacrebleu.corpus_bleu(all_hyps, [all_refs]).score if reference_field else None
+    rewards = np.concatenate(all_rewards)
+    return per_file, RewardScores("all", len(rewards), bootstrap(rewards, n_boot=n_boot), overall_bleu)

@@ -1,0 +1,250 @@
+"""OpenAI-compatible HTTP backend: OpenAI itself, `vllm serve`, `personalign serve`, any compatible server.
+
+Requests go out concurrently (at most `concurrency` in flight per server) over one
+`httpx.AsyncClient`. A request is sent again only after an attempt failed: HTTP 408/409/429/5xx,
+a timeout, or a dropped or refused connection. Between attempts it waits as the server's
+`Retry-After` (or `retry-after-ms`) asks, else an exponential backoff with full jitter. With
+several base URLs (a list, or one comma-separated string) each attempt goes to the least busy
+server, and a retry never to the server that just failed, so a dead server's work moves on.
+
+The API key is read from the environment variable named by `api_key_env` when a run starts and
+lives only in the client's `Authorization` header: it is not an attribute, never logged, and
+scrubbed from error messages.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+
+from personalign.llm.base import BackendConfig, GenerationConfig, Request
+from personalign.llm.progress import progress_bar
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = frozenset({408, 409, 429})
+RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+MAX_RETRY_AFTER = 60.0  # longer Retry-After values are capped at this many seconds
+PATHS = {"chat": "chat/completions", "completions": "completions"}
+
+logger = logging.getLogger(__name__)
+
+
+class BackendError(RuntimeError):
+    """A request that failed for good: a non-retryable answer, a malformed reply, or retries exhausted."""
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date; None if absent or invalid."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
+    return (rng or random).uniform(0.0, min(cap, base * 2**attempt))
+
+
+def run_sync(coro):
+    """Run a coroutine to completion from sync code, also when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class OpenAIBackend:
+    """Chat (`/chat/completions`) or text (`/completions`) generation against OpenAI-compatible servers."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | Sequence[str] | None = None,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        endpoint: Literal["chat", "completions"] = "chat",
+        concurrency: int = 8,
+        max_retries: int = 6,
+        timeout: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+    ):
+        if endpoint not in PATHS:
+            raise ValueError(f"endpoint must be 'chat' or 'completions', got {endpoint!r}")
+        urls = base_url.split(",") if isinstance(base_url, str) else list(base_url or [DEFAULT_BASE_URL])
+        urls = [u.strip() for u in urls if u.strip()]
+        if not urls:
+            raise ValueError("base_url: give at least one server")
+        self.model = model
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.api_key_env = api_key_env
+        self.endpoint = endpoint
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+
+    @classmethod
+    def from_config(cls, cfg: BackendConfig) -> OpenAIBackend:
+        if cfg.kind != "openai":
+            raise ValueError(f"OpenAIBackend needs kind='openai', got {cfg.kind!r}")
+        if not cfg.model:
+            raise ValueError("an openai backend needs `model`: the model name the server serves")
+        return cls(
+            cfg.model,
+            cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            endpoint=cfg.endpoint,
+            concurrency=cfg.concurrency,
+            max_retries=cfg.max_retries,
+            timeout=cfg.timeout,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_urls={self.base_urls!r}, endpoint={self.endpoint!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.model}"
+
+    def generate(self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        return run_sync(self.agenerate(requests, config, progress=progress))
+
+    async def agenerate(
+        self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = False
+    ) -> list[str]:
+        """Generate for every request concurrently; results in input order."""
+        bodies = [self._body(r, config) for r in requests]
+        secret = os.environ.get(self.api_key_env) or None
+        if secret is None:
+            logger.debug("no API key in $%s; sending requests without Authorization", self.api_key_env)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        slots = self.concurrency * len(self.base_urls)
+        limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+        in_flight = dict.fromkeys(self.base_urls, 0)
+        semaphore = asyncio.Semaphore(slots)
+        with progress_bar(progress, len(bodies)) as bar:
+            task_id = bar.add_task("requests", total=len(bodies))
+            async with httpx.AsyncClient(headers=headers, timeout=self.timeout, limits=limits) as client:
+
+                async def one(index: int, body: dict[str, Any]) -> str:
+                    text = await self._send(client, semaphore, in_flight, index, body, secret)
+                    bar.advance(task_id)
+                    return text
+
+                tasks = [asyncio.create_task(one(i, b)) for i, b in enumerate(bodies)]
+                try:
+                    return list(await asyncio.gather(*tasks))
+                except BaseException:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
+
+    def _body(self, request: Request, config: GenerationConfig) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": config.max_new_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": config.seed,
+        }
+        if config.stop:
+            body["stop"] = list(config.stop)
+        if self.endpoint == "chat":
+            body["messages"] = [{"role": "user", "content": request}] if isinstance(request, str) else list(request)
+        elif isinstance(request, str):
+            body["prompt"] = request
+        else:
+            raise ValueError("the completions endpoint takes raw prompt strings; use endpoint='chat' for conversations")
+        return body
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        semaphore: asyncio.Semaphore,
+        in_flight: dict[str, int],
+        index: int,
+        body: dict[str, Any],
+        secret: str | None,
+    ) -> str:
+        failure, server = "", None
+        for attempt in range(self.max_retries + 1):
+            server = self._pick(in_flight, index + attempt, avoid=server)
+            url = f"{server}/{PATHS[self.endpoint]}"
+            wait = None
+            async with semaphore:
+                in_flight[server] += 1
+                try:
+                    response = await client.post(url, json=body)
+                except RETRY_ERRORS as e:
+                    failure = f"{type(e).__name__} from {url}"
+                else:
+                    if response.status_code == 200:
+                        return self._text(response, url, secret)
+                    failure = f"HTTP {response.status_code} from {url}: {_redact(response.text[:300], secret)}"
+                    if response.status_code not in RETRY_STATUS and response.status_code < 500:
+                        raise BackendError(f"request {index}: {failure}")
+                    wait = parse_retry_after(response.headers)
+                finally:
+                    in_flight[server] -= 1
+            if attempt == self.max_retries:
+                break
+            if wait is None:
+                delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+            else:
+                delay = min(wait, MAX_RETRY_AFTER)
+            logger.debug("request %d attempt %d: %s; retrying in %.2f s", index, attempt + 1, failure, delay)
+            await asyncio.sleep(delay)
+        raise BackendError(f"request {index} failed after {self.max_retries + 1} attempts; last: {failure}")
+
+    def _pick(self, in_flight: dict[str, int], turn: int, avoid: str | None) -> str:
+        """The least busy server other than `avoid` (the one that just failed); ties rotate with `turn`."""
+        k = turn % len(self.base_urls)
+        candidates = [u for u in self.base_urls[k:] + self.base_urls[:k] if u != avoid] or self.base_urls
+        return min(candidates, key=in_flight.__getitem__)
+
+    def _text(self, response: httpx.Response, url: str, secret: str | None) -> str:
+        try:
+            choice = response.json()["choices"][0]
+            text = choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            snippet = _redact(response.text[:300], secret)
+            raise BackendError(f"malformed reply from {url} ({type(e).__name__}): {snippet}") from None
+        return text or ""
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+

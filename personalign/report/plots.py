@@ -1,0 +1,135 @@
+"""The report's plots: matplotlib figures rendered to PNG `data:` URIs (no files, no pyplot state)."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+OUTCOME_COLORS = {"win": "#2ca02c", "tie": "#bdbdbd", "loss": "#d62728"}
+SKIPPED_METRICS = frozenset({"epoch", "samples_per_second"})
+METRIC_ORDER = ("loss", "accuracy", "rewards/accuracies", "rewards/margins", "pro/accuracy", "grad_norm", "learning_rate")
+MAX_PANELS = 6
+
+
+def to_data_uri(fig: Figure) -> str:
+    """The figure as a base64 PNG data URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _short(label: str, width: int = 40) -> str:
+    return label if len(label) <= width else "…" + label[-(width - 1):]
+
+
+def accuracy_plot(series: Sequence[tuple[str, dict]]) -> str:
+    """Accuracy by slice with 95% intervals, one series per (label, {slice: {value, low, high, n}})."""
+    slices = list(dict.fromkeys(s for _, acc in series for s in acc))
+    fig = Figure(layout="constrained", figsize=(max(6.0, 1.3 * len(slices) + 2), 4.0))
+    ax = fig.subplots()
+    width = 0.8 / max(len(series), 1)
+    for k, (label, acc) in enumerate(series):
+        xs = [i - 0.4 + width * (k + 0.5) for i, s in enumerate(slices) if s in acc]
+        est = [acc[s] for s in slices if s in acc]
+        values = [e["value"] for e in est]
+        errors = [[max(0.0, e["value"] - e["low"]) for e in est], [max(0.0, e["high"] - e["value"]) for e in est]]
+        ax.errorbar(xs, values, yerr=errors, fmt="o", capsize=4, color=COLORS[k % len(COLORS)], label=_short(label))
+    ax.axhline(0.5, color="#999999", lw=0.8, ls="--")
+    ax.set_xticks(range(len(slices)), slices)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_title("Alignment accuracy by slice")
+    ax.legend(fontsize=8, loc="lower right")
+    return to_data_uri(fig)
+
+
+def win_rate_plot(bars: Sequence[tuple[str, dict]]) -> str:
+    """Stacked win / tie / loss shares, one bar per (label, rubric dict of judge.json)."""
+    fig = Figure(layout="constrained", figsize=(8.0, 0.6 * len(bars) + 1.4))
+    ax = fig.subplots()
+    for y, (label, r) in enumerate(bars):
+        left = 0.0
+        for outcome in ("win", "tie", "loss"):
+            share = r["rates"][outcome] if r["n"] else 0.0
+            ax.barh(y, share, left=left, color=OUTCOME_COLORS[outcome], label=outcome if y == 0 else None)
+            if share >= 0.08:
+                ax.text(left + share / 2, y, f"{share:.0%}", ha="center", va="center", fontsize=8)
+            left += share
+        wr = r["win_rate"]["value"]
+        ax.text(1.01, y, "WR n/a" if wr is None or math.isnan(wr) else f"WR {wr:.2f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(bars)), [_short(label, 50) for label, _ in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of pairs (test vs. base)")
+    ax.set_title("Pairwise judge: wins, ties, losses")
+    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return to_data_uri(fig)
+
+
+def training_plot(label: str, rows: Sequence[dict]) -> str | None:
+    """Panels of logged metrics against step; train/x and eval/x share the panel of x. None if nothing to plot."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for row in rows:
+        step = row.get("step")
+        for key, value in row.items():
+            if key == "step" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            split, _, name = key.partition("/") if "/" in key else ("train", "", key)
+            if name in SKIPPED_METRICS or not isinstance(step, (int, float)):
+                continue
+            curves.setdefault(name, {}).setdefault(split, []).append((step, value))
+    if not curves:
+        return None
+    names = sorted(curves, key=lambda n: (METRIC_ORDER.index(n) if n in METRIC_ORDER else len(METRIC_ORDER), n))
+    names = names[:MAX_PANELS]
+    cols = min(3, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig = Figure(layout="constrained", figsize=(4.2 * cols, 3.0 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        for k, (split, points) in enumerate(sorted(curves[name].items())):
+            xs, ys = zip(*sorted(points))
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, color=COLORS[k % len(COLORS)], label=split)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Training: {_short(label, 60)}")
+    return to_data_uri(fig)
+
+
+def saliency_plot(label: str, saliency: dict[str, list[dict]], top: int = 15) -> str:
+    """Top words per persona label by saliency (count in brackets)."""
+    labels = list(saliency)
+    fig = Figure(layout="constrained", figsize=(4.5 * len(labels), 0.28 * top + 1.5))
+    axes = fig.subplots(1, len(labels), squeeze=False).ravel()
+    for k, (ax, name) in enumerate(zip(axes, labels)):
+        rows = saliency[name][:top]
+        ax.barh(range(len(rows)), [r["saliency"] for r in rows], color=COLORS[k % len(COLORS)])
+        ax.set_yticks(range(len(rows)), [f"{r['word']} ({r['count']})" for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{name} personas", fontsize=10)
+        ax.set_xlabel("saliency = count(w, label) / count(w)", fontsize=8)
+    fig.suptitle(f"Persona word saliency: {_short(label, 60)}")
+    return to_data_uri(fig)
+
+
+def diversity_plot(label: str, curves: dict[str, list[dict]]) -> str:
+    """Prompt diversity D against the number of prompts, one line per curve."""
+    fig = Figure(layout="constrained", figsize=(6.5, 4.0))
+    ax = fig.subplots()
+    for k, (name, points) in enumerate(curves.items()):
+        pts = sorted((p["n"], p["d"]) for p in points)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=COLORS[k % len(COLORS)],
+                label=_short(name))
+    ax.set_xlabel("prompts N")
+    ax.set_ylabel("D = √N · distinct / total bigrams")
+    ax.set_title(f"Prompt diversity: {_short(label, 50)}")
+    ax.legend(fontsize=8)
+    return to_data_uri(fig)

@@ -1,0 +1,280 @@
+"""An OpenAI-compatible server over a local (personalized) model.
+
+Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`, in OpenAI's
+request and response shapes (usage and finish_reason included; `stream=true` answers as
+server-sent events carrying the whole completion in one chunk, since generation is batched).
+Besides OpenAI's fields a request may carry `persona` (persona view) or `profile` (pba view): see
+`personalign.serve.prompts`. Concurrent requests are batched by `personalign.serve.batching`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from personalign.data.templates import SUPPORTED
+from personalign.llm.base import BackendConfig, GenerationConfig
+from personalign.llm.local import Completion, LocalBackend
+from personalign.serve.batching import Batcher
+from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
+
+DEFAULT_MAX_TOKENS = 256
+
+
+class _Body(BaseModel):
+    """Fields shared by both endpoints; unknown OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    persona: str | None = None
+    profile: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class ChatBody(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+
+
+class CompletionBody(_Body):
+    prompt: str | list[str]
+
+
+def create_app(
+    backend_or_model: LocalBackend | str | os.PathLike | None,
+    *,
+    view: str = "persona",
+    template: str = "chat",
+    max_batch: int = 8,
+    batch_window: float = 0.01,
+    model_name: str | None = None,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    echo_prompt: bool = False,
+) -> FastAPI:
+    """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
+
+    `echo_prompt` adds the rendered prompt(s) to each response as `personalign.prompts` (for debugging).
+    """
+    if view not in SERVE_VIEWS:
+        raise ValueError(f"view must be one of {', '.join(SERVE_VIEWS)}; got {view!r}")
+    if view not in SUPPORTED.get(template, ()):
+        raise ValueError(f"template {template!r} does not support view {view!r}")
+    if isinstance(backend_or_model, LocalBackend):
+        backend = backend_or_model
+    else:
+        model = None if backend_or_model is None else str(backend_or_model)
+        backend = LocalBackend.from_config(BackendConfig(kind="local", model=model, batch_size=max_batch))
+    name = model_name or (Path(backend.name).name if backend.name else "personalign")
+    batcher = Batcher(backend, max_batch=max_batch, window=batch_window)
+    tokenizer = backend.tokenizer
+    created = int(time.time())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="personalign", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+        return _error(400, f"invalid request: {where}")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": name, "object": "model", "created": created, "owned_by": "personalign"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatBody):
+        config = _generation_config(body, body.max_completion_tokens or body.max_tokens or default_max_tokens)
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        try:
+            block = conditioning(view, body.persona, body.profile)
+            prompt = render_chat(messages, view, template, tokenizer, block)
+        except PromptError as e:
+            raise HTTPException(400, str(e)) from None
+        (result,) = await generate([prompt], config)
+        reply = _reply("chat.completion", [result], [prompt] if echo_prompt else None)
+        if body.stream:
+            return _stream(reply, _wants_usage(body))
+        return reply
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionBody):
+        config = _generation_config(body, body.max_tokens or default_max_tokens)
+        raw = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not raw or not all(raw):
+            raise HTTPException(400, "`prompt` is empty")
+        try:
+            block = conditioning(view, body.persona, body.profile)
+            prompts = [render_completion(p, view, template, tokenizer, block) for p in raw]
+        except PromptError as e:
+            raise HTTPException(400, str(e)) from None
+        results = await generate(prompts, config)
+        reply = _reply("text_completion", results, prompts if echo_prompt else None)
+        if body.stream:
+            return _stream(reply, _wants_usage(body))
+        return reply
+
+    async def generate(prompts: list[str], config: GenerationConfig) -> list[Completion]:
+        try:
+            return await batcher.submit(prompts, config)
+        except Exception as e:  # noqa: BLE001 - the client gets an OpenAI-shaped 500, the connection stays usable
+            raise HTTPException(500, f"generation failed: {type(e).__name__}: {e}") from None
+
+    def _reply(kind: str, results: list[Completion], prompts: list[str] | None) -> dict[str, Any]:
+        chat_kind = kind == "chat.completion"
+        choices = []
+        for i, r in enumerate(results):
+            choice: dict[str, Any] = {"index": i, "finish_reason": r.finish_reason, "logprobs": None}
+            choice.update({"message": {"role": "assistant", "content": r.text}} if chat_kind else {"text": r.text})
+            choices.append(choice)
+        prompt_tokens = sum(r.prompt_tokens for r in results)
+        completion_tokens = sum(r.completion_tokens for r in results)
+        reply = {
+            "id": f"{'chatcmpl' if chat_kind else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        if prompts is not None:
+            reply["personalign"] = {"prompts": prompts}
+        return reply
+
+    return app
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
+
+
+def _generation_config(body: _Body, max_tokens: int) -> GenerationConfig:
+    if body.n != 1:
+        raise HTTPException(400, "only n=1 is supported")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    try:
+        return GenerationConfig(
+            max_new_tokens=max_tokens,
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            stop=stop,
+            seed=body.seed or 0,
+        )
+    except ValidationError as e:
+        detail = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise HTTPException(400, f"invalid generation settings: {detail}") from None
+
+
+def _wants_usage(body: _Body) -> bool:
+    return bool(body.stream_options and body.stream_options.get("include_usage"))
+
+
+def _stream(reply: dict[str, Any], include_usage: bool) -> StreamingResponse:
+    """OpenAI's streaming shape: content chunks, then a finish chunk, optionally a usage chunk, then [DONE]."""
+    chat_kind = reply["object"] == "chat.completion"
+    base = {k: reply[k] for k in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk" if chat_kind else "text_completion"
+    chunks = []
+    for choice in reply["choices"]:
+        i, text = choice["index"], choice["message"]["content"] if chat_kind else choice["text"]
+        if chat_kind:
+            chunks.append({"index": i, "delta": {"role": "assistant", "content": text}, "finish_reason": None})
+            chunks.append({"index": i, "delta": {}, "finish_reason": choice["finish_reason"]})
+        else:
+            chunks.append({"index": i, "text": text, "finish_reason": choice["finish_reason"]})
+    events = [{**base, "choices": [c]} for c in chunks]
+    if include_usage:
+        events.append({**base, "choices": [], "usage": reply["usage"]})
+
+    def lines() -> Iterator[str]:
+        for event in events:
+            yield f"data: {json.dumps(event)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+def serve(
+    model: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    **app_kwargs: Any,
+) -> None:
+    """Load `model` and serve it until interrupted; `app_kwargs` go to `create_app`."""
+    uvicorn.run(create_app(model, **app_kwargs), host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run `app` with uvicorn in a daemon thread; yields its base URL (`http://host:port/v1`).
+
+    Port 0 picks a free port. The server stops (and the thread ends) when the block exits.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="personalign-serve")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -1,0 +1,145 @@
+"""Generation: the view's prompt goes to the backend, rows and settings are written, and a run that
+is interrupted or killed continues from its cache without generating anything twice."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from personalign.data.io import read_examples, write_jsonl
+from personalign.data.views import ViewConfig, build_view
+from personalign.eval.generate import (
+    CACHE_FILE, GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses, read_generations,
+)
+from personalign.llm.base import BackendConfig, GenerationConfig
+from personalign.llm.local import LocalBackend
+
+
+class EchoBackend:
+    """Answers "echo: <last user message>"; raises after `fail_after` requests; logs what it generated."""
+
+    identity = "fake-echo"
+
+    def __init__(self, fail_after: int | None = None):
+        self.fail_after = fail_after
+        self.generated: list[str] = []
+
+    def generate(self, requests: Sequence, config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        out = []
+        for r in requests:
+            if self.fail_after is not None and len(self.generated) >= self.fail_after:
+                raise KeyboardInterrupt
+            text = r if isinstance(r, str) else r[-1]["content"]
+            self.generated.append(text)
+            out.append(f"echo: {text}")
+        return out
+
+
+def records(n: int) -> list[dict]:
+    return [{"prompt": f"Question number {i}?", "chosen": f"good answer {i}", "rejected": f"bad answer {i}",
+             "ground_truth_persona": f"The user is person {i}."} for i in range(n)]
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "data.jsonl"
+    write_jsonl(records(6), path)
+    return path
+
+
+def config(data, out, **kw) -> GenerateConfig:
+    return GenerateConfig(data=str(data), out=str(out), view=ViewConfig(view="persona", persona_source="gold"),
+                          chunk_size=1, **kw)
+
+
+def test_rows_hold_prompt_fields_persona_response_and_view_and_settings_hold_no_secret(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value-123")
+    cfg = config(data, tmp_path / "run", backend=BackendConfig(kind="openai", model="gpt-x"),
+                 generation=GenerationConfig(max_new_tokens=17, temperature=0.7, top_p=0.9, seed=3))
+    run = generate_responses(cfg, EchoBackend())
+    rows = read_generations(run)
+    assert [r["index"] for r in rows] == list(range(6))
+    first = rows[0]
+    assert first["prompt"] == "Question number 0?" and first["persona"] == "The user is person 0."
+    assert first["view"] == "persona" and first["chosen"] == "good answer 0" and first["source"].endswith(":1")
+    # a backend without a tokenizer gets the chat template's messages, persona block included
+    assert first["view_prompt"][-1]["role"] == "user" and "The user is person 0." in first["view_prompt"][-1]["content"]
+    assert first["response"] == "echo: " + first["view_prompt"][-1]["content"]
+    settings = json.loads((run / SETTINGS_FILE).read_text())
+    assert settings["generation"] == {"max_new_tokens": 17, "temperature": 0.7, "top_p": 0.9, "stop": [], "seed": 3}
+    assert settings["view"]["view"] == "persona" and settings["counts"] == {"records": 6, "generated": 6, "reused": 0}
+    assert settings["backend"]["api_key_env"] == "OPENAI_API_KEY"
+    assert "sk-secret-value-123" not in "".join(p.read_text() for p in run.iterdir())
+
+
+def test_a_local_backend_gets_the_rendered_view_prompt(data, tmp_path, tiny_lm):
+    model, tokenizer = tiny_lm
+    backend = LocalBackend(model, tokenizer, batch_size=4)
+    gen = GenerationConfig(max_new_tokens=5)
+    run = generate_responses(config(data, tmp_path / "run", generation=gen, limit=3), backend)
+    rows = read_generations(run)
+    view = ViewConfig(view="persona", persona_source="gold")
+    expected = [build_view(ex, view, tokenizer, i).prompt for i, ex in enumerate(read_examples(data))][:3]
+    assert [r["view_prompt"] for r in rows] == expected
+    assert [r["response"] for r in rows] == backend.generate(expected, gen, progress=False)
+
+
+def test_an_interrupted_run_continues_and_generates_every_item_once(data, tmp_path):
+    out = tmp_path / "run"
+    first = EchoBackend(fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        generate_responses(config(data, out), first)
+    assert not (out / GENERATIONS_FILE).exists()
+    second = EchoBackend()
+    generate_responses(config(data, out), second)
+    assert len(first.generated) == 4 and len(second.generated) == 2
+    assert sorted(first.generated + second.generated) == sorted(set(first.generated + second.generated))
+    assert len(read_generations(out)) == 6
+    third = EchoBackend()
+    generate_responses(config(data, out), third)
+    assert third.generated == []
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from personalign.data.views import ViewConfig
+    from personalign.eval.generate import GenerateConfig, generate_responses
+
+    class Slow:
+        identity = "fake-echo"
+        def generate(self, requests, config, *, progress=True):
+            time.sleep(0.4)
+            return ["echo: " + (r if isinstance(r, str) else r[-1]["content"]) for r in requests]
+
+    cfg = GenerateConfig(data=sys.argv[1], out=sys.argv[2], chunk_size=1,
+                         view=ViewConfig(view="persona", persona_source="gold"))
+    generate_responses(cfg, Slow())
+""")
+
+
+def test_a_killed_run_resumes_from_its_cache(data, tmp_path):
+    out = tmp_path / "run"
+    script = tmp_path / "slow.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(data), str(out)])
+    cache = out / CACHE_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = len(cache.read_text().splitlines())
+    assert 2 <= stored < 6, "the run should be killed part-way"
+    backend = EchoBackend()
+    generate_responses(config(data, out), backend)
+    assert len(backend.generated) == 6 - stored
+    rows = read_generations(out)
+    assert [r["response"] for r in rows] == ["echo: " + r["view_prompt"][-1]["content"] for r in rows]
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 6

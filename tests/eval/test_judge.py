@@ -1,0 +1,175 @@
+"""Pairwise judge: verdict parsing, both-order win/tie/loss counting, win rates and ΔPQ on
+hand-computed cases, unparseable outputs, caching and resuming, and the command line."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from personalign.cli import app
+from personalign.data.io import write_jsonl
+from personalign.eval.generate import GENERATIONS_FILE
+from personalign.eval.judge import (
+    CACHE_FILE, RUBRICS, bootstrap_win_rates, judge_messages, judge_runs, outcome, parse_verdict, write_judge,
+)
+from personalign.llm.base import GenerationConfig
+
+
+class RuleJudge:
+    """Answers `rule(response 1, response 2)` to the last user message; raises after `fail_after` requests."""
+
+    def __init__(self, rule: Callable[[str, str], str], identity: str = "rule-judge", fail_after: int | None = None):
+        self.rule, self.identity, self.fail_after = rule, identity, fail_after
+        self.requests: list = []
+
+    def generate(self, requests: Sequence, config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        out = []
+        for r in requests:
+            if self.fail_after is not None and len(self.requests) >= self.fail_after:
+                raise KeyboardInterrupt
+            self.requests.append(r)
+            m = re.search(r"Response 1: (.*?)\n\nResponse 2: (.*?)\n\n", r[-1]["content"], re.S)
+            out.append(self.rule(m.group(1), m.group(2)))
+        return out
+
+
+def longer(first: str, second: str) -> str:
+    """Prefers the longer response; "1" on equal lengths."""
+    return "2" if len(second) > len(first) else "1"
+
+
+# (base response, test response, persona): test longer in pairs 0, 1, 4; base longer in 2; equal in 3;
+# pair 4 has no persona, so it is not judged for personalization.
+CRAFTED = [("a", "aaa", "P0"), ("bb", "bbbb", "P1"), ("cccccc", "c", "P2"), ("dd", "dd", "P3"), ("e", "eeeee", None)]
+
+
+def write_run(directory: Path, view: str, responses: list[str], personas: list[str | None]) -> Path:
+    rows = [{"index": i, "source": f"data.jsonl:{i + 1}", "prompt": f"Prompt {i}?", "view": view, "persona": p,
+             "view_prompt": f"Prompt {i}?", "response": r} for i, (r, p) in enumerate(zip(responses, personas))]
+    write_jsonl(rows, directory / GENERATIONS_FILE)
+    return directory
+
+
+@pytest.fixture
+def runs(tmp_path):
+    personas = [p for _, _, p in CRAFTED]
+    base = write_run(tmp_path / "base", "none", [b for b, _, _ in CRAFTED], personas)
+    test = write_run(tmp_path / "test", "persona", [t for _, t, _ in CRAFTED], personas)
+    return base, test
+
+
+@pytest.mark.parametrize(
+    ("output", "verdict"),
+    [("1", 1), (" 2\n", 2), ("Response 2", 2), ("**2**", 2), ("Response **1** is better.", 1),
+     ("I prefer the second", 2), ("I prefer the second one; Response 1 is weaker.", 2),
+     ("The first response is better.", 1), ("[[A]]", 1), ("[[B]]", 2), ("[[2]]", 2), ("Verdict: [[1]]", 1),
+     ("A", 1), ("B.", 2), ("Response B is more helpful", 2), ("Between Response 1 and Response 2, I choose 2", 2),
+     ("1 or 2? I pick 1", 1), ("Answer: 2.", 2), ("10", None), ("1.5", None), ("neither", None),
+     ("Response 1 and Response 2 are equally good", None), ("", None), ("I cannot decide.", None)],
+)
+def test_parse_verdict(output, verdict):
+    assert parse_verdict(output) == verdict
+
+
+@pytest.mark.parametrize(("base_first", "test_first", "expected"),
+                         [(2, 1, 1), (1, 2, -1), (1, 1, 0), (2, 2, 0), (None, 1, 0), (2, None, 0), (None, None, 0)])
+def test_outcome_needs_the_same_pick_in_both_orders(base_first, test_first, expected):
+    assert outcome(base_first, test_first) == expected
+
+
+def test_the_prompt_asks_for_1_or_2_under_the_rubric_and_shows_the_persona_only_for_personalization():
+    quality = judge_messages("quality", "Q?", "first", "second", persona="The user is a pirate.")
+    personal = judge_messages("personalization", "Q?", "first", "second", persona="The user is a pirate.")
+    assert RUBRICS["quality"] in quality[0]["content"] and "1 or 2" in quality[0]["content"]
+    assert RUBRICS["personalization"] in personal[0]["content"]
+    assert "pirate" not in quality[-1]["content"] and "Persona: The user is a pirate." in personal[-1]["content"]
+    assert "Response 1: first\n\nResponse 2: second" in quality[-1]["content"]
+    assert [m["content"] for m in quality if m["role"] == "assistant"] == ["2", "1"]
+
+
+def test_a_judge_that_always_answers_1_gives_only_ties(runs):
+    result = judge_runs(*runs, RuleJudge(lambda a, b: "1"))
+    for name, r in result.rubrics.items():
+        assert (r.wins, r.losses, r.unparseable, r.position_first) == (0, 0, 0, 1.0)
+        assert r.ties == r.n == (5 if name == "quality" else 4)
+        assert math.isnan(r.win_rate.value)
+    assert math.isnan(result.delta_pq.value)
+
+
+def test_a_judge_preferring_longer_answers_gives_the_hand_computed_win_rates(runs):
+    judge = RuleJudge(longer)
+    result = judge_runs(*runs, judge, n_boot=200)
+    q, p = result.rubrics["quality"], result.rubrics["personalization"]
+    assert (q.wins, q.ties, q.losses, q.missing) == (3, 1, 1, 0) and q.win_rate.value == 0.75
+    assert (p.wins, p.ties, p.losses, p.missing) == (2, 1, 1, 1) and p.win_rate.value == pytest.approx(2 / 3)
+    # ΔPQ over the 4 pairs judged under both rubrics: 2/3 + 2/3 - 1
+    assert result.delta_pq.value == pytest.approx(1 / 3) and result.delta_pq.n == 4
+    for e in (q.win_rate, p.win_rate, result.delta_pq):
+        assert e.low <= e.value <= e.high
+    assert len(judge.requests) == 2 * (5 + 4) - 2  # the equal pair's two orders are one request per rubric
+    rows = {r["index"]: r for r in result.judgments}
+    assert rows[2]["quality"] == {"outcome": "loss", "verdicts": [1, 2], "outputs": ["1", "2"]}
+    assert "personalization" not in rows[4] and rows[0]["persona"] == "P0"
+
+
+def test_unparseable_outputs_are_ties_and_are_counted(runs):
+    result = judge_runs(*runs, RuleJudge(lambda a, b: "Both are lovely."), rubrics=["quality"])
+    q = result.rubrics["quality"]
+    assert (q.ties, q.unparseable, list(result.rubrics)) == (5, 10, ["quality"])
+    assert result.delta_pq is None
+
+
+def test_judging_is_cached_and_an_interrupted_run_resumes(runs, tmp_path):
+    cache = tmp_path / "judge" / CACHE_FILE
+    first = RuleJudge(longer, fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        judge_runs(*runs, first, cache_path=cache, chunk_size=2)
+    second = RuleJudge(longer)
+    result = judge_runs(*runs, second, cache_path=cache, chunk_size=2)
+    assert len(first.requests) == 5 and len(second.requests) == 16 - 4  # the chunk in flight is lost
+    assert result.rubrics["quality"].win_rate.value == 0.75
+    third = RuleJudge(lambda a, b: "1")
+    assert judge_runs(*runs, third, cache_path=cache).rubrics["quality"].wins == 3 and third.requests == []
+    other = RuleJudge(lambda a, b: "1", identity="another-judge")
+    assert judge_runs(*runs, other, cache_path=cache).rubrics["quality"].wins == 0
+
+
+def test_runs_are_paired_by_record_and_prompt(tmp_path):
+    base = write_run(tmp_path / "base", "none", ["x", "yy", "zzz"], ["P"] * 3)
+    test = write_run(tmp_path / "test", "persona", ["xx", "y"], ["P"] * 2)
+    result = judge_runs(base, test, RuleJudge(longer), rubrics=["quality"])
+    assert result.pairs == 2 and result.unmatched == {"base": 1, "test": 0}
+    assert result.rubrics["quality"].wins == 1 and result.rubrics["quality"].losses == 1
+
+
+def test_bootstrap_shares_resamples_and_is_deterministic():
+    outcomes = {"quality": np.array([1, 1, -1, 0] * 5, dtype=float),
+                "personalization": np.array([1, -1, -1, 1] * 5, dtype=float)}
+    a = bootstrap_win_rates(outcomes, n_boot=300, seed=1)
+    assert a == bootstrap_win_rates(outcomes, n_boot=300, seed=1)
+    rates, delta = a
+    assert rates["quality"].value == pytest.approx(2 / 3) and rates["personalization"].value == 0.5
+    assert delta.value == pytest.approx(2 / 3 + 0.5 - 1)
+    assert rates["quality"].low < 2 / 3 < rates["quality"].high and delta.low < delta.value < delta.high
+
+
+def test_write_judge_and_the_command_line(runs, tmp_path, tiny_model_dir):
+    result = judge_runs(*runs, RuleJudge(longer))
+    js, md, pairs = write_judge(result, tmp_path / "out")
+    saved = json.loads(js.read_text())
+    assert saved["kind"] == "pairwise-judge" and saved["rubrics"]["quality"]["wins"] == 3
+    assert "| quality | 5 | 3 | 1 | 1 | 0.750 |" in md.read_text() and "ΔPQ" in md.read_text()
+    assert len(pairs.read_text().splitlines()) == 5
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["eval", "judge", "--base", str(runs[0]), "--test", str(runs[1]), "--out", str(out),
+                                   "--model", str(tiny_model_dir), "--rubric", "quality", "--max-new-tokens", "2"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "judge.json").read_text())
+    assert list(saved["rubrics"]) == ["quality"] and saved["rubrics"]["quality"]["n"] == 5
+    assert (out / CACHE_FILE).is_file() and (out / "judge.md").is_file()

@@ -1,0 +1,72 @@
+"""A rule-based Backend for tests, and a script that runs persona inference with a slow one.
+
+`python fake_llm.py DATA OUT CACHE DELAY` infers personas with `RuleBackend(echo_preferred,
+delay=DELAY)` in chunks of 2 and prints the InferStats as JSON (used by the kill/resume test).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from personalign.llm.base import GenerationConfig, Request
+
+
+class RuleBackend:
+    """Answers every request with `rule(last user message)`; records what it was asked."""
+
+    def __init__(self, rule: Callable[[str], str], identity: str = "fake-rule", delay: float = 0.0):
+        self.rule, self._identity, self.delay = rule, identity, delay
+        self.calls: list[list[Request]] = []
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def generate(self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        self.calls.append(list(requests))
+        out = []
+        for r in requests:
+            time.sleep(self.delay)
+            out.append(self.rule(r if isinstance(r, str) else r[-1]["content"]))
+        return out
+
+    @property
+    def n_requests(self) -> int:
+        return sum(map(len, self.calls))
+
+
+WORDS = ["apples", "bikes", "cats", "dunes", "eagles", "forests", "gardens", "harbors"]
+
+
+def pair_records(n: int) -> list[dict]:
+    """n distinct records: chosen starts with one word, rejected with another; an extra key kept."""
+    return [
+        {"prompt": f"Question {i}?", "chosen": f"{WORDS[i % 8]} answer {i}",
+         "rejected": f"{WORDS[(i + 3) % 8]} reply {i}", "meta": {"id": i}}
+        for i in range(n)
+    ]
+
+
+def field(query: str, name: str) -> str:
+    """The text after `name: ` up to the next blank line."""
+    return re.search(rf"^{name}: (.*?)(?:\n\n|\Z)", query, re.M | re.S).group(1)
+
+
+def echo_preferred(query: str) -> str:
+    """Inference rule: a persona naming the first word of the preferred response."""
+    return f"The user wants {field(query, 'Preferred Response').split()[0]}."
+
+
+def main() -> None:
+    from personalign.persona.infer import infer_personas
+
+    data, out, cache, delay = sys.argv[1:5]
+    stats = infer_personas(data, RuleBackend(echo_preferred, delay=float(delay)), out, cache_path=cache, chunk_size=2)
+    print(json.dumps(stats.as_dict()))
+
+
+if __name__ == "__main__":
+    main()

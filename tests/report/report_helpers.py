@@ -1,0 +1,51 @@
+"""Shared by the report tests: the XSS payloads, headless Chromium, and a screenshot check."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+TITLE = "XSS check report"
+PAYLOADS = (
+    "<script>document.title='pwned'</script>",
+    "<img src=x onerror=\"document.title='pwned'\">",
+    "<svg onload=\"document.title='pwned'\"></svg>",
+    "</td></tr></table><script>document.body.appendChild(Object.assign(document.createElement('div'),"
+    "{id:'pwned-marker'}))</script>",
+    "<iframe src=\"javascript:document.title='pwned'\"></iframe>",
+    "{{ 7*7 }} & <b id='bold-marker'>bold</b>",
+)
+
+
+@dataclass(frozen=True)
+class Browser:
+    """Headless Chromium: the DOM after load, and a screenshot."""
+
+    executable: Path
+
+    def _run(self, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+        profile = tmp / "chromium-profile"
+        cmd = [str(self.executable), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True)
+
+    def dump_dom(self, page: Path, tmp: Path) -> str:
+        return self._run(tmp, "--dump-dom", page.resolve().as_uri()).stdout
+
+    def screenshot(self, page: Path, png: Path, tmp: Path, size: str = "1200,2000") -> Path:
+        self._run(tmp, f"--screenshot={png}", f"--window-size={size}", "--hide-scrollbars", page.resolve().as_uri())
+        return png
+
+
+def colored_pixels(png: Path) -> tuple[int, int]:
+    """(distinct colours, strongly coloured pixels) of an image; text and table lines are grey."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    distinct = len(np.unique(img.reshape(-1, 3), axis=0))
+    saturated = int(((img.max(-1) - img.min(-1)) > 80).sum())
+    return distinct, saturated

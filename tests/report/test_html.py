@@ -1,0 +1,88 @@
+"""The HTML report: every section from the real producers' files, one self-contained file, all
+dataset and model text escaped, and a Markdown summary beside it."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from html.parser import HTMLParser
+
+import pytest
+from report_helpers import PAYLOADS
+from markupsafe import escape
+
+from personalign.report.html import build_report, collect
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_every_result_kind_is_found(results_dir):
+    found = collect([results_dir])
+    assert sorted(label.split("/")[-1] for label, _ in found.accuracy) == ["accuracy-ica", "accuracy-none"]
+    assert len(found.judges) == 1 and len(found.judges[0][2]) == len(PAYLOADS)
+    assert sorted(label.split("/")[-1] for label, _, _ in found.generations) == ["gen-none", "gen-persona"]
+    (label, rows), = found.training
+    assert label.endswith("train") and {"train/loss", "eval/loss"} <= {k for r in rows for k in r}
+    assert len(found.saliency) == 1 and set(found.saliency[0][1]) == {"chosen", "rejected"}
+    assert len(found.diversity) == 1 and found.rewards == []
+
+
+def test_the_report_has_every_section_with_plots(report_page):
+    page = report_page.read_text()
+    for heading in ("Alignment accuracy", "Pairwise judge win rates", "Training curves", "Persona word saliency",
+                    "Prompt diversity", "Generation runs", "Examples"):
+        assert f"<h2>{heading}</h2>" in page
+    alts = [a["alt"] for tag, a in _tags(page) if tag == "img"]
+    assert [a.split(" ")[0] for a in alts] == ["accuracy", "wins,", "training", "word", "diversity"]
+    assert "ΔPQ" in page and "| quality |" in report_page.with_suffix(".md").read_text()
+
+
+def test_the_longer_answer_judge_wins_every_pair_for_the_persona_run(report_page, results_dir):
+    judge = json.loads((results_dir / "judge" / "judge.json").read_text())
+    for r in judge["rubrics"].values():
+        assert (r["wins"], r["ties"], r["losses"]) == (len(PAYLOADS), 0, 0)
+    assert judge["delta_pq"]["value"] == 1.0
+
+
+def test_the_file_is_self_contained_with_no_script_or_handler(report_page):
+    tags = _tags(report_page.read_text())
+    names = {tag for tag, _ in tags}
+    assert not names & {"script", "iframe", "svg", "link", "object", "embed", "base", "form"}
+    assert not [a for _, attrs in tags for a in attrs if a.startswith("on")]
+    for tag, attrs in tags:
+        if tag == "img":
+            head, _, data = attrs["src"].partition(",")
+            assert head == "data:image/png;base64" and base64.b64decode(data).startswith(b"\x89PNG")
+    assert [a.get("id") for _, a in tags if a.get("id")] == []
+    policy = next(a["content"] for t, a in tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in policy
+
+
+def test_every_payload_is_escaped_in_html_and_markdown(report_page):
+    page, md = report_page.read_text(), report_page.with_suffix(".md").read_text()
+    for p in PAYLOADS:
+        assert p not in page and p not in md
+        assert str(escape(p)) in page and html.escape(p) in md
+
+
+def test_an_empty_directory_gives_a_report_that_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    page = build_report([tmp_path / "empty"], tmp_path / "r.html").read_text()
+    assert "No results were found" in page
+    with pytest.raises(FileNotFoundError):
+        build_report([tmp_path / "missing"], tmp_path / "r.html")
+
+
+def _tags(page: str) -> list[tuple[str, dict]]:
+    parser = Tags()
+    parser.feed(page)
+    return parser.tags

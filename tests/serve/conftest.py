@@ -1,0 +1,32 @@
+"""A tiny model served on a free loopback port for the whole module; it stops when the module ends."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they cost 20x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_lm):
+    from personalign.llm.local import LocalBackend
+
+    return LocalBackend(*tiny_lm, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_backend):
+    """Base URL of `personalign serve` (persona view, chat template, prompts echoed) over the tiny model."""
+    from personalign.serve.app import create_app, serve_in_background
+
+    app = create_app(tiny_backend, view="persona", max_batch=4, echo_prompt=True, model_name="tiny")
+    with serve_in_background(app) as url:
+        yield url

@@ -1,0 +1,144 @@
+"""`personalign serve` over a tiny model: our HTTP backend, the official openai client, batching, errors."""
+from __future__ import annotations
+
+import threading
+
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from personalign.cli import app as cli_app
+from personalign.data.templates import render_prompt
+from personalign.llm import GenerationConfig
+from personalign.llm.local import LocalBackend
+from personalign.llm.openai_http import OpenAIBackend
+from personalign.serve.app import create_app, serve_in_background
+
+GREEDY = GenerationConfig(max_new_tokens=6)
+PERSONA = "The user is a busy parent who wants quick, practical advice."
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return openai.OpenAI(base_url=served, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_http_backend_against_serve_matches_local_generation(served, tiny_backend):
+    chats = [[{"role": "user", "content": f"Question {i}: {'why ' * i}is the sky blue?"}] for i in range(10)]
+    backend = OpenAIBackend("tiny", served, concurrency=6, timeout=60)
+    assert backend.generate(chats, GREEDY, progress=False) == tiny_backend.generate(chats, GREEDY, progress=False)
+    raw = [f"Prompt {i}: tell me {'more ' * i}" for i in range(6)]
+    completions = OpenAIBackend("tiny", served, endpoint="completions", concurrency=6, timeout=60)
+    assert completions.generate(raw, GREEDY, progress=False) == tiny_backend.generate(raw, GREEDY, progress=False)
+
+
+def test_openai_client_models_chat_and_completions(client, tiny_backend):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    messages = [{"role": "user", "content": "Give me three tips for learning to cook."}]
+    chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+    (expected,) = tiny_backend.complete([messages], GREEDY)
+    assert chat.object == "chat.completion"
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.choices[0].message.content == expected.text
+    assert chat.choices[0].finish_reason == expected.finish_reason
+    assert chat.usage.prompt_tokens == expected.prompt_tokens
+    assert chat.usage.total_tokens == expected.prompt_tokens + expected.completion_tokens
+    text = client.completions.create(model="tiny", prompt="The weather today is", max_tokens=6, temperature=0)
+    assert text.object == "text_completion"
+    assert text.choices[0].text == tiny_backend.generate(["The weather today is"], GREEDY, progress=False)[0]
+    assert text.model_extra["personalign"]["prompts"] == ["The weather today is"]
+
+
+def test_persona_changes_the_rendered_prompt(client, tiny_backend):
+    tok = tiny_backend.tokenizer
+    task = "How do I fix a slow computer?"
+    messages = [{"role": "user", "content": task}]
+
+    def prompt(**kwargs):
+        reply = client.chat.completions.create(model="tiny", max_tokens=2, temperature=0, **kwargs)
+        return reply.model_extra["personalign"]["prompts"][0]
+
+    plain = prompt(messages=messages)
+    personal = prompt(messages=messages, extra_body={"persona": PERSONA})
+    assert plain == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert personal == render_prompt("chat", "persona", task, PERSONA, tokenizer=tok)
+    assert f"# Task\n{task}\n\n# User persona\n{PERSONA}" in personal
+    assert prompt(messages=[{"role": "system", "content": PERSONA}, *messages]) == personal
+    completion = client.completions.create(model="tiny", prompt=task, max_tokens=2, extra_body={"persona": PERSONA})
+    assert completion.model_extra["personalign"]["prompts"] == [personal]
+
+
+def test_streaming_answers_with_server_sent_events(client):
+    messages = [{"role": "user", "content": "Tell me a joke about cats."}]
+    full = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+    chunks = list(client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=6, temperature=0, stream=True, stream_options={"include_usage": True}
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == full.choices[0].finish_reason
+    assert chunks[-1].usage.total_tokens == full.usage.total_tokens
+
+
+def test_bad_requests_get_openai_errors(client):
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError, match="n=1"):
+        client.chat.completions.create(model="tiny", messages=messages, n=2)
+    with pytest.raises(openai.BadRequestError, match="profile"):
+        client.chat.completions.create(model="tiny", messages=messages, extra_body={"profile": "concise"})
+    with pytest.raises(openai.BadRequestError, match="last message"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "assistant", "content": "hello"}])
+    with pytest.raises(openai.BadRequestError, match="max_new_tokens"):
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=-1)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model="tiny", messages=[])
+    with pytest.raises(openai.BadRequestError, match="prompt"):
+        client.completions.create(model="tiny", prompt=["fine", ""])
+
+
+class RecordingBackend(LocalBackend):
+    """Records the size of every batch the server generates."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def complete(self, requests, config, *, progress=False):
+        with self.lock:
+            self.batches.append(len(requests))
+        return super().complete(requests, config, progress=progress)
+
+
+def test_concurrent_requests_are_batched(tiny_lm):
+    backend = RecordingBackend(*tiny_lm, batch_size=4)
+    app = create_app(backend, view="none", max_batch=4, batch_window=1.0)
+    chats = [[{"role": "user", "content": f"Question number {i}"}] for i in range(8)]
+    with serve_in_background(app) as url:
+        texts = OpenAIBackend("tiny", url, concurrency=8, timeout=60).generate(chats, GREEDY, progress=False)
+    assert texts == LocalBackend(*tiny_lm, batch_size=1).generate(chats, GREEDY, progress=False)
+    assert sum(backend.batches) == 8
+    assert max(backend.batches) > 1 and all(n <= 4 for n in backend.batches)
+
+
+class FailingBackend(LocalBackend):
+    def complete(self, requests, config, *, progress=False):
+        if any("boom" in r for r in requests):
+            raise RuntimeError("boom")
+        return super().complete(requests, config, progress=progress)
+
+
+def test_a_failed_generation_is_an_openai_error_and_serving_goes_on(tiny_lm):
+    with serve_in_background(create_app(FailingBackend(*tiny_lm), view="none")) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+        with pytest.raises(openai.InternalServerError, match="RuntimeError: boom"):
+            client.completions.create(model="tiny", prompt="boom", max_tokens=2)
+        assert client.completions.create(model="tiny", prompt="fine", max_tokens=2).choices[0].finish_reason
+
+
+def test_serve_command_is_registered_and_checks_its_options():
+    runner = CliRunner()
+    shown = runner.invoke(cli_app, ["serve", "--help"])
+    assert shown.exit_code == 0 and "--max-batch" in shown.output
+    bad = runner.invoke(cli_app, ["serve", "--view", "ica", "--model", "/nonexistent"])
+    assert bad.exit_code == 2 and "view" in bad.output

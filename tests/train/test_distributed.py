@@ -1,0 +1,76 @@
+"""Two CPU processes (DDP over gloo, launched by `accelerate launch`) take the same optimizer step as
+one process on the same global batch.
+
+`accelerate launch --cpu` uses its single-process launcher (it expects `mpirun` for several CPU
+processes), so the test launches through torchrun (`--multi_gpu`) with ACCELERATE_USE_CPU=true,
+which makes accelerate set up a MULTI_CPU (gloo) run.
+
+AdamW's first step is lr·g/(|g| + eps); with eps = 1 and small gradients it is ≈ lr·g, so the
+updated weights compare the averaged gradients themselves, not just their signs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from personalign.config import load_config
+from personalign.data.io import write_jsonl
+from personalign.train.config import TrainConfig
+from personalign.train.loop import train
+
+STEP = ["max_steps=1", "learning_rate=1.0", "adam_epsilon=1.0", "max_grad_norm=null", "weight_decay=0.0",
+        "max_length=64"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def records() -> list[dict]:
+    return [{"prompt": f"Question {i}: how should I spend my evening?", "chosen": f"Read a good book, friend {i}.",
+             "rejected": "Whatever.", "Demographic Information": f"The user is {30 + 7 * i} years old."}
+            for i in range(4)]
+
+
+def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
+    # Separate copies of the data: each run scores its own reference log-probs (the 2-process run
+    # shards that scoring too), so wrongly gathered references would change its gradients.
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        write_jsonl(records(), tmp_path / name / "pairs.jsonl")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [str(accelerate if accelerate.exists() else shutil.which("accelerate")), "launch", "--multi_gpu",
+               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), "-m", "personalign", "train", f"model={tiny_model_dir}",
+               f"data={tmp_path / 'two' / 'pairs.jsonl'}", "view.view=demo", "per_device_train_batch_size=2",
+               f"output_dir={tmp_path / 'two' / 'run'}", *STEP]
+    launched = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # the single-process run, while the launched one starts up
+        single = train(load_config(TrainConfig, None, [
+            f"model={tiny_model_dir}", f"data={tmp_path / 'one' / 'pairs.jsonl'}", "view.view=demo",
+            "per_device_train_batch_size=4", f"output_dir={tmp_path / 'one' / 'run'}", *STEP]))
+    finally:
+        torch.set_num_threads(before)
+        _, stderr = launched.communicate(timeout=300)
+    assert launched.returncode == 0, stderr[-3000:]
+    assert "2 per device × 2 processes" in stderr
+
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    one = load_file(str(single.final_dir / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "run" / "final" / "model.safetensors"))
+    assert max((one[k] - start[k]).abs().max().item() for k in start) > 1e-3
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)

@@ -1,0 +1,161 @@
+"""The training loop learns: DPO raises alignment accuracy, SFT and PRO lower their losses, LoRA
+adapters save and load exactly, and the data order is a fixed function of (seed, step)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from personalign.cli import app
+from personalign.data.io import read_examples, write_jsonl
+from personalign.data.synth import synth_ranking
+from personalign.data.views import ViewConfig, render_views
+from personalign.models.loading import load_model
+from personalign.models.logprobs import score_responses
+from personalign.models.lora import LoraSettings
+from personalign.train import collate as collate_module
+from personalign.train.config import TrainConfig
+from personalign.train.loop import epoch_order, step_micro_batches, train
+from personalign.train.losses import pro_loss, sft_loss
+
+VIEW = ViewConfig(view="demo", sample_history=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train far faster on one thread when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pet_records(n: int) -> list[dict]:
+    """AlignX-like pairs: which reply wins depends only on the user's demographic text."""
+    prompts = ["Any advice for me?", "What should I do this weekend?", "Give me a tip."]
+    out = []
+    for i in range(n):
+        pet, other = ("cats", "dogs") if i % 2 == 0 else ("dogs", "cats")
+        out.append({"prompt": prompts[i % 3], "chosen": f"Here is a tip for {pet} people.",
+                    "rejected": f"Here is a tip for {other} people.",
+                    "Demographic Information": f"The user loves {pet}."})
+    return out
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    write_jsonl(pet_records(32), path)
+    return path
+
+
+def config(model_dir, data, out, **kw) -> TrainConfig:
+    base = dict(model=str(model_dir), data=str(data), view=VIEW, learning_rate=1e-3, per_device_train_batch_size=8,
+                max_length=96, logging_steps=5, save_steps=1000, output_dir=str(out))
+    return TrainConfig(**(base | kw))
+
+
+def scores(model, tok, data, view=VIEW):
+    items = [(r.prompt, r.responses) for r in render_views(read_examples(data), view, tok)]
+    return score_responses(model, tok, items, progress=False)
+
+
+def logp(model, tok, data) -> torch.Tensor:
+    return torch.tensor([s.logp for s in scores(model, tok, data)])
+
+
+def test_dpo_raises_alignment_accuracy(tiny_model_dir, pairs, tmp_path, monkeypatch):
+    start, tok = load_model(tiny_model_dir)
+    before = logp(start, tok, pairs)
+    raw_before = (before[:, 0] > before[:, 1]).float().mean().item()
+    assert 0.25 <= raw_before <= 0.75  # the untrained model cannot tell users apart
+
+    calls = []
+    real = collate_module.tokenize_pair
+    monkeypatch.setattr(collate_module, "tokenize_pair", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = train(config(tiny_model_dir, pairs, tmp_path / "run", eval_data=str(pairs), num_train_epochs=10,
+                          eval_steps=20))
+    assert len(calls) == 64  # 32 training + 32 eval records, each tokenized once for 40 steps
+
+    trained, _ = load_model(result.final_dir)
+    after = logp(trained, tok, pairs)
+    margin = (after[:, 0] - after[:, 1]) - (before[:, 0] - before[:, 1])
+    accuracy = (margin > 0).float().mean().item()
+    assert accuracy > 0.9, f"alignment accuracy {accuracy:.2f} (raw before: {raw_before:.2f})"
+    assert result.eval_metrics["eval/accuracy"] == pytest.approx(accuracy, abs=1 / 32)
+    assert result.global_step == 40 and (pairs.parent / ".personalign-cache").is_dir()
+    logged = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "train/loss" in row] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_sft_lowers_its_loss(tiny_model_dir, pairs, tmp_path):
+    start, tok = load_model(tiny_model_dir)
+
+    def nll(model):
+        s = scores(model, tok, pairs)
+        return sft_loss(torch.tensor([x.logp[0] for x in s]), torch.tensor([x.n_tokens[0] for x in s])).loss.item()
+
+    result = train(config(tiny_model_dir, pairs, tmp_path / "sft", loss="sft", max_steps=8))
+    assert nll(result.policy) < nll(start) - 0.5
+
+
+def test_pro_lowers_its_loss(tiny_model_dir, tmp_path):
+    data = tmp_path / "ranking.jsonl"
+    write_jsonl(synth_ranking(8, k=3, seed=0), data)
+    start, tok = load_model(tiny_model_dir)
+    view = ViewConfig(view="none")
+
+    def loss(model):
+        s = scores(model, tok, data, view)
+        best_nll = torch.tensor([-x.logp[0] for x in s])
+        rewards = torch.tensor([r.rewards for r in read_examples(data)])
+        return pro_loss(torch.tensor([x.avg_logp for x in s]), rewards, best_nll=best_nll).loss.item()
+
+    result = train(config(tiny_model_dir, data, tmp_path / "pro", view=view, loss="pro", max_steps=10,
+                          per_device_train_batch_size=4, gradient_accumulation_steps=2, max_length=256))
+    assert loss(result.policy) < 0.85 * loss(start)
+
+
+def test_lora_adapter_saves_loads_and_exports(tiny_model_dir, pairs, tmp_path):
+    run = tmp_path / "lora"
+    result = train(config(tiny_model_dir, pairs, run, lora=LoraSettings(r=4, lora_alpha=8, lora_dropout=0.0),
+                          learning_rate=1e-2, max_steps=3, save_steps=3))
+    final = result.final_dir
+    assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
+    assert not (final / "model.safetensors").exists()
+
+    base, tok = load_model(tiny_model_dir)
+    base_logp = logp(base, tok, pairs)
+    in_memory = logp(result.policy, tok, pairs)
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), final)
+    torch.testing.assert_close(logp(loaded, tok, pairs), in_memory, atol=1e-5, rtol=0)
+    assert (in_memory - base_logp).abs().max() > 1e-3  # the adapter changed the model
+
+    runner = CliRunner()
+    for source, out in ((run, tmp_path / "merged"), (run / "checkpoint-3", tmp_path / "merged-ckpt")):
+        res = runner.invoke(app, ["export", str(source), "--out", str(out), "--merge"])
+        assert res.exit_code == 0, res.output
+        assert not (out / "adapter_config.json").exists()
+        merged, _ = load_model(out)
+        torch.testing.assert_close(logp(merged, tok, pairs), in_memory, atol=1e-4, rtol=0)
+    res = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "adapter")])
+    assert res.exit_code == 0 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_data_order_is_a_function_of_seed_and_step():
+    n, per_device, ga = 10, 2, 2  # global batch 4 = 4 × 1 process = 2 × 2 processes; the 3rd step wraps
+    order = epoch_order(n, seed=7, epoch=0)
+    assert torch.equal(order, epoch_order(n, seed=7, epoch=0))
+    assert not torch.equal(order, epoch_order(n, seed=7, epoch=1))
+    steps = [step_micro_batches(order, k, per_device=4, accumulation=1, rank=0, world=1)[0] for k in range(3)]
+    seen = [i for s in steps for i in s]
+    assert sorted(seen[:n]) == list(range(n)) and seen[n:] == order[:2].tolist()
+    for k in range(3):  # two processes × accumulation 2 see exactly the single-process global batch
+        one = step_micro_batches(order, k, per_device=per_device * 2, accumulation=ga, rank=0, world=1)
+        two = [step_micro_batches(order, k, per_device=per_device, accumulation=ga, rank=r, world=2) for r in (0, 1)]
+        for j in range(ga):
+            assert one[j] == two[0][j] + two[1][j]
