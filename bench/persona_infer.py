@@ -4,15 +4,16 @@ The workload is persona inference (DESIGN §4): for P-Soups records, "describe t
 prefers response A over response B", greedy, the embedded SmolLM2-135M-Instruct in fp32, the
 same model object and the same max_new_tokens on both sides.
 
-* ours:     `LocalBackend.generate` (length-sorted, left-padded batches of --batch-size).
+* ours:     `LocalBackend.complete`: length-sorted, left-padded batches of --batch-size, the prefix
+            the batch shares encoded once, finished rows dropped from the batch.
 * baseline: `pipeline("text-generation")` called once per prompt, the loop persona-inference
             code bases use (chat messages in, `return_full_text=False`).
 
 Outputs must be identical (batched left-padded greedy = one at a time); the script reports how
 many are and exits non-zero otherwise.
 
-Usage: PERSONALIGN_HOME=... .venv/bin/python bench/persona_infer.py [--n 32] [--batch-size 16]
-       [--max-new-tokens 48] [--threads N]
+Usage: PERSONALIGN_HOME=... .venv/bin/python bench/persona_infer.py [--n 32] [--batch-size 32]
+       [--max-new-tokens 48] [--threads N]   (--threads 1 on a CPU shared with other jobs)
 The last line reads `ratio=<ours/baseline prompts per second> identical=<k>/<n> ...`.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ def persona_requests(n: int, path: Path = PSOUPS) -> list[list[dict[str, str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()

@@ -10,8 +10,11 @@ with the embedded SmolLM2-135M-Instruct (fp32, SDPA attention, `torch.inference_
           of the targets, prompt positions masked out, summed. The token ids are the engine's
           (rendered prompt without added special tokens, response + EOS), so both score the same
           sequences; `use_cache=False` spares it the KV cache it never reads.
-* ours:   `score_responses` (one packed `prompt ‖ r1 ‖ r2` sequence per example, 4-D mask,
-          LM head only on response positions) at `--max-tokens-per-batch`.
+* ours:   `score_responses` (one packed `prompt ‖ r1 ‖ r2` batch per example group; without
+          gradients the prompts run first through SDPA's causal kernel and the responses then
+          attend to their cached keys; LM head only on response positions) at
+          `--max-tokens-per-batch` 2048: here that is one ~1,100-token example per batch, which
+          on CPU is as fast per token as larger batches and pads nothing.
 * bound:  the least work any exact method must do: one forward of the bare decoder (hidden
           states only, no LM head, no mask: SDPA's causal path; right padding cannot change
           the real positions) over the same packed sequences, batched like ours, on tensors
@@ -32,7 +35,7 @@ uses the AlignX loop's logits with log_softmax in float64 (computed with its clo
 the fp32 difference is printed too.
 
 Usage:
-    PERSONALIGN_HOME=... .venv/bin/python bench/scoring.py [--n 12] [--max-tokens-per-batch 4096]
+    PERSONALIGN_HOME=... .venv/bin/python bench/scoring.py [--n 12] [--max-tokens-per-batch 2048]
         [--threads N] [--max-length 2048] [--seed 0]
 The last line reads `ratio=<examples/s ours over alignx, wall> cpu_ratio=... bound_ratio=<bound
 time / our time, wall> cpu_bound_ratio=... max_abs_diff=... ...`.
@@ -143,7 +146,8 @@ def main() -> None:
     ap.add_argument("--ugc", type=int, default=4, help="comments per user (all rendered)")
     ap.add_argument("--pairs", type=int, default=4, help="past pairs per user (all rendered)")
     ap.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + longest response")
-    ap.add_argument("--max-tokens-per-batch", type=int, default=4096, help="our engine's padded-token budget")
+    ap.add_argument("--max-tokens-per-batch", type=int, default=2048,
+                    help="our engine's padded-token budget (the bound is batched the same way)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--model", default=None, help="model name or directory (default: the embedded model)")
     args = ap.parse_args()

@@ -6,7 +6,7 @@ Starts the server on 127.0.0.1 (a free port) with the embedded model, then sends
 and how many answers agree between the two runs. The server stops when the script ends.
 
 Usage: PERSONALIGN_HOME=... .venv/bin/python bench/serve_latency.py [--n 50] [--max-tokens 16]
-       [--max-batch 16] [--threads N]
+       [--max-batch 50] [--threads N]
 The last line reads `ratio=<batched throughput / sequential throughput> ...`.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
 

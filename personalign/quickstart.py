@@ -1,11 +1,15 @@
-"""The quickstart pipeline: synthetic + P-Soups data -> validate -> stats -> views -> score.
+"""The quickstart: the whole method on bundled data and the embedded model, offline.
 
-Everything runs offline on the embedded default model; outputs go under `out_dir`.
+data (synthetic AlignX users + a P-Soups slice) -> validate -> stats -> views -> persona inference
+-> LoRA DPO on the ICA view (reference log-probs cached once) -> alignment accuracy before/after on
+held-out users -> personalized generations -> HTML report. Every stage writes under `out_dir`.
 """
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,8 +27,28 @@ from personalign.data.stats import compute_stats
 from personalign.data.synth import synth_records
 from personalign.data.views import ViewConfig, build_view
 
-SIZES = {"tiny": {"synth": 24, "psoups": 8}, "default": {"synth": 200, "psoups": 50}}
-SHOW_CHARS = 900
+SHOW_CHARS = 700
+
+
+class QuickstartSize(StrictModel):
+    """How much work each stage does."""
+
+    train_users: int
+    heldout_users: int
+    persona_records: int
+    steps: int
+    batch: int
+    max_length: int
+    generations: int
+    new_tokens: int
+
+
+SIZES = {
+    "tiny": QuickstartSize(train_users=8, heldout_users=6, persona_records=2, steps=2, batch=2, max_length=320,
+                           generations=2, new_tokens=16),
+    "default": QuickstartSize(train_users=32, heldout_users=24, persona_records=4, steps=8, batch=4, max_length=384,
+                              generations=4, new_tokens=40),
+}
 
 
 class QuickstartConfig(StrictModel):
@@ -37,24 +61,20 @@ class QuickstartConfig(StrictModel):
 @dataclass
 class QuickstartResult:
     out_dir: Path
+    report: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     counts: dict[str, ReadCounts] = field(default_factory=dict)
-    scores: dict[str, tuple[float, float]] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _stage(console: Console, result: QuickstartResult, name: str):
-    """Context manager printing a stage header and recording its wall time."""
-
-    class _Timer:
-        def __enter__(self):
-            console.rule(f"[bold]{name}")
-            self.t0 = time.perf_counter()
-
-        def __exit__(self, *exc):
-            result.timings[name] = time.perf_counter() - self.t0
-
-    return _Timer()
+@contextmanager
+def _stage(console: Console, result: QuickstartResult, name: str) -> Iterator[None]:
+    console.rule(f"[bold]{name}")
+    t0 = time.perf_counter()
+    yield
+    result.timings[name] = time.perf_counter() - t0
+    console.print(f"[dim]{name}: {result.timings[name]:.1f} s[/]")
 
 
 def _show(console: Console, title: str, text: str) -> None:
@@ -62,91 +82,143 @@ def _show(console: Console, title: str, text: str) -> None:
     console.print(Panel(Text(shown), title=title, title_align="left", border_style="cyan"))
 
 
-def _write_data(cfg: QuickstartConfig, out: Path, result: QuickstartResult) -> None:
-    sizes = SIZES[cfg.size]
-    synth = out / "data" / "synth.jsonl"
-    write_jsonl(synth_records(sizes["synth"], seed=cfg.seed), synth)
-    result.files["synth"] = synth
+def _write_data(cfg: QuickstartConfig, size: QuickstartSize, out: Path, result: QuickstartResult) -> None:
+    data = out / "data"
+    result.files["train"] = data / "synth-train.jsonl"
+    result.files["heldout"] = data / "synth-heldout.jsonl"
+    write_jsonl(synth_records(size.train_users, seed=cfg.seed), result.files["train"])
+    write_jsonl(synth_records(size.heldout_users, seed=cfg.seed + 10_000), result.files["heldout"])
     shared = shared_data_dir()
     if shared is not None:
-        src = shared / "p-soups" / "friendly_unfriendly.json"
-        psoups = out / "data" / "p-soups-slice.jsonl"
-        records = json.loads(src.read_text(encoding="utf-8"))[: sizes["psoups"]]
-        write_jsonl(records, psoups)
-        result.files["p-soups"] = psoups
+        records = json.loads((shared / "p-soups" / "friendly_unfriendly.json").read_text(encoding="utf-8"))
+        result.files["p-soups"] = data / "p-soups-slice.jsonl"
+        write_jsonl(records[: size.persona_records], result.files["p-soups"])
 
 
 def _validate(console: Console, result: QuickstartResult) -> dict[str, list[Example]]:
     loaded = {}
-    table = Table("file", "accepted", "rejected", "rejects file")
-    for name in ("synth", "p-soups"):
-        if name not in result.files:
-            continue
-        path, counts = result.files[name], ReadCounts()
-        rejects = path.with_suffix(".rejects.jsonl")
-        loaded[name] = list(read_examples(path, on_invalid="skip", rejects_path=rejects, counts=counts))
+    table = Table("file", "accepted", "rejected")
+    for name, path in result.files.items():
+        counts = ReadCounts()
+        loaded[name] = list(read_examples(path, on_invalid="skip", rejects_path=path.with_suffix(".rejects.jsonl"),
+                                          counts=counts))
         result.counts[name] = counts
-        table.add_row(str(path), str(counts.accepted), str(counts.rejected), str(rejects) if counts.rejected else "-")
+        table.add_row(str(path), str(counts.accepted), str(counts.rejected))
     console.print(table)
     return loaded
 
 
-def _stats(console: Console, examples: list[Example], tokenizer) -> None:
-    s = compute_stats(examples, tokenizer)
-    table = Table("field", "chars p50 / p95", "tokens p50 / p95", title=f"{s.records} synthetic records")
+def _stats_and_views(console: Console, loaded: dict[str, list[Example]], tokenizer, max_length: int) -> None:
+    s = compute_stats(loaded["train"], tokenizer)
+    table = Table("field", "chars p50 / p95", "tokens p50 / p95", title=f"{s.records} training users")
     for f, c in s.chars.items():
-        t = s.tokens[f] if s.tokens else None
-        table.add_row(f, f"{c.p50} / {c.p95}", f"{t.p50} / {t.p95}" if t else "-")
+        t = s.tokens[f]
+        table.add_row(f, f"{c.p50} / {c.p95}", f"{t.p50} / {t.p95}")
     console.print(table)
-    used = ", ".join(f"{d.positive if d.ones >= d.zeros else d.negative} ({d.used})" for d in s.dimensions[:5])
-    console.print(f"history per record: UGC {dict(sorted(s.ugc_per_record.items()))}, "
-                  f"pairs {dict(sorted(s.pairs_per_record.items()))}; most used dimensions: {used}")
+    ex = loaded["train"][0]
+    for view in ("ica", "pba"):
+        r = build_view(ex, ViewConfig(view=view, max_length=max_length), tokenizer)
+        _show(console, f"view {view} · {ex.source} · {r.history_dropped} history items dropped to fit", r.prompt)
+
+
+def _personas(console: Console, result: QuickstartResult, backend, size: QuickstartSize) -> None:
+    from personalign.llm.base import GenerationConfig
+    from personalign.persona.infer import infer_personas
+    from personalign.persona.saliency import personas_by_side, saliency_json, word_saliency
+
+    out = result.out_dir / "personas" / "personas.jsonl"
+    stats = infer_personas(result.files["p-soups"], backend, out,
+                           gen_config=GenerationConfig(max_new_tokens=size.new_tokens + 16))
+    inferred = list(read_examples(out))
+    for ex in inferred:
+        console.print(Text(f"{ex.source}\n  chosen:   {ex.user.personas.get('chosen_persona')}\n"
+                           f"  rejected: {ex.user.personas.get('rejected_persona')}"))
+    saliency = word_saliency(personas_by_side(inferred), cutoff=1)
+    (out.parent / "saliency.json").write_text(json.dumps(saliency_json(saliency), indent=2) + "\n")
+    console.print(f"{stats.generated} personas generated, {stats.reused} reused from the cache -> {out}")
+
+
+def _accuracy(result: QuickstartResult, name: str, policy: str | None, reference: str | None,
+              size: QuickstartSize, model: str | None) -> float:
+    from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
+
+    cfg = AccuracyConfig(data=str(result.files["heldout"]), policy=policy or model, reference=reference,
+                         view=ViewConfig(view="ica"), max_length=size.max_length, n_boot=500)
+    res = evaluate_accuracy(cfg)
+    write_accuracy(res, result.out_dir / name)
+    result.accuracy[name] = res.estimates["overall"].value
+    return res.estimates["overall"].value
+
+
+def _train(result: QuickstartResult, size: QuickstartSize, cfg: QuickstartConfig):
+    from personalign.models.lora import LoraSettings
+    from personalign.train.config import TrainConfig
+    from personalign.train.loop import train
+
+    tcfg = TrainConfig(
+        model=cfg.model, data=str(result.files["train"]), view=ViewConfig(view="ica", sample_history=True),
+        loss="dpo", beta=0.1, learning_rate=5e-4, per_device_train_batch_size=size.batch, max_steps=size.steps,
+        max_length=size.max_length, lr_scheduler_type="cosine", warmup_ratio=0.0, logging_steps=1,
+        save_steps=size.steps, eval_steps=size.steps, lora=LoraSettings(r=16, lora_alpha=32, lora_dropout=0.0),
+        output_dir=str(result.out_dir / "train"), seed=cfg.seed, report_to="tensorboard",
+    )
+    return train(tcfg)
+
+
+def _generate(result: QuickstartResult, size: QuickstartSize, name: str, view: str, backend) -> None:
+    from personalign.eval.generate import GenerateConfig, generate_responses
+    from personalign.llm.base import GenerationConfig
+
+    gcfg = GenerateConfig(data=str(result.files["heldout"]), out=str(result.out_dir / name),
+                          view=ViewConfig(view=view, max_length=size.max_length), limit=size.generations,
+                          generation=GenerationConfig(max_new_tokens=size.new_tokens))
+    generate_responses(gcfg, backend)
 
 
 def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> QuickstartResult:
-    """Run the pipeline and return what it wrote and measured."""
-    from personalign.models.loading import load_model
-    from personalign.models.logprobs import score_responses
+    """Run every stage; returns what was written and measured."""
+    from personalign.llm.local import LocalBackend
+    from personalign.models.loading import load_model, resolve_model
+    from personalign.report.html import build_report
 
     console = console or Console()
-    out = Path(cfg.out_dir)
-    result = QuickstartResult(out)
-    with _stage(console, result, "1. data: synthesize AlignX users + a P-Soups slice"):
-        _write_data(cfg, out, result)
-        for name, path in result.files.items():
-            console.print(f"{name}: {path}")
+    size = SIZES[cfg.size]
+    result = QuickstartResult(Path(cfg.out_dir))
+    with _stage(console, result, "1. data: synthetic AlignX users + a P-Soups slice"):
+        _write_data(cfg, size, result.out_dir, result)
     with _stage(console, result, "2. validate"):
         loaded = _validate(console, result)
-    with _stage(console, result, "3. model: load the embedded SmolLM2-135M-Instruct"):
-        model, tokenizer = load_model(cfg.model)
+    with _stage(console, result, "3. model: the embedded SmolLM2-135M-Instruct"):
+        base_path = resolve_model(cfg.model)
+        model, tokenizer = load_model(base_path)
+        base = LocalBackend(model, tokenizer, batch_size=8)
         console.print(f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters")
-    with _stage(console, result, "4. stats"):
-        _stats(console, loaded["synth"], tokenizer)
-    rendered = {}
-    with _stage(console, result, "5. views: one rendered example of each"):
-        synth_ex = loaded["synth"][0]
-        persona_ex = loaded["p-soups"][0] if "p-soups" in loaded else None
-        for view in ("none", "ica", "pba", "persona", "demo"):
-            ex = persona_ex if view == "persona" else synth_ex
-            if ex is None:
-                console.print("[yellow]persona view skipped: P-Soups data not found[/]")
-                continue
-            r = build_view(ex, ViewConfig(view=view, max_length=1024), tokenizer)
-            rendered[view] = r
-            _show(console, f"view {view} · {ex.source}", r.prompt)
-    with _stage(console, result, "6. score: log p(chosen) vs log p(rejected) for one example"):
-        items = [(rendered[v].prompt, rendered[v].responses) for v in ("none", "ica")]
-        for view, s in zip(("none", "ica"), score_responses(model, tokenizer, items, progress=False)):
-            result.scores[view] = (s.logp[0], s.logp[1])
-        table = Table("view", "log p(chosen)", "log p(rejected)", "prefers", title=synth_ex.source)
-        for view, (c, r) in result.scores.items():
-            table.add_row(view, f"{c:.2f}", f"{r:.2f}", "chosen" if c > r else "rejected")
-        console.print(table)
+    with _stage(console, result, "4. stats and views (ICA, PBA)"):
+        _stats_and_views(console, loaded, tokenizer, size.max_length)
+    if "p-soups" in result.files:
+        with _stage(console, result, "5. persona inference (P-Soups slice)"):
+            _personas(console, result, base, size)
+    else:
+        console.print("[yellow]P-Soups data not found: persona inference skipped[/]")
+    with _stage(console, result, "6. accuracy before training (held-out users, ICA view)"):
+        before = _accuracy(result, "accuracy-before", None, None, size, base_path)
+        console.print(f"raw log-prob accuracy of the base model: {before:.3f}")
+    with _stage(console, result, "7. LoRA DPO on the ICA view (reference log-probs cached)"):
+        trained = _train(result, size, cfg)
+        console.print(f"{trained.global_step} steps; adapter in {trained.final_dir}")
+    with _stage(console, result, "8. accuracy after training (held-out users, ICA view)"):
+        after = _accuracy(result, "accuracy-after", str(trained.final_dir), base_path, size, base_path)
+        console.print(f"alignment accuracy of the trained policy over the base: {after:.3f}")
+    with _stage(console, result, "9. generations: base (no view) vs personalized (ICA)"):
+        _generate(result, size, "generations-base", "none", base)
+        tuned = LocalBackend(trained.policy.eval(), tokenizer, batch_size=8, name=f"{trained.final_dir}")
+        _generate(result, size, "generations-personalized", "ica", tuned)
+    with _stage(console, result, "10. report"):
+        result.report = build_report([result.out_dir], result.out_dir / "report.html", title="personalign quickstart")
     summary = Table("stage", "seconds", title="quickstart summary")
     for name, secs in result.timings.items():
         summary.add_row(name, f"{secs:.1f}")
+    summary.add_row("[bold]accuracy before → after", f"{before:.3f} → {after:.3f}")
     console.print(summary)
-    console.print(f"outputs in {out}")
+    console.print(f"report: [bold]{result.report}[/]")
     return result
-
-

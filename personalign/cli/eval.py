@@ -143,7 +143,7 @@ def judge(
         console.print(escape(f"ΔPQ = {d.value:.3f} [{d.low:.3f}, {d.high:.3f}] over {d.n} pairs"))
     if result.unmatched["base"] or result.unmatched["test"]:
         console.print(f"[yellow]rows without a partner in the other run: {result.unmatched}[/]")
-    console.print(f"wrote {js} and {md} (scored on {state.num_processes} process{'es' if state.num_processes > 1 else ''})")
+    console.print(f"wrote {js} and {md}")
 
 
 @app.command("reward")

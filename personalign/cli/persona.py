@@ -198,14 +198,9 @@ def saliency(
 ) -> None:
     """The words most specific to chosen vs. rejected personas."""
     from personalign.data.io import read_examples
-    from personalign.persona.saliency import word_saliency
+    from personalign.persona.saliency import personas_by_side, saliency_json, word_saliency
 
-    labels: dict[str, list[str]] = {"chosen": [], "rejected": []}
-    for ex in read_examples(data):
-        for label in labels:
-            persona = ex.user.personas.get(f"{label}_persona")
-            if persona:
-                labels[label].append(persona)
+    labels = personas_by_side(read_examples(data))
     if not any(labels.values()):
         raise typer.BadParameter(f"{data}: no record has chosen_persona or rejected_persona", param_hint="--data")
     result = word_saliency(labels, cutoff=cutoff)
@@ -216,8 +211,7 @@ def saliency(
         for word, value, count in rows[:top]:
             table.add_row(word, f"{value:.3f}", str(count))
         console.print(table)
-    _write_json({label: [{"word": w, "saliency": s, "count": c} for w, s, c in rows] for label, rows in result.items()},
-                out)
+    _write_json(saliency_json(result), out)
 
 
 @app.command("retrieve")

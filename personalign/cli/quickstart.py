@@ -17,5 +17,5 @@ def quickstart(
     model: str | None = typer.Option(None, help="Model directory (default: the embedded SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed for synthetic data."),
 ) -> None:
-    """Synthesize and load data, validate it, show stats and every view, and score with the embedded model."""
+    """Run the whole method offline: data, validation, views, personas, LoRA DPO, accuracy before/after, generations, report."""
     run_quickstart(QuickstartConfig(out_dir=str(out), size=size, model=model, seed=seed), console)

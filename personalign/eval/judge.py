@@ -178,7 +178,8 @@ def outcome(base_first: int | None, test_first: int | None) -> int:
 
 
 def _win_rate(o: np.ndarray, judged: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
-    """wins / (wins + losses) over the judged pairs `idx` picks (rows of `idx` = resamples); NaN without decisive pairs."""
+    """wins / (wins + losses) over the judged pairs that `idx` picks (each row of `idx` one resample);
+    NaN where no pair is decisive."""
     o, judged = o[idx], judged[idx]
     wins, losses = ((o == 1) & judged).sum(-1), ((o == -1) & judged).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -110,7 +110,8 @@ def score_files(
         if not rows:
             raise ValueError(f"{path}: no records")
         texts = [reward_text(tokenizer, r[0], r[1]) for r in rows]
-        rewards = 1 / (1 + np.exp(-reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)))
+        scores = reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+        rewards = 1 / (1 + np.exp(-scores))
         hyps, refs = [r[1] for r in rows], [r[2] for r in rows] if reference_field else []
         bleu = sacrebleu.corpus_bleu(hyps, [refs]).score if reference_field else None
         per_file.append(RewardScores(os.fspath(path), len(rows), bootstrap(rewards, n_boot=n_boot), bleu))

@@ -8,9 +8,10 @@ states that predict response tokens go through the LM head, in chunks, so a toke
 tensor is never materialised (with gradients, chunks are recomputed in the backward pass).
 
 Without gradients (reference log-probs, evaluation) the same packed batch runs in two passes: the
-prompts alone, with no mask (SDPA's causal kernel, which skips the masked half of the attention
-square; a custom mask makes it compute the whole square), keeping their keys and values in a
-cache; then the responses, attending to that cache through a small
+prompts (plus whatever of each first response fits in the longest prompt's width) with no mask,
+i.e. SDPA's causal kernel, which skips the masked half of the attention square where a custom
+mask makes it compute the whole square, keeping their keys and values in a cache; then the
+remaining response tokens, attending to that cache through a small
 ``responses × (prompt + responses)`` mask. The result is the same; long prompts get cheaper.
 With gradients it stays one forward (DDP and activation checkpointing expect one call), as it
 does for models with sliding-window layers (a sliding cache would drop prompt keys).
@@ -193,33 +194,40 @@ def _prompt_cached_hidden(model: torch.nn.Module, batch: PackedBatch, captured: 
                           ) -> torch.Tensor:
     """Hidden states at (`pred_rows`, `pred_cols`) from a prompt pass, then a response pass on its cache.
 
-    Pass 1 runs columns [0, longest prompt) with no mask: positions inside each row's prompt see
-    only earlier ones, whatever follows them. Pass 2 runs every row's response block shifted to
-    column 0; it sees its row's real prompt keys in the cache and its own response, causally.
+    Pass 1 runs columns [0, longest prompt) with no mask, so every position sees all earlier ones:
+    exact for prompt tokens and for first-response tokens (which may see the prompt and
+    themselves), so a row keeps pass 1 up to the end of its prompt or first response, whichever
+    that width reaches first (its `split`). Pass 2 runs each row's columns from `split` on,
+    shifted to column 0; a token there sees the cached keys of its row before `split` that are
+    prompt or its own response, and earlier pass-2 tokens of its own response. The padded work
+    is then the packed batch's own unless a row's prompt and first response both end early.
     """
     seg = batch.segment_ids
     device = seg.device
     prompt_len = (seg == PROMPT_SEGMENT).sum(1)
     packed_len = (seg != PAD_SEGMENT).sum(1)
-    p_max, width = int(prompt_len.max()), int((packed_len - prompt_len).max())
+    p_max = int(prompt_len.max())
+    split = (prompt_len + (seg == PROMPT_SEGMENT + 1).sum(1)).clamp(max=p_max)
+    width = int((packed_len - split).max())
     out = model(input_ids=batch.input_ids[:, :p_max], position_ids=batch.position_ids[:, :p_max],
                 use_cache=True, logits_to_keep=1)
-    cols = prompt_len[:, None] + torch.arange(width, device=device)
+    cols = split[:, None] + torch.arange(width, device=device)
     real = cols < packed_len[:, None]
     cols = cols.clamp(max=seg.shape[1] - 1)
-    resp_seg = torch.where(real, seg.gather(1, cols), PAD_SEGMENT)
-    q, k = resp_seg[:, :, None], resp_seg[:, None, :]
-    own = torch.ones(width, width, dtype=torch.bool, device=device).tril() & (q == k) & (q != PAD_SEGMENT)
-    own |= torch.eye(width, dtype=torch.bool, device=device)
-    prompt_keys = torch.arange(p_max, device=device)[None, :] < prompt_len[:, None]
-    sees_prompt = prompt_keys[:, None, :] & (q != PAD_SEGMENT)
+    q = torch.where(real, seg.gather(1, cols), PAD_SEGMENT)
+    cached = torch.where(torch.arange(p_max, device=device) < split[:, None], seg[:, :p_max], PAD_SEGMENT)
+    k = torch.cat([cached, q], dim=1)[:, None, :]
+    q = q[:, :, None]
+    order = torch.ones(width, p_max + width, dtype=torch.bool, device=device).tril(diagonal=p_max)
+    allowed = order & (q != PAD_SEGMENT) & (k != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))
+    allowed[:, :, p_max:] |= torch.eye(width, dtype=torch.bool, device=device)
     model(input_ids=batch.input_ids.gather(1, cols), position_ids=batch.position_ids.gather(1, cols),
-          attention_mask=_additive(torch.cat([sees_prompt, own], dim=-1), dtype),
-          past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+          attention_mask=_additive(allowed, dtype), past_key_values=out.past_key_values, use_cache=True,
+          logits_to_keep=1)
     hidden = torch.cat(captured[-2:], dim=1)
     rows, pred_cols = batch.pred_rows, batch.pred_cols
-    starts = prompt_len[rows]
-    return hidden[rows, torch.where(pred_cols < starts, pred_cols, pred_cols - starts + p_max)]
+    row_split = split[rows]
+    return hidden[rows, torch.where(pred_cols < row_split, pred_cols, pred_cols - row_split + p_max)]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -53,3 +53,19 @@ def word_saliency(
         rows = [(w, c / total[w], total[w]) for w, c in counts.items() if total[w] >= cutoff]
         out[label] = sorted(rows, key=lambda r: (-r[1], -r[2], r[0]))
     return out
+
+
+def personas_by_side(examples: Iterable) -> dict[str, list[str]]:
+    """`chosen` and `rejected` persona texts of `Example`s (records without one are skipped)."""
+    labels: dict[str, list[str]] = {"chosen": [], "rejected": []}
+    for ex in examples:
+        for label, texts in labels.items():
+            persona = ex.user.personas.get(f"{label}_persona")
+            if persona:
+                texts.append(persona)
+    return labels
+
+
+def saliency_json(result: Mapping[str, list[tuple[str, float, int]]]) -> dict[str, list[dict]]:
+    """The JSON form written by `persona saliency --out` and read by the report."""
+    return {label: [{"word": w, "saliency": s, "count": c} for w, s, c in rows] for label, rows in result.items()}

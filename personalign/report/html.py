@@ -156,7 +156,8 @@ def _context(found: Findings, title: str, max_examples: int) -> dict:
                "ci": f"[{_fmt(d['delta_pq']['low'])}, {_fmt(d['delta_pq']['high'])}]", "n": d["delta_pq"]["n"],
                "judge": d["judge"], "base": d["base"], "test": d["test"]}
               for label, d, _ in found.judges if d.get("delta_pq")]
-    generation_rows = [{"run": label, "view": s.get("view", {}).get("view"), "template": s.get("view", {}).get("template"),
+    generation_rows = [{"run": label, "view": s.get("view", {}).get("view"),
+                        "template": s.get("view", {}).get("template"),
                         "model": s.get("model"), "records": s.get("counts", {}).get("records"),
                         "settings": ", ".join(f"{k}={v}" for k, v in s.get("generation", {}).items() if k != "stop"),
                         "seconds": s.get("seconds")} for label, s, _ in found.generations]
@@ -178,7 +179,8 @@ def _context(found: Findings, title: str, max_examples: int) -> dict:
         "training": training, "final_metrics": final_metrics,
         "saliency": [(label, plots.saliency_plot(label, d), {k: v[:10] for k, v in d.items()})
                      for label, d in found.saliency],
-        "diversity": [(label, plots.diversity_plot(label, d["curves"]), d.get("metric")) for label, d in found.diversity],
+        "diversity": [(label, plots.diversity_plot(label, d["curves"]), d.get("metric"))
+                      for label, d in found.diversity],
         "examples_caption": caption, "examples": examples,
     }
 
@@ -249,7 +251,7 @@ img { max-width: 100%; display: block; margin: .6em 0; }
 </table>{% endif %}
 
 {% if generation_rows %}<h2>Generation runs</h2>
-<table><tr><th>run</th><th>view</th><th>template</th><th>model</th><th>records</th><th>sampling</th><th>seconds</th></tr>
+<table><tr><th>run</th><th>view</th><th>template</th><th>model</th><th>records</th><th>sampling</th><th>seconds (last invocation)</th></tr>
 {% for r in generation_rows %}<tr><td>{{ r.run }}</td><td>{{ r.view }}</td><td>{{ r.template }}</td><td>{{ r.model }}</td>
 <td class="num">{{ r.records }}</td><td>{{ r.settings }}</td><td class="num">{{ r.seconds }}</td></tr>{% endfor %}
 </table>{% endif %}
@@ -272,7 +274,7 @@ _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, tri
 
 def _md(text: object) -> str:
     """Dataset or model text as one escaped Markdown table cell."""
-    return html.escape(str(text or "")).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+    return html.escape("" if text is None else str(text)).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
 def _markdown(ctx: dict, html_name: str) -> str:

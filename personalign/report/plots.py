@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+SPLIT_COLORS = {"train": COLORS[0], "eval": COLORS[1]}
 OUTCOME_COLORS = {"win": "#2ca02c", "tie": "#bdbdbd", "loss": "#d62728"}
 SKIPPED_METRICS = frozenset({"epoch", "samples_per_second"})
-METRIC_ORDER = ("loss", "accuracy", "rewards/accuracies", "rewards/margins", "pro/accuracy", "grad_norm", "learning_rate")
+METRIC_ORDER = ("loss", "accuracy", "rewards/accuracies", "rewards/margins", "pro/accuracy", "grad_norm",
+                "learning_rate")
 MAX_PANELS = 6
 
 
@@ -91,9 +93,10 @@ def training_plot(label: str, rows: Sequence[dict]) -> str | None:
     fig = Figure(layout="constrained", figsize=(4.2 * cols, 3.0 * nrows))
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
-        for k, (split, points) in enumerate(sorted(curves[name].items())):
+        for k, (split, points) in enumerate(sorted(curves[name].items(), key=lambda kv: (kv[0] != "train", kv[0]))):
             xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, color=COLORS[k % len(COLORS)], label=split)
+            color = SPLIT_COLORS.get(split) or COLORS[2 + k % (len(COLORS) - 2)]
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, color=color, label=split)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.legend(fontsize=7)

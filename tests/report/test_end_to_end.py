@@ -1,10 +1,13 @@
 """Acceptance: P-Soups records through the command line with the embedded model — generate under
 views none and persona (gold persona), judge persona vs. none under both rubrics, report — and the
-report opened in headless Chromium. The report and its screenshot stay under the test's tmp_path."""
+report opened in headless Chromium. The report, its Markdown summary and the screenshot are copied
+to .cache/test-artifacts/end-to-end/ in the repository."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 from report_helpers import colored_pixels
 from typer.testing import CliRunner
@@ -14,6 +17,7 @@ from personalign.cli import app
 N_RECORDS = 6
 MAX_NEW_TOKENS = 32
 TITLE = "P-Soups end to end"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".cache" / "test-artifacts" / "end-to-end"
 
 
 def invoke(*args: str) -> str:
@@ -55,4 +59,8 @@ def test_generate_judge_report_on_psoups(psoups_path, default_model_dir, browser
     assert re.search(r"<title>(.*?)</title>", dom).group(1) == TITLE
     png = browser.screenshot(report, tmp_path / "report.png", tmp_path)
     assert colored_pixels(png)[0] > 200
-    print(f"report: {report}\nscreenshot: {png}")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    for path in (report, report.with_suffix(".md"), png):
+        shutil.copy(path, ARTIFACTS)
+    print(f"report and screenshot: {ARTIFACTS}")

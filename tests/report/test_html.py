@@ -43,7 +43,8 @@ def test_the_report_has_every_section_with_plots(report_page):
         assert f"<h2>{heading}</h2>" in page
     alts = [a["alt"] for tag, a in _tags(page) if tag == "img"]
     assert [a.split(" ")[0] for a in alts] == ["accuracy", "wins,", "training", "word", "diversity"]
-    assert "ΔPQ" in page and "| quality |" in report_page.with_suffix(".md").read_text()
+    md = report_page.with_suffix(".md").read_text()
+    assert "ΔPQ" in page and "| quality | 6 | 6 | 0 | 0 | 1.000 | [1.000, 1.000] | 0 |" in md
 
 
 def test_the_longer_answer_judge_wins_every_pair_for_the_persona_run(report_page, results_dir):
@@ -86,3 +87,13 @@ def _tags(page: str) -> list[tuple[str, dict]]:
     parser = Tags()
     parser.feed(page)
     return parser.tags
+
+
+def test_a_hand_written_metrics_file_in_the_documented_format_is_plotted(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 1 / s, "eval/loss": 1.5 / s} for s in range(1, 6)] + [{"step": 6, "note": "done"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = build_report([run], tmp_path / "r.html").read_text()
+    assert "<h2>Training curves</h2>" in page and 'alt="training curves of run"' in page
+    assert "loss=0.2000, eval/loss=0.3000, note=done" in page
