@@ -329,6 +329,7 @@ def diversity(
     plot: Path | None = typer.Option(None, help="PNG of D against subset size (nested prefixes of a seeded shuffle)."),
     sizes: str | None = typer.Option(None, help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps)."),
     seed: int = typer.Option(0, help="Seed of the shuffle behind the curve."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write D and the curves as JSON (read by `personalign report`)."),
 ) -> None:
     """Prompt diversity D = √N · distinct / total token bigrams (DESIGN §7), per file."""
     from rich.table import Table
@@ -356,7 +357,7 @@ def diversity(
                 cells.append(f"{div.semantic_diversity(texts, encoder):.4f}")
         table.add_row(*cells)
         steps = [s for s in wanted if s <= d.n] if wanted else sorted({max(1, d.n * i // 10) for i in range(1, 11)})
-        if wanted or plot is not None:
+        if wanted or plot is not None or json_out is not None:
             with _usage_errors("--sizes"):
                 curves[f] = div.diversity_curve(bigrams, steps, seed)
     console.print(table)
@@ -364,6 +365,14 @@ def diversity(
         console.print(f"{f}: " + ", ".join(f"N={p.n} D={p.d:.4f}" for p in points), highlight=False)
     if plot is not None:
         console.print(f"plot: {div.plot_curves(curves, plot)}", highlight=False)
+    if json_out is not None:
+        import json
+
+        doc = {"kind": "diversity", "metric": "D = sqrt(N) * distinct / total token bigrams",
+               "curves": {f: [{"n": p.n, "d": p.d} for p in points] for f, points in curves.items()}}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_out}", highlight=False)
 
 
 @app.command("select")

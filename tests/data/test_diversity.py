@@ -118,10 +118,15 @@ def test_cli_diversity_and_select(tmp_path, tok):
     write_jsonl(records, tmp_path / "r.jsonl")
     runner = CliRunner()
     res = runner.invoke(app, ["data", "diversity", str(tmp_path / "r.jsonl"), "--tokenizer", str(tmp_path / "tok"),
-                              "--plot", str(tmp_path / "d.png"), "--sizes", "10,60,120"], terminal_width=200)
+                              "--plot", str(tmp_path / "d.png"), "--sizes", "10,60,120",
+                              "--json", str(tmp_path / "div.json")], terminal_width=200)
     assert res.exit_code == 0, res.output
     d = diversity(tokenize([r["prompt"] for r in records], tok))
     assert f"{d.d:.4f}" in res.output and "N=60 D=" in res.output
+    doc = json.loads((tmp_path / "div.json").read_text())
+    assert doc["kind"] == "diversity"
+    (curve,) = doc["curves"].values()
+    assert [p["n"] for p in curve] == [10, 60, 120] and curve[-1]["d"] == pytest.approx(d.d)
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = runner.invoke(app, ["data", "select", str(tmp_path / "r.jsonl"), "--size", "12", "--by", "diversity",
                               "--out", str(tmp_path / "sel.jsonl"), "--tokenizer", str(tmp_path / "tok")],
