@@ -44,7 +44,7 @@ metrics.jsonl with logging_steps=1; TRL: `state.log_history`, which is not round
 
 Usage (PERSONALIGN_HOME must hold, or will get, the prepared default model):
     PERSONALIGN_HOME=.cache/personalign-test .venv/bin/python bench/train_dpo.py \
-        [--pairs 16] [--batch 4] [--steps 3] [--max-length 384] [--lr 1e-5] [--lora-lr 1e-4] \
+        [--pairs 12] [--batch 4] [--steps 3] [--max-length 384] [--lr 1e-5] [--lora-lr 1e-4] \
         [--configs full,lora] [--contenders ours,trl,trl-pre] [--repeat 1] [--profile ours]
 The last line reads `ratio=<ours/trl pairs/s, full FT> ratio_precompute=<ours/trl-pre, full FT>
 ratio_lora=<ours/trl, LoRA> ratio_lora_precompute=... first_step_loss_diff=<max |ours − TRL|
@@ -291,7 +291,8 @@ def run_child(which: str, spec: dict, folder: Path, tag: str, profile: bool) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=16)
+    ap.add_argument("--pairs", type=int, help="records in the data set (default: steps × batch, one epoch: "
+                    "every contender scores and trains exactly the same pairs)")
     ap.add_argument("--batch", type=int, default=4, help="per-device batch (pairs per step)")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=384)
@@ -314,6 +315,7 @@ def main() -> None:
     from personalign.models.loading import resolve_model
 
     model_dir = resolve_model(None)
+    args.pairs = args.pairs or args.steps * args.batch
     configs = [c for c in args.configs.split(",") if c]
     contenders = [c for c in args.contenders.split(",") if c]
     if args.steps * args.batch > args.pairs:

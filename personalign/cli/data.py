@@ -14,6 +14,18 @@ from personalign.data.errors import RecordError
 app = typer.Typer(no_args_is_help=True)
 
 
+def _load_tokenizer(name: str | None):
+    """The `--tokenizer` option: None, or an AutoTokenizer (a load failure is a usage error)."""
+    if name is None:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(f"cannot load tokenizer {name!r}: {e}", param_hint="--tokenizer") from None
+
+
 @app.command("build-views")
 @cli_errors
 def build_views(
@@ -64,14 +76,7 @@ def build_views(
         )
     except ValidationError as e:
         raise ConfigError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
-    tok = None
-    if tokenizer is not None:
-        from transformers import AutoTokenizer
-
-        try:
-            tok = AutoTokenizer.from_pretrained(tokenizer)
-        except (OSError, ValueError) as e:
-            raise typer.BadParameter(f"cannot load tokenizer {tokenizer!r}: {e}", param_hint="--tokenizer") from None
+    tok = _load_tokenizer(tokenizer)
 
     read, counts = ReadCounts(), ViewCounts()
     examples = read_examples(file, on_invalid=on_invalid, rejects_path=rejects, counts=read)
@@ -152,14 +157,7 @@ def stats(
     from personalign.data.io import ReadCounts, read_examples
     from personalign.data.stats import compute_stats
 
-    tok = None
-    if tokenizer is not None:
-        from transformers import AutoTokenizer
-
-        try:
-            tok = AutoTokenizer.from_pretrained(tokenizer)
-        except (OSError, ValueError) as e:
-            raise typer.BadParameter(f"cannot load tokenizer {tokenizer!r}: {e}", param_hint="--tokenizer") from None
+    tok = _load_tokenizer(tokenizer)
     read = ReadCounts()
     columns = (SpinnerColumn(), TextColumn("reading {task.completed} records"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
