@@ -108,6 +108,18 @@ def infer(
                       f"skipped {stats.cache_skipped_lines} unreadable lines[/]")
 
 
+def _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size, concurrency, out, cache):
+    """(examples, backend config, backend, judge cache path) shared by `accuracy` and `prefer`;
+    the cache defaults to one beside `--out`, and there is none without either."""
+    from personalign.data.io import read_examples
+    from personalign.persona.infer import default_cache_path
+
+    examples = list(islice(read_examples(data), limit))
+    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
+    cache_path = cache if cache is not None else default_cache_path(out) if out is not None else None
+    return examples, cfg, make_backend(cfg), cache_path
+
+
 @app.command("accuracy")
 @cli_errors
 def accuracy(
@@ -127,14 +139,10 @@ def accuracy(
     cache: Cache = None,
 ) -> None:
     """Persona accuracy: does a judge pick the persona's response, in both orders? 0.5 is chance."""
-    from personalign.data.io import read_examples
-    from personalign.persona.infer import default_cache_path
     from personalign.persona.judge import persona_accuracy
 
-    examples = list(islice(read_examples(data), limit))
-    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
-    llm = make_backend(cfg)
-    cache_path = cache if cache is not None else default_cache_path(out) if out is not None else None
+    examples, cfg, llm, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
+                                                   concurrency, out, cache)
     n = sum(bool(ex.user.personas.get(persona_field)) for ex in examples)
     with _progress("judging", 2 * n) as advance:
         result = persona_accuracy(examples, llm, persona_field=persona_field, cache_path=cache_path,
@@ -165,14 +173,10 @@ def prefer(
     cache: Cache = None,
 ) -> None:
     """Persona preference: chosen vs. rejected persona, both orders; disagreement is a tie."""
-    from personalign.data.io import read_examples
-    from personalign.persona.infer import default_cache_path
     from personalign.persona.judge import persona_preference
 
-    examples = list(islice(read_examples(data), limit))
-    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
-    llm = make_backend(cfg)
-    cache_path = cache if cache is not None else default_cache_path(out) if out is not None else None
+    examples, cfg, llm, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
+                                                   concurrency, out, cache)
     n = sum(bool(ex.user.personas.get("chosen_persona") and ex.user.personas.get("rejected_persona"))
             for ex in examples)
     with _progress("judging", 2 * n) as advance:
