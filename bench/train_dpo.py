@@ -302,7 +302,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--configs", default="full,lora")
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
-    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the fastest wall time is kept")
+    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds (contender order reversed every other round); the fastest wall "
+                    "time of each contender is kept")
     ap.add_argument("--profile", default="", help="comma-separated contenders to run once more under cProfile")
     ap.add_argument("--keep", type=Path, help="keep data and runs in this folder")
     ap.add_argument("--child", nargs=2, metavar=("WHICH", "SPEC"), help=argparse.SUPPRESS)
@@ -335,7 +336,7 @@ def main() -> None:
     for rnd in range(args.repeat):
         for config in configs:
             spec = dict(base, lora=config == "lora", lr=args.lora_lr if config == "lora" else args.lr)
-            for which in contenders:
+            for which in contenders if rnd % 2 == 0 else contenders[::-1]:  # alternate the order per round
                 r = run_child(which, spec, folder, f"{config}-{which}-{rnd}", profile=False)
                 r["pairs_per_s"] = args.steps * args.batch / r["wall_s"]
                 r["pairs_per_cpu_s"] = args.steps * args.batch / r["cpu_s"]

@@ -14,7 +14,8 @@ mask makes it compute the whole square, keeping their keys and values in a cache
 remaining response tokens, attending to that cache through a small
 ``responses × (prompt + responses)`` mask. The result is the same; long prompts get cheaper.
 With gradients it stays one forward (DDP and activation checkpointing expect one call), as it
-does for models with sliding-window layers (a sliding cache would drop prompt keys).
+does for models with sliding-window layers (a sliding cache would drop prompt keys) and for
+training-mode models with activation checkpointing (which turns the cache off).
 
 Supported attention implementations: ``sdpa`` and ``eager`` (they take a custom 4-D mask).
 Logit post-processing that lives in a model's forward is re-applied per chunk for the known
@@ -186,8 +187,12 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def _uses_sliding_window(config) -> bool:
-    return any(t != "full_attention" for t in getattr(config, "layer_types", None) or ())
+def _prompt_cache_usable(core: torch.nn.Module, config) -> bool:
+    """True when the two-pass forward applies: no gradients, no sliding-window layers, and no
+    activation checkpointing in training mode (it drops the cache)."""
+    if torch.is_grad_enabled() or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+        return False
+    return not (core.training and getattr(core, "is_activation_checkpointing", False))
 
 
 def _prompt_cached_hidden(model: torch.nn.Module, batch: PackedBatch, captured: list[torch.Tensor], dtype: torch.dtype
@@ -271,7 +276,7 @@ def packed_logprobs(
     captured: list[torch.Tensor] = []
     hook = decoder.register_forward_hook(lambda _m, _args, out: captured.append(out[0]))
     try:
-        if not torch.is_grad_enabled() and not _uses_sliding_window(config):
+        if _prompt_cache_usable(core, config):
             hidden = _prompt_cached_hidden(model, batch, captured, dtype)
         else:
             model(
