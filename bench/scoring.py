@@ -23,11 +23,15 @@ with the embedded SmolLM2-135M-Instruct (fp32, SDPA attention, `torch.inference_
 Contenders are interleaved at batch granularity: the examples are split into our engine's
 batches and, batch by batch, each contender scores the same examples (the order rotates), so
 load drifts on a shared machine hit all three alike. Times are wall-clock seconds and CPU
-seconds of this process (`time.process_time`, which sums all torch intra-op threads; with
-several threads on a busy machine it also counts their spin-waiting, so `--threads 1` gives
-the steadiest CPU figures). Tokens/s count the tokens each method runs through the decoder
-(alignx reads the prompt once per response); "useful" tokens/s use one common denominator,
-the unique tokens (prompt once + responses).
+seconds of this process (`time.process_time`, which sums all torch intra-op threads). The
+default is ONE intra-op thread: on a machine whose cores other jobs also use, every OpenMP
+barrier can wait a scheduler time slice for a descheduled sibling thread while the waiting
+thread spins, a cost per kernel rather than per FLOP that makes every contender slower in wall
+and CPU time (on this project's shared 2-core machine, 2 threads ran the bound ~2.7x slower
+than 1) and charges methods by their kernel count (ours runs two model calls) instead of
+their work. `--threads 0` keeps torch's default. Tokens/s count the tokens each method runs
+through the decoder (alignx reads the prompt once per response); "useful" tokens/s use one
+common denominator, the unique tokens (prompt once + responses).
 
 Log-prob check: every response's summed log-prob from ours must be within 1e-4 of the AlignX
 loop's. Plain fp32 log_softmax over the 49k vocabulary drifts ~2e-5 per token, so the check
@@ -36,7 +40,7 @@ the fp32 difference is printed too.
 
 Usage:
     PERSONALIGN_HOME=... .venv/bin/python bench/scoring.py [--n 12] [--max-tokens-per-batch 2048]
-        [--threads N] [--max-length 2048] [--seed 0]
+        [--threads 1] [--max-length 2048] [--seed 0]
 The last line reads `ratio=<examples/s ours over alignx, wall> cpu_ratio=... bound_ratio=<bound
 time / our time, wall> cpu_bound_ratio=... max_abs_diff=... ...`.
 """
@@ -55,7 +59,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personalign.models.logprobs import Tokenized, length_batches, pack_batch, score_responses, tokenize_pair  # noqa: E402
+from personalign.models.logprobs import (  # noqa: E402
+    Tokenized,
+    length_batches,
+    pack_batch,
+    score_responses,
+    tokenize_pair,
+)
 
 IGNORE_INDEX = -100
 ATOL = 1e-4
@@ -92,7 +102,8 @@ def build_items(tokenizer, n: int, seed: int, ugc: int, pairs: int, max_length: 
     return [(v.prompt, list(v.responses)) for v in views], sum(v.history_dropped for v in views)
 
 
-def alignx_scores(model, tokenizer, items: Sequence[Item], clock: Stopwatch) -> tuple[list[list[float]], list[list[float]]]:
+def alignx_scores(model, tokenizer, items: Sequence[Item], clock: Stopwatch
+                  ) -> tuple[list[list[float]], list[list[float]]]:
     """AlignX `eval/loss_ica.py`: one full forward per (prompt, response), summed response log-probs.
 
     Returns the fp32 sums (its own result) and float64-log_softmax sums of the same logits,
@@ -125,7 +136,8 @@ def alignx_scores(model, tokenizer, items: Sequence[Item], clock: Stopwatch) -> 
     return fp32, fp64
 
 
-def our_scores(model, tokenizer, items: Sequence[Item], max_length: int, max_tokens_per_batch: int) -> list[list[float]]:
+def our_scores(model, tokenizer, items: Sequence[Item], max_length: int, max_tokens_per_batch: int
+               ) -> list[list[float]]:
     scores = score_responses(model, tokenizer, items, max_length=max_length,
                              max_tokens_per_batch=max_tokens_per_batch, progress=False)
     return [s.logp for s in scores]
@@ -148,7 +160,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=2048, help="token budget of prompt + longest response")
     ap.add_argument("--max-tokens-per-batch", type=int, default=2048,
                     help="our engine's padded-token budget (the bound is batched the same way)")
-    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1, see above; 0 = torch's default)")
     ap.add_argument("--model", default=None, help="model name or directory (default: the embedded model)")
     args = ap.parse_args()
     if args.threads:
@@ -231,9 +244,10 @@ def main() -> None:
           f"(target >= 2: {'met' if min(ratio, cpu_ratio) >= 2 else 'NOT met'})")
     print(f"ours vs bound (time ours / bound): {1 / bound_ratio:.3f} wall, {1 / cpu_bound_ratio:.3f} CPU "
           f"(target <= 1.25: {'met' if max(1 / bound_ratio, 1 / cpu_bound_ratio) <= 1.25 else 'NOT met'})")
-    print(f"ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} bound_ratio={bound_ratio:.3f} cpu_bound_ratio={cpu_bound_ratio:.3f} "
-          f"max_abs_diff={diff64:.1e} max_abs_diff_fp32={diff32:.1e} ours_tps={unique / b.wall:.0f} "
-          f"alignx_tps={alignx_tokens / a.wall:.0f} bound_tps={unique / c.wall:.0f} examples={n} "
+    print(f"ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} bound_ratio={bound_ratio:.3f} "
+          f"cpu_bound_ratio={cpu_bound_ratio:.3f} max_abs_diff={diff64:.1e} max_abs_diff_fp32={diff32:.1e} "
+          f"ours_tps={unique / b.wall:.0f} alignx_tps={alignx_tokens / a.wall:.0f} bound_tps={unique / c.wall:.0f} "
+          f"examples={n} "
           f"max_tokens_per_batch={args.max_tokens_per_batch} threads={torch.get_num_threads()}")
 
 
