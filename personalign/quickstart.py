@@ -46,8 +46,8 @@ class QuickstartSize(StrictModel):
 SIZES = {
     "tiny": QuickstartSize(train_users=8, heldout_users=6, persona_records=2, steps=2, batch=2, max_length=320,
                            generations=2, new_tokens=16),
-    "default": QuickstartSize(train_users=32, heldout_users=24, persona_records=4, steps=8, batch=4, max_length=384,
-                              generations=4, new_tokens=40),
+    "default": QuickstartSize(train_users=24, heldout_users=16, persona_records=4, steps=6, batch=4, max_length=320,
+                              generations=4, new_tokens=32),
 }
 
 

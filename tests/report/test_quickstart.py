@@ -1,0 +1,66 @@
+"""Acceptance: `personalign quickstart --size tiny` end to end with the embedded model — every stage
+writes its output, the report holds the accuracy before and after training, and its plots are on
+screen in headless Chromium. Report, summary and screenshot are copied to
+.cache/test-artifacts/quickstart/ in the repository."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from report_helpers import colored_pixels
+from typer.testing import CliRunner
+
+from personalign.cli import app
+from personalign.data.io import read_examples
+from personalign.quickstart import SIZES
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".cache" / "test-artifacts" / "quickstart"
+
+
+def _overall(md: str, run: str) -> str:
+    """The overall accuracy cell of `run` in the report's Markdown accuracy table."""
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[0].split("/")[-1] == run and cells[3] == "overall":
+            return cells[5]
+    raise AssertionError(f"no overall accuracy row for {run} in the report summary")
+
+
+def test_quickstart_tiny(default_model_dir, browser, tmp_path):
+    out = tmp_path / "quickstart"
+    res = CliRunner().invoke(app, ["quickstart", "--size", "tiny", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    size = SIZES["tiny"]
+
+    for name in ("synth-train", "synth-heldout", "p-soups-slice"):
+        assert not (out / "data" / f"{name}.rejects.jsonl").exists(), "bundled data must validate"
+    personas = list(read_examples(out / "personas" / "personas.jsonl"))
+    assert len(personas) == size.persona_records
+    assert all(p.user.personas.get("chosen_persona", "").strip() for p in personas)
+    metrics = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert max(m.get("step", 0) for m in metrics) == size.steps
+    assert (out / "train" / "final" / "adapter_model.safetensors").exists()
+    for run in ("generations-base", "generations-personalized"):
+        rows = (out / run / "generations.jsonl").read_text().splitlines()
+        assert len(rows) == size.generations and all(json.loads(r)["response"].strip() for r in rows)
+
+    before = json.loads((out / "accuracy-before" / "accuracy.json").read_text())
+    after = json.loads((out / "accuracy-after" / "accuracy.json").read_text())
+    assert before["mode"] == "raw" and after["mode"] != "raw"
+    assert before["accuracy"]["overall"]["n"] == after["accuracy"]["overall"]["n"] == size.heldout_users
+    report = out / "report.html"
+    assert f"report: {report}" in res.output.replace("\n", "")
+    md = report.with_suffix(".md").read_text()
+    assert _overall(md, "accuracy-before") == f"{before['accuracy']['overall']['value']:.3f}"
+    assert _overall(md, "accuracy-after") == f"{after['accuracy']['overall']['value']:.3f}"
+    page = report.read_text()
+    for heading in ("Alignment accuracy", "Training curves", "Generation runs"):
+        assert f"<h2>{heading}</h2>" in page
+
+    png = browser.screenshot(report, tmp_path / "report.png", tmp_path)
+    distinct, saturated = colored_pixels(png)
+    assert distinct > 500 and saturated > 5_000, "the accuracy and training plots are on screen"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for f in (report, report.with_suffix(".md"), png):
+        shutil.copy(f, ARTIFACTS / f.name)
