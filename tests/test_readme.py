@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
-def _block_after(heading: str) -> list[str]:
-    """Command lines of the first ```bash block after `heading`."""
-    section = README.split(heading, 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+def _section_commands(heading: str) -> list[str]:
+    """Command lines of every ```bash block in the section under `heading`."""
+    section = README.split(heading, 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def _argv(line: str) -> list[str]:
@@ -55,7 +55,7 @@ def test_the_tour_runs_as_written(default_model_dir, shared_data, tmp_path, monk
     (checkout / "configs").symlink_to(REPO / "configs")
     (tmp_path / "shared").symlink_to(shared_data.parent)
     monkeypatch.chdir(checkout)
-    lines = _block_after("## A five-minute tour")
+    lines = _section_commands("## A five-minute tour")
     assert len(lines) >= 15
     runner = CliRunner()
     for line in lines:
@@ -71,6 +71,11 @@ def test_the_tour_runs_as_written(default_model_dir, shared_data, tmp_path, monk
     assert judge["pairs"] == 2
     assert (tour / "diverse.jsonl").read_text().count("\n") == 50
     assert "<h2>Alignment accuracy</h2>" in (tour / "report.html").read_text()
+    manifest = json.loads((tour / "subsets" / "manifest.json").read_text())
+    assert [(s["k"], s["n"]) for s in manifest["subsets"]] == [(2, 50), (4, 25)]
+    assert json.loads((tour / "persona-accuracy.json").read_text())["n_personas"] == 2
+    assert json.loads((tour / "persona-prefer.json").read_text())["n"] == 2
+    assert len((tour / "retrieved.jsonl").read_text().splitlines()) == 600
 
 
 def _quoted_commands() -> list[str]:
