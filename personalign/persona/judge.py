@@ -14,7 +14,6 @@ side; anything else (disagreement, or an unparseable verdict) is a tie.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,22 +24,12 @@ from personalign.data.schema import GOLD_PERSONA, Example
 from personalign.eval.metrics import Estimate, bootstrap
 from personalign.llm.base import Backend, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
+from personalign.llm.verdict import parse_verdict
 from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
 
 PathLike = str | os.PathLike
 PERSONA_FIELDS = ("chosen_persona", "rejected_persona", GOLD_PERSONA)
 JUDGE_GENERATION = GenerationConfig(max_new_tokens=8, temperature=0.0)
-
-_OPTIONS = re.compile(r"\b(?:response|persona)?\s*1\s*(?:or|and|/|,|vs\.?|versus)\s*(?:response|persona)?\s*2\b", re.I)
-_DIGIT = re.compile(r"(?<![\d.])([12])(?![\d]|\.\d)")
-
-
-def parse_verdict(output: str) -> int | None:
-    """1 or 2: the first standalone "1"/"2" once echoes of the options ("1 or 2", "Response 1 and
-    Response 2") are removed; None when there is none."""
-    m = _DIGIT.search(_OPTIONS.sub(" ", output))
-    return int(m.group(1)) if m else None
-
 
 @dataclass(slots=True)
 class PersonaAccuracy:

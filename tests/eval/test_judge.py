@@ -16,7 +16,7 @@ from personalign.cli import app
 from personalign.data.io import write_jsonl
 from personalign.eval.generate import GENERATIONS_FILE
 from personalign.eval.judge import (
-    CACHE_FILE, RUBRICS, bootstrap_win_rates, judge_messages, judge_runs, outcome, parse_verdict, write_judge,
+    CACHE_FILE, RUBRICS, bootstrap_win_rates, judge_messages, judge_runs, outcome, write_judge,
 )
 from personalign.llm.base import GenerationConfig
 
@@ -62,19 +62,6 @@ def runs(tmp_path):
     base = write_run(tmp_path / "base", "none", [b for b, _, _ in CRAFTED], personas)
     test = write_run(tmp_path / "test", "persona", [t for _, t, _ in CRAFTED], personas)
     return base, test
-
-
-@pytest.mark.parametrize(
-    ("output", "verdict"),
-    [("1", 1), (" 2\n", 2), ("Response 2", 2), ("**2**", 2), ("Response **1** is better.", 1),
-     ("I prefer the second", 2), ("I prefer the second one; Response 1 is weaker.", 2),
-     ("The first response is better.", 1), ("[[A]]", 1), ("[[B]]", 2), ("[[2]]", 2), ("Verdict: [[1]]", 1),
-     ("A", 1), ("B.", 2), ("Response B is more helpful", 2), ("Between Response 1 and Response 2, I choose 2", 2),
-     ("1 or 2? I pick 1", 1), ("Answer: 2.", 2), ("10", None), ("1.5", None), ("neither", None),
-     ("Response 1 and Response 2 are equally good", None), ("", None), ("I cannot decide.", None)],
-)
-def test_parse_verdict(output, verdict):
-    assert parse_verdict(output) == verdict
 
 
 @pytest.mark.parametrize(("base_first", "test_first", "expected"),

@@ -4,7 +4,7 @@ import pytest
 from fake_llm import RuleBackend, field
 
 from personalign.data.schema import Example, UserContext
-from personalign.persona.judge import parse_verdict, persona_accuracy, persona_preference
+from personalign.persona.judge import persona_accuracy, persona_preference
 
 
 def examples(n: int = 6, rejected: bool = True) -> list[Example]:
@@ -22,15 +22,6 @@ def truth_judge(query: str) -> str:
     """Knows the truth: the response holding the persona's wanted word."""
     word = field(query, "Persona").split()[-1].strip(".")
     return "1" if word in field(query, "Response 1") else "2"
-
-
-@pytest.mark.parametrize(
-    ("output", "verdict"),
-    [("1", 1), (" 2\n", 2), ("Response 2", 2), ("Answer: 1.", 1), ("Between Response 1 and Response 2, 2", 2),
-     ("1 or 2? I pick 1", 1), ("I'd say 2, clearly", 2), ("10", None), ("1.5", None), ("neither", None), ("", None)],
-)
-def test_parse_verdict(output, verdict):
-    assert parse_verdict(output) == verdict
 
 
 def test_always_one_is_exactly_chance():
