@@ -36,6 +36,17 @@ os.environ.setdefault("PERSONALIGN_HOME", str(REPO / ".cache" / "personalign-tes
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they cost up to 20x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm():
     """(model, tokenizer) of the default tiny llama; do not train or mutate it."""

@@ -119,15 +119,9 @@ class FaultServer:
         await writer.drain()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they cost 20x."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    """Every test here runs a tiny model."""
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def records() -> list[dict]:
             for i in range(4)]
 
 
-def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
+def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thread):
     # Separate copies of the data: each run scores its own reference log-probs (the 2-process run
     # shards that scoring too), so wrongly gathered references would change its gradients.
     for name in ("one", "two"):
@@ -56,14 +56,11 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
                f"output_dir={tmp_path / 'two' / 'run'}", *STEP]
     launched = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:  # the single-process run, while the launched one starts up
         single = train(load_config(TrainConfig, None, [
             f"model={tiny_model_dir}", f"data={tmp_path / 'one' / 'pairs.jsonl'}", "view.view=demo",
             "per_device_train_batch_size=4", f"output_dir={tmp_path / 'one' / 'run'}", *STEP]))
     finally:
-        torch.set_num_threads(before)
         _, stderr = launched.communicate(timeout=300)
     assert launched.returncode == 0, stderr[-3000:]
     assert "2 per device × 2 processes" in stderr

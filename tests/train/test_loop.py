@@ -25,13 +25,7 @@ from personalign.train.losses import pro_loss, sft_loss
 VIEW = ViewConfig(view="demo", sample_history=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train far faster on one thread when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pet_records(n: int) -> list[dict]:

@@ -57,11 +57,8 @@ def losses(run: Path) -> list[tuple[int, float]]:
 
 
 @pytest.fixture
-def single_thread_env():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield {**os.environ, "OMP_NUM_THREADS": "1"}
-    torch.set_num_threads(before)
+def single_thread_env(one_torch_thread):
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_sigkill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, single_thread_env):
