@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -139,7 +140,7 @@ def _personas(console: Console, result: QuickstartResult, backend, size: Quickst
 
 
 def _accuracy(result: QuickstartResult, name: str, policy: str | None, reference: str | None,
-              size: QuickstartSize, model: str | None) -> float:
+              size: QuickstartSize, model: str | None):
     from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 
     cfg = AccuracyConfig(data=str(result.files["heldout"]), policy=policy or model, reference=reference,
@@ -147,7 +148,28 @@ def _accuracy(result: QuickstartResult, name: str, policy: str | None, reference
     res = evaluate_accuracy(cfg)
     write_accuracy(res, result.out_dir / name)
     result.accuracy[name] = res.estimates["overall"].value
-    return res.estimates["overall"].value
+    return res
+
+
+def _compare(result: QuickstartResult, before, after) -> dict:
+    """The same metric before and after training (raw log-prob accuracy of base and trained policy on
+    the same held-out pairs), the paired difference with its 95% interval, and the alignment accuracy."""
+    from personalign.eval.alignment import correct_pairs, raw_view_of, write_accuracy
+    from personalign.eval.metrics import paired_difference
+
+    after_raw = raw_view_of(after, n_boot=500)
+    write_accuracy(after_raw, result.out_dir / "accuracy-after-raw")
+    diff = paired_difference(correct_pairs(after_raw), correct_pairs(before), n_boot=1000)
+    comparison = {
+        "metric": "raw log-prob accuracy: logp(chosen) > logp(rejected), same held-out pairs",
+        "before": before.estimates["overall"].as_dict(), "after": after_raw.estimates["overall"].as_dict(),
+        "difference": diff.as_dict(),
+        "alignment_accuracy_after": {"metric": "alignment accuracy: trained policy's margin over the base > 0",
+                                     **after.estimates["overall"].as_dict()},
+    }
+    (result.out_dir / "accuracy-comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
+    result.accuracy["accuracy-after-raw"] = after_raw.estimates["overall"].value
+    return comparison
 
 
 def _train(result: QuickstartResult, size: QuickstartSize, cfg: QuickstartConfig):
@@ -202,13 +224,14 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
         console.print("[yellow]P-Soups data not found: persona inference skipped[/]")
     with _stage(console, result, "6. accuracy before training (held-out users, ICA view)"):
         before = _accuracy(result, "accuracy-before", None, None, size, base_path)
-        console.print(f"raw log-prob accuracy of the base model: {before:.3f}")
+        console.print(f"raw log-prob accuracy of the base model: {before.estimates['overall'].value:.3f}")
     with _stage(console, result, "7. LoRA DPO on the ICA view (reference log-probs cached)"):
         trained = _train(result, size, cfg)
         console.print(f"{trained.global_step} steps; adapter in {trained.final_dir}")
     with _stage(console, result, "8. accuracy after training (held-out users, ICA view)"):
         after = _accuracy(result, "accuracy-after", str(trained.final_dir), base_path, size, base_path)
-        console.print(f"alignment accuracy of the trained policy over the base: {after:.3f}")
+        comparison = _compare(result, before, after)
+        console.print(f"alignment accuracy of the trained policy over the base: {after.estimates['overall'].value:.3f}")
     with _stage(console, result, "9. generations: base (no view) vs personalized (ICA)"):
         _generate(result, size, "generations-base", "none", base)
         tuned = LocalBackend(trained.policy.eval(), tokenizer, batch_size=8, name=f"{trained.final_dir}")
@@ -218,7 +241,12 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
     summary = Table("stage", "seconds", title="quickstart summary")
     for name, secs in result.timings.items():
         summary.add_row(name, f"{secs:.1f}")
-    summary.add_row("[bold]accuracy before → after", f"{before:.3f} → {after:.3f}")
+    b, a, d = comparison["before"], comparison["after"], comparison["difference"]
+    summary.add_row("[bold]raw log-prob accuracy, base → trained",
+                    escape(f"{b['value']:.3f} → {a['value']:.3f}; paired Δ {d['value']:+.3f} "
+                           f"[{d['low']:+.3f}, {d['high']:+.3f}] (95%, n={d['n']})"))
+    summary.add_row("[bold]alignment accuracy, trained over base",
+                    f"{comparison['alignment_accuracy_after']['value']:.3f}")
     console.print(summary)
     console.print(f"report: [bold]{result.report}[/]")
     return result

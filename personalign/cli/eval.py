@@ -3,14 +3,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from personalign.cli._common import cli_errors, console
-from personalign.cli.persona import ApiKeyEnv, BaseUrl, BatchSize, Kind, Limit, Model
+from personalign.cli.persona import (
+    ApiKeyEnv,
+    BaseUrl,
+    BatchSize,
+    Kind,
+    Limit,
+    Model,
+    PromptFileOpt,
+    VerdictModeOpt,
+)
 from personalign.config import load_config
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
 
@@ -25,7 +34,10 @@ def accuracy(
     reference: Annotated[Optional[str], typer.Option(help="Reference model; omit (or = policy) for raw log-prob accuracy.")] = None,
     view: Annotated[Optional[str], typer.Option(help="none | ica | pba | persona | demo")] = None,
     template: Annotated[Optional[str], typer.Option(help="chat | alignx | alignx-eval | plain")] = None,
-    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved")] = None,
+    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved | retrieved_rejected | all | system")] = None,
+    reference_view: Annotated[Optional[str], typer.Option(help="View the reference is scored under (default: --view).")] = None,
+    reference_template: Annotated[Optional[str], typer.Option(help="Template of the reference's prompt (default: --template).")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval layout, reference under the ICA alignx-eval layout with all history).")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Token budget for prompt + response.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N records.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for accuracy.json, accuracy.md, scores.jsonl.")] = Path("results/accuracy"),
@@ -38,8 +50,13 @@ def accuracy(
     (on CPU add ACCELERATE_USE_CPU=true: accelerate's own `--cpu` flag runs multi-process only under MPI).
     """
     opts = {"data": data, "policy": policy, "reference": reference, "max_length": max_length, "limit": limit,
-            "view.view": view, "view.template": template, "view.persona_source": persona_source}
+            "view.view": view, "view.template": template, "view.persona_source": persona_source,
+            "protocol": protocol}
     items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
+    if reference_view is not None or reference_template is not None:
+        base = {"view": view or "none", "template": template or "chat"}
+        items += [f"reference_view.{k}={v or base[k]}" for k, v in
+                  (("view", reference_view), ("template", reference_template))]
     cfg = load_config(AccuracyConfig, config, items)
     result = evaluate_accuracy(cfg)
     state = process_state()
@@ -47,6 +64,9 @@ def accuracy(
         return
     js, md, _ = write_accuracy(result, out)
     title = "alignment accuracy" if result.mode == "alignment" else "RAW log-prob accuracy (policy = reference)"
+    if result.mode == "alignment":
+        ref = result.config["reference_view"]
+        console.print(f"reference scored under view {ref['view']}, template {ref['template']}")
     table = Table(title=f"{title} · view {cfg.view.view}")
     for col in ("slice", "n", "accuracy", "95% CI"):
         table.add_column(col, justify="right" if col != "slice" else "left")
@@ -69,9 +89,13 @@ def generate(
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
     batch_size: BatchSize = 8,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 128,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Default 128 (512 with --sampling alignx).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="0 = greedy (default).")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus cut (default 1).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Keep the k most likely tokens (default 0 = all).")] = None,
+    sampling: Annotated[Optional[str], typer.Option(
+        "--sampling", help="A named preset: greedy | alignx (AlignX's generation scripts: temperature 0.9, top_k 10, "
+        "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     limit: Limit = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (GenerateConfig).")] = None,
@@ -79,13 +103,21 @@ def generate(
 ) -> None:
     """Generate one response per record under a view; rerunning continues a killed run from its cache."""
     from personalign.eval.generate import GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses
+    from personalign.llm.base import SAMPLING_PRESETS
     from personalign.llm.progress import progress_bar
 
     opts = {"data": data, "out": out, "limit": limit, "view.view": view, "view.template": template,
             "view.persona_source": persona_source, "backend.kind": backend, "backend.model": model,
             "backend.base_url": base_url, "backend.api_key_env": api_key_env, "backend.batch_size": batch_size,
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
-            "generation.top_p": top_p, "generation.seed": seed}
+            "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed}
+    if sampling is not None:
+        if sampling not in SAMPLING_PRESETS:
+            raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRESETS)}, got {sampling!r}",
+                                     param_hint="--sampling")
+        for key, value in SAMPLING_PRESETS[sampling].items():
+            if opts[f"generation.{key}"] is None:
+                opts[f"generation.{key}"] = value
     items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
     cfg = load_config(GenerateConfig, config, items)
     with progress_bar(True, 1) as bar:
@@ -108,12 +140,18 @@ def judge(
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
     batch_size: BatchSize = 8,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Judge output budget.")] = 8,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        "--max-new-tokens", min=1, help="Judge output budget (default 8; 512 with --preset prometheus or a prompt file).")] = None,
     limit: Limit = None,
     n_boot: Annotated[int, typer.Option("--n-boot", min=1, help="Bootstrap resamples.")] = 1000,
+    verdict_mode: VerdictModeOpt = "generate",
+    preset: Annotated[Literal["default", "prometheus"], typer.Option(
+        "--preset", help="default: answer 1 or 2; prometheus: Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = "default",
+    prompt_file: PromptFileOpt = None,
 ) -> None:
     """Pairwise win rate of test vs. base under each rubric, both orders, with ΔPQ."""
-    from personalign.eval.judge import CACHE_FILE, RUBRICS, judge_runs, write_judge
+    from personalign.eval.judge import CACHE_FILE, JUDGE_SLOTS, RUBRICS, judge_runs, write_judge
+    from personalign.llm.prompt_file import load_prompt_file
     from personalign.llm import make_backend
     from personalign.llm.base import BackendConfig, GenerationConfig
     from personalign.llm.progress import progress_bar
@@ -121,6 +159,9 @@ def judge(
     rubrics = tuple(rubric or RUBRICS)
     if set(rubrics) - set(RUBRICS):
         raise typer.BadParameter(f"expected {' or '.join(RUBRICS)}, got {list(rubrics)}", param_hint="--rubric")
+    template = load_prompt_file(prompt_file, JUDGE_SLOTS, {"first", "second"}) if prompt_file else None
+    if max_new_tokens is None:
+        max_new_tokens = 8 if preset == "default" and template is None else 512
     llm = make_backend(BackendConfig(kind=backend, model=model, base_url=base_url, api_key_env=api_key_env,
                                      batch_size=batch_size))
     with progress_bar(True, 1) as bar:
@@ -128,7 +169,8 @@ def judge(
         result = judge_runs(base, test, llm, rubrics=rubrics, cache_path=Path(out) / CACHE_FILE,
                             gen_config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
                             chunk_size=batch_size * (1 if backend == "local" else 4), limit=limit, n_boot=n_boot,
-                            on_progress=lambda n: bar.advance(task, n))
+                            on_progress=lambda n: bar.advance(task, n), verdict_mode=verdict_mode,
+                            preset=preset, prompt_file=template)
     js, md, _ = write_judge(result, out)
     table = Table(title=f"{test} vs {base} · judge {result.judge}")
     for col in ("rubric", "pairs", "wins", "ties", "losses", "win rate", "95% CI", "unparseable"):

@@ -32,6 +32,11 @@ BatchSize = Annotated[int, typer.Option(
 Concurrency = Annotated[int, typer.Option("--concurrency", min=1, help="openai: requests in flight.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records.")]
 Cache = Annotated[Optional[Path], typer.Option("--cache", help="Generation cache JSONL (default: <out>.cache.jsonl).")]
+PromptFileOpt = Annotated[Optional[Path], typer.Option(
+    "--prompt-file", help="Your own prompt (YAML/JSON: system, shots, user with {slots}); see docs/prompts.md.")]
+VerdictModeOpt = Annotated[Literal["generate", "logprob"], typer.Option(
+    "--verdict-mode", help="generate: read the judge's text; logprob: the probabilities of its answers 1/2, "
+    "averaged over both orders (local models, or servers that return logprobs).")]
 
 
 def _config(kind: str, model: str | None, base_url: str | None, api_key_env: str, batch_size: int,
@@ -82,14 +87,18 @@ def infer(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Token budget per persona.")] = 64,
     side: Annotated[Optional[list[str]], typer.Option("--side", help="chosen and/or rejected (default both).")] = None,
     cache: Cache = None,
+    prompt_file: PromptFileOpt = None,
 ) -> None:
     """Infer the persona behind each chosen (and rejected) response; resumable after a kill."""
     from personalign.llm.base import GenerationConfig
+    from personalign.llm.prompt_file import load_prompt_file
     from personalign.persona.infer import SIDES, default_cache_path, infer_personas
+    from personalign.persona.prompts import INFER_SLOTS
 
     sides = tuple(side or SIDES)
     if set(sides) - set(SIDES):
         raise typer.BadParameter(f"expected chosen or rejected, got {sides}", param_hint="--side")
+    template = load_prompt_file(prompt_file, INFER_SLOTS, {"preferred", "other"}) if prompt_file else None
     total = _count(data, limit) * len(sides)
     cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
     llm = make_backend(cfg)
@@ -97,7 +106,7 @@ def infer(
     with _progress("inferring personas", total) as advance:
         stats = infer_personas(data, llm, out, sides=sides, cache_path=cache_path, limit=limit,
                                gen_config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
-                               chunk_size=_chunk_size(cfg), on_progress=advance)
+                               chunk_size=_chunk_size(cfg), on_progress=advance, prompt_file=template)
     console.print(
         f"wrote {stats.records} records with {stats.personas} personas to {out} "
         f"({stats.generated} generated, {stats.reused} reused from cache {cache_path} or duplicate records; "
@@ -137,16 +146,22 @@ def accuracy(
     limit: Limit = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
     cache: Cache = None,
+    verdict_mode: VerdictModeOpt = "generate",
+    prompt_file: PromptFileOpt = None,
 ) -> None:
     """Persona accuracy: does a judge pick the persona's response, in both orders? 0.5 is chance."""
+    from personalign.llm.prompt_file import load_prompt_file
     from personalign.persona.judge import persona_accuracy
+    from personalign.persona.prompts import ACCURACY_SLOTS
+
+    template = load_prompt_file(prompt_file, ACCURACY_SLOTS, {"first", "second"}) if prompt_file else None
 
     examples, cfg, llm, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
                                                    concurrency, out, cache)
     n = sum(bool(ex.user.personas.get(persona_field)) for ex in examples)
     with _progress("judging", 2 * n) as advance:
         result = persona_accuracy(examples, llm, persona_field=persona_field, cache_path=cache_path,
-                                  chunk_size=_chunk_size(cfg), on_progress=advance)
+                                  chunk_size=_chunk_size(cfg), on_progress=advance, verdict_mode=verdict_mode, prompt_file=template)
     e = result.accuracy
     table = Table(title=f"persona accuracy · {persona_field} · judge {result.judge}")
     for col in ("personas", "accuracy", "95% CI", "target 1st", "target 2nd", "unparseable", "missing"):
@@ -171,9 +186,15 @@ def prefer(
     limit: Limit = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
     cache: Cache = None,
+    verdict_mode: VerdictModeOpt = "generate",
+    prompt_file: PromptFileOpt = None,
 ) -> None:
     """Persona preference: chosen vs. rejected persona, both orders; disagreement is a tie."""
+    from personalign.llm.prompt_file import load_prompt_file
     from personalign.persona.judge import persona_preference
+    from personalign.persona.prompts import PREFER_SLOTS
+
+    template = load_prompt_file(prompt_file, PREFER_SLOTS, {"first", "second"}) if prompt_file else None
 
     examples, cfg, llm, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
                                                    concurrency, out, cache)
@@ -181,7 +202,7 @@ def prefer(
             for ex in examples)
     with _progress("judging", 2 * n) as advance:
         result = persona_preference(examples, llm, cache_path=cache_path, chunk_size=_chunk_size(cfg),
-                                    on_progress=advance)
+                                    on_progress=advance, verdict_mode=verdict_mode, prompt_file=template)
     rates = result.rates()
     table = Table(title=f"persona preference · judge {result.judge}")
     for col in ("pairs", "chosen wins", "ties", "rejected wins", "unparseable", "missing"):

@@ -66,14 +66,13 @@ def user_profile(
     """The user's PBA profile text, or None when it cannot be formed.
 
     A ready `profile` string wins; otherwise the rule runs on the direction vectors of the history
-    items used, falling back to the record's own direction vector. `dims` defaults to the table
-    found by `load_dimensions()`.
+    items used. The record's own top-level direction vector is never used: it describes the very
+    pair being predicted, so a profile built from it would leak the label (DESIGN §3). `dims`
+    defaults to the table found by `load_dimensions()`.
     """
     if user.profile:
         return user.profile
     vectors = [it.direction for it in items_used if it.direction is not None]
-    if not vectors and user.direction is not None:
-        vectors = [user.direction]
     values = profile_values(vectors)
     if values is None:
         return None

@@ -76,19 +76,21 @@ def history_text(ugc: Sequence[Comment], pairs: Sequence[Pair]) -> str:
 
 
 def render_prompt(
-    template: str, view: str, task: str, block: str = "", demographic: str | None = None, tokenizer: Any = None
+    template: str, view: str, task: str, block: str = "", demographic: str | None = None, tokenizer: Any = None,
+    *, persona_in_system: bool = False,
 ) -> str:
     """Render one prompt.
 
     `block` is the view's conditioning text (history text for ica, profile for pba, persona,
     demographic text for demo); `demographic` is appended to the ica history. `tokenizer` only
-    matters for ``chat``.
+    matters for ``chat``. `persona_in_system` (chat, persona view) writes the persona into the
+    system message and leaves the bare task as the user message.
     """
     if view not in SUPPORTED.get(template, ()):
         supported = ", ".join(SUPPORTED.get(template, ()))
         raise ValueError(f"template {template!r} does not support view {view!r}; it supports {supported}")
     if template == "chat":
-        return apply_chat(chat_messages(view, task, block, demographic), tokenizer)
+        return apply_chat(chat_messages(view, task, block, demographic, persona_in_system=persona_in_system), tokenizer)
     if template == "plain":
         persona = f"\nPersona: {block}" if view == "persona" else ""
         return f"Prompt: {task}{persona}\nResponse:"
@@ -105,7 +107,11 @@ def render_prompt(
     return LLAMA3.format(system=system, user=user)
 
 
-def chat_messages(view: str, task: str, block: str = "", demographic: str | None = None) -> list[dict[str, str]]:
+SYSTEM_PERSONA = "You are talking with this user: {persona} Tailor your response to them."
+
+
+def chat_messages(view: str, task: str, block: str = "", demographic: str | None = None,
+                  *, persona_in_system: bool = False) -> list[dict[str, str]]:
     """System + user messages for the chat preset; the bare task when there is no conditioning text.
     A dialogue task puts its earlier turns before the user message, which holds its last turn."""
     earlier: list[dict[str, str]] = []
@@ -113,6 +119,9 @@ def chat_messages(view: str, task: str, block: str = "", demographic: str | None
     if turns is not None:
         *earlier, last = turns
         task = last["content"]
+    if persona_in_system and view == "persona" and block.strip():
+        return [{"role": "system", "content": SYSTEM_PERSONA.format(persona=block.strip())}, *earlier,
+                {"role": "user", "content": task}]
     sections = [(CHAT_HEADERS[view], block)] if view != "none" else []
     if view == "ica":
         sections.append((CHAT_HEADERS["demo"], demographic or ""))

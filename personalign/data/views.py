@@ -4,8 +4,8 @@ History order: UGC items, then past pairs, each in record order; this one list i
 chronological (oldest first), both for rendering and for dropping items when a prompt is too long.
 
 Length (only with `max_length` and a tokenizer): a prompt fits when tokens(prompt) + the longest
-response's tokens + 1 (EOS) <= max_length, counting tokens with ``add_special_tokens=False`` (the
-prompt text already holds the template's special tokens). If it does not fit, the oldest history
+response's tokens + 1 (EOS) <= max_length, counting prompt tokens as `personalign.data.tokens.prompt_ids`
+does (BOS added only where the tokenizer's convention adds one and the text lacks it). If it does not fit, the oldest history
 items are dropped (a binary search over how many newest items to keep, re-rendering and
 re-tokenizing the whole prompt at each step, so the count is exact); if not even the newest item
 fits alone, it is kept with its text left-truncated at token level (`history_cut`); if the prompt
@@ -27,6 +27,7 @@ from personalign.data.errors import RecordError
 from personalign.data.profile import user_profile
 from personalign.data.schema import GOLD_PERSONA, Comment, Example, Pair, UserContext
 from personalign.data.templates import SUPPORTED, history_text, render_prompt
+from personalign.data.tokens import prompt_ids
 
 MAX_SAMPLED = 4  # AlignX training: at most 4 UGC items and 4 pairs per record
 
@@ -36,7 +37,29 @@ PERSONA_FIELDS = {
     "rejected": "rejected_persona",
     "retrieved": "retrieved_chosen_persona",
     "retrieved_rejected": "retrieved_rejected_persona",
+    "system": "chosen_persona",
 }
+# Persona sources that explain the *rejected* response: under them the rejected response is the
+# preferred one (persona-tailoring swaps the two), for training targets, accuracies and generation.
+REJECTED_SIDE = frozenset({"rejected", "retrieved_rejected"})
+# The persona-tailoring seed's inference/training type names, accepted as `persona_source` values.
+SEED_PERSONA_TYPES = {"gold_chosen": "chosen", "gold_rejected": "rejected", "retr_chosen": "retrieved",
+                      "retr_rejected": "retrieved_rejected"}
+PersonaSource = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system"]
+
+
+def persona_sides(source: str) -> tuple[str, ...]:
+    """The persona sources one record renders under: both sides for the training type `all`."""
+    return ("chosen", "rejected") if source == "all" else (source,)
+
+
+def preferred_order(responses: list[str], rewards: list[float] | None, persona_source: str
+                    ) -> tuple[list[str], list[float] | None]:
+    """Responses best-first *for the persona's user*: reversed under a rejected-side persona (rewards
+    reversed and negated, so they stay descending and keep their differences)."""
+    if persona_source not in REJECTED_SIDE:
+        return responses, rewards
+    return responses[::-1], None if rewards is None else [-r for r in rewards[::-1]]
 
 
 class ViewConfig(StrictModel):
@@ -47,15 +70,28 @@ class ViewConfig(StrictModel):
     sample_history: bool = False  # AlignX training-style sampling; False = all history (evaluation)
     seed: int = 0
     include_demographic: bool = False  # ica: append the demographic text (always in alignx-eval)
-    persona_source: Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected"] = "chosen"
+    # persona view: which persona conditions the prompt. `rejected`/`retrieved_rejected` make the
+    # rejected response the preferred one; `all` renders each record twice (chosen persona with the
+    # chosen response preferred, rejected persona with the rejected one); `system` puts the chosen
+    # persona in the system message (chat template). Seed names (gold_chosen, ...) are accepted.
+    persona_source: PersonaSource = "chosen"
     max_length: PositiveInt | None = None
     dimensions: str | None = None  # dimension table path; default: personalign.data.dimensions lookup
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_persona_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("persona_source") in SEED_PERSONA_TYPES:
+            data = {**data, "persona_source": SEED_PERSONA_TYPES[data["persona_source"]]}
+        return data
 
     @model_validator(mode="after")
     def _view_fits_template(self) -> ViewConfig:
         if self.view not in SUPPORTED[self.template]:
             supported = ", ".join(SUPPORTED[self.template])
             raise ValueError(f"template {self.template!r} does not support view {self.view!r}; it supports {supported}")
+        if self.view == "persona" and self.persona_source == "system" and self.template != "chat":
+            raise ValueError("persona_source 'system' puts the persona in the system message: it needs template 'chat'")
         return self
 
 
@@ -128,9 +164,16 @@ def select_history(user: UserContext, cfg: ViewConfig, index: int) -> tuple[list
 
 
 def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int = 0) -> Rendered:
-    """Render `ex` under `cfg`; `index` (the record's position) seeds history sampling."""
+    """Render `ex` under `cfg`; `index` (the record's position) seeds history sampling.
+
+    Under a rejected-side persona the responses come back with the rejected one first (it is the
+    one that persona prefers). `persona_source='all'` needs `render_views`, which renders both sides.
+    """
+    if cfg.view == "persona" and cfg.persona_source == "all":
+        raise ValueError("persona_source 'all' renders two examples per record: use render_views")
     user = ex.user
     view, block, missing = cfg.view, "", None
+    responses, rewards = ex.responses, ex.rewards
     items: list[Comment | Pair] = []
     if cfg.view in ("ica", "pba"):
         ugc, pairs = select_history(user, cfg, index)
@@ -140,7 +183,8 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
         block = user_profile(user, items, dims) or ""
         items = []
     elif cfg.view == "persona":
-        block = user.persona(cfg.persona_source) or ""
+        block = user.persona("chosen" if cfg.persona_source == "system" else cfg.persona_source) or ""
+        responses, rewards = preferred_order(ex.responses, ex.rewards, cfg.persona_source)
         if not block:
             field = PERSONA_FIELDS[cfg.persona_source]
             why = f"no persona text (persona_source={cfg.persona_source!r})"
@@ -152,13 +196,15 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
     with_demo = cfg.view == "ica" and (cfg.include_demographic or cfg.template == "alignx-eval")
     demographic = user.demographic if with_demo else None
 
+    in_system = view == "persona" and cfg.persona_source == "system"
+
     def render(text: str) -> str:
-        return render_prompt(cfg.template, view, ex.prompt, text, demographic, tokenizer)
+        return render_prompt(cfg.template, view, ex.prompt, text, demographic, tokenizer, persona_in_system=in_system)
 
     def result(prompt: str, used: int, cut: bool = False, overlong: bool = False) -> Rendered:
         dropped = len(items) - used
         return Rendered(
-            prompt, ex.responses, ex.rewards, used, dropped, cut, overlong, user.slice, ex.source, missing
+            prompt, responses, rewards, used, dropped, cut, overlong, user.slice, ex.source, missing
         )
 
     prompt = render(_history(items) if view == "ica" else block)
@@ -166,9 +212,9 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
         return result(prompt, len(items))
 
     def n_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(prompt_ids(tokenizer, text))
 
-    budget = cfg.max_length - 1 - max(n_tokens(r) for r in ex.responses)
+    budget = cfg.max_length - 1 - max(n_tokens(r) for r in responses)
     if n_tokens(prompt) <= budget:
         return result(prompt, len(items))
     if view != "ica":
@@ -213,6 +259,10 @@ def _history(items: Sequence[Comment | Pair]) -> str:
 
 
 def render_views(examples: Iterable[Example], cfg: ViewConfig, tokenizer: Any = None) -> Iterator[Rendered]:
-    """Stream `build_view` over `examples`, each seeded by its position."""
+    """Stream `build_view` over `examples`, each seeded by its position; under the persona training
+    type `all` each record yields its chosen-persona example, then its rejected-persona example."""
+    sides = persona_sides(cfg.persona_source) if cfg.view == "persona" else (cfg.persona_source,)
+    per_side = [cfg if s == cfg.persona_source else cfg.model_copy(update={"persona_source": s}) for s in sides]
     for index, ex in enumerate(examples):
-        yield build_view(ex, cfg, tokenizer, index)
+        for side_cfg in per_side:
+            yield build_view(ex, side_cfg, tokenizer, index)

@@ -9,11 +9,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from accelerate import PartialState
 from accelerate.utils import gather_object, parse_flag_from_env
+from pydantic import model_validator
 
 from personalign.config import StrictModel
 from personalign.data.io import ReadCounts, read_examples
@@ -24,13 +25,25 @@ from personalign.models.logprobs import ResponseScores, score_responses
 from personalign.models.refcache import cached_scores
 
 
+ALIGNX_REFERENCE_VIEW = ViewConfig(view="ica", template="alignx-eval")
+
+
 class AccuracyConfig(StrictModel):
-    """`personalign eval accuracy` settings."""
+    """`personalign eval accuracy` settings.
+
+    The policy is scored under `view`, the reference under `reference_view` (default: the same
+    view). `protocol='alignx'` is AlignX's released evaluation (`eval/loss_ica.py`,
+    `eval/loss_pba.py`, `eval/acc.py`): the policy under its method's `alignx-eval` layout (ica or
+    pba, all history), the reference under the ICA `alignx-eval` layout with all history, whatever
+    the policy's method.
+    """
 
     data: str
     policy: str | None = None
-    reference: str | None = None  # None or the policy itself: raw log-prob accuracy
+    reference: str | None = None  # None or the policy itself (under the same view): raw log-prob accuracy
     view: ViewConfig = ViewConfig()
+    reference_view: ViewConfig | None = None
+    protocol: Literal["alignx"] | None = None
     max_length: int | None = 4096
     max_tokens_per_batch: int = 8192
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -39,6 +52,19 @@ class AccuracyConfig(StrictModel):
     n_boot: int = 1000
     seed: int = 0
     cache: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("protocol") != "alignx":
+            return data
+        view = ViewConfig.model_validate(data.get("view") or {})
+        if view.view not in ("ica", "pba"):
+            raise ValueError(f"protocol 'alignx' evaluates the ica or pba method, not view {view.view!r}")
+        view = view.model_copy(update={"template": "alignx-eval", "sample_history": False})
+        reference = ALIGNX_REFERENCE_VIEW.model_copy(update={"max_length": view.max_length,
+                                                             "dimensions": view.dimensions})
+        return {**data, "view": view, "reference_view": reference}
 
 
 @dataclass
@@ -81,8 +107,8 @@ def score_sharded(model, tokenizer, items: Sequence[tuple[str, list[str]]], **kw
     return [s for _, s in sorted(gathered, key=lambda t: t[0])]
 
 
-def _scores(name: str, cfg: AccuracyConfig, items, tokenizer) -> list[ResponseScores]:
-    """Scores of `items` under model `name`, from the log-prob cache when possible."""
+def _scores(name: str, cfg: AccuracyConfig, view: ViewConfig, items, tokenizer) -> list[ResponseScores]:
+    """Scores of `items` (rendered under `view`) under model `name`, from the log-prob cache when possible."""
     state = process_state()
 
     def compute() -> list[ResponseScores]:
@@ -92,53 +118,90 @@ def _scores(name: str, cfg: AccuracyConfig, items, tokenizer) -> list[ResponseSc
 
     if not cfg.cache:
         return compute()
-    key = {"model": model_fingerprint(name), "view": cfg.view.model_dump(), "max_length": cfg.max_length,
+    key = {"model": model_fingerprint(name), "view": view.model_dump(), "max_length": cfg.max_length,
            "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype}
     scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process)
     state.wait_for_everyone()
     return scores
 
 
-def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
-    """Render `cfg.data` under `cfg.view`, score chosen/rejected, and compute accuracy by slice."""
-    policy = resolve_model(cfg.policy)
-    reference = resolve_model(cfg.reference) if cfg.reference is not None else policy
-    raw = reference == policy
-    view = cfg.view if cfg.view.max_length else cfg.view.model_copy(update={"max_length": cfg.max_length})
-    tokenizer = load_tokenizer(policy)
-    read_counts, view_counts = ReadCounts(), ViewCounts()
-    examples = read_examples(cfg.data, on_invalid=cfg.on_invalid, counts=read_counts)
+def _render(cfg: AccuracyConfig, view: ViewConfig, tokenizer, read_counts: ReadCounts | None = None
+            ) -> tuple[list[tuple[str, list[str]]], list[str], list[str], ViewCounts]:
+    """(prompt, [preferred, other]) items, sources, slices and view counts of `cfg.data` under `view`."""
+    view = view if view.max_length else view.model_copy(update={"max_length": cfg.max_length})
+    counts = ViewCounts()
+    examples = read_examples(cfg.data, on_invalid=cfg.on_invalid, counts=read_counts or ReadCounts())
     items, sources, slices = [], [], []
     for i, r in enumerate(render_views(examples, view, tokenizer)):
         if cfg.limit is not None and i >= cfg.limit:
             break
         if len(r.responses) != 2:
             raise ValueError(f"{r.source}: alignment accuracy needs pairs, got {len(r.responses)} responses")
-        view_counts.add(r)
+        counts.add(r)
         items.append((r.prompt, r.responses))
         sources.append(r.source)
         slices.append(r.slice)
     if not items:
         raise ValueError(f"{cfg.data}: no records to evaluate")
-    pol = _scores(policy, cfg, items, tokenizer)
-    ref = None if raw else _scores(reference, cfg, items, tokenizer)
-    pc, pr = np.array([s.logp[0] for s in pol]), np.array([s.logp[1] for s in pol])
-    if ref is None:
-        correct = pair_correct(pc, pr)
-    else:
-        correct = pair_correct(pc, pr, np.array([s.logp[0] for s in ref]), np.array([s.logp[1] for s in ref]))
+    return items, sources, slices, counts
+
+
+def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
+    """Render `cfg.data` under `cfg.view` (policy) and `cfg.reference_view` (reference), score the
+    preferred and the other response under each model, and compute accuracy by slice."""
+    policy = resolve_model(cfg.policy)
+    reference = resolve_model(cfg.reference) if cfg.reference is not None else policy
+    ref_view = cfg.reference_view or cfg.view
+    raw = reference == policy and ref_view == cfg.view
+    tokenizer = load_tokenizer(policy)
+    read_counts = ReadCounts()
+    items, sources, slices, view_counts = _render(cfg, cfg.view, tokenizer, read_counts)
+    pol = _scores(policy, cfg, cfg.view, items, tokenizer)
+    ref = None
+    if not raw:
+        ref_tokenizer = tokenizer if reference == policy else load_tokenizer(reference)
+        ref_items = items
+        if ref_view != cfg.view or ref_tokenizer is not tokenizer:
+            ref_items, ref_sources, _, _ = _render(cfg, ref_view, ref_tokenizer)
+            if ref_sources != sources:
+                raise ValueError(f"{cfg.data}: the reference view renders other records than the policy view")
+        ref = _scores(reference, cfg, ref_view, ref_items, ref_tokenizer)
+    correct = correct_pairs(AccuracyResult("alignment", {}, sources, slices, pol, ref, {}))
     estimates = sliced_accuracy(correct, slices, n_boot=cfg.n_boot, seed=cfg.seed)
     counts = {"records": len(items), "rejected": read_counts.rejected,
               "truncated_for_scoring": sum(s.truncated for s in pol), **view_counts.summary()}
-    config = cfg.model_dump(mode="json") | {"policy": policy, "reference": reference}
+    config = cfg.model_dump(mode="json") | {"policy": policy, "reference": reference,
+                                            "reference_view": ref_view.model_dump(mode="json")}
     return AccuracyResult("raw" if raw else "alignment", estimates, sources, slices, pol, ref, config, counts)
+
+
+def raw_view_of(result: AccuracyResult, *, n_boot: int = 1000, seed: int = 0) -> AccuracyResult:
+    """The raw log-prob accuracy of `result`'s policy, from the scores already computed (no model runs)."""
+    correct = pair_correct([s.logp[0] for s in result.policy], [s.logp[1] for s in result.policy])
+    config = result.config | {"reference": result.config["policy"], "reference_view": result.config["view"]}
+    return AccuracyResult("raw", sliced_accuracy(correct, result.slices, n_boot=n_boot, seed=seed), result.sources,
+                          result.slices, result.policy, None, config, result.counts)
+
+
+def correct_pairs(result: AccuracyResult) -> np.ndarray:
+    """Per pair, 1.0 when `result`'s metric (alignment or raw) calls it correct, else 0.0."""
+    pol = result.policy
+    ref = result.reference
+    pc, pr = np.array([s.logp[0] for s in pol]), np.array([s.logp[1] for s in pol])
+    if ref is None:
+        return pair_correct(pc, pr).astype(np.float64)
+    rc, rr = np.array([s.logp[0] for s in ref]), np.array([s.logp[1] for s in ref])
+    return pair_correct(pc, pr, rc, rr).astype(np.float64)
 
 
 def accuracy_markdown(result: AccuracyResult, title: str | None = None) -> str:
     """A Markdown table: slice, n, accuracy, 95% interval."""
     what = "Alignment accuracy" if result.mode == "alignment" else "Raw log-prob accuracy (policy = reference)"
-    lines = [f"### {title or what}", "", f"{what}; view `{result.config['view']['view']}`, "
-             f"template `{result.config['view']['template']}`, data `{result.config['data']}`.", "",
+    ref = result.config.get("reference_view") or result.config["view"]
+    scored = "" if result.mode == "raw" else (f" Reference scored under view `{ref['view']}`, "
+                                              f"template `{ref['template']}`.")
+    lines = [f"### {title or what}", "", f"{what}; policy view `{result.config['view']['view']}`, "
+             f"template `{result.config['view']['template']}`, data `{result.config['data']}`.{scored}", "",
              "| slice | n | accuracy | 95% CI |", "|---|---:|---:|---|"]
     for name, e in result.estimates.items():
         lines.append(f"| {name} | {e.n} | {e.value:.3f} | [{e.low:.3f}, {e.high:.3f}] |")

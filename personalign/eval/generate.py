@@ -68,10 +68,11 @@ def view_requests(examples, view: ViewConfig, backend: Backend) -> tuple[list, l
         r = build_view(ex, view, tokenizer, index)
         request = json.loads(r.prompt) if isinstance(tokenizer, _ChatCapture) else r.prompt
         requests.append(request)
-        rows.append({
+        side = "chosen" if view.persona_source == "system" else view.persona_source
+        rows.append({  # chosen/rejected as the conditioning's user sees them (swapped under a rejected persona)
             "index": index, "source": ex.source, "prompt": ex.prompt, "view": view.view,
-            "persona": ex.user.persona(view.persona_source), "view_prompt": request,
-            "chosen": ex.chosen, "rejected": ex.rejected,
+            "persona": ex.user.persona(side), "view_prompt": request,
+            "chosen": r.responses[0], "rejected": r.responses[-1],
         })
     return requests, rows
 

@@ -26,7 +26,8 @@ from personalign.eval.generate import read_generations
 from personalign.eval.metrics import Estimate
 from personalign.llm.base import Backend, GenerationConfig, Message
 from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.verdict import parse_verdict
+from personalign.llm.prompt_file import PromptFile
+from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
 from personalign.persona.judge import JUDGE_GENERATION
 from personalign.persona.prompts import SHOTS
 
@@ -53,10 +54,56 @@ def _query(rubric: str, prompt: str, persona: str | None, first: str, second: st
             f"{RUBRICS[rubric]} Which response is better? Reply 1 or 2.")
 
 
-def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: str | None = None) -> list[Message]:
-    """The judge conversation for one order of one pair: instructions, two worked answers ("2", "1"), the query."""
+PRESETS = ("default", "prometheus")
+JUDGE_SLOTS = frozenset({"prompt", "persona", "first", "second", "question"})
+# Prometheus-2 relative grading (prometheus-eval's absolute/relative prompts): feedback, then "[RESULT] A|B".
+PROMETHEUS_VERSION = "eval-judge-prometheus-v1"
+PROMETHEUS_SYSTEM = (
+    "You are a fair judge assistant assigned to deliver insightful feedback that compares individual "
+    "performances, highlighting how each stands relative to others within the same cohort."
+)
+PROMETHEUS_USER = """###Task Description:
+An instruction (might include an Input inside it), two responses to evaluate (denoted as Response A and Response B), and a score rubric representing an evaluation criterion are given.
+1. Write a detailed feedback that assesses the quality of the two responses strictly based on the given score rubric, not evaluating in general.
+2. Make comparisons between Response A and Response B. Instead of examining Response A and Response B separately, go straight to the point and mention the commonalities and differences between them.
+3. After writing the feedback, indicate the better response, either "A" or "B".
+4. The output format should look as follows: "Feedback: (write a feedback for criteria) [RESULT] (Either "A" or "B")"
+5. Please do not generate any other opening, closing, and explanations.
+
+###Instruction:
+{instruction}
+
+###Response A:
+{first}
+
+###Response B:
+{second}
+
+###Score Rubric:
+{question}
+
+###Feedback: """
+
+
+def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: str | None = None,
+                   preset: str = "default", prompt_file: PromptFile | None = None) -> list[Message]:
+    """The judge conversation for one order of one pair.
+
+    default: instructions, two worked answers ("2", "1"), the query, answered "1" or "2".
+    prometheus: Prometheus-2's relative-grading prompt (the persona, for personalization, as part
+    of the instruction), answered with feedback and "[RESULT] A|B". A prompt file replaces both.
+    """
     if rubric not in RUBRICS:
         raise ValueError(f"unknown rubric {rubric!r}; choose from {', '.join(RUBRICS)}")
+    if prompt_file is not None:
+        return prompt_file.messages(prompt=prompt, persona=persona or "", first=first, second=second,
+                                    question=RUBRICS[rubric])
+    if preset == "prometheus":
+        instruction = prompt if rubric != "personalization" else f"{prompt}\n\n(The user's persona: {persona})"
+        user = PROMETHEUS_USER.format(instruction=instruction, first=first, second=second, question=RUBRICS[rubric])
+        return [{"role": "system", "content": PROMETHEUS_SYSTEM}, {"role": "user", "content": user}]
+    if preset != "default":
+        raise ValueError(f"unknown judge preset {preset!r}; choose from {', '.join(PRESETS)}")
     what = "a user's persona, a prompt written by that user," if rubric == "personalization" else "a prompt"
     messages: list[Message] = [{"role": "system", "content": _SYSTEM.format(what=what, question=RUBRICS[rubric])}]
     for shot, answer in ((SHOTS[0], "2"), (SHOTS[3], "1")):
@@ -65,6 +112,13 @@ def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: s
         messages.append({"role": "assistant", "content": answer})
     messages.append({"role": "user", "content": _query(rubric, prompt, persona, first, second)})
     return messages
+
+
+def judge_version(preset: str, prompt_file: PromptFile | None) -> str:
+    """The cache-key task name of a judge prompt."""
+    if prompt_file is not None:
+        return f"{PROMPT_VERSION}+{prompt_file.version}"
+    return PROMETHEUS_VERSION if preset == "prometheus" else PROMPT_VERSION
 
 
 # ------------------------------------------------------------------------------------- results
@@ -205,11 +259,16 @@ def judge_runs(
     n_boot: int = 1000,
     seed: int = 0,
     on_progress: Callable[[int], None] | None = None,
+    verdict_mode: VerdictMode = "generate",
+    preset: str = "default",
+    prompt_file: PromptFile | None = None,
 ) -> JudgeResult:
     """Judge the test run's responses against the base run's under each rubric, in both orders."""
     unknown = [r for r in rubrics if r not in RUBRICS]
     if unknown or not rubrics:
         raise ValueError(f"rubrics must be among {', '.join(RUBRICS)}; got {list(rubrics)}")
+    if verdict_mode == "logprob" and (preset != "default" or prompt_file is not None):
+        raise ValueError("the logprob verdict mode needs the default judge prompt, whose answer is its first token")
     pairs, unmatched = pair_runs(read_generations(base_dir), read_generations(test_dir))
     pairs = pairs[:limit] if limit is not None else pairs
     if not pairs:
@@ -221,16 +280,19 @@ def judge_runs(
             if rubric == "personalization" and not persona:
                 continue
             p, rb, rt = t["prompt"], b["response"], t["response"]
-            requests += [judge_messages(rubric, p, rb, rt, persona), judge_messages(rubric, p, rt, rb, persona)]
+            requests += [judge_messages(rubric, p, rb, rt, persona, preset, prompt_file),
+                         judge_messages(rubric, p, rt, rb, persona, preset, prompt_file)]
             slots.append((rubric, i))
     with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
-        outputs = generate_cached(backend, requests, gen_config, task=PROMPT_VERSION, cache=cache,
-                                  chunk_size=chunk_size, on_progress=on_progress).outputs
+        outputs = generate_cached(judge_backend(backend, verdict_mode), requests, gen_config,
+                                  task=judge_version(preset, prompt_file),
+                                  cache=cache, chunk_size=chunk_size, on_progress=on_progress).outputs
+    verdicts = read_verdicts(outputs, verdict_mode)
     judged = {r: _Judgments([None] * len(pairs), [None] * len(pairs)) for r in rubrics}
     for k, (rubric, i) in enumerate(slots):
         pair_outputs = (outputs[2 * k], outputs[2 * k + 1])
         judged[rubric].outputs[i] = pair_outputs
-        judged[rubric].verdicts[i] = (parse_verdict(pair_outputs[0]), parse_verdict(pair_outputs[1]))
+        judged[rubric].verdicts[i] = (verdicts[2 * k], verdicts[2 * k + 1])
     scores = {r: np.array([math.nan if v is None else outcome(*v) for v in j.verdicts]) for r, j in judged.items()}
     estimates, delta = bootstrap_win_rates(scores, n_boot=n_boot, seed=seed)
     results = {r: _rubric_result(r, judged[r], scores[r], estimates[r]) for r in rubrics}
@@ -245,7 +307,8 @@ def judge_runs(
                           "verdicts": list(j.verdicts[i]), "outputs": list(j.outputs[i])}
         rows.append(row)
     config = {"rubrics": list(rubrics), "generation": gen_config.model_dump(mode="json"), "limit": limit,
-              "n_boot": n_boot, "seed": seed, "prompt_version": PROMPT_VERSION}
+              "n_boot": n_boot, "seed": seed, "prompt_version": judge_version(preset, prompt_file), "verdict_mode": verdict_mode,
+              "preset": preset, "prompt_file": prompt_file.source if prompt_file is not None else None}
     return JudgeResult(str(base_dir), str(test_dir), backend.identity, results, delta, len(pairs), unmatched, config,
                        rows)
 

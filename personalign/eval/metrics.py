@@ -54,6 +54,16 @@ def bootstrap(values: Sequence[float] | np.ndarray, *, n_boot: int = 1000, seed:
     return Estimate(float(x.mean()), float(low), float(high), int(x.size))
 
 
+def paired_difference(after: Sequence[float] | np.ndarray, before: Sequence[float] | np.ndarray, *,
+                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
+    """Mean of after − before over the same records, with a paired percentile bootstrap interval
+    (records are resampled, each keeping both of its values)."""
+    a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in number: {a.size} after, {b.size} before")
+    return bootstrap(a - b, n_boot=n_boot, seed=seed, level=level)
+
+
 def sliced_accuracy(correct: Sequence[bool] | np.ndarray, slices: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
     """Accuracy overall and per conditioning slice, each with a bootstrap interval."""
     c = np.asarray(correct, dtype=np.float64)

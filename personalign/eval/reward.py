@@ -18,6 +18,7 @@ import torch
 
 from personalign.data.errors import RecordError
 from personalign.data.io import iter_raw
+from personalign.data.tokens import prompts_ids
 from personalign.eval.metrics import Estimate, bootstrap
 
 PathLike = str | os.PathLike
@@ -61,7 +62,7 @@ def reward_text(tokenizer, prompt: str, response: str) -> str:
 
 def reward_scores(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_length: int = 2048) -> np.ndarray:
     """Raw scores (logits) of `texts`, in order; batches of similar length, right-padded."""
-    enc = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    enc = [ids[:max_length] for ids in prompts_ids(tokenizer, texts)]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     scores = np.empty(len(enc), dtype=np.float64)
     for start in range(0, len(order), batch_size):

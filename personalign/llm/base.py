@@ -13,13 +13,24 @@ Request = Union[str, list[Message]]  # a raw prompt (completions) or a chat conv
 
 
 class GenerationConfig(StrictModel):
-    """Sampling settings; temperature 0 means greedy decoding."""
+    """Sampling settings; temperature 0 means greedy decoding. With sampling, logits are divided by
+    the temperature, then cut to the `top_k` most likely tokens (0 = no cut), then to the nucleus
+    `top_p`, in that order (as transformers' `generate` does). AlignX's generation scripts sample
+    with temperature 0.9, top_k 10, top_p 0.95 (`SAMPLING_PRESETS["alignx"]`)."""
 
     max_new_tokens: int = Field(128, gt=0)
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
     stop: list[str] = Field(default_factory=list)
     seed: int = 0
+
+
+# Named sampling settings of the source papers' generation scripts.
+SAMPLING_PRESETS: dict[str, dict[str, float | int]] = {
+    "greedy": {"temperature": 0.0, "top_k": 0, "top_p": 1.0},
+    "alignx": {"temperature": 0.9, "top_k": 10, "top_p": 0.95, "max_new_tokens": 512},  # AlignX eval/gen_*.py
+}
 
 
 class BackendConfig(StrictModel):

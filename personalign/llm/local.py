@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from personalign.data.tokens import prompts_ids
 from personalign.llm.base import BackendConfig, GenerationConfig, Request
 from personalign.llm.progress import progress_bar
 from personalign.models.loading import load_model, model_fingerprint
@@ -96,7 +97,7 @@ class LocalBackend:
         if not requests:
             return []
         prompts = [self.render(r) for r in requests]
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        ids = prompts_ids(self.tokenizer, prompts)
         if empty := [i for i, row in enumerate(ids) if not row]:
             raise ValueError(f"requests {empty[:5]} have empty prompts; there is nothing to continue from")
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
@@ -162,6 +163,31 @@ class LocalBackend:
             completions.append(Completion(text, len(prompt_ids), len(out), "stop" if done or hit_stop else "length"))
         return completions
 
+    @torch.inference_mode()
+    def choice_probs(self, requests: Sequence[Request], choices: Sequence[str]) -> list[list[float] | None]:
+        """Per request, the next-token probabilities of each choice's first token (e.g. "1", "2"),
+        renormalised over the choices: what the model would answer, read without generating."""
+        ids = [self._choice_token(c) for c in choices]
+        prompts = prompts_ids(self.tokenizer, [self.render(r) for r in requests])
+        out: list[list[float] | None] = []
+        device = self.model.device
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start : start + self.batch_size]
+            enc = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt", padding_side="left")
+            mask = enc["attention_mask"].to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=enc["input_ids"].to(device), attention_mask=mask, position_ids=positions,
+                                use_cache=False).logits[:, -1, :].float()
+            probs = logits.log_softmax(-1)[:, ids].exp()
+            out += (probs / probs.sum(-1, keepdim=True)).tolist()
+        return out
+
+    def _choice_token(self, choice: str) -> int:
+        ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"choice {choice!r} encodes to no token")
+        return ids[0]
+
     def _forward(self, input_ids, mask, positions, cache, last_only: bool = False) -> torch.Tensor:
         """Logits of the last position of every row, extending `cache`."""
         extra = {"logits_to_keep": 1} if last_only and self._keeps_logits else {}
@@ -199,10 +225,15 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 
 def _next_tokens(logits: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
-    """Greedy (temperature 0) or temperature + nucleus (top_p) sampling from last-position logits."""
+    """Greedy (temperature 0) or sampling from last-position logits: temperature, then top_k, then
+    nucleus (top_p), in transformers' order."""
     if config.temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
+    scaled = logits.float() / config.temperature
+    if 0 < config.top_k < scaled.shape[-1]:
+        kth = scaled.topk(config.top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
     if config.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > config.top_p] = 0.0  # keeps at least the top token

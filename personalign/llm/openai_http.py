@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -33,6 +34,7 @@ RETRY_STATUS = frozenset({408, 409, 429})
 RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 MAX_RETRY_AFTER = 60.0  # longer Retry-After values are capped at this many seconds
 PATHS = {"chat": "chat/completions", "completions": "completions"}
+TOP_LOGPROBS = 20  # alternatives asked for in the log-prob verdict mode (OpenAI's maximum)
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +147,10 @@ class OpenAIBackend:
         self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = False
     ) -> list[str]:
         """Generate for every request concurrently; results in input order."""
-        bodies = [self._body(r, config) for r in requests]
+        return await self._post_all([self._body(r, config) for r in requests], parse=self._text, progress=progress)
+
+    async def _post_all(self, bodies: list[dict[str, Any]], *, parse, progress: bool = False) -> list:
+        """POST every body concurrently (retries, server choice) and parse each reply; results in input order."""
         secret = os.environ.get(self.api_key_env) or None
         if secret is None:
             logger.debug("no API key in $%s; sending requests without Authorization", self.api_key_env)
@@ -159,7 +164,7 @@ class OpenAIBackend:
             async with httpx.AsyncClient(headers=headers, timeout=self.timeout, limits=limits) as client:
 
                 async def one(index: int, body: dict[str, Any]) -> str:
-                    text = await self._send(client, semaphore, in_flight, index, body, secret)
+                    text = await self._send(client, semaphore, in_flight, index, body, secret, parse)
                     bar.advance(task_id)
                     return text
 
@@ -172,6 +177,34 @@ class OpenAIBackend:
                     await asyncio.gather(*tasks, return_exceptions=True)
                     raise
 
+    def choice_probs(self, requests: Sequence[Request], choices: Sequence[str]) -> list[list[float] | None]:
+        """Per request, the probabilities of each choice as the first answer token, from the server's
+        top log-probs (one token generated, temperature 0), renormalised over the choices; None when
+        no choice is among the returned top tokens."""
+        return run_sync(self._achoice_probs(requests, list(choices)))
+
+    async def _achoice_probs(self, requests: Sequence[Request], choices: list[str]) -> list[list[float] | None]:
+        config = GenerationConfig(max_new_tokens=1, temperature=0.0)
+        bodies = []
+        for r in requests:
+            body = self._body(r, config)
+            body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if self.endpoint == "chat" else {
+                "logprobs": TOP_LOGPROBS}
+            bodies.append(body)
+        replies = await self._post_all(bodies, parse=lambda response, url, secret: response.json())
+        return [_choice_distribution(self._top_logprobs(reply), choices) for reply in replies]
+
+    def _top_logprobs(self, reply: dict) -> dict[str, float]:
+        """token -> log-prob of the first generated token's top alternatives, from a chat or completions reply."""
+        try:
+            lp = reply["choices"][0]["logprobs"]
+            if self.endpoint == "chat":
+                return {t["token"]: t["logprob"] for t in lp["content"][0]["top_logprobs"]}
+            return dict(lp["top_logprobs"][0])
+        except (KeyError, IndexError, TypeError) as e:
+            raise BackendError(f"the server returned no top log-probs ({type(e).__name__}); it must support "
+                               "`logprobs` for the log-prob verdict mode") from None
+
     def _body(self, request: Request, config: GenerationConfig) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -180,6 +213,8 @@ class OpenAIBackend:
             "top_p": config.top_p,
             "seed": config.seed,
         }
+        if config.top_k:
+            body["top_k"] = config.top_k  # vLLM's (and most open servers') sampling extension
         if config.stop:
             body["stop"] = list(config.stop)
         if self.endpoint == "chat":
@@ -198,7 +233,8 @@ class OpenAIBackend:
         index: int,
         body: dict[str, Any],
         secret: str | None,
-    ) -> str:
+        parse,
+    ):
         failure, server = "", None
         for attempt in range(self.max_retries + 1):
             server = self._pick(in_flight, index + attempt, avoid=server)
@@ -212,7 +248,7 @@ class OpenAIBackend:
                     failure = f"{type(e).__name__} from {url}"
                 else:
                     if response.status_code == 200:
-                        return self._text(response, url, secret)
+                        return parse(response, url, secret)
                     failure = f"HTTP {response.status_code} from {url}: {_redact(response.text[:300], secret)}"
                     if response.status_code not in RETRY_STATUS and response.status_code < 500:
                         raise BackendError(f"request {index}: {failure}")
@@ -243,6 +279,18 @@ class OpenAIBackend:
             snippet = _redact(response.text[:300], secret)
             raise BackendError(f"malformed reply from {url} ({type(e).__name__}): {snippet}") from None
         return text or ""
+
+
+def _choice_distribution(top: dict[str, float], choices: list[str]) -> list[float] | None:
+    """Probabilities of `choices` among the top tokens (whitespace-stripped match, summed over
+    variants such as "1" and " 1"), renormalised; None when none of them is there."""
+    mass = [0.0] * len(choices)
+    for token, logprob in top.items():
+        for j, c in enumerate(choices):
+            if token.strip() == c:
+                mass[j] += math.exp(logprob)
+    total = sum(mass)
+    return [m / total for m in mass] if total > 0 else None
 
 
 def _redact(text: str, secret: str | None) -> str:

@@ -33,6 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedTokenizerBase
 
+from personalign.data.tokens import prompt_ids as encode_prompt
+
 PAD_SEGMENT = -1
 PROMPT_SEGMENT = 0
 MASK_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
@@ -59,7 +61,8 @@ class Tokenized:
 def tokenize_pair(
     tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], max_length: int | None = None
 ) -> Tokenized:
-    """Tokenize a rendered prompt and its responses (no special tokens added; EOS appended to each).
+    """Tokenize a rendered prompt and its responses: the prompt with BOS where the tokenizer's
+    convention adds one (`prompt_ids`), responses without special tokens, EOS appended to each.
 
     When prompt + longest response exceeds `max_length`, the prompt is left-truncated first
     (down to `max_length - longest`, but never below half of `max_length`), then responses are
@@ -70,7 +73,7 @@ def tokenize_pair(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; responses must end with one")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompt(tokenizer, prompt)
     if not prompt_ids:
         raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
     response_ids = [ids + [eos] for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+BEGIN_OF_TEXT = "<|begin_of_text|>"
 
 # SmolLM2-Instruct's template: ChatML with a default system turn when none is given.
 CHATML_TEMPLATE = (
@@ -84,21 +85,30 @@ Helpful, harmless and honest: these three words describe what many people want f
 """
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (vocab ≤ 1024) trained on the built-in corpus; ChatML template."""
+def tiny_tokenizer(*, adds_bos: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (vocab ≤ 1024) trained on the built-in corpus; ChatML template.
+
+    `adds_bos` makes it Llama-style: BOS `<|begin_of_text|>` is added in front of every text
+    encoded with ``add_special_tokens=True``.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=1024,
         min_frequency=2,
-        special_tokens=[ENDOFTEXT, IM_START, IM_END],
+        special_tokens=[ENDOFTEXT, IM_START, IM_END, BEGIN_OF_TEXT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer)
+    if adds_bos:
+        bos_id = tok.token_to_id(BEGIN_OF_TEXT)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{BEGIN_OF_TEXT} $A", pair=f"{BEGIN_OF_TEXT} $A $B", special_tokens=[(BEGIN_OF_TEXT, bos_id)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
+        bos_token=BEGIN_OF_TEXT,
         eos_token=IM_END,
         pad_token=ENDOFTEXT,
         unk_token=ENDOFTEXT,

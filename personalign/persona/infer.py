@@ -16,7 +16,8 @@ from personalign.data.io import Source, read_examples, write_examples
 from personalign.data.schema import Example
 from personalign.llm.base import Backend, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.persona.prompts import INFER_VERSION, infer_messages
+from personalign.llm.prompt_file import PromptFile
+from personalign.persona.prompts import INFER_VERSION, infer_messages, task_version
 
 SIDES = ("chosen", "rejected")
 FIELD = {"chosen": "chosen_persona", "rejected": "rejected_persona"}
@@ -109,6 +110,7 @@ def infer_personas(
     gen_config: GenerationConfig = DEFAULT_GENERATION,
     chunk_size: int = 8,
     on_progress: Callable[[int], None] | None = None,
+    prompt_file: PromptFile | None = None,
 ) -> InferStats:
     """Add `chosen_persona` / `rejected_persona` to every record of `source` and write `out_path`
     (.jsonl, .json or .parquet; all other keys kept).
@@ -132,10 +134,12 @@ def infer_personas(
             source_examples = (ex for i, ex in zip(range(limit), source_examples))
         for chunk in _chunks(source_examples, max(1, 4 * chunk_size)):
             requests = [
-                infer_messages(ex.prompt, *((ex.chosen, ex.rejected) if side == "chosen" else (ex.rejected, ex.chosen)))
+                infer_messages(ex.prompt, *((ex.chosen, ex.rejected) if side == "chosen" else (ex.rejected, ex.chosen)),
+                               prompt_file)
                 for ex in chunk for side in sides
             ]
-            result = generate_cached(backend, requests, gen_config, task=INFER_VERSION, cache=cache,
+            result = generate_cached(backend, requests, gen_config, task=task_version(INFER_VERSION, prompt_file),
+                                     cache=cache,
                                      chunk_size=chunk_size, on_progress=on_progress)
             stats.generated += result.generated
             stats.reused += result.reused

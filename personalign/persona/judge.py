@@ -10,6 +10,9 @@ chance), unparseable verdicts count as wrong and are reported.
 record and names the persona whose needs are more reasonable and desirable for a helpful
 assistant to serve, in both orders. The same persona picked in both orders is a win for its
 side; anything else (disagreement, or an unparseable verdict) is a tie.
+
+Verdicts are read from the judge's text (`verdict_mode="generate"`) or from the probabilities
+of its answers "1" and "2", averaged over both orders (`"logprob"`, `personalign.llm.verdict`).
 """
 from __future__ import annotations
 
@@ -24,8 +27,15 @@ from personalign.data.schema import GOLD_PERSONA, Example
 from personalign.eval.metrics import Estimate, bootstrap
 from personalign.llm.base import Backend, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.verdict import parse_verdict
-from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
+from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
+from personalign.llm.prompt_file import PromptFile
+from personalign.persona.prompts import (
+    ACCURACY_VERSION,
+    PREFER_VERSION,
+    accuracy_messages,
+    prefer_messages,
+    task_version,
+)
 
 PathLike = str | os.PathLike
 PERSONA_FIELDS = ("chosen_persona", "rejected_persona", GOLD_PERSONA)
@@ -80,11 +90,13 @@ class PersonaPreference:
         }
 
 
-def _generate(backend: Backend, requests: list, task: str, gen_config: GenerationConfig,
-              cache_path: PathLike | None, chunk_size: int, on_progress: Callable[[int], None] | None) -> list[str]:
+def _judge(backend: Backend, requests: list, task: str, gen_config: GenerationConfig, cache_path: PathLike | None,
+           chunk_size: int, on_progress: Callable[[int], None] | None, mode: VerdictMode) -> list[int | None]:
+    """Verdicts of paired judge requests (each item shown first, then second), by `mode`."""
     with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
-        return generate_cached(backend, requests, gen_config, task=task, cache=cache, chunk_size=chunk_size,
-                               on_progress=on_progress).outputs
+        outputs = generate_cached(judge_backend(backend, mode), requests, gen_config, task=task, cache=cache,
+                                  chunk_size=chunk_size, on_progress=on_progress).outputs
+    return read_verdicts(outputs, mode)
 
 
 def persona_accuracy(
@@ -97,6 +109,8 @@ def persona_accuracy(
     chunk_size: int = 8,
     on_progress: Callable[[int], None] | None = None,
     n_boot: int = 1000,
+    verdict_mode: VerdictMode = "generate",
+    prompt_file: PromptFile | None = None,
 ) -> PersonaAccuracy:
     """Judge, for every example holding `persona_field`, which response that persona would choose."""
     if persona_field not in PERSONA_FIELDS:
@@ -108,10 +122,10 @@ def persona_accuracy(
             missing += 1
             continue
         target, other = (ex.rejected, ex.chosen) if persona_field == "rejected_persona" else (ex.chosen, ex.rejected)
-        requests.append(accuracy_messages(persona, ex.prompt, target, other))
-        requests.append(accuracy_messages(persona, ex.prompt, other, target))
-    outputs = _generate(backend, requests, ACCURACY_VERSION, gen_config, cache_path, chunk_size, on_progress)
-    verdicts = [parse_verdict(o) for o in outputs]
+        requests.append(accuracy_messages(persona, ex.prompt, target, other, prompt_file))
+        requests.append(accuracy_messages(persona, ex.prompt, other, target, prompt_file))
+    verdicts = _judge(backend, requests, task_version(ACCURACY_VERSION, prompt_file), gen_config, cache_path, chunk_size, on_progress,
+                      verdict_mode)
     correct = np.array([v == (1 if i % 2 == 0 else 2) for i, v in enumerate(verdicts)], dtype=np.float64)
     first, second = correct[0::2], correct[1::2]
     return PersonaAccuracy(
@@ -134,6 +148,8 @@ def persona_preference(
     cache_path: PathLike | None = None,
     chunk_size: int = 8,
     on_progress: Callable[[int], None] | None = None,
+    verdict_mode: VerdictMode = "generate",
+    prompt_file: PromptFile | None = None,
 ) -> PersonaPreference:
     """Judge the chosen persona against the rejected persona of every example holding both."""
     requests, missing = [], 0
@@ -142,10 +158,10 @@ def persona_preference(
         if not chosen or not rejected:
             missing += 1
             continue
-        requests.append(prefer_messages(ex.prompt, chosen, rejected))
-        requests.append(prefer_messages(ex.prompt, rejected, chosen))
-    outputs = _generate(backend, requests, PREFER_VERSION, gen_config, cache_path, chunk_size, on_progress)
-    verdicts = [parse_verdict(o) for o in outputs]
+        requests.append(prefer_messages(ex.prompt, chosen, rejected, prompt_file))
+        requests.append(prefer_messages(ex.prompt, rejected, chosen, prompt_file))
+    verdicts = _judge(backend, requests, task_version(PREFER_VERSION, prompt_file), gen_config, cache_path, chunk_size, on_progress,
+                      verdict_mode)
     wins = {"chosen": 0, "tie": 0, "rejected": 0}
     for shown_first, shown_second in zip(verdicts[0::2], verdicts[1::2]):
         a = {1: "chosen", 2: "rejected"}.get(shown_first)

@@ -8,10 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from personalign.llm.base import Message
+from personalign.llm.prompt_file import PromptFile
 
 INFER_VERSION = "persona-infer-v1"
 ACCURACY_VERSION = "persona-accuracy-v1"
 PREFER_VERSION = "persona-prefer-v1"
+# Slots a user's prompt file (`--prompt-file`, `personalign.llm.prompt_file`) may fill, per task.
+INFER_SLOTS = frozenset({"prompt", "preferred", "other"})
+ACCURACY_SLOTS = frozenset({"persona", "prompt", "first", "second"})
+PREFER_SLOTS = frozenset({"prompt", "first", "second"})
+
+
+def task_version(version: str, prompt_file: PromptFile | None) -> str:
+    """The cache-key task name: our prompt's version, or the prompt file's content hash."""
+    return version if prompt_file is None else f"{version}+{prompt_file.version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +117,19 @@ def _chat(system: str, shots: list[tuple[str, str]], query: str) -> list[Message
     return messages
 
 
-def infer_messages(prompt: str, preferred: str, other: str) -> list[Message]:
+def infer_messages(prompt: str, preferred: str, other: str, prompt_file: PromptFile | None = None) -> list[Message]:
     """Ask for the persona of a user who prefers `preferred` over `other`."""
+    if prompt_file is not None:
+        return prompt_file.messages(prompt=prompt, preferred=preferred, other=other)
     shots = [(_infer_query(s.prompt, s.preferred, s.other), s.persona) for s in SHOTS]
     return _chat(INFER_SYSTEM, shots, _infer_query(prompt, preferred, other))
 
 
-def accuracy_messages(persona: str, prompt: str, first: str, second: str) -> list[Message]:
+def accuracy_messages(persona: str, prompt: str, first: str, second: str,
+                      prompt_file: PromptFile | None = None) -> list[Message]:
     """Ask which of two responses the persona would choose (few-shot answers alternate 2, 1)."""
+    if prompt_file is not None:
+        return prompt_file.messages(persona=persona, prompt=prompt, first=first, second=second)
     a, b = SHOTS[0], SHOTS[1]
     shots = [
         (_accuracy_query(a.persona, a.prompt, a.other, a.preferred), "2"),
@@ -123,8 +138,10 @@ def accuracy_messages(persona: str, prompt: str, first: str, second: str) -> lis
     return _chat(ACCURACY_SYSTEM, shots, _accuracy_query(persona, prompt, first, second))
 
 
-def prefer_messages(prompt: str, first: str, second: str) -> list[Message]:
+def prefer_messages(prompt: str, first: str, second: str, prompt_file: PromptFile | None = None) -> list[Message]:
     """Ask which of two personas describes more reasonable, desirable needs (few-shot: 1, 2)."""
+    if prompt_file is not None:
+        return prompt_file.messages(prompt=prompt, first=first, second=second)
     a, b = SHOTS[0], SHOTS[3]
     shots = [
         (_prefer_query(a.prompt, a.persona, a.other_persona), "1"),

@@ -43,6 +43,7 @@ class _Body(BaseModel):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # vLLM's sampling extension
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = 1
@@ -206,6 +207,7 @@ def _generation_config(body: _Body, max_tokens: int) -> GenerationConfig:
             max_new_tokens=max_tokens,
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
+            top_k=body.top_k or 0,
             stop=stop,
             seed=body.seed or 0,
         )

@@ -87,8 +87,8 @@ def test_user_profile_sources_in_order():
     user = UserContext(ugc=items[:1], pairs=items[1:], direction=[0, 0, 0, 0])
     # the items' vectors win over the record's own vector; means [1, 0.5, .5, .5] -> dim 0 only
     assert user_profile(user, items, DIMS) == "pos0"
-    # no item vectors -> the record's own vector
-    assert user_profile(user, items[2:], DIMS) == "neg0, neg1, neg2, neg3"
+    # no item vectors: no profile; the record's own vector describes the pair being predicted
+    assert user_profile(user, items[2:], DIMS) is None
     # a ready profile wins over everything
     user.profile = "Likes humor"
     assert user_profile(user, items, DIMS) == "Likes humor"

@@ -173,10 +173,68 @@ def test_pba_without_vectors_renders_like_none_and_counts(dimensions_path):
     counts.add(r)
     assert counts.summary()["no_profile"] == 1
 
-    with_vectors = history_example(direction=[0.5] * 89 + [1])
+    with_vectors = history_example()
+    with_vectors.user.ugc[0].direction = [0.5] * 89 + [1]
     r = build_view(with_vectors, cfg)
     assert r.missing is None
     assert r.prompt.endswith("# User preferences\nLikes fashion<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_pba_never_uses_the_records_own_direction(dimensions_path):
+    """The record's own Preference Direction describes the pair being predicted: using it leaks the label."""
+    from personalign.data.dimensions import load_dimensions
+
+    dims = load_dimensions(dimensions_path)
+    own = [1.0] * 45 + [0.0] * 45
+    for template in ("chat", "alignx", "alignx-eval"):
+        ex = history_example(direction=own)
+        r = build_view(ex, ViewConfig(view="pba", template=template, dimensions=str(dimensions_path)))
+        assert r.missing == "profile"
+        assert r.prompt == build_view(ex, ViewConfig(view="none", template=template)).prompt
+        leaked = [d.positive for d in dims[:45]] + [d.negative for d in dims[45:]]
+        assert not any(phrase in r.prompt for phrase in leaked if len(phrase) > 3)
+
+
+# --- persona side ----------------------------------------------------------------------------
+
+
+def persona_example() -> Example:
+    personas = {"chosen_persona": "The user wants brevity.", "rejected_persona": "The user wants detail.",
+                "retrieved_chosen_persona": "The user is busy.", "retrieved_rejected_persona": "The user is curious."}
+    return Example("Explain tides.", ["Moon pulls water.", "Tides are caused by ..."], rewards=[2.0, 1.0],
+                   user=UserContext(personas=personas), source="p.jsonl:1")
+
+
+@pytest.mark.parametrize(("source", "persona", "first"), [
+    ("chosen", "The user wants brevity.", "Moon pulls water."),
+    ("gold_chosen", "The user wants brevity.", "Moon pulls water."),
+    ("rejected", "The user wants detail.", "Tides are caused by ..."),
+    ("gold_rejected", "The user wants detail.", "Tides are caused by ..."),
+    ("retrieved", "The user is busy.", "Moon pulls water."),
+    ("retrieved_rejected", "The user is curious.", "Tides are caused by ..."),
+    ("retr_rejected", "The user is curious.", "Tides are caused by ..."),
+])
+def test_persona_side_decides_the_preferred_response(source, persona, first):
+    """A persona belongs to the response it explains: under a rejected persona the rejected one comes first."""
+    r = build_view(persona_example(), ViewConfig(view="persona", template="plain", persona_source=source))
+    assert r.prompt == f"Prompt: Explain tides.\nPersona: {persona}\nResponse:"
+    assert r.responses[0] == first
+    assert r.rewards[0] > r.rewards[1]
+
+
+def test_persona_training_type_all_renders_both_sides_and_system_puts_persona_in_system():
+    rows = list(render_views([persona_example()], ViewConfig(view="persona", template="plain", persona_source="all")))
+    assert [(r.prompt.split("Persona: ")[1], r.responses[0]) for r in rows] == [
+        ("The user wants brevity.\nResponse:", "Moon pulls water."),
+        ("The user wants detail.\nResponse:", "Tides are caused by ..."),
+    ]
+    with pytest.raises(ValueError, match="render_views"):
+        build_view(persona_example(), ViewConfig(view="persona", persona_source="all"))
+    system = build_view(persona_example(), ViewConfig(view="persona", persona_source="system")).prompt
+    assert system.startswith("<|im_start|>system\nYou are talking with this user: The user wants brevity.")
+    assert system.endswith("<|im_start|>user\nExplain tides.<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(ValidationError, match="needs template 'chat'"):
+        ViewConfig(view="persona", template="plain", persona_source="system")
 
 
 # --- history sampling ------------------------------------------------------------------------

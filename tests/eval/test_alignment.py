@@ -98,3 +98,58 @@ def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, s
     one, two = (tmp_path / "one" / "accuracy.json").read_bytes(), (tmp_path / "two" / "accuracy.json").read_bytes()
     assert one == two
     assert (tmp_path / "one" / "scores.jsonl").read_text().count("\n") == 24
+
+
+def _plain_logp(model, tok, prompt: str, response: str) -> float:
+    """logp(response | prompt) from one ordinary forward over prompt ‖ response ‖ EOS (independent of the engine)."""
+    import torch
+
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        logits = model(torch.tensor([p + r])).logits[0].float().log_softmax(-1)
+    return sum(logits[len(p) - 1 + i, t].item() for i, t in enumerate(r))
+
+
+def test_alignx_protocol_scores_the_reference_under_the_ica_eval_layout(tiny_model_dir, second_model_dir, tmp_path):
+    """AlignX's released protocol: a PBA policy under its PBA prompt, the reference under the ICA
+    evaluation layout with all history (not under the policy's PBA prompt)."""
+    recs = []
+    for i in range(4):
+        recs.append({"prompt": f"Describe item {i}", "chosen": "red blue", "rejected": "slow dark cold",
+                     "profile": "Likes brevity", "User-Generated Content": [{"prompt": f"post {i}", "comment": "nice"}],
+                     "Pair-wise Comparative Feedback": [{"prompt": "p", "chosen": "a b", "rejected": "c d"}],
+                     "Demographic Information": "A student."})
+    data = tmp_path / "pba.jsonl"
+    write_jsonl(recs, data)
+    cfg = AccuracyConfig(data=str(data), policy=str(second_model_dir), reference=str(tiny_model_dir), n_boot=50,
+                         view={"view": "pba"}, protocol="alignx", cache=False)
+    assert cfg.view.template == "alignx-eval" and cfg.reference_view.view == "ica"
+    res = evaluate_accuracy(cfg)
+    policy, ptok = load_model(second_model_dir)
+    reference, rtok = load_model(tiny_model_dir)
+    from personalign.data.io import read_examples
+    from personalign.data.templates import history_text, render_prompt
+    from personalign.data.views import ViewConfig, build_view
+
+    for ex, p_scores, r_scores in zip(read_examples(data), res.policy, res.reference):
+        pba_prompt = build_view(ex, ViewConfig(view="pba", template="alignx-eval")).prompt
+        assert "***User Preferences***\n\nLikes brevity" in pba_prompt
+        ica_prompt = render_prompt("alignx-eval", "ica", ex.prompt, history_text(ex.user.ugc, ex.user.pairs),
+                                   ex.user.demographic)
+        assert "A student." in ica_prompt and "post" in ica_prompt
+        for j, response in enumerate(ex.responses):
+            assert p_scores.logp[j] == pytest.approx(_plain_logp(policy, ptok, pba_prompt, response), abs=1e-4)
+            assert r_scores.logp[j] == pytest.approx(_plain_logp(reference, rtok, ica_prompt, response), abs=1e-4)
+    assert res.config["reference_view"]["template"] == "alignx-eval"
+
+
+def test_reference_view_can_be_set_on_its_own_and_same_model_other_view_is_not_raw(tiny_model_dir, pair_file):
+    cfg = AccuracyConfig(data=str(pair_file), policy=str(tiny_model_dir), reference=str(tiny_model_dir), cache=False,
+                         view={"view": "none"}, reference_view={"view": "ica"}, n_boot=50, limit=6)
+    res = evaluate_accuracy(cfg)
+    assert res.mode == "alignment"
+    with_history = [i for i, s in enumerate(res.slices) if s != "none"]
+    assert any(res.policy[i].logp != res.reference[i].logp for i in with_history)
+    with pytest.raises(ValueError, match="protocol 'alignx' evaluates the ica or pba method"):
+        AccuracyConfig(data="x", view={"view": "none"}, protocol="alignx")

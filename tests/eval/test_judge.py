@@ -160,3 +160,68 @@ def test_write_judge_and_the_command_line(runs, tmp_path, tiny_model_dir):
     saved = json.loads((out / "judge.json").read_text())
     assert list(saved["rubrics"]) == ["quality"] and saved["rubrics"]["quality"]["n"] == 5
     assert (out / CACHE_FILE).is_file() and (out / "judge.md").is_file()
+
+
+class PrometheusJudge:
+    """Answers in Prometheus-2's relative-grading format: feedback mentioning both responses, then [RESULT]."""
+
+    identity = "prometheus-rule"
+
+    def __init__(self):
+        self.requests: list = []
+
+    def generate(self, requests: Sequence, config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        out = []
+        for r in requests:
+            self.requests.append(r)
+            m = re.search(r"###Response A:\n(.*?)\n\n###Response B:\n(.*?)\n\n###Score Rubric", r[-1]["content"], re.S)
+            a, b = m.group(1), m.group(2)
+            winner = "B" if len(b) > len(a) else "A"
+            out.append(f"Feedback: Response A is {len(a)} characters and Response B is {len(b)}; Response A is "
+                       f"clear but Response B is also clear. [RESULT] {winner}")
+        return out
+
+
+def test_prometheus_preset_matches_the_default_judge_on_the_same_preference(runs):
+    judge = PrometheusJudge()
+    result = judge_runs(*runs, judge, preset="prometheus", n_boot=100)
+    q = result.rubrics["quality"]
+    assert (q.wins, q.ties, q.losses) == (3, 1, 1)  # same hand-computed counts as the "longer" rule judge
+    first = judge.requests[0]
+    assert first[0]["content"].startswith("You are a fair judge assistant")
+    assert "[RESULT] (Either \"A\" or \"B\")" in first[1]["content"]
+    persona_requests = [r for r in judge.requests if "(The user's persona: P0)" in r[1]["content"]]
+    assert len(persona_requests) == 2 and result.config["preset"] == "prometheus"
+    with pytest.raises(ValueError, match="logprob verdict mode needs the default judge prompt"):
+        judge_runs(*runs, judge, preset="prometheus", verdict_mode="logprob")
+
+
+def test_a_prompt_file_replaces_the_judge_prompt_and_changes_the_cache_key(runs, tmp_path):
+    from personalign.config import ConfigError
+    from personalign.eval.judge import JUDGE_SLOTS
+    from personalign.llm.prompt_file import load_prompt_file
+
+    path = tmp_path / "judge.yaml"
+    path.write_text("system: Judge by {question}\nshots:\n  - user: 'Response 1: x\n\n    Response 2: yy\n\n    '\n"
+                    "    assistant: '2'\nuser: \"Response 1: {first}\\n\\nResponse 2: {second}\\n\\nPersona {persona}\"\n")
+    template = load_prompt_file(path, JUDGE_SLOTS, {"first", "second"})
+    judge = RuleJudge(longer)
+    cache = tmp_path / "cache.jsonl"
+    result = judge_runs(*runs, judge, prompt_file=template, cache_path=cache, n_boot=100)
+    assert (result.rubrics["quality"].wins, result.rubrics["quality"].losses) == (3, 1)
+    sent = judge.requests[0]
+    assert sent[0] == {"role": "system", "content": f"Judge by {RUBRICS['quality']}"}
+    assert sent[1]["content"].startswith("Response 1: x") and sent[2] == {"role": "assistant", "content": "2"}
+    assert result.config["prompt_file"] == str(path)
+    n = len(judge.requests)
+    judge_runs(*runs, judge, cache_path=cache, n_boot=100)  # our own prompt: other keys, judged afresh
+    assert len(judge.requests) > n
+    path.write_text("user: '{first} {second} {unknown}'\n")
+    with pytest.raises(ConfigError, match=r"judge\.yaml: unknown slot\(s\) \['unknown'\]"):
+        load_prompt_file(path, JUDGE_SLOTS)
+    path.write_text("user: 'no slots'\n")
+    with pytest.raises(ConfigError, match="must use slot"):
+        load_prompt_file(path, JUDGE_SLOTS, {"first", "second"})
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="is a mapping"):
+        load_prompt_file(path, JUDGE_SLOTS)

@@ -123,3 +123,19 @@ def test_embedded_model_batched_greedy_equals_one_at_a_time(default_model_dir):
     batched = backend.generate(requests, GenerationConfig(max_new_tokens=12), progress=False)
     assert batched == _transformers_greedy(model, tok, requests, 12)
     assert all(text.strip() for text in batched)
+
+
+def test_top_k_sampling_draws_only_from_the_k_most_likely_tokens():
+    import torch
+
+    from personalign.llm.base import GenerationConfig
+    from personalign.llm.local import _next_tokens
+
+    logits = torch.tensor([[5.0, 4.0, 3.0, 2.9, 2.8, 0.0]]).repeat(2000, 1)
+    drawn = _next_tokens(logits, GenerationConfig(temperature=1.0, top_k=2, seed=0))
+    assert set(drawn.tolist()) == {0, 1}
+    drawn = _next_tokens(logits, GenerationConfig(temperature=5.0, top_k=0))
+    assert len(set(drawn.tolist())) == 6  # no cut: every token appears at a high temperature
+    # top_k then top_p: of the 3 kept tokens, the nucleus 0.5 keeps only the first
+    drawn = _next_tokens(logits, GenerationConfig(temperature=1.0, top_k=3, top_p=0.5))
+    assert set(drawn.tolist()) == {0}

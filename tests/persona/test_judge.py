@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from fake_llm import RuleBackend, field
 
@@ -66,3 +68,34 @@ def test_prefer_consistent_judge_wins_and_missing():
     assert beta.rejected_wins == 4
     half = persona_preference(examples(2), RuleBackend(lambda q: "2" if "alpha" in field(q, "Persona 1") else "x"))
     assert (half.ties, half.unparseable) == (2, 2)
+
+
+def test_persona_judges_and_inference_take_a_prompt_file(tmp_path):
+    from personalign.llm.prompt_file import load_prompt_file
+    from personalign.persona.infer import infer_personas
+    from personalign.persona.judge import persona_accuracy
+    from personalign.persona.prompts import ACCURACY_SLOTS, INFER_SLOTS
+
+    acc = tmp_path / "acc.yaml"
+    acc.write_text("user: 'WHO {persona} | A) {first} | B) {second}'\n")
+    asked: list[str] = []
+
+    def rule(query: str) -> str:
+        asked.append(query)
+        first = query.split("A) ")[1].split(" |")[0]
+        return "1" if first.startswith("good") else "2"
+
+    records = [Example(f"Q{i}?", [f"good {i}", f"bad {i}"], user=UserContext(personas={"chosen_persona": "P"}))
+               for i in range(3)]
+    result = persona_accuracy(records, RuleBackend(rule), prompt_file=load_prompt_file(acc, ACCURACY_SLOTS))
+    assert result.accuracy.value == 1.0 and asked[0] == "WHO P | A) good 0 | B) bad 0"
+
+    infer = tmp_path / "infer.yaml"
+    infer.write_text("system: Describe the user.\nuser: 'Liked: {preferred}\n\nDisliked: {other}'\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "Q?", "chosen": "short", "rejected": "long answer"}\n')
+    backend = RuleBackend(lambda q: f"The user likes {q.split(chr(10))[0].removeprefix('Liked: ')}.")
+    infer_personas(data, backend, tmp_path / "out.jsonl", prompt_file=load_prompt_file(infer, INFER_SLOTS))
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert row["chosen_persona"] == "The user likes short." and row["rejected_persona"] == "The user likes long answer."
+    assert backend.calls[0][0][0] == {"role": "system", "content": "Describe the user."}

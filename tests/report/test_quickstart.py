@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from report_helpers import colored_pixels
 from typer.testing import CliRunner
 
@@ -54,6 +56,20 @@ def test_quickstart_tiny(default_model_dir, browser, tmp_path):
     md = report.with_suffix(".md").read_text()
     assert _overall(md, "accuracy-before") == f"{before['accuracy']['overall']['value']:.3f}"
     assert _overall(md, "accuracy-after") == f"{after['accuracy']['overall']['value']:.3f}"
+    # before -> after compares one metric: raw log-prob accuracy of the base and of the trained policy
+    after_raw = json.loads((out / "accuracy-after-raw" / "accuracy.json").read_text())
+    comparison = json.loads((out / "accuracy-comparison.json").read_text())
+    assert after_raw["mode"] == before["mode"] == "raw"
+    assert comparison["metric"].startswith("raw log-prob accuracy")
+    assert comparison["before"] == before["accuracy"]["overall"]
+    assert comparison["after"] == after_raw["accuracy"]["overall"]
+    rows_before = [json.loads(r) for r in (out / "accuracy-before" / "scores.jsonl").read_text().splitlines()]
+    rows_after = [json.loads(r) for r in (out / "accuracy-after" / "scores.jsonl").read_text().splitlines()]
+    hand = sum((a["policy_logp"][0] > a["policy_logp"][1]) - (b["policy_logp"][0] > b["policy_logp"][1])
+               for a, b in zip(rows_after, rows_before)) / len(rows_before)
+    assert comparison["difference"]["value"] == pytest.approx(hand)
+    assert comparison["difference"]["low"] <= hand <= comparison["difference"]["high"]
+    assert "raw log-prob accuracy, base → trained" in res.output
     page = report.read_text()
     for heading in ("Alignment accuracy", "Training curves", "Generation runs"):
         assert f"<h2>{heading}</h2>" in page
