@@ -328,6 +328,9 @@ def diversity(
     sizes: str | None = typer.Option(None, help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps)."),
     seed: int = typer.Option(0, help="Seed of the shuffle behind the curve."),
     json_out: Path | None = typer.Option(None, "--json", help="Write D and the curves as JSON (read by `personalign report`)."),
+    convention: Literal["personalign", "scaling-alignment"] = typer.Option(
+        "personalign", help="Tokenization: personalign (BOS per the tokenizer, no truncation) or scaling-alignment "
+        "(the paper's: all default special tokens, prompts cut at 512 tokens)."),
 ) -> None:
     """Prompt diversity D = √N · distinct / total token bigrams (DESIGN §7), per file."""
     from rich.table import Table
@@ -347,7 +350,7 @@ def diversity(
         table.add_column(col, justify="left" if col == "file" else "right")
     curves = {}
     for f, texts in prompts.items():
-        bigrams = div.Bigrams.from_token_ids(div.tokenize(texts, tok))
+        bigrams = div.Bigrams.from_token_ids(div.tokenize(texts, tok, convention=convention))
         d = div.diversity(bigrams)
         cells = [f, str(d.n), str(d.total), str(d.distinct), f"{d.d:.4f}"]
         if semantic:
@@ -366,7 +369,7 @@ def diversity(
     if json_out is not None:
         import json
 
-        doc = {"kind": "diversity", "metric": "D = sqrt(N) * distinct / total token bigrams",
+        doc = {"kind": "diversity", "metric": "D = sqrt(N) * distinct / total token bigrams", "convention": convention,
                "curves": {f: [{"n": p.n, "d": p.d} for p in points] for f, points in curves.items()}}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

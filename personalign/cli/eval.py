@@ -76,6 +76,39 @@ def accuracy(
     console.print(f"wrote {js} and {md} (scored on {state.num_processes} process{'es' if state.num_processes > 1 else ''})")
 
 
+@app.command("suite")
+@cli_errors
+def suite(
+    method: Annotated[Literal["ica", "pba"], typer.Option("--method", help="The policy's method: ica or pba.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory of AlignX benchmark files (.json/.jsonl/.parquet).")],
+    policy: Annotated[Optional[str], typer.Option(help="Policy model dir or name (default: embedded SmolLM2).")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Reference model (default: the policy).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for suite.md, suite.json and one folder per benchmark.")] = Path("results/suite"),
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records of each file (a quick look).")] = None,
+    max_length: Annotated[int, typer.Option("--max-length", min=2, help="Token budget for prompt + response (AlignX: 8192).")] = 8192,
+) -> None:
+    """Every AlignX benchmark under --data-dir, scored with the published protocol; one table.
+
+    Resumable: a benchmark already scored with the same settings is read back, not scored again.
+    """
+    from personalign.eval.suite import SUITE_JSON, SUITE_MD, SuiteConfig, run_suite
+
+    cfg = SuiteConfig(method=method, data_dir=str(data_dir), out=str(out), policy=policy, reference=reference,
+                      limit=limit, max_length=max_length)
+    rows = run_suite(cfg, on_file=lambda name, reused: console.print(
+        f"{name}: {'read back (already scored)' if reused else 'scored'}"))
+    if not process_state().is_main_process:
+        return
+    table = Table(title=f"AlignX suite · {method.upper()} · policy {policy or 'default'}")
+    for col in ("benchmark", "n", "accuracy", "95% CI", "metric"):
+        table.add_column(col, justify="left" if col in ("benchmark", "metric") else "right")
+    for r in rows:
+        e = r.accuracy
+        table.add_row(escape(r.benchmark), str(e.n), f"{e.value:.3f}", escape(f"[{e.low:.3f}, {e.high:.3f}]"), r.mode)
+    console.print(table)
+    console.print(f"wrote {out / SUITE_MD} and {out / SUITE_JSON}")
+
+
 @app.command("generate")
 @cli_errors
 def generate(
@@ -93,6 +126,8 @@ def generate(
     temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="0 = greedy (default).")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus cut (default 1).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Keep the k most likely tokens (default 0 = all).")] = None,
+    few_shot: Annotated[Optional[int], typer.Option("--few-shot", min=0, help="Few-shot persona tailoring: k exemplars from --shots-from (persona view, plain template).")] = None,
+    shots_from: Annotated[Optional[str], typer.Option("--shots-from", help="Training records the few-shot exemplars are drawn from.")] = None,
     sampling: Annotated[Optional[str], typer.Option(
         "--sampling", help="A named preset: greedy | alignx (AlignX's generation scripts: temperature 0.9, top_k 10, "
         "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
@@ -110,7 +145,8 @@ def generate(
             "view.persona_source": persona_source, "backend.kind": backend, "backend.model": model,
             "backend.base_url": base_url, "backend.api_key_env": api_key_env, "backend.batch_size": batch_size,
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
-            "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed}
+            "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed,
+            "few_shot": few_shot, "shots_from": shots_from}
     if sampling is not None:
         if sampling not in SAMPLING_PRESETS:
             raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRESETS)}, got {sampling!r}",
@@ -198,15 +234,19 @@ def reward(
     prompt_field: Annotated[str, typer.Option("--prompt-field")] = "prompt",
     batch_size: BatchSize = 8,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
+    convention: Annotated[Literal["personalign", "scaling-alignment"], typer.Option(
+        "--convention", help="personalign: mean σ(score) of chat-rendered text, sacrebleu BLEU; scaling-alignment: "
+        "the paper's OpenAssistant-format text, mean raw score, nltk character BLEU.")] = "personalign",
 ) -> None:
     """Mean σ(reward) per file and over all files (weighted by size); BLEU against a reference field."""
     from personalign.eval.reward import score_files
 
     with console.status("scoring"):
         per_file, overall = score_files(model, files, prompt_field=prompt_field, response_field=response_field,
-                                        reference_field=reference_field, batch_size=batch_size)
+                                        reference_field=reference_field, batch_size=batch_size,
+                                        convention=convention)
     table = Table(title=f"reward · {model}")
-    for col in ("file", "n", "mean σ(reward)", "95% CI", "BLEU"):
+    for col in ("file", "n", "mean σ(reward)" if convention == "personalign" else "mean score", "95% CI", "BLEU"):
         table.add_column(col, justify="left" if col == "file" else "right")
     for r in [*per_file, overall]:
         e = r.reward

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from personalign.data.tokens import prompts_ids
+
 
 @dataclass(frozen=True, slots=True)
 class Bigrams:
@@ -205,11 +207,28 @@ def _distinct_per_prompt(b: Bigrams) -> tuple[list[list[int]], int]:
 # ---------------------------------------------------------------------------------------- text side
 
 
-def tokenize(prompts: Sequence[str], tokenizer: Any, batch_size: int = 2048) -> list[list[int]]:
-    """Token ids of each prompt (no special tokens), in batches through a (fast) HF tokenizer."""
+CONVENTIONS = ("personalign", "scaling-alignment")
+SCALING_ALIGNMENT_MAX_TOKENS = 512
+
+
+def tokenize(prompts: Sequence[str], tokenizer: Any, batch_size: int = 2048,
+             convention: str = "personalign") -> list[list[int]]:
+    """Token ids of each prompt, in batches through a (fast) HF tokenizer.
+
+    personalign (default): BOS where the tokenizer's convention adds one (`prompt_ids`), no other
+    special tokens, no truncation. scaling-alignment: as ScalingAlignment's
+    `data_preprocess/diversity.py` does, ``tokenizer.encode(prompt, truncation=True,
+    max_length=512)``: every special token the tokenizer adds by default, prompts cut at 512 tokens.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     out: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
-        out += tokenizer(list(prompts[start:start + batch_size]), add_special_tokens=False)["input_ids"]
+        batch = list(prompts[start:start + batch_size])
+        if convention == "scaling-alignment":
+            out += tokenizer(batch, truncation=True, max_length=SCALING_ALIGNMENT_MAX_TOKENS)["input_ids"]
+        else:
+            out += prompts_ids(tokenizer, batch)
     return out
 
 

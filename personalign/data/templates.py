@@ -110,6 +110,11 @@ def render_prompt(
 SYSTEM_PERSONA = "You are talking with this user: {persona} Tailor your response to them."
 
 
+def plain_shot(task: str, persona: str, response: str) -> str:
+    """One few-shot exemplar in the `plain` persona layout, ending in a blank line."""
+    return f"Prompt: {task}\nPersona: {persona}\nResponse: {response}\n\n"
+
+
 def chat_messages(view: str, task: str, block: str = "", demographic: str | None = None,
                   *, persona_in_system: bool = False) -> list[dict[str, str]]:
     """System + user messages for the chat preset; the bare task when there is no conditioning text.

@@ -208,17 +208,20 @@ def accuracy_markdown(result: AccuracyResult, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_accuracy(result: AccuracyResult, out_dir: str | Path) -> tuple[Path, Path, Path]:
-    """Write accuracy.json, accuracy.md and per-pair scores.jsonl into `out_dir`."""
+def write_accuracy(result: AccuracyResult, out_dir: str | Path, extra: dict | None = None) -> tuple[Path, Path, Path]:
+    """Write per-pair scores.jsonl, accuracy.md and accuracy.json (last, so its presence means the
+    others are complete) into `out_dir`; `extra` keys are added to accuracy.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, md, sc = out / "accuracy.json", out / "accuracy.md", out / "scores.jsonl"
-    js.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    md.write_text(accuracy_markdown(result))
     with open(sc, "w") as f:
         for i, (src, sl, p) in enumerate(zip(result.sources, result.slices, result.policy)):
             row = {"source": src, "slice": sl, "policy_logp": p.logp, "n_tokens": p.n_tokens}
             if result.reference is not None:
                 row["reference_logp"] = result.reference[i].logp
             f.write(json.dumps(row) + "\n")
+    md.write_text(accuracy_markdown(result))
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_json() | (extra or {}), indent=2) + "\n")
+    tmp.replace(js)
     return js, md, sc

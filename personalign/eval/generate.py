@@ -13,17 +13,19 @@ messages, or the rendered text as is for the other templates.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from personalign.config import StrictModel
 from personalign.data.io import read_examples, write_jsonl
-from personalign.data.views import ViewConfig, build_view
+from personalign.data.templates import plain_shot
+from personalign.data.views import REJECTED_SIDE, ViewConfig, build_view, preferred_order
 from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
@@ -45,6 +47,18 @@ class GenerateConfig(StrictModel):
     limit: int | None = Field(None, gt=0)
     on_invalid: Literal["fail", "skip"] = "fail"
     chunk_size: int | None = Field(None, gt=0)  # requests per cache write; default: batch size (local), 4x (openai)
+    # Few-shot persona tailoring (the persona-tailoring seed's few-shot model): k exemplars drawn
+    # (seeded) from `shots_from`, each a prompt, a persona and the response that persona prefers,
+    # written before every prompt in the `plain` layout; generation stops at the next "\nPrompt:".
+    few_shot: int = Field(0, ge=0)
+    shots_from: str | None = None
+    shots_seed: int = 0
+
+    @model_validator(mode="after")
+    def _few_shot(self) -> GenerateConfig:
+        if self.few_shot and (self.view.view != "persona" or self.view.template != "plain" or not self.shots_from):
+            raise ValueError("few_shot needs view 'persona', template 'plain' and shots_from (a training file)")
+        return self
 
 
 class _ChatCapture:
@@ -56,8 +70,26 @@ class _ChatCapture:
         return json.dumps(messages, ensure_ascii=False)
 
 
-def view_requests(examples, view: ViewConfig, backend: Backend) -> tuple[list, list[dict]]:
-    """The backend requests of `examples` under `view`, and one output row (without response) per example."""
+FEW_SHOT_STOP = "\nPrompt:"
+
+
+def few_shot_prefix(source: str, k: int, persona_source: str, seed: int = 0) -> str:
+    """k exemplars drawn (seeded, uniformly) from the records of `source` that carry the persona of
+    the view's side (chosen, or rejected for rejected-side sources), each with the response that
+    persona prefers, in the `plain` layout."""
+    side = "rejected" if persona_source in REJECTED_SIDE else "chosen"
+    pool = [(ex.prompt, ex.user.persona(side), preferred_order(ex.responses, None, side)[0][0])
+            for ex in read_examples(source)]
+    pool = [shot for shot in pool if shot[1]]
+    if len(pool) < k:
+        raise ValueError(f"{source}: {k} few-shot exemplars asked for, but only {len(pool)} records carry a "
+                         f"{side} persona")
+    return "".join(plain_shot(*shot) for shot in random.Random(seed).sample(pool, k))
+
+
+def view_requests(examples, view: ViewConfig, backend: Backend, prefix: str = "") -> tuple[list, list[dict]]:
+    """The backend requests of `examples` under `view` (each after `prefix`, few-shot exemplars), and
+    one output row (without response) per example."""
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is None and view.template == "chat":
         if view.max_length is not None:
@@ -66,7 +98,7 @@ def view_requests(examples, view: ViewConfig, backend: Backend) -> tuple[list, l
     requests, rows = [], []
     for index, ex in enumerate(examples):
         r = build_view(ex, view, tokenizer, index)
-        request = json.loads(r.prompt) if isinstance(tokenizer, _ChatCapture) else r.prompt
+        request = json.loads(r.prompt) if isinstance(tokenizer, _ChatCapture) else prefix + r.prompt
         requests.append(request)
         side = "chosen" if view.persona_source == "system" else view.persona_source
         rows.append({  # chosen/rejected as the conditioning's user sees them (swapped under a rejected persona)
@@ -93,16 +125,22 @@ def generate_responses(
     if not examples:
         raise ValueError(f"{cfg.data}: no records to generate for")
     backend = backend if backend is not None else make_backend(cfg.backend)
-    requests, rows = view_requests(examples, cfg.view, backend)
+    prefix, generation = "", cfg.generation
+    if cfg.few_shot:
+        prefix = few_shot_prefix(cfg.shots_from, cfg.few_shot, cfg.view.persona_source, cfg.shots_seed)
+        if FEW_SHOT_STOP not in generation.stop:
+            generation = generation.model_copy(update={"stop": [*generation.stop, FEW_SHOT_STOP]})
+    requests, rows = view_requests(examples, cfg.view, backend, prefix)
     chunk = cfg.chunk_size or (cfg.backend.batch_size * (1 if cfg.backend.kind == "local" else 4))
     out.mkdir(parents=True, exist_ok=True)
     with GenerationCache(out / CACHE_FILE) as cache:
-        result = generate_cached(backend, requests, cfg.generation, task=TASK, cache=cache, chunk_size=chunk,
+        result = generate_cached(backend, requests, generation, task=TASK, cache=cache, chunk_size=chunk,
                                  on_progress=on_progress)
     for row, response in zip(rows, result.outputs):
         row["response"] = response
     write_jsonl(rows, out / GENERATIONS_FILE)
     settings = cfg.model_dump(mode="json") | {
+        "generation": generation.model_dump(mode="json"),
         "model": backend.identity,
         "counts": {"records": len(rows), "generated": result.generated, "reused": result.reused},
         "seconds": round(time.perf_counter() - started, 3),

@@ -16,12 +16,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from personalign.data.dialogue import dialogue_messages
 from personalign.data.errors import RecordError
 from personalign.data.io import iter_raw
 from personalign.data.tokens import prompts_ids
 from personalign.eval.metrics import Estimate, bootstrap
 
 PathLike = str | os.PathLike
+CONVENTIONS = ("personalign", "scaling-alignment")
+REWARD_METRIC = {"personalign": "mean sigmoid(score)", "scaling-alignment": "mean raw score (logit)"}
+BLEU_METRIC = {"personalign": "sacrebleu corpus BLEU (0-100)",
+               "scaling-alignment": "mean nltk sentence_bleu over characters (0-1)"}
+SCALING_ALIGNMENT_MAX_TOKENS = 1024
 
 
 @dataclass(slots=True)
@@ -32,9 +38,12 @@ class RewardScores:
     n: int
     reward: Estimate
     bleu: float | None
+    convention: str = "personalign"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "n": self.n, "reward": self.reward.as_dict(), "bleu": self.bleu}
+        return {"name": self.name, "n": self.n, "reward": self.reward.as_dict(), "bleu": self.bleu,
+                "convention": self.convention, "reward_metric": REWARD_METRIC[self.convention],
+                "bleu_metric": BLEU_METRIC[self.convention]}
 
 
 def load_reward_model(model_dir: PathLike, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
@@ -60,9 +69,35 @@ def reward_text(tokenizer, prompt: str, response: str) -> str:
     return f"{prompt}\n\n{response}"
 
 
-def reward_scores(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_length: int = 2048) -> np.ndarray:
-    """Raw scores (logits) of `texts`, in order; batches of similar length, right-padded."""
-    enc = [ids[:max_length] for ids in prompts_ids(tokenizer, texts)]
+def oasst_text(tokenizer, prompt: str, response: str) -> str:
+    """ScalingAlignment's reward-model input (`eval_hh/metrics.py`): OpenAssistant turns
+    `<|prompter|>…` / `<|assistant|>…`, each followed by the tokenizer's EOS token."""
+    turns = dialogue_messages(prompt) or [{"role": "user", "content": prompt}]
+    tags = {"user": "<|prompter|>", "assistant": "<|assistant|>"}
+    parts = [tags[t["role"]] + t["content"] for t in turns] + [tags["assistant"] + response]
+    return "".join(p + (tokenizer.eos_token or "") for p in parts)
+
+
+def seed_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """ScalingAlignment's BLEU: nltk `sentence_bleu([ref], hyp)` on the stripped strings (so over
+    characters, 4-gram, no smoothing), averaged over rows."""
+    from nltk.translate.bleu_score import sentence_bleu
+
+    scores = [sentence_bleu([r.strip()], h.strip()) for h, r in zip(hypotheses, references)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def reward_scores(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_length: int = 2048,
+                  convention: str = "personalign") -> np.ndarray:
+    """Raw scores (logits) of `texts`, in order; batches of similar length, right-padded.
+
+    personalign: BOS per the tokenizer's convention, texts cut at the right to `max_length`.
+    scaling-alignment: the tokenizer's default special tokens, cut at the left to 1024 tokens (the seed's
+    `truncation_side = "left"`)."""
+    if convention == "scaling-alignment":
+        enc = [ids[-SCALING_ALIGNMENT_MAX_TOKENS:] for ids in tokenizer(list(texts))["input_ids"]]
+    else:
+        enc = [ids[:max_length] for ids in prompts_ids(tokenizer, texts)]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     scores = np.empty(len(enc), dtype=np.float64)
     for start in range(0, len(order), batch_size):
@@ -99,9 +134,22 @@ def score_files(
     batch_size: int = 8,
     max_length: int = 2048,
     n_boot: int = 1000,
+    convention: str = "personalign",
 ) -> tuple[list[RewardScores], RewardScores]:
-    """Per-file reward (and BLEU) results, and the result over all files together."""
+    """Per-file reward (and BLEU) results, and the result over all files together.
+
+    convention personalign: mean σ(score) of the chat-rendered text, sacrebleu corpus BLEU.
+    scaling-alignment: ScalingAlignment's `eval_hh` conventions: OpenAssistant-format text
+    (`oasst_text`), left-truncated at 1024 tokens, mean raw score, BLEU as `seed_bleu`.
+    """
     import sacrebleu
+
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    seed = convention == "scaling-alignment"
+
+    def bleu_of(hyps: list[str], refs: list[str]) -> float:
+        return seed_bleu(hyps, refs) if seed else sacrebleu.corpus_bleu(hyps, [refs]).score
 
     model, tokenizer = load_reward_model(model_dir)
     fields = [prompt_field, response_field] + ([reference_field] if reference_field else [])
@@ -110,15 +158,18 @@ def score_files(
         rows = read_fields(path, fields)
         if not rows:
             raise ValueError(f"{path}: no records")
-        texts = [reward_text(tokenizer, r[0], r[1]) for r in rows]
-        scores = reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-        rewards = 1 / (1 + np.exp(-scores))
+        render = oasst_text if seed else reward_text
+        texts = [render(tokenizer, r[0], r[1]) for r in rows]
+        scores = reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length,
+                               convention=convention)
+        rewards = scores if seed else 1 / (1 + np.exp(-scores))
         hyps, refs = [r[1] for r in rows], [r[2] for r in rows] if reference_field else []
-        bleu = sacrebleu.corpus_bleu(hyps, [refs]).score if reference_field else None
-        per_file.append(RewardScores(os.fspath(path), len(rows), bootstrap(rewards, n_boot=n_boot), bleu))
+        bleu = bleu_of(hyps, refs) if reference_field else None
+        per_file.append(RewardScores(os.fspath(path), len(rows), bootstrap(rewards, n_boot=n_boot), bleu,
+                                     convention))
         all_rewards.append(rewards)
         all_hyps += hyps
         all_refs += refs
-    overall_bleu = sacrebleu.corpus_bleu(all_hyps, [all_refs]).score if reference_field else None
+    overall_bleu = bleu_of(all_hyps, all_refs) if reference_field else None
     rewards = np.concatenate(all_rewards)
-    return per_file, RewardScores("all", len(rewards), bootstrap(rewards, n_boot=n_boot), overall_bleu)
+    return per_file, RewardScores("all", len(rewards), bootstrap(rewards, n_boot=n_boot), overall_bleu, convention)

@@ -136,3 +136,22 @@ def test_cli_diversity_and_select(tmp_path, tok):
     ids = tokenize([r["prompt"] for r in records], tok)
     assert picked == select_diverse(ids, 12, 0)
     assert f"D selected {diversity(ids, picked).d:.4f}" in res.output and "20 random subsets: mean" in res.output
+
+
+def test_scaling_alignment_convention_adds_default_special_tokens_and_cuts_at_512():
+    from personalign.data.diversity import Bigrams, diversity, tokenize
+    from personalign.models.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(adds_bos=True)
+    long = "the quick brown fox jumps over the lazy dog " * 80
+    prompts = ["Which answer do you prefer?", "She rejected the first draft.", long]
+    ours = tokenize(prompts, tok)
+    paper = tokenize(prompts, tok, convention="scaling-alignment")
+    assert all(ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1 for ids in ours + paper)
+    assert len(paper[2]) == 512 and len(ours[2]) > 512
+    # D by hand over the paper's ids: sqrt(N) * distinct / total bigrams
+    grams = [tuple(ids[i:i + 2]) for ids in paper for i in range(len(ids) - 1)]
+    expected = 3 ** 0.5 * len(set(grams)) / len(grams)
+    assert diversity(Bigrams.from_token_ids(paper)).d == pytest.approx(expected)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        tokenize(prompts, tok, convention="nltk")

@@ -72,7 +72,8 @@ def test_rows_hold_prompt_fields_persona_response_and_view_and_settings_hold_no_
     assert first["view_prompt"][-1]["role"] == "user" and "The user is person 0." in first["view_prompt"][-1]["content"]
     assert first["response"] == "echo: " + first["view_prompt"][-1]["content"]
     settings = json.loads((run / SETTINGS_FILE).read_text())
-    assert settings["generation"] == {"max_new_tokens": 17, "temperature": 0.7, "top_p": 0.9, "stop": [], "seed": 3}
+    assert settings["generation"] == {"max_new_tokens": 17, "temperature": 0.7, "top_p": 0.9, "top_k": 0, "stop": [],
+                                      "seed": 3}
     assert settings["view"]["view"] == "persona" and settings["counts"] == {"records": 6, "generated": 6, "reused": 0}
     assert settings["backend"]["api_key_env"] == "OPENAI_API_KEY"
     assert "sk-secret-value-123" not in "".join(p.read_text() for p in run.iterdir())
@@ -143,3 +144,35 @@ def test_a_killed_run_resumes_from_its_cache(data, tmp_path):
     assert [r["response"] for r in rows] == ["echo: " + r["view_prompt"][-1]["content"] for r in rows]
     keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 6
+
+
+def test_few_shot_persona_tailoring_prefixes_k_training_exemplars_and_stops_at_the_next_prompt(data, tmp_path):
+    train = tmp_path / "train.jsonl"
+    write_jsonl([{"prompt": f"Train {i}?", "chosen": f"tc {i}", "rejected": f"tr {i}",
+                  "chosen_persona": f"The user likes {i}.", "rejected_persona": f"The user hates {i}."}
+                 for i in range(5)], train)
+    backend = EchoBackend()
+    cfg = GenerateConfig(data=str(data), out=str(tmp_path / "fs"), limit=2, few_shot=3, shots_from=str(train),
+                         view=ViewConfig(view="persona", template="plain", persona_source="gold"), chunk_size=1)
+    rows = read_generations(generate_responses(cfg, backend))
+    request = rows[0]["view_prompt"]
+    shots = request.split("Prompt: Question number 0?")[0].split("\n\n")[:-1]
+    assert len(shots) == 3
+    for shot in shots:
+        i = shot.split("Train ")[1][0]
+        assert shot == f"Prompt: Train {i}?\nPersona: The user likes {i}.\nResponse: tc {i}"
+    assert request.endswith("Prompt: Question number 0?\nPersona: The user is person 0.\nResponse:")
+    assert rows[1]["view_prompt"].startswith("\n\n".join(shots))  # the same exemplars for every record
+    assert json.loads((tmp_path / "fs" / "generation.json").read_text())["generation"]["stop"] == ["\nPrompt:"]
+    # rejected-side inference: exemplars show rejected personas with the responses they prefer
+    rej = GenerateConfig(**{**cfg.model_dump(), "out": str(tmp_path / "fs-r2"),
+                            "view": {"view": "persona", "template": "plain", "persona_source": "rejected"}})
+    write_jsonl([{**r, "rejected_persona": "The user is contrary."} for r in records(2)], tmp_path / "d2.jsonl")
+    rej = rej.model_copy(update={"data": str(tmp_path / "d2.jsonl")})
+    rows = read_generations(generate_responses(rej, EchoBackend()))
+    assert "Persona: The user hates" in rows[0]["view_prompt"] and "Response: tr " in rows[0]["view_prompt"]
+    assert rows[0]["chosen"] == "bad answer 0"  # under a rejected persona the rejected response is the target
+    with pytest.raises(ValueError, match="few_shot needs view 'persona', template 'plain'"):
+        GenerateConfig(data="d", out="o", few_shot=2, shots_from="t")
+    with pytest.raises(ValueError, match="only 5 records carry a chosen persona"):
+        generate_responses(cfg.model_copy(update={"few_shot": 6, "out": str(tmp_path / "x")}), EchoBackend())

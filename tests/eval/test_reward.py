@@ -104,3 +104,35 @@ def test_the_command_writes_json_that_the_report_shows(reward_model_dir, files, 
     assert saved["kind"] == "reward" and [f["n"] for f in saved["files"]] == [3, 5] and saved["all"]["n"] == 8
     page = build_report([out.parent], tmp_path / "report.html").read_text()
     assert "Reward scores" in page and f"{saved['all']['reward']['value']:.3f}" in page
+
+
+def test_seed_bleu_is_character_level_sentence_bleu_by_hand():
+    from personalign.eval.reward import seed_bleu
+
+    assert seed_bleu(["abcd"], ["abcd"]) == pytest.approx(1.0)
+    # characters of "abcde" vs "abcdf": 1-grams 4/5, 2-grams 3/4, 3-grams 2/3, 4-grams 1/2, no brevity penalty
+    expected = (4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25
+    assert seed_bleu([" abcde "], ["abcdf"]) == pytest.approx(expected)
+    assert seed_bleu(["abcde", "abcd"], ["abcdf", "abcd"]) == pytest.approx((expected + 1) / 2)
+
+
+def test_scaling_alignment_convention_scores_oasst_text_with_raw_logits(reward_model_dir, files):
+    from personalign.eval.reward import oasst_text
+
+    model, tok = load_reward_model(reward_model_dir)
+    assert oasst_text(tok, "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Bye", "See you") == (
+        "<|prompter|>Hi<|im_end|><|assistant|>Hello<|im_end|><|prompter|>Bye<|im_end|><|assistant|>See you<|im_end|>")
+    per_file, overall = score_files(reward_model_dir, files, reference_field="chosen", convention="scaling-alignment")
+    expected = []
+    for row in ROWS_A:
+        ids = tok(f"<|prompter|>{row['prompt']}<|im_end|><|assistant|>{row['response']}<|im_end|>")["input_ids"]
+        with torch.no_grad():
+            expected.append(model(torch.tensor([ids[-1024:]])).logits[0, 0].item())
+    assert per_file[0].reward.value == pytest.approx(np.mean(expected), abs=1e-5)  # raw score, not σ
+    assert per_file[0].as_dict()["reward_metric"] == "mean raw score (logit)"
+    from nltk.translate.bleu_score import sentence_bleu
+
+    chars = np.mean([sentence_bleu([r["chosen"]], r["response"]) for r in ROWS_A])
+    assert per_file[0].bleu == pytest.approx(chars)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        score_files(reward_model_dir, files, convention="paper")
