@@ -46,8 +46,10 @@ def build_views(
     ),
     seed: int = typer.Option(0, help="Seed for --sample-history."),
     include_demographic: bool = typer.Option(False, help="ica: append the demographic text (always in alignx-eval)."),
-    persona_source: Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected"] = typer.Option(
-        "chosen", help="persona: which persona text to use."
+    persona_source: Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system",
+                            "gold_chosen", "gold_rejected", "retr_chosen", "retr_rejected"] = typer.Option(
+        "chosen", help="persona: which persona text to use. Under rejected / retrieved_rejected the rejected response "
+        "is the preferred one (listed first); all renders both sides; system puts the persona in the system message."
     ),
     dimensions: Path | None = typer.Option(
         None, help="Preference dimension table (default: shared/data/alignx_dimensions.json)."

@@ -116,7 +116,7 @@ def generate(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory: generations.jsonl, generation.json, cache.")] = None,
     view: Annotated[Optional[str], typer.Option(help="none | ica | pba | persona | demo")] = None,
     template: Annotated[Optional[str], typer.Option(help="chat | alignx | alignx-eval | plain")] = None,
-    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved")] = None,
+    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved | retrieved_rejected | system (or the seed's gold_chosen ...)")] = None,
     backend: Kind = "local",
     model: Model = None,
     base_url: BaseUrl = None,

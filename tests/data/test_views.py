@@ -357,3 +357,15 @@ def test_build_views_cli(psoups_path, tmp_path, tokenizer):
     assert bad.exit_code == 2 and "--tokenizer" in bad.output
     bad = CliRunner().invoke(app, [*args[:-4], "--view", "persona", "--template", "alignx", "--out", str(out)])
     assert bad.exit_code == 2 and "does not support view 'persona'" in bad.output
+
+
+def test_build_views_cli_lists_the_rejected_response_first_under_a_rejected_persona(tmp_path):
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"prompt": "Q?", "chosen": "kind words", "rejected": "harsh words",
+                                "chosen_persona": "The user is gentle.", "rejected_persona": "The user is blunt."}) + "\n")
+    out = tmp_path / "v.jsonl"
+    res = CliRunner().invoke(app, ["data", "build-views", str(data), "--view", "persona", "--template", "plain",
+                                   "--persona-source", "rejected", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    row = json.loads(out.read_text())
+    assert row["responses"] == ["harsh words", "kind words"] and "Persona: The user is blunt." in row["prompt"]

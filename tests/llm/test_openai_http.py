@@ -86,14 +86,15 @@ def test_client_errors_are_not_retried(fault_server):
 
 
 def test_completions_endpoint_passes_settings_through(fault_server):
-    cfg = GenerationConfig(max_new_tokens=7, temperature=0.7, top_p=0.9, stop=["\n\n"], seed=3)
+    cfg = GenerationConfig(max_new_tokens=7, temperature=0.7, top_p=0.9, top_k=10, stop=["\n\n"], seed=3)
     with fault_server() as server:
         texts = _backend(server.url, endpoint="completions").generate(["req-0 raw"], cfg, progress=False)
     assert texts == ["answer-0"]
     body = server.bodies[0]
     assert body["prompt"] == "req-0 raw"
-    assert {k: body[k] for k in ("model", "max_tokens", "temperature", "top_p", "stop", "seed")} == {
-        "model": "fault-model", "max_tokens": 7, "temperature": 0.7, "top_p": 0.9, "stop": ["\n\n"], "seed": 3,
+    assert {k: body[k] for k in ("model", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed")} == {
+        "model": "fault-model", "max_tokens": 7, "temperature": 0.7, "top_p": 0.9, "top_k": 10, "stop": ["\n\n"],
+        "seed": 3,
     }
 
 
