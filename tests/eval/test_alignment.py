@@ -153,3 +153,28 @@ def test_reference_view_can_be_set_on_its_own_and_same_model_other_view_is_not_r
     assert any(res.policy[i].logp != res.reference[i].logp for i in with_history)
     with pytest.raises(ValueError, match="protocol 'alignx' evaluates the ica or pba method"):
         AccuracyConfig(data="x", view={"view": "none"}, protocol="alignx")
+
+
+def test_exchanging_policy_and_reference_mirrors_the_accuracy_from_independent_scoring(pair_file, tiny_model_dir,
+                                                                                      second_model_dir):
+    """Expected values come from plain forwards of each model, never from the result object itself."""
+    from personalign.data.io import read_examples
+    from personalign.data.views import ViewConfig, build_view
+
+    a, atok = load_model(tiny_model_dir)
+    b, btok = load_model(second_model_dir)
+    margins = []
+    for ex in read_examples(pair_file):
+        prompt = build_view(ex, ViewConfig(), atok).prompt
+        da = _plain_logp(a, atok, prompt, ex.chosen) - _plain_logp(a, atok, prompt, ex.rejected)
+        db = _plain_logp(b, btok, prompt, ex.chosen) - _plain_logp(b, btok, prompt, ex.rejected)
+        margins.append(db - da)
+    b_over_a = np.mean([m > 0 for m in margins])
+    a_over_b = np.mean([m < 0 for m in margins])
+    assert 0 < b_over_a < 1 and b_over_a != pytest.approx(0.5)  # the two directions must differ
+    res_ba = evaluate_accuracy(AccuracyConfig(data=str(pair_file), policy=str(second_model_dir),
+                                              reference=str(tiny_model_dir), cache=False, n_boot=50))
+    res_ab = evaluate_accuracy(AccuracyConfig(data=str(pair_file), policy=str(tiny_model_dir),
+                                              reference=str(second_model_dir), cache=False, n_boot=50))
+    assert res_ba.estimates["overall"].value == pytest.approx(b_over_a)
+    assert res_ab.estimates["overall"].value == pytest.approx(a_over_b)

@@ -157,3 +157,22 @@ def test_default_model_prepares_and_loads(default_model_dir):
     logits = _logits(model, ids)
     assert logits.shape == (1, len(ids), model.config.vocab_size)
     assert torch.isfinite(logits).all()
+
+
+def test_the_converted_embedded_model_matches_golden_logits(default_model_dir):
+    """Golden values of the GGUF -> safetensors conversion (recorded 2026-12-02, transformers 5.24, gguf
+    de-quantisation of SmolLM2-135M-Instruct Q4_1): a conversion bug or a changed loader shows here."""
+    import torch
+
+    from personalign.models.loading import load_model
+
+    model, tok = load_model(default_model_dir)
+    ids = tok("The capital of France is", add_special_tokens=False)["input_ids"]
+    assert ids == [504, 3575, 282, 4649, 314]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1].float()
+    values, top = logits.topk(5)
+    assert top.tolist() == [7042, 260, 4528, 2250, 1315] and tok.decode(top[:1]) == " Paris"
+    assert values.tolist() == pytest.approx([17.3713, 14.8886, 13.245, 13.0095, 12.9515], abs=2e-3)
+    assert logits.mean().item() == pytest.approx(-1.8583, abs=2e-3)
+    assert logits.std().item() == pytest.approx(3.56928, abs=2e-3)
