@@ -1,0 +1,210 @@
+"""Mutation testing of personalign's core: apply named mutations one at a time, run the tests that
+should notice, and report which mutants the suite kills (`make mutants`).
+
+Each mutant replaces one exact snippet (it must occur exactly once) in one module, runs the listed
+test files with `pytest -x -q` (the `-p no:randomly` order), and counts as killed when pytest fails
+or runs past the time limit. The file is restored from memory after every mutant, also on Ctrl-C
+or an error; `git diff` stays clean.
+
+    python tools/mutants.py                 # every mutant
+    python tools/mutants.py --only loop     # mutants whose id contains "loop"
+    python tools/mutants.py --list          # the mutants, without running them
+
+The score per module and the explanation of every survivor are recorded in docs/testing.md.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "personalign"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    module: str  # path under personalign/
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+T_LOSSES = ("tests/train/test_losses.py",)
+T_OBJECTIVE = ("tests/train/test_objective.py",)
+T_LOOP = ("tests/train/test_objective.py", "tests/train/test_checkpoints.py", "tests/train/test_loop.py")
+T_LOGPROBS = ("tests/models/test_logprobs.py", "tests/data/test_tokens.py")
+T_REFCACHE = ("tests/train/test_objective.py", "tests/eval/test_alignment.py")
+T_METRICS = ("tests/eval/test_metrics.py", "tests/eval/test_alignment.py", "tests/report/test_quickstart.py")
+T_ALIGNMENT = ("tests/eval/test_alignment.py", "tests/eval/test_suite.py")
+T_PROFILE = ("tests/data/test_profile.py", "tests/data/test_views.py")
+T_VIEWS = ("tests/data/test_views.py", "tests/data/test_tokens.py")
+T_VERDICT = ("tests/llm/test_verdict.py", "tests/llm/test_logprob_verdict.py")
+T_CHECKPOINTS = ("tests/train/test_checkpoints.py",)
+
+MUTANTS = [
+    # train/losses.py
+    Mutant("losses:sigmoid-sign", "train/losses.py", "- label_smoothing * F.logsigmoid(-z)",
+           "- label_smoothing * F.logsigmoid(z)", T_LOSSES),
+    Mutant("losses:sigmoid-z", "train/losses.py", "-(1.0 - label_smoothing) * F.logsigmoid(z)",
+           "-(1.0 - label_smoothing) * F.logsigmoid(-z)", T_LOSSES),
+    Mutant("losses:hinge-margin", "train/losses.py", "torch.relu(1.0 - z)", "torch.relu(-z)", T_LOSSES),
+    Mutant("losses:ipo-target", "train/losses.py", "(avg_margin - 1.0 / (2.0 * beta)) ** 2",
+           "(avg_margin - 1.0 / beta) ** 2", T_LOSSES),
+    Mutant("losses:ipo-no-length-average", "train/losses.py", "chosen_logratios / chosen_n_tokens.clamp(min=1)",
+           "chosen_logratios", T_LOSSES),
+    Mutant("losses:rewards-beta", "train/losses.py", "chosen_rewards = beta * chosen_logratios.detach()",
+           "chosen_rewards = chosen_logratios.detach()", T_LOSSES),
+    Mutant("losses:sft-per-response-mean", "train/losses.py", "loss = -token_logp_sum.sum() / n_tokens.sum()",
+           "loss = -(token_logp_sum / n_tokens).mean()", T_LOSSES),
+    Mutant("losses:pro-sft-weight", "train/losses.py", "sft_weight * (n_valid - 1).to(s.dtype) ** 2 * best_nll",
+           "sft_weight * best_nll", T_LOSSES),
+    Mutant("losses:pro-tau-max", "train/losses.py", '.amax(dim=2).masked_fill(~has_later, 0.0)',
+           '.amin(dim=2).masked_fill(~has_later, 0.0)', T_LOSSES),
+    # train/loop.py
+    Mutant("loop:zeroed-reference", "train/loop.py", "logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta",
+           "logps[:, 0], logps[:, 1], 0 * ref[:, 0], 0 * ref[:, 1], beta=cfg.beta", T_OBJECTIVE),
+    Mutant("loop:swapped-reference", "train/loop.py", "logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta",
+           "logps[:, 0], logps[:, 1], ref[:, 1], ref[:, 0], beta=cfg.beta", T_OBJECTIVE),
+    Mutant("loop:accumulation-mismatch", "train/loop.py",
+           "gradient_accumulation_steps=cfg.gradient_accumulation_steps,", "gradient_accumulation_steps=1,", T_OBJECTIVE),
+    Mutant("loop:no-pruning", "train/loop.py", "pruned = prune_checkpoints(out, cfg.save_total_limit)", "pruned = []",
+           T_LOOP),
+    Mutant("loop:scheduler-not-stepped", "train/loop.py", "            scheduler.step()\n", "", T_OBJECTIVE),
+    Mutant("loop:stale-epoch-order", "train/loop.py", "epoch_order(len(items), cfg.seed, epoch), epoch",
+           "epoch_order(len(items), cfg.seed, 0), epoch", ("tests/train/test_loop.py",)),
+    Mutant("loop:sft-on-rejected", "train/loop.py", "return sft_loss(logps[:, 0], n_tokens[:, 0])",
+           "return sft_loss(logps[:, -1], n_tokens[:, -1])", ("tests/train/test_loop.py",)),
+    Mutant("loop:no-clipping", "train/loop.py", "if accelerator.sync_gradients and cfg.max_grad_norm:",
+           "if False:", T_LOOP),
+    # train/checkpoints.py (the "no pruning" and "wrong best checkpoint" changes)
+    Mutant("checkpoints:wrong-best", "train/checkpoints.py", "return max(reversed(scored), key=lambda pm: sign(pm[1]))[0]",
+           "return min(reversed(scored), key=lambda pm: sign(pm[1]))[0]", T_CHECKPOINTS),
+    Mutant("checkpoints:earliest-among-equals", "train/checkpoints.py", "max(reversed(scored),", "max(scored,",
+           T_CHECKPOINTS),
+    Mutant("checkpoints:prune-the-last", "train/checkpoints.py", "keep = {found[-1], best_checkpoint(output_dir)}",
+           "keep = {best_checkpoint(output_dir)}", T_CHECKPOINTS),
+    # models/logprobs.py
+    Mutant("logprobs:no-eos", "models/logprobs.py", "response_ids = [ids + [eos] for ids in",
+           "response_ids = [ids for ids in", T_LOGPROBS),
+    Mutant("logprobs:positions-continue", "models/logprobs.py", "position_ids[b, start : start + n] = torch.arange(p, p + n)",
+           "position_ids[b, start : start + n] = torch.arange(start, start + n)", T_LOGPROBS),
+    Mutant("logprobs:siblings-visible", "models/logprobs.py",
+           "allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))",
+           "allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT)", T_LOGPROBS),
+    Mutant("logprobs:prediction-offset", "models/logprobs.py", "pred_cols += [p - 1, *range(start, start + n - 1)]",
+           "pred_cols += [p, *range(start + 1, start + n)]", T_LOGPROBS),
+    Mutant("logprobs:prompt-cut-side", "models/logprobs.py", "prompt_ids = prompt_ids[prompt_cut:]",
+           "prompt_ids = prompt_ids[: len(prompt_ids) - prompt_cut]", T_LOGPROBS),
+    # models/refcache.py
+    Mutant("refcache:data-blind-key", "models/refcache.py", "key = cache_key(data=data_digest(source), **key_parts)",
+           "key = cache_key(**key_parts)", T_REFCACHE),
+    Mutant("refcache:content-blind-digest", "models/refcache.py", "                h.update(chunk)\n",
+           "                pass\n", T_REFCACHE),
+    Mutant("refcache:drop-truncated-flag", "models/refcache.py", "out.append(ResponseScores(s, [a / c for a, c in zip(s, n)], n, bool(cut)))",
+           "out.append(ResponseScores(s, [a / c for a, c in zip(s, n)], n, False))", T_REFCACHE),
+    # eval/metrics.py
+    Mutant("metrics:ties-correct", "eval/metrics.py", "    return margin > 0\n", "    return margin >= 0\n", T_METRICS),
+    Mutant("metrics:reference-sign", "eval/metrics.py", "margin = margin - (np.asarray(ref_chosen",
+           "margin = margin + (np.asarray(ref_chosen", T_METRICS),
+    Mutant("metrics:interval-tails", "eval/metrics.py", "low, high = np.quantile(means, [tail, 1.0 - tail])",
+           "low, high = np.quantile(means, [0.0, 1.0])", T_METRICS),
+    Mutant("metrics:paired-direction", "eval/metrics.py", "return bootstrap(a - b, n_boot=n_boot",
+           "return bootstrap(b - a, n_boot=n_boot", T_METRICS),
+    Mutant("metrics:slice-mask", "eval/metrics.py", "out[name] = bootstrap(c[mask], n_boot=n_boot, seed=seed)",
+           "out[name] = bootstrap(c, n_boot=n_boot, seed=seed)", T_METRICS),
+    # eval/alignment.py
+    Mutant("alignment:exchanged-policy-reference", "eval/alignment.py", "return pair_correct(pc, pr, rc, rr).astype",
+           "return pair_correct(rc, rr, pc, pr).astype", T_ALIGNMENT),
+    Mutant("alignment:reference-view-ignored", "eval/alignment.py", "ref_view = cfg.reference_view or cfg.view",
+           "ref_view = cfg.view", T_ALIGNMENT),
+    Mutant("alignment:raw-ignores-view", "eval/alignment.py",
+           "raw = reference == policy and ref_view == cfg.view", "raw = reference == policy", T_ALIGNMENT),
+    Mutant("alignment:protocol-template", "eval/alignment.py",
+           'view = view.model_copy(update={"template": "alignx-eval", "sample_history": False})',
+           'view = view.model_copy(update={"sample_history": False})', T_ALIGNMENT),
+    # data/profile.py
+    Mutant("profile:upper-threshold", "data/profile.py", "1.0 if 5 * h >= 6 * n", "1.0 if 5 * h > 6 * n", T_PROFILE),
+    Mutant("profile:lower-threshold", "data/profile.py", "0.0 if 5 * h <= 4 * n", "0.0 if 5 * h < 4 * n", T_PROFILE),
+    Mutant("profile:fallback-side", "data/profile.py", "if n - top < low:", "if n - top <= low:", T_PROFILE),
+    Mutant("profile:label-leak", "data/profile.py",
+           "vectors = [it.direction for it in items_used if it.direction is not None]",
+           "vectors = [it.direction for it in items_used if it.direction is not None] or "
+           "([user.direction] if user.direction else [])", T_PROFILE),
+    Mutant("profile:phrase-sides", "data/profile.py", "phrases = [d.positive if v == 1 else d.negative",
+           "phrases = [d.negative if v == 1 else d.positive", T_PROFILE),
+    # data/views.py
+    Mutant("views:rejected-persona-not-swapped", "data/views.py", "    if persona_source not in REJECTED_SIDE:\n",
+           "    if True:\n", T_VIEWS),
+    Mutant("views:sampling-cap", "data/views.py", "draws = MAX_SAMPLED + 1", "draws = MAX_SAMPLED", T_VIEWS),
+    Mutant("views:history-order", "data/views.py", "items = [*ugc, *pairs]", "items = [*pairs, *ugc]", T_VIEWS),
+    Mutant("views:budget-without-eos", "data/views.py", "budget = cfg.max_length - 1 - max(",
+           "budget = cfg.max_length - max(", T_VIEWS),
+    Mutant("views:keep-oldest", "data/views.py", "candidate = render(_history(items[len(items) - k :]))",
+           "candidate = render(_history(items[:k]))", T_VIEWS),
+    # llm/verdict.py
+    Mutant("verdict:first-statement-wins", "llm/verdict.py", "if best is None or m.end() >= best[0]:",
+           "if best is None:", T_VERDICT),
+    Mutant("verdict:worse-not-flipped", "llm/verdict.py", "verdict = p if winner or p is None else 3 - p",
+           "verdict = p", T_VERDICT),
+    Mutant("verdict:no-tie-stage", "llm/verdict.py", "    if _TIE.search(text):\n        return None\n", "", T_VERDICT),
+    Mutant("verdict:order-average", "llm/verdict.py", "return (a[0] + b[1]) / 2", "return (a[0] + b[0]) / 2",
+           T_VERDICT),
+    Mutant("verdict:no-echo-removal", "llm/verdict.py", "    text = _ECHO.sub(\" \", text)\n", "", T_VERDICT),
+]
+
+
+def run_mutant(m: Mutant, timeout: float) -> tuple[str, float]:
+    path = PKG / m.module
+    original = path.read_text()
+    if original.count(m.old) != 1:
+        return f"stale ({original.count(m.old)} matches)", 0.0
+    started = time.perf_counter()
+    try:
+        path.write_text(original.replace(m.old, m.new))
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *m.tests]
+        try:
+            rc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout).returncode
+            outcome = "killed" if rc != 0 else "survived"
+        except subprocess.TimeoutExpired:
+            outcome = "killed (timeout)"
+    finally:
+        path.write_text(original)
+    return outcome, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="Run the mutants whose id contains this text.")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds per mutant (past it: killed).")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or args.only in m.id]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:45} {m.module:22} {' '.join(m.tests)}")
+        return
+    by_module: dict[str, list[tuple[Mutant, str]]] = defaultdict(list)
+    for m in chosen:
+        outcome, seconds = run_mutant(m, args.timeout)
+        by_module[m.module].append((m, outcome))
+        print(f"{outcome:18} {seconds:6.1f}s  {m.id}", flush=True)
+    print("\n| module | mutants | killed | score |\n|---|---:|---:|---:|")
+    total = killed = 0
+    for module, rows in sorted(by_module.items()):
+        k = sum(o.startswith("killed") for _, o in rows)
+        total, killed = total + len(rows), killed + k
+        print(f"| `{module}` | {len(rows)} | {k} | {k / len(rows):.0%} |")
+    print(f"| **all** | {total} | {killed} | {killed / max(total, 1):.0%} |")
+    survivors = [m.id for rows in by_module.values() for m, o in rows if not o.startswith("killed")]
+    print("\nsurvivors: " + (", ".join(survivors) if survivors else "none"))
+    sys.exit(1 if any(o.startswith("stale") for rows in by_module.values() for _, o in rows) else 0)
+
+
+if __name__ == "__main__":
+    main()
