@@ -112,15 +112,18 @@ KILL_SCRIPT = textwrap.dedent("""
     from personalign.data.views import ViewConfig
     from personalign.eval.generate import GenerateConfig, generate_responses
 
-    class Slow:
+    class Parking:  # answers 2 requests, then parks until killed: the kill never races the work
         identity = "fake-echo"
+        calls = 0
         def generate(self, requests, config, *, progress=True):
-            time.sleep(0.4)
+            Parking.calls += 1
+            if Parking.calls > 2:
+                time.sleep(600)
             return ["echo: " + (r if isinstance(r, str) else r[-1]["content"]) for r in requests]
 
     cfg = GenerateConfig(data=sys.argv[1], out=sys.argv[2], chunk_size=1,
                          view=ViewConfig(view="persona", persona_source="gold"))
-    generate_responses(cfg, Slow())
+    generate_responses(cfg, Parking())
 """)
 
 
@@ -130,13 +133,16 @@ def test_a_killed_run_resumes_from_its_cache(data, tmp_path):
     script.write_text(KILL_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(data), str(out)])
     cache = out / CACHE_FILE
-    deadline = time.time() + 120
-    while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 2):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 2):
+            assert proc.poll() is None, "the generating process ended early"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
     stored = len(cache.read_text().splitlines())
-    assert 2 <= stored < 6, "the run should be killed part-way"
+    assert stored == 2, "the run parks after 2 stored generations"
     backend = EchoBackend()
     generate_responses(config(data, out), backend)
     assert len(backend.generated) == 6 - stored

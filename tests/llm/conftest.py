@@ -22,7 +22,7 @@ REASONS = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Intern
 
 class FaultServer:
     def __init__(self, schedule: dict[int, list[str]] | None = None, default: list[str] | None = None,
-                 retry_after: float = 0.2, slow_s: float = 1.5):
+                 retry_after: float = 0.2, slow_s: float = 12.0):
         self.schedule = schedule or {}
         self.default = default or ["ok"]
         self.retry_after = retry_after

@@ -14,7 +14,9 @@ from personalign.config import dump_config
 from personalign.llm import BackendConfig, GenerationConfig, make_backend
 from personalign.llm.openai_http import BackendError, OpenAIBackend, backoff_delay, parse_retry_after
 
-FAST = {"timeout": 0.5, "backoff_base": 0.01, "backoff_cap": 0.05}
+# The client gives up on a "slow" reply after `timeout` s; an ordinary reply on a loaded 2-core machine
+# must arrive well within it, so it is generous, and the server holds "slow" replies far longer.
+FAST = {"timeout": 4.0, "backoff_base": 0.01, "backoff_cap": 0.05}
 
 
 def _backend(url, **kwargs) -> OpenAIBackend:
@@ -139,7 +141,7 @@ def test_api_key_never_leaks(fault_server, monkeypatch, caplog, capsys, tmp_path
     secret = "sk-test-" + secrets.token_hex(16)
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     caplog.set_level(logging.DEBUG)
-    cfg = BackendConfig(kind="openai", model="fault-model", max_retries=5, timeout=0.5)
+    cfg = BackendConfig(kind="openai", model="fault-model", max_retries=5, timeout=4.0)
     schedule = {0: ["429", "ok"], 1: ["500", "ok"], 2: ["drop", "ok"], 3: ["slow", "ok"], 4: ["400echo"]}
     with fault_server(schedule, retry_after=0.05) as server:
         backend = make_backend(cfg.model_copy(update={"base_url": server.url}))

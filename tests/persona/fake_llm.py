@@ -1,7 +1,8 @@
 """A rule-based Backend for tests, and a script that runs persona inference with a slow one.
 
-`python fake_llm.py DATA OUT CACHE DELAY` infers personas with `RuleBackend(echo_preferred,
-delay=DELAY)` in chunks of 2 and prints the InferStats as JSON (used by the kill/resume test).
+`python fake_llm.py DATA OUT CACHE DELAY [PARK_AFTER]` infers personas with `RuleBackend(echo_preferred,
+delay=DELAY)` in chunks of 2 and prints the InferStats as JSON; with PARK_AFTER it parks (sleeps until
+killed) before answering request PARK_AFTER + 1 (used by the kill/resume test).
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from personalign.llm.base import GenerationConfig, Request
 class RuleBackend:
     """Answers every request with `rule(last user message)`; records what it was asked."""
 
-    def __init__(self, rule: Callable[[str], str], identity: str = "fake-rule", delay: float = 0.0):
-        self.rule, self._identity, self.delay = rule, identity, delay
+    def __init__(self, rule: Callable[[str], str], identity: str = "fake-rule", delay: float = 0.0,
+                 park_after: int | None = None):
+        self.rule, self._identity, self.delay, self.park_after = rule, identity, delay, park_after
         self.calls: list[list[Request]] = []
 
     @property
@@ -29,6 +31,8 @@ class RuleBackend:
         self.calls.append(list(requests))
         out = []
         for r in requests:
+            if self.park_after is not None and self.n_requests - len(requests) + len(out) >= self.park_after:
+                time.sleep(600)  # parked until killed
             time.sleep(self.delay)
             out.append(self.rule(r if isinstance(r, str) else r[-1]["content"]))
         return out
@@ -64,7 +68,9 @@ def main() -> None:
     from personalign.persona.infer import infer_personas
 
     data, out, cache, delay = sys.argv[1:5]
-    stats = infer_personas(data, RuleBackend(echo_preferred, delay=float(delay)), out, cache_path=cache, chunk_size=2)
+    park_after = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    backend = RuleBackend(echo_preferred, delay=float(delay), park_after=park_after)
+    stats = infer_personas(data, backend, out, cache_path=cache, chunk_size=2)
     print(json.dumps(stats.as_dict()))
 
 
