@@ -69,3 +69,13 @@ def default_model_dir() -> Path:
     from personalign.models.loading import prepare_default_model
 
     return prepare_default_model(progress=False)
+
+
+@pytest.fixture()
+def free_port() -> int:
+    """A loopback port the OS picked as free; pass it explicitly (e.g. `--main_process_port`), never a fixed one."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -62,7 +62,7 @@ def test_bad_input_names_line_field_and_problem(tmp_path, name):
     content, lineno, field, fragment = CASES[name]
     path = tmp_path / "data.jsonl"
     path.write_bytes(content)
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(RecordError, match=rf"data\.jsonl{'' if lineno is None else f':{lineno}'}: ") as info:
         list(read_examples(path))
     e = info.value
     assert (e.file, e.line, e.field) == (str(path), lineno, field)
@@ -89,7 +89,7 @@ def test_huge_valid_record_is_read(tmp_path):
 def test_huge_invalid_record_names_its_line_and_the_next_is_read(tmp_path):
     path = tmp_path / "huge_bad.jsonl"
     path.write_bytes(line() + huge_line(b"") + line())
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(RecordError, match="expected a non-empty string") as info:
         list(read_examples(path))
     assert (info.value.line, info.value.field) == (2, "rejected")
     assert info.value.message == "expected a non-empty string, got an empty string"

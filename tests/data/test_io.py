@@ -88,7 +88,7 @@ def test_dataset_directory_and_splits(tmp_path, psoups_path):
 def test_dataset_rows_with_errors_name_the_row(tmp_path):
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a", "rejected": "a"}]
     datasets.Dataset.from_list(rows).save_to_disk(tmp_path / "ds")
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(RecordError, match=r"field 'rejected'") as info:
         list(read_examples(tmp_path / "ds"))
     assert (info.value.line, info.value.field) == (2, "rejected")
 
@@ -127,7 +127,7 @@ def test_json_file_holding_json_lines_is_read_line_by_line(tmp_path):
 def test_json_array_errors_name_the_element_line(tmp_path):
     path = tmp_path / "arr.json"
     write_json(RECORDS[:2] + [{"prompt": "", "chosen": "a", "rejected": "b"}], path)
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(RecordError, match=r"arr\.json:4: field 'prompt'") as info:
         list(read_examples(path))
     assert (info.value.line, info.value.field) == (4, "prompt")
     path.write_text('[\n  {"prompt": "p", "chosen": "a", "rejected": "b"},\n  {"prompt": "p",, }\n]\n')
@@ -192,7 +192,7 @@ def test_stale_rejects_are_replaced_and_counts_add_up_in_fail_mode(tmp_path):
     assert (counts.accepted, counts.rejected, counts.seen) == (5, 1, 6) and counts.by_field == {"chosen": 1}
     assert [json.loads(x)["line"] for x in rejects.read_text().splitlines()] == [3]
     counts = ReadCounts()
-    with pytest.raises(RecordError):
+    with pytest.raises(RecordError, match=r":3: "):
         list(read_examples(path, counts=counts))
     assert (counts.accepted, counts.rejected) == (2, 1)
 

@@ -34,7 +34,7 @@ def check(raw: dict) -> dict:
 
 
 def error(raw) -> RecordError:
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(RecordError, match=r"^f\.jsonl:7") as info:
         to_example(raw, file="f.jsonl", line=7)
     assert info.value.file == "f.jsonl" and info.value.line == 7
     return info.value

@@ -127,9 +127,9 @@ def test_persona_view_plain_and_chat_and_missing_persona():
 def test_config_rejects_unsupported_combinations():
     with pytest.raises(ValidationError, match="does not support view 'persona'"):
         ViewConfig(view="persona", template="alignx")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="template 'plain' does not support view 'ica'"):
         ViewConfig(view="ica", template="plain")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="greater than 0"):
         ViewConfig(view="ica", max_length=0)
     with pytest.raises(ValueError, match="does not support"):
         render_prompt("plain", "pba", "task", "x")

@@ -86,13 +86,14 @@ def _run(cmd: list[str], cwd: Path, **env: str) -> str:
     return proc.stdout
 
 
-def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, second_model_dir, tmp_path):
+def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, second_model_dir, tmp_path, free_port):
     common = ["eval", "accuracy", "--data", str(pair_file), "--policy", str(second_model_dir),
               "--reference", str(tiny_model_dir), "cache=false"]
     single = _run([sys.executable, "-m", "personalign", *common, "--out", str(tmp_path / "one")], tmp_path)
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     # accelerate's `--cpu` runs several processes only under MPI; this starts two gloo processes on CPU
-    sharded = _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "-m", "personalign", *common,
+    sharded = _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port",
+                    str(free_port), "-m", "personalign", *common,
                     "--out", str(tmp_path / "two")], tmp_path, ACCELERATE_USE_CPU="true")
     assert "scored on 1 process)" in single and "scored on 2 processes" in sharded
     one, two = (tmp_path / "one" / "accuracy.json").read_bytes(), (tmp_path / "two" / "accuracy.json").read_bytes()

@@ -115,7 +115,7 @@ def test_unparseable_outputs_are_ties_and_are_counted(runs):
 def test_judging_is_cached_and_an_interrupted_run_resumes(runs, tmp_path):
     cache = tmp_path / "judge" / CACHE_FILE
     first = RuleJudge(longer, fail_after=5)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=""):
         judge_runs(*runs, first, cache_path=cache, chunk_size=2)
     second = RuleJudge(longer)
     result = judge_runs(*runs, second, cache_path=cache, chunk_size=2)

@@ -29,5 +29,5 @@ def test_sliced_accuracy_groups_by_slice():
     assert res["overall"].value == 0.75 and res["overall"].n == 4
     assert res["ugc"].value == 0.5 and res["ugc"].n == 2
     assert res["all"].value == 1.0 and "pairs" not in res
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 verdicts but 1 slice labels"):
         sliced_accuracy([1, 0], ["ugc"])

@@ -147,7 +147,7 @@ def test_api_key_never_leaks(fault_server, monkeypatch, caplog, capsys, tmp_path
         backend = make_backend(cfg.model_copy(update={"base_url": server.url}))
         backend.backoff_base, backend.backoff_cap = 0.01, 0.05
         texts = backend.generate([f"req-{i}" for i in range(4)], GenerationConfig(), progress=True)
-        with pytest.raises(BackendError) as failure:
+        with pytest.raises(BackendError, match="HTTP 400") as failure:
             backend.generate(["req-4"], GenerationConfig(), progress=False)
         print(repr(backend), backend, failure.value)
     assert texts == [f"answer-{i}" for i in range(4)]

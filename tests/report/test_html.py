@@ -79,7 +79,7 @@ def test_an_empty_directory_gives_a_report_that_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     page = build_report([tmp_path / "empty"], tmp_path / "r.html").read_text()
     assert "No results were found" in page
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing"):
         build_report([tmp_path / "missing"], tmp_path / "r.html")
 
 

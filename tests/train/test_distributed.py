@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,19 +28,13 @@ STEP = ["max_steps=1", "learning_rate=1.0", "adam_epsilon=1.0", "max_grad_norm=n
         "max_length=64"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def records() -> list[dict]:
     return [{"prompt": f"Question {i}: how should I spend my evening?", "chosen": f"Read a good book, friend {i}.",
              "rejected": "Whatever.", "Demographic Information": f"The user is {30 + 7 * i} years old."}
             for i in range(4)]
 
 
-def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thread):
+def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thread, free_port):
     # Separate copies of the data: each run scores its own reference log-probs (the 2-process run
     # shards that scoring too), so wrongly gathered references would change its gradients.
     for name in ("one", "two"):
@@ -51,7 +44,7 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thr
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     command = [str(accelerate if accelerate.exists() else shutil.which("accelerate")), "launch", "--multi_gpu",
                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "personalign", "train", f"model={tiny_model_dir}",
+               "--main_process_port", str(free_port), "-m", "personalign", "train", f"model={tiny_model_dir}",
                f"data={tmp_path / 'two' / 'pairs.jsonl'}", "view.view=demo", "per_device_train_batch_size=2",
                f"output_dir={tmp_path / 'two' / 'run'}", *STEP]
     launched = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
