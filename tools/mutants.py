@@ -40,7 +40,7 @@ T_OBJECTIVE = ("tests/train/test_objective.py",)
 T_LOOP = ("tests/train/test_objective.py", "tests/train/test_checkpoints.py", "tests/train/test_loop.py")
 T_LOGPROBS = ("tests/models/test_logprobs.py", "tests/data/test_tokens.py")
 T_REFCACHE = ("tests/train/test_objective.py", "tests/eval/test_alignment.py")
-T_METRICS = ("tests/eval/test_metrics.py", "tests/eval/test_alignment.py", "tests/report/test_quickstart.py")
+T_METRICS = ("tests/eval/test_metrics.py", "tests/eval/test_alignment.py")
 T_ALIGNMENT = ("tests/eval/test_alignment.py", "tests/eval/test_suite.py")
 T_PROFILE = ("tests/data/test_profile.py", "tests/data/test_views.py")
 T_VIEWS = ("tests/data/test_views.py", "tests/data/test_tokens.py")
@@ -77,9 +77,9 @@ MUTANTS = [
            T_LOOP),
     Mutant("loop:scheduler-not-stepped", "train/loop.py", "            scheduler.step()\n", "", T_OBJECTIVE),
     Mutant("loop:stale-epoch-order", "train/loop.py", "epoch_order(len(items), cfg.seed, epoch), epoch",
-           "epoch_order(len(items), cfg.seed, 0), epoch", ("tests/train/test_loop.py",)),
-    Mutant("loop:sft-on-rejected", "train/loop.py", "return sft_loss(logps[:, 0], n_tokens[:, 0])",
-           "return sft_loss(logps[:, -1], n_tokens[:, -1])", ("tests/train/test_loop.py",)),
+           "epoch_order(len(items), cfg.seed, 0), epoch", T_OBJECTIVE),
+    Mutant("loop:eval-accuracy-reference-swapped", "train/loop.py", "ref[:, 0].numpy(), ref[rows, last].numpy())",
+           "ref[rows, last].numpy(), ref[:, 0].numpy())", ("tests/train/test_loop.py",)),
     Mutant("loop:no-clipping", "train/loop.py", "if accelerator.sync_gradients and cfg.max_grad_norm:",
            "if False:", T_LOOP),
     # train/checkpoints.py (the "no pruning" and "wrong best checkpoint" changes)

@@ -31,3 +31,18 @@ def test_sliced_accuracy_groups_by_slice():
     assert res["all"].value == 1.0 and "pairs" not in res
     with pytest.raises(ValueError, match="2 verdicts but 1 slice labels"):
         sliced_accuracy([1, 0], ["ugc"])
+
+
+def test_paired_difference_resamples_records_with_both_values():
+    from personalign.eval.metrics import paired_difference
+
+    after = np.array([1, 1, 1, 0, 1, 0, 1, 1, 1, 1], dtype=float)
+    before = np.array([0, 1, 0, 0, 1, 0, 1, 0, 1, 1], dtype=float)
+    d = paired_difference(after, before, n_boot=2000, seed=1)
+    assert d.value == pytest.approx(0.3) and d.n == 10  # 3 records flipped to correct, none the other way
+    assert d.low >= 0.0 and d.high <= 0.6  # per-record differences are 0 or +1, so no resample goes below 0
+    unpaired = bootstrap(after, n_boot=2000, seed=1).high - bootstrap(before, n_boot=2000, seed=1).low
+    assert d.high < unpaired
+    assert paired_difference(before, after, n_boot=200).value == pytest.approx(-0.3)
+    with pytest.raises(ValueError, match="paired values differ in number"):
+        paired_difference(after, before[:5])

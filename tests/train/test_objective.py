@@ -141,3 +141,21 @@ def test_learning_rate_schedules_follow_their_formulas(tiny_model_dir, data, tmp
     logged = [r["train/learning_rate"] for r in step_metrics(tmp_path / kind)]
     assert logged == pytest.approx([_hand_lr(kind, s, total, warmup, lr, 0.1) for s in range(total)], rel=1e-6,
                                    abs=1e-12)
+
+
+def test_each_epoch_uses_its_own_seeded_order(tiny_model_dir, data, tmp_path, monkeypatch):
+    """The loop wires epoch_order(seed + epoch): epoch 2 is not a replay of epoch 1."""
+    from personalign.train import loop
+
+    seen: list[list[tuple[int, ...]]] = []
+    real = loop.collate
+    monkeypatch.setattr(loop, "collate", lambda items: seen.append([tuple(it.tokens.prompt_ids) for it in items])
+                        or real(items))
+    run(tiny_model_dir, data, tmp_path / "epochs", per_device_train_batch_size=8, num_train_epochs=2, max_steps=-1,
+        seed=7)
+    assert len(seen) == 4  # 16 records, batch 8: 2 steps per epoch
+    first, second = seen[0] + seen[1], seen[2] + seen[3]
+    assert sorted(first) == sorted(second) and first != second
+    n = 16
+    order0, order1 = loop.epoch_order(n, 7, 0).tolist(), loop.epoch_order(n, 7, 1).tolist()
+    assert order0 != order1
