@@ -1,11 +1,10 @@
-"""Reward scoring matches a plain forward of a tiny random reward model; BLEU matches sacrebleu."""
+"""Reward scoring matches a plain forward of a tiny random reward model; BLEU matches hand-counted n-grams."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-import sacrebleu
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 from typer.testing import CliRunner
@@ -77,15 +76,19 @@ def test_rewards_match_a_plain_forward_per_file_and_weighted_over_all(reward_mod
     assert overall.bleu is None
 
 
-def test_bleu_matches_sacrebleu(reward_model_dir, files):
-    per_file, overall = score_files(reward_model_dir, files, reference_field="chosen", n_boot=10)
-    for r, rows in zip(per_file, (ROWS_A, ROWS_B)):
-        direct = sacrebleu.corpus_bleu([x["response"] for x in rows], [[x["chosen"] for x in rows]]).score
-        assert r.bleu == pytest.approx(direct)
-    rows = ROWS_A + ROWS_B
-    assert overall.bleu == pytest.approx(sacrebleu.corpus_bleu([x["response"] for x in rows],
-                                                               [[x["chosen"] for x in rows]]).score)
-    assert 0 < overall.bleu < 100
+def test_bleu_is_corpus_bleu_by_hand(reward_model_dir, tmp_path):
+    """Word n-gram precisions counted by hand: "a b c d e" vs "a b c d f" matches 4/5, 3/4, 2/3, 1/2; no
+    brevity penalty; BLEU = 100 · (4/5 · 3/4 · 2/3 · 1/2)^(1/4). An exact copy scores 100."""
+    path = tmp_path / "bleu.jsonl"
+    write_jsonl([{"prompt": "p", "response": "a b c d e", "chosen": "a b c d f"}], path)
+    same = tmp_path / "same.jsonl"
+    write_jsonl([{"prompt": "p", "response": "the cat sat on the mat", "chosen": "the cat sat on the mat"}], same)
+    per_file, overall = score_files(reward_model_dir, [path, same], reference_field="chosen", n_boot=10)
+    assert per_file[0].bleu == pytest.approx(100 * (4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25, abs=1e-3)
+    assert per_file[1].bleu == pytest.approx(100.0)
+    # over both rows: clipped matches add up per order, (4+6)/(5+6), (3+5)/(4+5), (2+4)/(3+4), (1+3)/(2+3)
+    expected = 100 * (10 / 11 * 8 / 9 * 6 / 7 * 4 / 5) ** 0.25
+    assert overall.bleu == pytest.approx(expected, abs=1e-3)
 
 
 def test_a_row_without_the_field_names_its_line(reward_model_dir, tmp_path):

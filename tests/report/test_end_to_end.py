@@ -5,9 +5,12 @@ to .cache/test-artifacts/end-to-end/ in the repository."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
+
+import pytest
 
 from report_helpers import colored_pixels
 from typer.testing import CliRunner
@@ -44,8 +47,21 @@ def test_generate_judge_report_on_psoups(psoups_path, default_model_dir, browser
     invoke("eval", "judge", "--base", str(runs / "none"), "--test", str(runs / "persona"), "--out", str(runs / "judge"))
     judge = json.loads((runs / "judge" / "judge.json").read_text())
     assert set(judge["rubrics"]) == {"quality", "personalization"} and judge["pairs"] == N_RECORDS
-    for r in judge["rubrics"].values():
-        assert r["wins"] + r["ties"] + r["losses"] == N_RECORDS and 0 <= r["unparseable"] <= 2 * N_RECORDS
+    pairs = [json.loads(line) for line in (runs / "judge" / "judgments.jsonl").read_text().splitlines()]
+    for name, r in judge["rubrics"].items():
+        # the counts are those of the per-pair verdicts, re-derived here from the judge's two answers
+        outcomes = []
+        for row in pairs:
+            base_first, test_first = row[name]["verdicts"]
+            outcomes.append("win" if (base_first, test_first) == (2, 1) else
+                            "loss" if (base_first, test_first) == (1, 2) else "tie")
+            assert row[name]["outcome"] == outcomes[-1]
+        assert (r["wins"], r["ties"], r["losses"]) == tuple(map(outcomes.count, ("win", "tie", "loss")))
+        decisive = r["wins"] + r["losses"]
+        if decisive:
+            assert r["win_rate"]["value"] == pytest.approx(r["wins"] / decisive)
+        else:
+            assert math.isnan(r["win_rate"]["value"])
     assert judge["delta_pq"]["n"] == N_RECORDS
     print((runs / "judge" / "judge.md").read_text())
 
