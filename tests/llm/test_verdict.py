@@ -64,6 +64,9 @@ REASONING = [  # free reasoning: the decision comes last
     ("The former response outperforms the other on every criterion.", 1),
     ("Response 2 falls short of the user's needs, so Response 1 wins.", 1),
     ("My decision: Response 1", 1),
+    ("At first glance Response 1 is better, but on a closer reading Response 2 is better for this user.", 2),
+    ("Initial verdict: [[A]]. Checking the facts again changes my mind. Final verdict: [[B]]", 2),
+    ("Response 2 adds more detail, but both are equally helpful to this user.", None),
     ("Looking at the persona, the user wants brevity. Response 1 is three paragraphs; Response 2 is one line. "
      "Thus Response 2.", 2),
 ]
