@@ -70,3 +70,10 @@ def test_training_prunes_as_it_saves(tiny_model_dir, tmp_path, one_torch_thread)
     expected = [4] if best_step == 4 else [best_step, 4]
     expected = sorted(expected + [s for s in (3, 2, 1) if s not in expected][: 2 - len(expected)])
     assert [s["step"] for s in states] == expected
+
+
+def test_the_last_checkpoint_survives_even_beyond_the_limit(tmp_path):
+    for step, value in [(1, 0.9), (2, 0.1), (3, 0.2)]:
+        make(tmp_path, step, value)
+    assert names(prune_checkpoints(tmp_path, 1)) == ["checkpoint-2"]
+    assert names(checkpoints(tmp_path)) == ["checkpoint-1", "checkpoint-3"]  # best and last: 2 > limit 1
