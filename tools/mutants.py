@@ -79,7 +79,7 @@ MUTANTS = [
     Mutant("loop:stale-epoch-order", "train/loop.py", "epoch_order(len(items), cfg.seed, epoch), epoch",
            "epoch_order(len(items), cfg.seed, 0), epoch", T_OBJECTIVE),
     Mutant("loop:eval-accuracy-reference-swapped", "train/loop.py", "ref[:, 0].numpy(), ref[rows, last].numpy())",
-           "ref[rows, last].numpy(), ref[:, 0].numpy())", ("tests/train/test_loop.py",)),
+           "ref[rows, last].numpy(), ref[:, 0].numpy())", T_OBJECTIVE),
     Mutant("loop:no-clipping", "train/loop.py", "if accelerator.sync_gradients and cfg.max_grad_norm:",
            "if False:", T_LOOP),
     # train/checkpoints.py (the "no pruning" and "wrong best checkpoint" changes)

@@ -179,3 +179,14 @@ def test_exchanging_policy_and_reference_mirrors_the_accuracy_from_independent_s
                                               reference=str(second_model_dir), cache=False, n_boot=50))
     assert res_ba.estimates["overall"].value == pytest.approx(b_over_a)
     assert res_ab.estimates["overall"].value == pytest.approx(a_over_b)
+
+
+def test_truncation_counts_survive_the_cache(tiny_model_dir, tmp_path):
+    data = tmp_path / "long.jsonl"
+    write_jsonl([{"prompt": "Describe " + "the item carefully " * 30, "chosen": "red " * 20, "rejected": "blue"}
+                 for _ in range(3)], data)
+    cfg = AccuracyConfig(data=str(data), policy=str(tiny_model_dir), max_length=48, n_boot=20)
+    first, second = evaluate_accuracy(cfg), evaluate_accuracy(cfg)  # the second reads the cache
+    assert (data.parent / ".personalign-cache").is_dir()
+    assert first.counts["truncated_for_scoring"] == second.counts["truncated_for_scoring"] == 3
+    assert [s.truncated for s in second.policy] == [True] * 3

@@ -159,3 +159,46 @@ def test_each_epoch_uses_its_own_seeded_order(tiny_model_dir, data, tmp_path, mo
     n = 16
     order0, order1 = loop.epoch_order(n, 7, 0).tolist(), loop.epoch_order(n, 7, 1).tolist()
     assert order0 != order1
+
+
+def test_eval_accuracy_is_the_margin_over_the_starting_model(tiny_model_dir, data, tmp_path):
+    """After one small step the policy is close to the reference, so the reference term decides most pairs."""
+    from personalign.data.io import read_examples
+    from personalign.data.views import render_views
+    from personalign.models.logprobs import score_responses
+
+    long_chosen = tmp_path / "long.jsonl"  # the base model prefers the short rejected reply: raw accuracy ~0
+    write_jsonl([{**r, "chosen": f"A long, careful and detailed tip for people number {i}, with all the reasons.",
+                  "rejected": "No."} for i, r in enumerate(records(16))], long_chosen)
+    result = run(tiny_model_dir, long_chosen, tmp_path / "eval", eval_data=str(long_chosen), learning_rate=1e-3,
+                 eval_steps=1)
+    start, tok = load_model(tiny_model_dir)
+    trained, _ = load_model(result.final_dir)
+    items = [(r.prompt, r.responses) for r in render_views(read_examples(long_chosen), ViewConfig(view="demo"), tok)]
+    before = score_responses(start, tok, items, max_length=96, progress=False)
+    after = score_responses(trained, tok, items, max_length=96, progress=False)
+    margins = [(a.logp[0] - a.logp[1]) - (b.logp[0] - b.logp[1]) for a, b in zip(after, before)]
+    raw = sum(a.logp[0] > a.logp[1] for a in after) / len(after)
+    expected = sum(m > 0 for m in margins) / len(margins)
+    assert result.eval_metrics["eval/accuracy"] == pytest.approx(expected, abs=1 / 16)  # a near-tie may flip
+    assert abs(expected - raw) >= 0.25  # the reference term decides: raw log-prob accuracy would differ
+
+
+def test_gradient_clipping_bounds_the_update(tiny_model_dir, data, tmp_path):
+    """With adam_epsilon = lr ≫ |g| the first AdamW step moves the weights by lr·g/(|g| + eps) ≈ g, so
+    clipping g to norm c bounds the update's norm by c; without clipping it is the full gradient norm
+    (logged as grad_norm)."""
+    step = dict(max_steps=1, learning_rate=100.0, adam_epsilon=100.0, weight_decay=0.0)
+    clipped = run(tiny_model_dir, data, tmp_path / "clip", max_grad_norm=1e-3, **step)
+    free = run(tiny_model_dir, data, tmp_path / "free", max_grad_norm=None, **step)
+    start, _ = load_model(tiny_model_dir)
+    s = dict(start.named_parameters())  # tied embeddings counted once
+
+    def moved(result) -> float:
+        trained, _ = load_model(result.final_dir)
+        return math.sqrt(sum(float(((p - s[k]) ** 2).sum()) for k, p in trained.named_parameters()))
+
+    grad_norm = clipped.train_metrics["train/grad_norm"]
+    assert grad_norm > 1e-2  # the unclipped gradient is much larger than the clip
+    assert moved(clipped) <= 1.05e-3
+    assert moved(free) == pytest.approx(grad_norm, rel=0.05)
