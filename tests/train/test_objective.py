@@ -71,9 +71,19 @@ def test_step_one_loss_stays_ln2_when_any_input_of_the_reference_cache_key_chang
     write_jsonl(records(16, tag="changed "), data)  # same path, new content
     changes = [{}, {"view": ViewConfig(view="none")}, {"max_length": 40}, {"limit": 12},
                {"view": ViewConfig(view="demo", persona_source="rejected")}]
+    cache = data.parent / ".personalign-cache"
     for i, change in enumerate(changes):
         result = run(tiny_model_dir, data, tmp_path / f"b{i}", **change)
         assert result.train_metrics["train/loss"] == pytest.approx(math.log(2), abs=1e-4), change
+        assert len(list(cache.glob("logprobs-*.safetensors"))) == i + 2, change  # a new entry for each input
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:  # bf16 autocast scores differ slightly: they get their own entry too
+        run(tiny_model_dir, data, tmp_path / "bf16", bf16=True)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert len(list(cache.glob("logprobs-*.safetensors"))) == len(changes) + 2
     other_model = tmp_path / "other-model"
     from personalign.models.tiny import save_tiny
 
