@@ -241,12 +241,11 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
     summary = Table("stage", "seconds", title="quickstart summary")
     for name, secs in result.timings.items():
         summary.add_row(name, f"{secs:.1f}")
-    b, a, d = comparison["before"], comparison["after"], comparison["difference"]
-    summary.add_row("[bold]raw log-prob accuracy, base → trained",
-                    escape(f"{b['value']:.3f} → {a['value']:.3f}; paired Δ {d['value']:+.3f} "
-                           f"[{d['low']:+.3f}, {d['high']:+.3f}] (95%, n={d['n']})"))
-    summary.add_row("[bold]alignment accuracy, trained over base",
-                    f"{comparison['alignment_accuracy_after']['value']:.3f}")
     console.print(summary)
+    b, a, d = comparison["before"], comparison["after"], comparison["difference"]
+    console.print(escape(f"raw log-prob accuracy, base → trained: {b['value']:.3f} → {a['value']:.3f}; paired "
+                         f"Δ {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95%, n={d['n']})"), highlight=False)
+    console.print(f"alignment accuracy, trained over base: {comparison['alignment_accuracy_after']['value']:.3f}",
+                  highlight=False)
     console.print(f"report: [bold]{result.report}[/]")
     return result

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -24,6 +25,17 @@ from personalign.config import load_config
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@contextmanager
+def _processes():
+    """The accelerate process state; with several processes, on success all meet at the end and the
+    process group is torn down before exit (left to interpreter exit, gloo can abort a process)."""
+    state = process_state()
+    yield state
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 @app.command("accuracy")
@@ -58,10 +70,13 @@ def accuracy(
         items += [f"reference_view.{k}={v or base[k]}" for k, v in
                   (("view", reference_view), ("template", reference_template))]
     cfg = load_config(AccuracyConfig, config, items)
-    result = evaluate_accuracy(cfg)
-    state = process_state()
-    if not state.is_main_process:
-        return
+    with _processes() as state:
+        result = evaluate_accuracy(cfg)
+        if state.is_main_process:
+            _print_accuracy(cfg, result, out, state.num_processes)
+
+
+def _print_accuracy(cfg: AccuracyConfig, result, out: Path, n_processes: int) -> None:
     js, md, _ = write_accuracy(result, out)
     title = "alignment accuracy" if result.mode == "alignment" else "RAW log-prob accuracy (policy = reference)"
     if result.mode == "alignment":
@@ -73,7 +88,7 @@ def accuracy(
     for name, e in result.estimates.items():
         table.add_row(name, str(e.n), f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]")
     console.print(table)
-    console.print(f"wrote {js} and {md} (scored on {state.num_processes} process{'es' if state.num_processes > 1 else ''})")
+    console.print(f"wrote {js} and {md} (scored on {n_processes} process{'es' if n_processes > 1 else ''})")
 
 
 @app.command("suite")
@@ -95,9 +110,10 @@ def suite(
 
     cfg = SuiteConfig(method=method, data_dir=str(data_dir), out=str(out), policy=policy, reference=reference,
                       limit=limit, max_length=max_length)
-    rows = run_suite(cfg, on_file=lambda name, reused: console.print(
-        f"{name}: {'read back (already scored)' if reused else 'scored'}"))
-    if not process_state().is_main_process:
+    with _processes() as state:
+        rows = run_suite(cfg, on_file=lambda name, reused: console.print(
+            f"{name}: {'read back (already scored)' if reused else 'scored'}"))
+    if not state.is_main_process:
         return
     table = Table(title=f"AlignX suite · {method.upper()} · policy {policy or 'default'}")
     for col in ("benchmark", "n", "accuracy", "95% CI", "metric"):
