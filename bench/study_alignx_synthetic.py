@@ -55,7 +55,7 @@ def main() -> None:
     from personalign.data.synth import synth_records
     from personalign.data.views import ViewConfig
     from personalign.eval.alignment import AccuracyConfig, correct_pairs, evaluate_accuracy, raw_view_of, write_accuracy
-    from personalign.eval.metrics import paired_difference
+    from personalign.metrics import paired_difference
     from personalign.models.loading import resolve_model
     from personalign.models.lora import LoraSettings
     from personalign.train.config import TrainConfig

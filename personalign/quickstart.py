@@ -155,7 +155,7 @@ def _compare(result: QuickstartResult, before, after) -> dict:
     """The same metric before and after training (raw log-prob accuracy of base and trained policy on
     the same held-out pairs), the paired difference with its 95% interval, and the alignment accuracy."""
     from personalign.eval.alignment import correct_pairs, raw_view_of, write_accuracy
-    from personalign.eval.metrics import paired_difference
+    from personalign.metrics import paired_difference
 
     after_raw = raw_view_of(after, n_boot=500)
     write_accuracy(after_raw, result.out_dir / "accuracy-after-raw")

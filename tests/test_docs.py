@@ -27,7 +27,7 @@ def test_named_test_exists(path, name):
 
 
 def test_named_functions_import():
-    names = set(re.findall(r"`((?:data|eval|llm|models|persona|train)\.[\w.]+)", FIDELITY))
+    names = set(re.findall(r"`((?:data|eval|llm|models|persona|train|metrics)\.[\w.]+)", FIDELITY))
     for dotted in names:
         try:
             importlib.import_module(f"personalign.{dotted}")

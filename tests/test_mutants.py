@@ -22,5 +22,5 @@ def test_every_mutant_applies_and_names_existing_tests():
         assert m.old != m.new
         assert all((REPO / t).is_file() for t in m.tests), m.id
     covered = {m.module for m in mutants.MUTANTS}
-    assert {"train/losses.py", "train/loop.py", "models/logprobs.py", "models/refcache.py", "eval/metrics.py",
+    assert {"train/losses.py", "train/loop.py", "models/logprobs.py", "models/refcache.py", "metrics.py",
             "eval/alignment.py", "data/profile.py", "data/views.py", "llm/verdict.py"} <= covered

@@ -40,7 +40,7 @@ T_OBJECTIVE = ("tests/train/test_objective.py",)
 T_LOOP = ("tests/train/test_objective.py", "tests/train/test_checkpoints.py", "tests/train/test_loop.py")
 T_LOGPROBS = ("tests/models/test_logprobs.py", "tests/data/test_tokens.py")
 T_REFCACHE = ("tests/train/test_objective.py", "tests/eval/test_alignment.py")
-T_METRICS = ("tests/eval/test_metrics.py", "tests/eval/test_alignment.py")
+T_METRICS = ("tests/test_metrics.py", "tests/eval/test_alignment.py")
 T_ALIGNMENT = ("tests/eval/test_alignment.py", "tests/eval/test_suite.py")
 T_PROFILE = ("tests/data/test_profile.py", "tests/data/test_views.py")
 T_VIEWS = ("tests/data/test_views.py", "tests/data/test_tokens.py")
@@ -108,15 +108,15 @@ MUTANTS = [
            "                pass\n", T_REFCACHE),
     Mutant("refcache:drop-truncated-flag", "models/refcache.py", "out.append(ResponseScores(s, [a / c for a, c in zip(s, n)], n, bool(cut)))",
            "out.append(ResponseScores(s, [a / c for a, c in zip(s, n)], n, False))", T_REFCACHE),
-    # eval/metrics.py
-    Mutant("metrics:ties-correct", "eval/metrics.py", "    return margin > 0\n", "    return margin >= 0\n", T_METRICS),
-    Mutant("metrics:reference-sign", "eval/metrics.py", "margin = margin - (np.asarray(ref_chosen",
+    # metrics.py
+    Mutant("metrics:ties-correct", "metrics.py", "    return margin > 0\n", "    return margin >= 0\n", T_METRICS),
+    Mutant("metrics:reference-sign", "metrics.py", "margin = margin - (np.asarray(ref_chosen",
            "margin = margin + (np.asarray(ref_chosen", T_METRICS),
-    Mutant("metrics:interval-tails", "eval/metrics.py", "low, high = np.quantile(means, [tail, 1.0 - tail])",
+    Mutant("metrics:interval-tails", "metrics.py", "low, high = np.quantile(means, [tail, 1.0 - tail])",
            "low, high = np.quantile(means, [0.0, 1.0])", T_METRICS),
-    Mutant("metrics:paired-direction", "eval/metrics.py", "return bootstrap(a - b, n_boot=n_boot",
+    Mutant("metrics:paired-direction", "metrics.py", "return bootstrap(a - b, n_boot=n_boot",
            "return bootstrap(b - a, n_boot=n_boot", T_METRICS),
-    Mutant("metrics:slice-mask", "eval/metrics.py", "out[name] = bootstrap(c[mask], n_boot=n_boot, seed=seed)",
+    Mutant("metrics:slice-mask", "metrics.py", "out[name] = bootstrap(c[mask], n_boot=n_boot, seed=seed)",
            "out[name] = bootstrap(c, n_boot=n_boot, seed=seed)", T_METRICS),
     # eval/alignment.py
     Mutant("alignment:exchanged-policy-reference", "eval/alignment.py", "return pair_correct(pc, pr, rc, rr).astype",

@@ -344,7 +344,7 @@ def diversity(
     prompts, tok = _prompts_and_tokenizer(files, tokenizer)
     encoder = None
     if semantic:
-        from personalign.persona.retrieve import load_encoder
+        from personalign.models.embeddings import embed, load_encoder
 
         encoder = load_encoder()
     table = Table(title="prompt diversity")
@@ -357,7 +357,7 @@ def diversity(
         cells = [f, str(d.n), str(d.total), str(d.distinct), f"{d.d:.4f}"]
         if semantic:
             with _usage_errors("--semantic"):
-                cells.append(f"{div.semantic_diversity(texts, encoder):.4f}")
+                cells.append(f"{div.mean_cosine_distance(embed(encoder, texts)):.4f}")
         table.add_row(*cells)
         steps = [s for s in wanted if s <= d.n] if wanted else sorted({max(1, d.n * i // 10) for i in range(1, 11)})
         if wanted or plot is not None or json_out is not None:

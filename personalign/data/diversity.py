@@ -246,13 +246,6 @@ def mean_cosine_distance(embeddings: np.ndarray) -> float:
     return float(1.0 - (s @ s - np.einsum("ij,ij->", e, e)) / (n * (n - 1)))
 
 
-def semantic_diversity(prompts: Sequence[str], encoder: Any = None, batch_size: int = 64) -> float:
-    """Mean pairwise cosine distance of sentence embeddings (default encoder: all-MiniLM-L6-v2)."""
-    from personalign.persona.retrieve import embed, load_encoder
-
-    return mean_cosine_distance(embed(encoder if encoder is not None else load_encoder(), prompts, batch_size))
-
-
 def plot_curves(curves: dict[str, list[Diversity]], path: str | Path) -> Path:
     """Line plot of D against subset size, one line per label; written with the Agg backend."""
     import matplotlib

@@ -19,7 +19,7 @@ from pydantic import model_validator
 from personalign.config import StrictModel
 from personalign.data.io import ReadCounts, read_examples
 from personalign.data.views import ViewConfig, ViewCounts, render_views
-from personalign.eval.metrics import Estimate, pair_correct, sliced_accuracy
+from personalign.metrics import Estimate, pair_correct, sliced_accuracy
 from personalign.models.loading import load_model, load_tokenizer, model_fingerprint, resolve_model
 from personalign.models.logprobs import ResponseScores, score_responses
 from personalign.models.refcache import cached_scores
@@ -166,7 +166,7 @@ def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
             if ref_sources != sources:
                 raise ValueError(f"{cfg.data}: the reference view renders other records than the policy view")
         ref = _scores(reference, cfg, ref_view, ref_items, ref_tokenizer)
-    correct = correct_pairs(AccuracyResult("alignment", {}, sources, slices, pol, ref, {}))
+    correct = _correct(pol, ref)
     estimates = sliced_accuracy(correct, slices, n_boot=cfg.n_boot, seed=cfg.seed)
     counts = {"records": len(items), "rejected": read_counts.rejected,
               "truncated_for_scoring": sum(s.truncated for s in pol), **view_counts.summary()}
@@ -185,8 +185,10 @@ def raw_view_of(result: AccuracyResult, *, n_boot: int = 1000, seed: int = 0) ->
 
 def correct_pairs(result: AccuracyResult) -> np.ndarray:
     """Per pair, 1.0 when `result`'s metric (alignment or raw) calls it correct, else 0.0."""
-    pol = result.policy
-    ref = result.reference
+    return _correct(result.policy, result.reference)
+
+
+def _correct(pol: list[ResponseScores], ref: list[ResponseScores] | None) -> np.ndarray:
     pc, pr = np.array([s.logp[0] for s in pol]), np.array([s.logp[1] for s in pol])
     if ref is None:
         return pair_correct(pc, pr).astype(np.float64)

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from personalign.eval.generate import read_generations
-from personalign.eval.metrics import Estimate
 from personalign.llm.base import Backend, GenerationConfig, Message
 from personalign.llm.cache import GenerationCache, generate_cached
 from personalign.llm.prompt_file import PromptFile
 from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
+from personalign.metrics import Estimate
 from personalign.persona.judge import JUDGE_GENERATION
 from personalign.persona.prompts import SHOTS
 

@@ -20,7 +20,7 @@ from personalign.data.dialogue import dialogue_messages
 from personalign.data.errors import RecordError
 from personalign.data.io import iter_raw
 from personalign.data.tokens import prompts_ids
-from personalign.eval.metrics import Estimate, bootstrap
+from personalign.metrics import Estimate, bootstrap
 
 PathLike = str | os.PathLike
 CONVENTIONS = ("personalign", "scaling-alignment")

@@ -21,7 +21,7 @@ from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
-from personalign.eval.metrics import Estimate
+from personalign.metrics import Estimate
 
 SUFFIXES = (".json", ".jsonl", ".parquet")
 SUITE_MD, SUITE_JSON = "suite.md", "suite.json"

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from personalign.data.schema import GOLD_PERSONA, Example
-from personalign.eval.metrics import Estimate, bootstrap
 from personalign.llm.base import Backend, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
 from personalign.llm.prompt_file import PromptFile
+from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
+from personalign.metrics import Estimate, bootstrap
 from personalign.persona.prompts import (
     ACCURACY_VERSION,
     PREFER_VERSION,

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import get_scheduler
 
 from personalign.config import dump_config
-from personalign.eval.metrics import pair_correct
+from personalign.metrics import pair_correct
 from personalign.models.logprobs import ResponseScores, length_batches, pack_batch, packed_logprobs
 from personalign.models.loading import load_model, model_fingerprint, resolve_model
 from personalign.models.lora import apply_lora

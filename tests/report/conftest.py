@@ -21,7 +21,7 @@ from personalign.data.views import ViewConfig
 from personalign.eval.alignment import AccuracyResult, write_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.eval.judge import judge_runs, write_judge
-from personalign.eval.metrics import sliced_accuracy
+from personalign.metrics import sliced_accuracy
 from personalign.llm.base import GenerationConfig
 from personalign.report.html import build_report
 

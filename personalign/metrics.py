@@ -1,4 +1,5 @@
-"""Pure metric functions: alignment accuracy, bootstrap intervals, per-slice summaries."""
+"""Pure metric functions shared by every stage (it sits below them): alignment accuracy, bootstrap
+intervals, paired differences, per-slice summaries."""
 from __future__ import annotations
 
 from collections.abc import Sequence

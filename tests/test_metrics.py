@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from personalign.eval.metrics import bootstrap, pair_correct, sliced_accuracy
+from personalign.metrics import bootstrap, pair_correct, sliced_accuracy
 
 
 def test_pair_correct_uses_reference_margin():
@@ -34,7 +34,7 @@ def test_sliced_accuracy_groups_by_slice():
 
 
 def test_paired_difference_resamples_records_with_both_values():
-    from personalign.eval.metrics import paired_difference
+    from personalign.metrics import paired_difference
 
     after = np.array([1, 1, 1, 0, 1, 0, 1, 1, 1, 1], dtype=float)
     before = np.array([0, 1, 0, 0, 1, 0, 1, 0, 1, 1], dtype=float)
