@@ -7,10 +7,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from personalign.errors import UserError
+from personalign.files import write_text
+
 T = TypeVar("T", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit its model."""
 
 
@@ -50,18 +53,31 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read config: {e}") from e
+            raise ConfigError(f"cannot read config: {e}", file=path) from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-    data = _merge(data, parse_overrides(overrides or []))
+            raise ConfigError("expected a mapping at the top level", file=path)
+    given = parse_overrides(overrides or [])
+    data = _merge(data, given)
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        where = f"{path}: " if path else ""
-        lines = [f"{where}{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from e
+        problems = "; ".join(_problem(err) for err in e.errors())
+        from_file = path is not None and any(not err["loc"] or err["loc"][0] not in given for err in e.errors())
+        raise ConfigError(f"invalid config: {problems}", file=path if from_file else None,
+                          option=None if from_file else "key=value overrides") from None
+
+
+def _problem(err: dict) -> str:
+    """One pydantic error as `key: message, got value`."""
+    key = ".".join(map(str, err["loc"])) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or err["type"] == "missing" else f", got {got!r}"
+    return f"{key}: {msg}{shown}"
 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write a config as YAML (secrets are never config fields; keys come from the environment)."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

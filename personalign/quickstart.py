@@ -27,6 +27,8 @@ from personalign.data.schema import Example
 from personalign.data.stats import compute_stats
 from personalign.data.synth import synth_records
 from personalign.data.views import ViewConfig, build_view
+from personalign.files import check_output_dir, write_json
+from personalign.models.loading import check_model_dir
 
 SHOW_CHARS = 700
 
@@ -55,8 +57,12 @@ SIZES = {
 class QuickstartConfig(StrictModel):
     out_dir: str = "runs/quickstart"
     size: Literal["tiny", "default"] = "default"
+    overwrite: bool = False  # run in a directory that holds files the quickstart did not write
     model: str | None = None
     seed: int = 0
+
+
+QUICKSTART_OUTPUTS = ("data", "personas", "accuracy-*", "train", "generations-*", "report.html", "report.md")
 
 
 @dataclass
@@ -135,7 +141,7 @@ def _personas(console: Console, result: QuickstartResult, backend, size: Quickst
         console.print(Text(f"{ex.source}\n  chosen:   {ex.user.personas.get('chosen_persona')}\n"
                            f"  rejected: {ex.user.personas.get('rejected_persona')}"))
     saliency = word_saliency(personas_by_side(inferred), cutoff=1)
-    (out.parent / "saliency.json").write_text(json.dumps(saliency_json(saliency), indent=2) + "\n")
+    write_json(out.parent / "saliency.json", saliency_json(saliency))
     console.print(f"{stats.generated} personas generated, {stats.reused} reused from the cache -> {out}")
 
 
@@ -167,7 +173,7 @@ def _compare(result: QuickstartResult, before, after) -> dict:
         "alignment_accuracy_after": {"metric": "alignment accuracy: trained policy's margin over the base > 0",
                                      **after.estimates["overall"].as_dict()},
     }
-    (result.out_dir / "accuracy-comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
+    write_json(result.out_dir / "accuracy-comparison.json", comparison)
     result.accuracy["accuracy-after-raw"] = after_raw.estimates["overall"].value
     return comparison
 
@@ -205,6 +211,8 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
 
     console = console or Console()
     size = SIZES[cfg.size]
+    check_model_dir(cfg.model, option="--model")
+    check_output_dir(cfg.out_dir, own=QUICKSTART_OUTPUTS, overwrite=cfg.overwrite)
     result = QuickstartResult(Path(cfg.out_dir))
     with _stage(console, result, "1. data: synthetic AlignX users + a P-Soups slice"):
         _write_data(cfg, size, result.out_dir, result)

@@ -1,34 +1,131 @@
-"""Shared CLI plumbing: one console and one way to turn library errors into exit codes."""
+"""Shared CLI plumbing: one console, and the one error boundary of every command.
+
+`BoundaryGroup` is the click group class of the `personalign` app and of every command group.
+Around whatever command runs it turns every anticipated failure — a `UserError` (bad record,
+config, option, output, model, backend, empty result), an `OSError` naming a file, a usage error
+— into one line `error: <what> (<where>)` on stderr and exit code 2. Anything else is a bug: one
+line `error: internal error: ...` and exit code 1. `--debug` (or `PERSONALIGN_DEBUG=1`) adds the
+traceback.
+"""
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TypeVar
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer import _click as click  # typer vendors click; its exceptions are these classes
+from typer.core import TyperGroup
 
-from personalign.config import ConfigError
-from personalign.data.errors import RecordError
+from personalign.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable)
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Write into an output directory that holds files this command did not write.")]
 
-USER_ERRORS = (RecordError, ConfigError, FileNotFoundError)
+DEBUG_ENV = "PERSONALIGN_DEBUG"
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
 
 
-def cli_errors(fn: F) -> F:
-    """Print expected errors as one red line and exit with code 2 instead of a traceback."""
+_debug = {"on": False}  # set by --debug for the command being run
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+
+def debug_enabled() -> bool:
+    return _debug["on"] or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
+
+def one_line(text: str) -> str:
+    """`text` with its lines joined by '; ' (messages are one line on the terminal)."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def describe(exc: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) of an anticipated failure, or None for a bug."""
+    if isinstance(exc, click.exceptions.ClickException):
+        return one_line(exc.format_message()), EXIT_USER_ERROR
+    if isinstance(exc, UserError):
+        where = exc.where()
+        return one_line(exc.message) + (f" ({where})" if where else ""), EXIT_USER_ERROR
+    if isinstance(exc, OSError):
+        if exc.filename is not None:
+            what = exc.strerror or type(exc).__name__
+            extra = f" -> {exc.filename2}" if exc.filename2 else ""
+            return f"{what} ({exc.filename}{extra})", EXIT_USER_ERROR
+        return one_line(str(exc) or type(exc).__name__), EXIT_USER_ERROR
+    if isinstance(exc, ValueError):  # library checks of arguments and data raise ValueError with a message
+        return one_line(str(exc) or type(exc).__name__), EXIT_USER_ERROR
+    return None
+
+
+def report_error(exc: BaseException) -> int:
+    """Print `exc` as one line (plus the traceback under --debug); returns the exit code."""
+    described = describe(exc)
+    if described is None:
+        message = f"internal error: {type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for the traceback)"
+        code = EXIT_BUG
+    else:
+        message, code = described
+    if debug_enabled() and not isinstance(exc, click.exceptions.UsageError):
+        err_console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True)
+    err_console.print(Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
+    return code
+
+
+class _WarningHandler(logging.Handler):
+    """`personalign` log warnings as `warning: ...` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(Text("warning: ", style="bold yellow") + Text(one_line(record.getMessage())),
+                          highlight=False, soft_wrap=True)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("personalign")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        logger.addHandler(_WarningHandler(logging.WARNING))
+        logger.setLevel(logging.INFO)
+
+
+class BoundaryGroup(TyperGroup):
+    """A typer group whose `main` is the error boundary described in the module docstring."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        _setup_logging()
+        _debug["on"] = False
         try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            err_console.print(Text("error: ", style="bold red") + Text(str(e)), highlight=False)
-            raise typer.Exit(2) from None
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            code = exc.exit_code
+        except typer.Abort:
+            err_console.print("aborted", highlight=False)
+            code = 130
+        except Exception as exc:  # noqa: BLE001 - this is the boundary
+            code = report_error(exc)
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
-    return wrapper  # type: ignore[return-value]
+
+def root_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error, not just its one-line message."),
+) -> None:
+    """Personalized preference alignment: data, views, models, training and evaluation."""
+    _debug["on"] = debug
+
+
+def new_app(**kwargs: Any) -> typer.Typer:
+    """A command group with the error boundary."""
+    return typer.Typer(cls=BoundaryGroup, no_args_is_help=True, pretty_exceptions_show_locals=False, **kwargs)

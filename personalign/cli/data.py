@@ -8,10 +8,13 @@ from typing import Literal
 
 import typer
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import console, new_app
 from personalign.data.errors import RecordError
+from personalign.data.views import PersonaSourceName, TemplateName, ViewName
+from personalign.errors import EmptyError, ModelError
+from personalign.files import check_output_dir, check_output_file, write_json
 
-app = typer.Typer(no_args_is_help=True)
+app = new_app()
 
 
 def _load_tokenizer(name: str | None):
@@ -20,19 +23,21 @@ def _load_tokenizer(name: str | None):
         return None
     from transformers import AutoTokenizer
 
+    from personalign.models.loading import check_model_dir
+
+    check_model_dir(name, option="--tokenizer", tokenizer_only=True)
     try:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise typer.BadParameter(f"cannot load tokenizer {name!r}: {e}", param_hint="--tokenizer") from None
+        raise ModelError(f"cannot load a tokenizer: {e}", option="--tokenizer") from None
 
 
 @app.command("build-views")
-@cli_errors
 def build_views(
     file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset."),
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL, one rendered example per line."),
-    view: Literal["none", "ica", "pba", "persona", "demo"] = typer.Option("none", help="Conditioning view."),
-    template: Literal["chat", "alignx", "alignx-eval", "plain"] = typer.Option("chat", help="Prompt template preset."),
+    view: ViewName = typer.Option("none", help="Conditioning view."),
+    template: TemplateName = typer.Option("chat", help="Prompt template preset."),
     tokenizer: str | None = typer.Option(
         None,
         help="Tokenizer directory (AutoTokenizer.from_pretrained) for the chat template and --max-length. "
@@ -46,8 +51,7 @@ def build_views(
     ),
     seed: int = typer.Option(0, help="Seed for --sample-history."),
     include_demographic: bool = typer.Option(False, help="ica: append the demographic text (always in alignx-eval)."),
-    persona_source: Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system",
-                            "gold_chosen", "gold_rejected", "retr_chosen", "retr_rejected"] = typer.Option(
+    persona_source: PersonaSourceName = typer.Option(
         "chosen", help="persona: which persona text to use. Under rejected / retrieved_rejected the rejected response "
         "is the preferred one (listed first); all renders both sides; system puts the persona in the system message."
     ),
@@ -70,6 +74,9 @@ def build_views(
 
     if max_length is not None and tokenizer is None:
         raise typer.BadParameter("--max-length needs --tokenizer to count tokens", param_hint="--max-length")
+    check_output_file(out, inputs=[file, dimensions])
+    if rejects is not None:
+        check_output_file(rejects, inputs=[file, out], option="--rejects")
     try:
         cfg = ViewConfig(
             view=view, template=template, sample_history=sample_history, seed=seed,
@@ -92,7 +99,11 @@ def build_views(
                 progress.advance(task)
                 yield {**{f.name: getattr(r, f.name) for f in fields(r)}, "view": cfg.view, "template": cfg.template}
 
-        write_jsonl(rows(), out)
+        written = write_jsonl(rows(), out)
+    if not written:
+        out.unlink(missing_ok=True)
+        raise EmptyError(f"no valid record to render: {read.rejected} of {read.seen} records were invalid and skipped",
+                         file=file)
 
     table = Table(title=f"build-views: {cfg.view} / {cfg.template} -> {out}")
     table.add_column("count")
@@ -104,7 +115,6 @@ def build_views(
 
 
 @app.command("synth")
-@cli_errors
 def synth(
     n: int = typer.Option(1000, "--n", min=1, help="Number of records."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .json or .parquet."),
@@ -115,13 +125,11 @@ def synth(
     """Write synthetic records whose preferred reply depends on the user's history."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from personalign.data.io import write_json, write_jsonl, write_parquet
+    from personalign.data.io import record_writer
     from personalign.data.synth import synth_ranking, synth_records
 
-    writers = {".jsonl": write_jsonl, ".ndjson": write_jsonl, ".json": write_json, ".parquet": write_parquet}
-    writer = writers.get(out.suffix.lower())
-    if writer is None:
-        raise typer.BadParameter(f"cannot write '{out.suffix}' files; use .jsonl, .json or .parquet", param_hint="--out")
+    check_output_file(out)
+    writer = record_writer(out, option="--out")
     try:
         records = synth_records(n, seed=seed) if kind == "alignx" else synth_ranking(n, k=k, seed=seed)
     except ValueError as e:
@@ -142,7 +150,6 @@ def synth(
 
 
 @app.command("stats")
-@cli_errors
 def stats(
     file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer directory (AutoTokenizer.from_pretrained): adds token lengths."),
@@ -151,14 +158,14 @@ def stats(
     on_invalid: Literal["fail", "skip"] = typer.Option("fail", help="Stop at the first invalid record, or skip invalid records."),
 ) -> None:
     """Lengths, history sizes, user signals, slices and preference-dimension usage of a data file."""
-    import json
-
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from personalign.data.io import ReadCounts, read_examples
     from personalign.data.stats import compute_stats
 
+    if json_out is not None:
+        check_output_file(json_out, inputs=[file], option="--json")
     tok = _load_tokenizer(tokenizer)
     read = ReadCounts()
     columns = (SpinnerColumn(), TextColumn("reading {task.completed} records"), TimeElapsedColumn())
@@ -172,6 +179,8 @@ def stats(
                     progress.update(task, completed=i)
 
         s = compute_stats(tracked(), tok)
+    if s.records == 0:
+        raise EmptyError(f"no valid record: all {read.rejected} records were invalid and skipped", file=file)
 
     overview = Table(title=f"{file}: {s.records} records")
     overview.add_column("records with")
@@ -213,13 +222,11 @@ def stats(
             dims.add_row(str(d.index), d.positive, str(d.ones), d.negative, str(d.zeros))
         console.print(dims)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(s.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(json_out, s.to_dict())
         console.print(f"wrote {json_out}", highlight=False)
 
 
 @app.command("validate")
-@cli_errors
 def validate(
     file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset name[:split]."),
     on_invalid: Literal["fail", "skip"] = typer.Option("fail", help="Stop at the first invalid record (exit 2), or skip and count them."),
@@ -235,6 +242,8 @@ def validate(
     from personalign.data.io import default_rejects_path, validate_file
 
     rejects_path = (rejects or default_rejects_path(file)) if on_invalid == "skip" else None
+    if rejects_path is not None:
+        check_output_file(rejects_path, inputs=[file], option="--rejects")
     columns = (SpinnerColumn(), TextColumn("validating: {task.fields[accepted]} accepted, {task.fields[rejected]} rejected"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -279,16 +288,18 @@ def _prompts_and_tokenizer(files: list[str], tokenizer: str | None) -> tuple[dic
 
 
 @app.command("rank-split")
-@cli_errors
 def rank_split(
     file: str = typer.Argument(..., help="Ranking records (n responses each): .jsonl, .json, .parquet or a dataset."),
     k: list[int] = typer.Option(..., "--k", min=2, help="Responses to keep per prompt; repeat for several files."),
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Directory for the ranking-k files."),
     seed: int = typer.Option(0, help="Seed of the per-record choice of responses."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
 ) -> None:
     """Ranking-n -> ranking-k files: k responses per prompt picked at random (seeded per record), best-first."""
+    from personalign.data.ranking import RANK_SPLIT_OUTPUTS
     from personalign.data.ranking import rank_split as split
 
+    check_output_dir(out_dir, inputs=[file], own=RANK_SPLIT_OUTPUTS, overwrite=overwrite, option="--out-dir")
     with _usage_errors("--k"):
         paths = split(file, k, out_dir, seed)
     for kk, path in paths.items():
@@ -296,19 +307,20 @@ def rank_split(
 
 
 @app.command("subsets")
-@cli_errors
 def subsets(
     inputs: list[str] = typer.Argument(..., help="Ranking-k files, or directories of them (as rank-split writes)."),
     budget: int = typer.Option(..., min=1, help="Responses per subset: N prompts × k = budget for every k."),
     k: list[int] = typer.Option(..., "--k", min=2, help="Ranking size; repeat for several subsets."),
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Directory for the subsets and manifest.json."),
     seed: int = typer.Option(0, help="Seed of the one prompt shuffle."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
 ) -> None:
     """Nested equal-budget subsets: one seeded shuffle of the prompts, the first budget/k of it per k."""
     from rich.table import Table
 
-    from personalign.data.ranking import MANIFEST, equal_budget_subsets
+    from personalign.data.ranking import MANIFEST, SUBSET_OUTPUTS, equal_budget_subsets
 
+    check_output_dir(out_dir, inputs=inputs, own=SUBSET_OUTPUTS, overwrite=overwrite, option="--out-dir")
     with _usage_errors():
         manifest = equal_budget_subsets(inputs, budget, k, out_dir, seed)
     table = Table(title=f"equal-budget subsets: budget {budget}, seed {seed}, {manifest['prompts']} prompts")
@@ -321,7 +333,6 @@ def subsets(
 
 
 @app.command("diversity")
-@cli_errors
 def diversity(
     files: list[str] = typer.Argument(..., help="Record files; the prompts are measured."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer directory or model (default: the embedded model's)."),
@@ -341,6 +352,12 @@ def diversity(
 
     with _usage_errors("--sizes"):
         wanted = [int(x) for x in sizes.split(",") if x.strip()] if sizes else []
+    if any(s < 1 for s in wanted):
+        raise typer.BadParameter(f"subset sizes must be positive, got {sizes}", param_hint="--sizes")
+    if plot is not None:
+        check_output_file(plot, inputs=files, option="--plot")
+    if json_out is not None:
+        check_output_file(json_out, inputs=[*files, plot], option="--json")
     prompts, tok = _prompts_and_tokenizer(files, tokenizer)
     encoder = None
     if semantic:
@@ -369,17 +386,13 @@ def diversity(
     if plot is not None:
         console.print(f"plot: {div.plot_curves(curves, plot)}", highlight=False)
     if json_out is not None:
-        import json
-
         doc = {"kind": "diversity", "metric": "D = sqrt(N) * distinct / total token bigrams", "convention": convention,
                "curves": {f: [{"n": p.n, "d": p.d} for p in points] for f, points in curves.items()}}
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        write_json(json_out, doc)
         console.print(f"wrote {json_out}", highlight=False)
 
 
 @app.command("select")
-@cli_errors
 def select(
     file: str = typer.Argument(..., help="Record file to select prompts (whole records) from."),
     size: int = typer.Option(..., "--size", min=1, help="Number of records to keep."),
@@ -396,8 +409,11 @@ def select(
     import numpy as np
 
     from personalign.data import diversity as div
-    from personalign.data.ranking import pick_records, write_records
+    from personalign.data.io import record_writer, write_records
+    from personalign.data.ranking import pick_records
 
+    check_output_file(out, inputs=[file])
+    record_writer(out, option="--out")
     prompts, tok = _prompts_and_tokenizer([file], tokenizer)
     bigrams = div.Bigrams.from_token_ids(div.tokenize(prompts[file], tok))
     if size > len(bigrams):
@@ -408,8 +424,7 @@ def select(
     else:
         picked = np.random.default_rng(seed).choice(len(bigrams), size, replace=False).tolist()
     seconds = time.perf_counter() - start
-    with _usage_errors("--out"):
-        write_records(pick_records(file, picked), out)
+    write_records(pick_records(file, picked), out)
     chosen = div.diversity(bigrams, picked).d
     rand = [r.d for r in div.random_diversity(bigrams, size, draws, seed + 1)]
     console.print(f"selected {size} of {len(bigrams)} records by {by} in {seconds:.1f} s -> {out}\n"

@@ -10,7 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import Overwrite, console, new_app
+from personalign.data.io import check_source
+from personalign.data.views import PersonaSourceName, TemplateName, ViewName
+from personalign.files import check_output_dir, check_output_file
+from personalign.llm import check_backend
+from personalign.models.loading import check_model_dir
 from personalign.cli.persona import (
     ApiKeyEnv,
     BaseUrl,
@@ -22,9 +27,9 @@ from personalign.cli.persona import (
     VerdictModeOpt,
 )
 from personalign.config import load_config
-from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
+from personalign.eval.alignment import ACCURACY_OUTPUTS, AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
 
-app = typer.Typer(no_args_is_help=True)
+app = new_app()
 
 
 @contextmanager
@@ -39,20 +44,20 @@ def _processes():
 
 
 @app.command("accuracy")
-@cli_errors
 def accuracy(
     data: Annotated[Optional[str], typer.Option("--data", help="Pairs to evaluate (jsonl/json/parquet/dataset dir).")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Policy model dir or name (default: embedded SmolLM2).")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference model; omit (or = policy) for raw log-prob accuracy.")] = None,
-    view: Annotated[Optional[str], typer.Option(help="none | ica | pba | persona | demo")] = None,
-    template: Annotated[Optional[str], typer.Option(help="chat | alignx | alignx-eval | plain")] = None,
-    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved | retrieved_rejected | all | system")] = None,
-    reference_view: Annotated[Optional[str], typer.Option(help="View the reference is scored under (default: --view).")] = None,
-    reference_template: Annotated[Optional[str], typer.Option(help="Template of the reference's prompt (default: --template).")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval layout, reference under the ICA alignx-eval layout with all history).")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token budget for prompt + response.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N records.")] = None,
+    view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view of the policy's prompt.")] = None,
+    template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset.")] = None,
+    persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt.")] = None,
+    reference_view: Annotated[Optional[ViewName], typer.Option(help="View the reference is scored under (default: --view).")] = None,
+    reference_template: Annotated[Optional[TemplateName], typer.Option(help="Template of the reference's prompt (default: --template).")] = None,
+    protocol: Annotated[Optional[Literal["alignx"]], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval layout, reference under the ICA alignx-eval layout with all history).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(min=2, help="Token budget for prompt + response.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for accuracy.json, accuracy.md, scores.jsonl.")] = Path("results/accuracy"),
+    overwrite: Overwrite = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (AccuracyConfig).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. view.seed=1")] = None,
 ) -> None:
@@ -70,6 +75,10 @@ def accuracy(
         items += [f"reference_view.{k}={v or base[k]}" for k, v in
                   (("view", reference_view), ("template", reference_template))]
     cfg = load_config(AccuracyConfig, config, items)
+    check_source(cfg.data, option="--data")
+    check_model_dir(cfg.policy, option="--policy")
+    check_model_dir(cfg.reference, option="--reference")
+    check_output_dir(out, inputs=[cfg.data], own=ACCURACY_OUTPUTS, overwrite=overwrite)
     with _processes() as state:
         result = evaluate_accuracy(cfg)
         if state.is_main_process:
@@ -92,7 +101,6 @@ def _print_accuracy(cfg: AccuracyConfig, result, out: Path, n_processes: int) ->
 
 
 @app.command("suite")
-@cli_errors
 def suite(
     method: Annotated[Literal["ica", "pba"], typer.Option("--method", help="The policy's method: ica or pba.")],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory of AlignX benchmark files (.json/.jsonl/.parquet).")],
@@ -101,13 +109,20 @@ def suite(
     out: Annotated[Path, typer.Option("--out", help="Directory for suite.md, suite.json and one folder per benchmark.")] = Path("results/suite"),
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records of each file (a quick look).")] = None,
     max_length: Annotated[int, typer.Option("--max-length", min=2, help="Token budget for prompt + response (AlignX: 8192).")] = 8192,
+    overwrite: Overwrite = False,
 ) -> None:
     """Every AlignX benchmark under --data-dir, scored with the published protocol; one table.
 
     Resumable: a benchmark already scored with the same settings is read back, not scored again.
     """
-    from personalign.eval.suite import SUITE_JSON, SUITE_MD, SuiteConfig, run_suite
+    from personalign.eval.suite import SUITE_JSON, SUITE_MD, SuiteConfig, find_benchmarks, run_suite
 
+    if not data_dir.is_dir():
+        raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="--data-dir")
+    check_model_dir(policy, option="--policy")
+    check_model_dir(reference, option="--reference")
+    own = (SUITE_MD, SUITE_JSON, *(name for name, _ in find_benchmarks(data_dir)))
+    check_output_dir(out, inputs=[data_dir], own=own, overwrite=overwrite)
     cfg = SuiteConfig(method=method, data_dir=str(data_dir), out=str(out), policy=policy, reference=reference,
                       limit=limit, max_length=max_length)
     with _processes() as state:
@@ -126,13 +141,12 @@ def suite(
 
 
 @app.command("generate")
-@cli_errors
 def generate(
     data: Annotated[Optional[str], typer.Option("--data", help="Records to generate for (jsonl/json/parquet/dataset dir).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory: generations.jsonl, generation.json, cache.")] = None,
-    view: Annotated[Optional[str], typer.Option(help="none | ica | pba | persona | demo")] = None,
-    template: Annotated[Optional[str], typer.Option(help="chat | alignx | alignx-eval | plain")] = None,
-    persona_source: Annotated[Optional[str], typer.Option(help="persona view: chosen | gold | rejected | retrieved | retrieved_rejected | system (or the seed's gold_chosen ...)")] = None,
+    view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view.")] = None,
+    template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset.")] = None,
+    persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt (or the seed's gold_chosen ...).")] = None,
     backend: Kind = "local",
     model: Model = None,
     base_url: BaseUrl = None,
@@ -149,11 +163,14 @@ def generate(
         "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     limit: Limit = None,
+    overwrite: Overwrite = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (GenerateConfig).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. view.include_demographic=true")] = None,
 ) -> None:
     """Generate one response per record under a view; rerunning continues a killed run from its cache."""
-    from personalign.eval.generate import GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses
+    from personalign.eval.generate import (
+        GENERATE_OUTPUTS, GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses,
+    )
     from personalign.llm.base import SAMPLING_PRESETS
     from personalign.llm.progress import progress_bar
 
@@ -172,6 +189,13 @@ def generate(
                 opts[f"generation.{key}"] = value
     items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
     cfg = load_config(GenerateConfig, config, items)
+    check_source(cfg.data, option="--data")
+    if cfg.shots_from is not None:
+        check_source(cfg.shots_from, option="--shots-from")
+    if cfg.backend.kind == "local":
+        check_model_dir(cfg.backend.model, option="--model")
+    check_backend(cfg.backend)
+    check_output_dir(cfg.out, inputs=[cfg.data, cfg.shots_from], own=GENERATE_OUTPUTS, overwrite=overwrite)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("generating", total=None)
         run = generate_responses(cfg, on_progress=lambda n: bar.advance(task, n))
@@ -181,7 +205,6 @@ def generate(
 
 
 @app.command("judge")
-@cli_errors
 def judge(
     base: Annotated[Path, typer.Option("--base", help="Base run directory (from `eval generate`).")],
     test: Annotated[Path, typer.Option("--test", help="Test run directory, compared against the base.")],
@@ -200,9 +223,11 @@ def judge(
     preset: Annotated[Literal["default", "prometheus"], typer.Option(
         "--preset", help="default: answer 1 or 2; prometheus: Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = "default",
     prompt_file: PromptFileOpt = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Pairwise win rate of test vs. base under each rubric, both orders, with ΔPQ."""
-    from personalign.eval.judge import CACHE_FILE, JUDGE_SLOTS, RUBRICS, judge_runs, write_judge
+    from personalign.eval.generate import GENERATIONS_FILE, read_generations
+    from personalign.eval.judge import CACHE_FILE, JUDGE_OUTPUTS, JUDGE_SLOTS, RUBRICS, judge_runs, write_judge
     from personalign.llm.prompt_file import load_prompt_file
     from personalign.llm import make_backend
     from personalign.llm.base import BackendConfig, GenerationConfig
@@ -214,8 +239,16 @@ def judge(
     template = load_prompt_file(prompt_file, JUDGE_SLOTS, {"first", "second"}) if prompt_file else None
     if max_new_tokens is None:
         max_new_tokens = 8 if preset == "default" and template is None else 512
-    llm = make_backend(BackendConfig(kind=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-                                     batch_size=batch_size))
+    for run, option in ((base, "--base"), (test, "--test")):
+        read_generations(run, option=option)
+    if backend == "local":
+        check_model_dir(model, option="--model")
+    check_output_dir(out, inputs=[base / GENERATIONS_FILE, test / GENERATIONS_FILE], own=JUDGE_OUTPUTS,
+                     overwrite=overwrite)
+    backend_cfg = BackendConfig(kind=backend, model=model, base_url=base_url, api_key_env=api_key_env,
+                                batch_size=batch_size)
+    check_backend(backend_cfg)
+    llm = make_backend(backend_cfg)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("judging", total=None)
         result = judge_runs(base, test, llm, rubrics=rubrics, cache_path=Path(out) / CACHE_FILE,
@@ -241,7 +274,6 @@ def judge(
 
 
 @app.command("reward")
-@cli_errors
 def reward(
     files: Annotated[list[Path], typer.Argument(help="Files of rows with prompt and response fields (e.g. generations.jsonl).")],
     model: Annotated[Path, typer.Option("--model", help="Reward model dir (AutoModelForSequenceClassification, 1 label).")],
@@ -255,8 +287,13 @@ def reward(
         "the paper's OpenAssistant-format text, mean raw score, nltk character BLEU.")] = "personalign",
 ) -> None:
     """Mean σ(reward) per file and over all files (weighted by size); BLEU against a reference field."""
-    from personalign.eval.reward import score_files
+    from personalign.eval.reward import score_files, write_reward
 
+    for f in files:
+        check_source(f, option="FILES")
+    check_model_dir(model, option="--model", kind="seq-cls")
+    if out is not None:
+        check_output_file(out, inputs=files)
     with console.status("scoring"):
         per_file, overall = score_files(model, files, prompt_field=prompt_field, response_field=response_field,
                                         reference_field=reference_field, batch_size=batch_size,
@@ -270,8 +307,5 @@ def reward(
                       "-" if r.bleu is None else f"{r.bleu:.2f}")
     console.print(table)
     if out is not None:
-        result = {"kind": "reward", "model": str(model), "reference_field": reference_field,
-                  "files": [r.as_dict() for r in per_file], "all": overall.as_dict()}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_reward(out, model, reference_field, per_file, overall)
         console.print(f"wrote {out}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import console, new_app
 from personalign.models.loading import (
     DEFAULT_ALIASES,
     DEFAULT_MODEL,
@@ -19,7 +19,7 @@ from personalign.models.loading import (
     prepare_default_model,
 )
 
-app = typer.Typer(no_args_is_help=True)
+app = new_app()
 
 
 def _size(path: Path) -> str:
@@ -28,7 +28,6 @@ def _size(path: Path) -> str:
 
 
 @app.command("list")
-@cli_errors
 def list_models() -> None:
     """Show the embedded default model and the models cached under the personalign home."""
     table = Table(title=f"models in {personalign_home()}")
@@ -47,7 +46,6 @@ def list_models() -> None:
 
 
 @app.command("prepare")
-@cli_errors
 def prepare(
     name: str | None = typer.Argument(None, help="default (the embedded SmolLM2), a model directory, or a hub id"),
     force: bool = typer.Option(False, "--force", help="rebuild the default model's cache even if present"),

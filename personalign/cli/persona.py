@@ -1,7 +1,6 @@
 """`personalign persona ...`: infer personas, judge them, word saliency, retrieval."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -12,10 +11,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from personalign.cli._common import cli_errors, console
-from personalign.llm import BackendConfig, make_backend
+from personalign.cli._common import console, new_app
+from personalign.data.io import check_source
+from personalign.errors import EmptyError
+from personalign.files import check_output_file, write_json
+from personalign.llm import BackendConfig, check_backend, make_backend
+from personalign.models.loading import check_model_dir
 
-app = typer.Typer(no_args_is_help=True)
+app = new_app()
 
 Data = Annotated[str, typer.Option(
     "--data", help="Records: .jsonl, .json, .parquet, a save_to_disk directory or a hub dataset.")]
@@ -41,8 +44,12 @@ VerdictModeOpt = Annotated[Literal["generate", "logprob"], typer.Option(
 
 def _config(kind: str, model: str | None, base_url: str | None, api_key_env: str, batch_size: int,
             concurrency: int) -> BackendConfig:
-    return BackendConfig(kind=kind, model=model, base_url=base_url, api_key_env=api_key_env, batch_size=batch_size,
-                         concurrency=concurrency)
+    if kind == "local":
+        check_model_dir(model, option="--model")
+    cfg = BackendConfig(kind=kind, model=model, base_url=base_url, api_key_env=api_key_env, batch_size=batch_size,
+                        concurrency=concurrency)
+    check_backend(cfg)
+    return cfg
 
 
 def _chunk_size(cfg: BackendConfig) -> int:
@@ -66,13 +73,21 @@ def _count(data: str, limit: int | None) -> int:
 
 def _write_json(result: dict, out: Path | None) -> None:
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        write_json(out, result)
         console.print(f"wrote {out}")
 
 
+def _check_io(data: str, *outputs: tuple[Path | None, str], inputs: tuple = ()) -> None:
+    """The input records exist and no output would overwrite an input or fail to be written."""
+    check_source(data)
+    written: list = []
+    for path, option in outputs:
+        if path is not None:
+            check_output_file(path, inputs=[data, *inputs, *written], option=option)
+            written.append(path)
+
+
 @app.command("infer")
-@cli_errors
 def infer(
     data: Data,
     out: Annotated[Path, typer.Option(
@@ -90,6 +105,7 @@ def infer(
     prompt_file: PromptFileOpt = None,
 ) -> None:
     """Infer the persona behind each chosen (and rejected) response; resumable after a kill."""
+    from personalign.data.io import record_writer
     from personalign.llm.base import GenerationConfig
     from personalign.llm.prompt_file import load_prompt_file
     from personalign.persona.infer import SIDES, default_cache_path, infer_personas
@@ -99,10 +115,12 @@ def infer(
     if set(sides) - set(SIDES):
         raise typer.BadParameter(f"expected chosen or rejected, got {sides}", param_hint="--side")
     template = load_prompt_file(prompt_file, INFER_SLOTS, {"preferred", "other"}) if prompt_file else None
+    cache_path = cache if cache is not None else default_cache_path(out)
+    _check_io(data, (out, "--out"), (cache_path, "--cache"), inputs=(prompt_file,))
+    record_writer(out, option="--out")
     total = _count(data, limit) * len(sides)
     cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
     llm = make_backend(cfg)
-    cache_path = cache if cache is not None else default_cache_path(out)
     with _progress("inferring personas", total) as advance:
         stats = infer_personas(data, llm, out, sides=sides, cache_path=cache_path, limit=limit,
                                gen_config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
@@ -118,19 +136,20 @@ def infer(
 
 
 def _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size, concurrency, out, cache):
-    """(examples, backend config, backend, judge cache path) shared by `accuracy` and `prefer`;
+    """(examples, backend config, judge cache path) shared by `accuracy` and `prefer`;
     the cache defaults to one beside `--out`, and there is none without either."""
     from personalign.data.io import read_examples
     from personalign.persona.infer import default_cache_path
 
-    examples = list(islice(read_examples(data), limit))
-    cfg = _config(backend, model, base_url, api_key_env, batch_size, concurrency)
     cache_path = cache if cache is not None else default_cache_path(out) if out is not None else None
-    return examples, cfg, make_backend(cfg), cache_path
+    _check_io(data, (out, "--out"), (cache_path, "--cache"))
+    examples = list(islice(read_examples(data), limit))
+    if not examples:
+        raise EmptyError("no records to judge", file=data)
+    return examples, _config(backend, model, base_url, api_key_env, batch_size, concurrency), cache_path
 
 
 @app.command("accuracy")
-@cli_errors
 def accuracy(
     data: Data,
     persona_field: Annotated[
@@ -156,9 +175,13 @@ def accuracy(
 
     template = load_prompt_file(prompt_file, ACCURACY_SLOTS, {"first", "second"}) if prompt_file else None
 
-    examples, cfg, llm, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
-                                                   concurrency, out, cache)
+    examples, cfg, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
+                                              concurrency, out, cache)
     n = sum(bool(ex.user.personas.get(persona_field)) for ex in examples)
+    if n == 0:
+        raise EmptyError(f"no record has a {persona_field} to judge (run `personalign persona infer` first)",
+                         file=data, option="--persona-field")
+    llm = make_backend(cfg)
     with _progress("judging", 2 * n) as advance:
         result = persona_accuracy(examples, llm, persona_field=persona_field, cache_path=cache_path,
                                   chunk_size=_chunk_size(cfg), on_progress=advance, verdict_mode=verdict_mode, prompt_file=template)
@@ -174,7 +197,6 @@ def accuracy(
 
 
 @app.command("prefer")
-@cli_errors
 def prefer(
     data: Data,
     backend: Kind = "local",
@@ -196,10 +218,14 @@ def prefer(
 
     template = load_prompt_file(prompt_file, PREFER_SLOTS, {"first", "second"}) if prompt_file else None
 
-    examples, cfg, llm, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
-                                                   concurrency, out, cache)
+    examples, cfg, cache_path = _judge_inputs(data, limit, backend, model, base_url, api_key_env, batch_size,
+                                              concurrency, out, cache)
     n = sum(bool(ex.user.personas.get("chosen_persona") and ex.user.personas.get("rejected_persona"))
             for ex in examples)
+    if n == 0:
+        raise EmptyError("no record has both a chosen_persona and a rejected_persona to compare (run "
+                         "`personalign persona infer` first)", file=data)
+    llm = make_backend(cfg)
     with _progress("judging", 2 * n) as advance:
         result = persona_preference(examples, llm, cache_path=cache_path, chunk_size=_chunk_size(cfg),
                                     on_progress=advance, verdict_mode=verdict_mode, prompt_file=template)
@@ -214,7 +240,6 @@ def prefer(
 
 
 @app.command("saliency")
-@cli_errors
 def saliency(
     data: Data,
     cutoff: Annotated[int, typer.Option("--cutoff", min=1, help="Minimum count of a word over all personas.")] = 10,
@@ -225,9 +250,10 @@ def saliency(
     from personalign.data.io import read_examples
     from personalign.persona.saliency import personas_by_side, saliency_json, word_saliency
 
+    _check_io(data, (out, "--out"))
     labels = personas_by_side(read_examples(data))
     if not any(labels.values()):
-        raise typer.BadParameter(f"{data}: no record has chosen_persona or rejected_persona", param_hint="--data")
+        raise EmptyError("no record has chosen_persona or rejected_persona", file=data)
     result = word_saliency(labels, cutoff=cutoff)
     for label, rows in result.items():
         table = Table(title=f"most salient words of {label} personas ({len(labels[label])} personas, cutoff {cutoff})")
@@ -240,7 +266,6 @@ def saliency(
 
 
 @app.command("retrieve")
-@cli_errors
 def retrieve(
     train: Annotated[str, typer.Option("--train", help="Training records holding personas.")],
     data: Data,
@@ -249,8 +274,12 @@ def retrieve(
         "--model-path", help="sentence-transformers dir (default: packaged all-MiniLM-L6-v2).")] = None,
 ) -> None:
     """Give each record the personas of the training record with the most similar prompt (never itself)."""
+    from personalign.data.io import record_writer
     from personalign.persona.retrieve import retrieve_personas
 
+    check_source(train, option="--train")
+    _check_io(data, (out, "--out"), inputs=(train,))
+    record_writer(out, option="--out")
     with console.status("embedding prompts"):
         try:
             stats = retrieve_personas(train, data, out, model_path=model_path)

@@ -6,16 +6,16 @@ from typing import Literal
 
 import typer
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import console, new_app
 from personalign.quickstart import QuickstartConfig, run_quickstart
 
 
-@cli_errors
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), help="Directory for data, results and the report."),
     size: Literal["tiny", "default"] = typer.Option("default", help="tiny: a CI-sized run."),
     model: str | None = typer.Option(None, help="Model directory (default: the embedded SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed for synthetic data."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Run in a directory that holds other files."),
 ) -> None:
     """Run the whole method offline: data, validation, views, personas, LoRA DPO, accuracy before/after, generations, report."""
-    run_quickstart(QuickstartConfig(out_dir=str(out), size=size, model=model, seed=seed), console)
+    run_quickstart(QuickstartConfig(out_dir=str(out), size=size, model=model, seed=seed, overwrite=overwrite), console)

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import console, new_app
 
 
-@cli_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Result directories, searched recursively.")],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write; the Markdown summary goes beside it.")] = Path("report.html"),

@@ -1,37 +1,29 @@
 """`personalign serve`: an OpenAI-compatible server over a local (personalized) model."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import console, new_app
+from personalign.models.loading import check_model_dir
+from personalign.serve.app import check_port
 from personalign.serve.app import serve as run_server
 
 
-@cli_errors
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model dir or name (default: embedded SmolLM2).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    view: Annotated[str, typer.Option(help="persona | pba | none: how `persona`/`profile` or the system message is rendered.")] = "persona",
-    template: Annotated[str, typer.Option(help="chat | plain (plain: persona-tailoring layout).")] = "chat",
-    max_batch: Annotated[int, typer.Option(help="Most requests generated together in one batch.")] = 8,
-    batch_window_ms: Annotated[float, typer.Option(help="How long to wait for more requests to fill a batch.")] = 10.0,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    view: Annotated[Literal["persona", "pba", "none"], typer.Option(help="How `persona`/`profile` or the system message is rendered.")] = "persona",
+    template: Annotated[Literal["chat", "plain"], typer.Option(help="plain: the persona-tailoring layout.")] = "chat",
+    max_batch: Annotated[int, typer.Option(min=1, help="Most requests generated together in one batch.")] = 8,
+    batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long to wait for more requests to fill a batch.")] = 10.0,
     echo_prompt: Annotated[bool, typer.Option(help="Add the rendered prompt to each response (debugging).")] = False,
 ) -> None:
     """Serve /v1/models, /v1/chat/completions and /v1/completions (OpenAI-compatible), batching concurrent requests."""
+    check_model_dir(model, option="--model")
+    check_port(host, port)
     console.print(f"serving {model or 'the embedded default model'} on http://{host}:{port}/v1 (view {view}, template {template})")
-    try:
-        run_server(
-            model,
-            host=host,
-            port=port,
-            view=view,
-            template=template,
-            max_batch=max_batch,
-            batch_window=batch_window_ms / 1000,
-            echo_prompt=echo_prompt,
-        )
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
+               batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt)

@@ -8,11 +8,10 @@ import typer
 from accelerate import PartialState
 from rich.table import Table
 
-from personalign.cli._common import cli_errors, console
+from personalign.cli._common import console, new_app
 from personalign.config import load_config
 
 
-@cli_errors
 def train(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (TrainConfig), e.g. configs/persona_dpo.yaml.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. learning_rate=1e-6 lora.r=8")] = None,
@@ -38,15 +37,19 @@ def train(
     console.print(table)
 
 
-@cli_errors
 def export(
     source: Annotated[str, typer.Argument(help="A run directory, its final/ directory, or a checkpoint-<step>/ directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the exported HF model.")],
     merge: Annotated[bool, typer.Option("--merge", help="Fold LoRA adapters into the base model (a full model).")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an --out directory that holds something other than an earlier export.")] = False,
 ) -> None:
-    """Write a trained policy as a Hugging Face model directory (adapter, or merged full model)."""
+    """Write a trained policy as a Hugging Face model directory (adapter, or merged full model).
+
+    The model is built aside and replaces --out whole; an earlier export there is replaced, anything else
+    needs --overwrite."""
     from personalign.train.checkpoints import export_model
 
-    path = export_model(source, out, merge=merge)
+    path = export_model(source, out, merge=merge, overwrite=overwrite)
     kind = "LoRA adapter" if (path / "adapter_config.json").is_file() else "full model"
     console.print(f"exported {kind} to {path}", highlight=False)

@@ -38,6 +38,8 @@ from personalign.data.schema import (
     Example,
 )
 from personalign.data.validate import to_example, to_record
+from personalign.errors import EmptyError, OutputError, UserError
+from personalign.files import atomic_write
 
 Source = str | os.PathLike
 OnInvalid = Literal["fail", "skip"]
@@ -101,6 +103,24 @@ def iter_raw(source: Source) -> Iterator[RawRecord]:
     if path.suffix.lower() in (*JSONL_SUFFIXES, ".json", ".parquet") or not _HUB_NAME.match(text):
         raise FileNotFoundError(f"no such file or directory: {text}")
     return _iter_hub(text)
+
+
+def check_source(source: Source, *, option: str = "--data") -> None:
+    """Fail now, before any model loads, when `source` is a local path that cannot be read as records:
+    missing, an unsupported file type, or empty. Hub dataset names pass (they are opened when read)."""
+    text = os.fspath(source)
+    path = Path(text)
+    if not path.exists() and not Path(text.rpartition(":")[0]).is_dir() and _HUB_NAME.match(text) \
+            and path.suffix.lower() not in (*JSONL_SUFFIXES, ".json", ".parquet"):
+        return
+    try:
+        first = next(iter(iter_raw(source)), None)
+    except FileNotFoundError:
+        raise UserError("no such file or directory", file=text, option=option) from None
+    except IsADirectoryError:
+        raise UserError("expected a records file or a save_to_disk directory", file=text, option=option) from None
+    if first is None:
+        raise EmptyError("no records", file=text, option=option)
 
 
 def _iter_jsonl(path: Path, file: str) -> Iterator[RawRecord]:
@@ -384,18 +404,6 @@ def validate_file(
 # ---------------------------------------------------------------------------------------- writing
 
 
-def _atomic(path: Path, write: Callable[[Path], int]) -> int:
-    """Write to a temporary sibling and move it into place only when complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        n = write(tmp)
-        os.replace(tmp, path)
-        return n
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> int:
     """Write one JSON object per line (UTF-8, non-ASCII kept); returns the number written."""
 
@@ -406,7 +414,7 @@ def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> int:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         return n
 
-    return _atomic(Path(path), write)
+    return atomic_write(path, write)
 
 
 def write_json(records: Iterable[dict], path: str | os.PathLike) -> int:
@@ -421,7 +429,7 @@ def write_json(records: Iterable[dict], path: str | os.PathLike) -> int:
             f.write("\n]\n")
         return n
 
-    return _atomic(Path(path), write)
+    return atomic_write(path, write)
 
 
 def _known_types() -> dict[str, Any]:
@@ -521,7 +529,7 @@ def write_parquet(records: Iterable[dict], path: str | os.PathLike, batch_size: 
             other.unlink(missing_ok=True)
         return n
 
-    return _atomic(Path(path), write)
+    return atomic_write(path, write)
 
 
 def _copy_widened(src: Path, dst: Path, schema: Any) -> Any:
@@ -562,3 +570,17 @@ def write_examples(examples: Iterable[Example], path: str | os.PathLike) -> int:
     if suffix == ".parquet":
         return write_parquet(records, path)
     raise ValueError(f"{path}: cannot write '{suffix}' files; use .jsonl, .json or .parquet")
+
+
+def record_writer(path: str | os.PathLike, *, option: str = "--out") -> Callable[[Iterable[dict], str | os.PathLike], int]:
+    """The writer of record dicts for `path`'s extension (.jsonl/.ndjson, .json, .parquet)."""
+    suffix = Path(path).suffix.lower()
+    writer = write_jsonl if suffix in JSONL_SUFFIXES else {".json": write_json, ".parquet": write_parquet}.get(suffix)
+    if writer is None:
+        raise OutputError(f"cannot write '{suffix}' files; use .jsonl, .json or .parquet", file=path, option=option)
+    return writer
+
+
+def write_records(records: Iterable[dict], path: str | os.PathLike) -> int:
+    """Write record dicts, format by extension (`record_writer`); returns the count."""
+    return record_writer(path)(records, path)

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from personalign.data.errors import RecordError
-from personalign.data.io import JSONL_SUFFIXES, Source, iter_raw, write_json, write_jsonl, write_parquet
+from personalign.data.io import JSONL_SUFFIXES, Source, iter_raw, write_jsonl, write_records
 from personalign.data.schema import CHOSEN, PROMPT, REJECTED, RESPONSES, Example
 from personalign.data.validate import to_example, to_record
+from personalign.files import write_json as write_json_file
 
 RECORD_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet")
 MANIFEST = "manifest.json"
+RANK_SPLIT_OUTPUTS = ("*.k[0-9]*",)  # what `rank_split` writes into its directory (`<stem>.k<k><suffix>`)
+SUBSET_OUTPUTS = ("k[0-9]*-n[0-9]*.jsonl", MANIFEST)  # what `equal_budget_subsets` writes
 
 
 def read_records(source: Source) -> Iterator[tuple[dict[str, Any], Example]]:
@@ -37,15 +40,6 @@ def read_records(source: Source) -> Iterator[tuple[dict[str, Any], Example]]:
         if isinstance(rec.value, RecordError):
             raise rec.value
         yield rec.value, to_example(rec.value, file=rec.file, line=rec.line)
-
-
-def write_records(records: Iterable[dict], path: str | os.PathLike) -> int:
-    """Write record dicts, format by extension (.jsonl/.ndjson, .json, .parquet); returns the count."""
-    suffix = Path(path).suffix.lower()
-    writer = write_jsonl if suffix in JSONL_SUFFIXES else {".json": write_json, ".parquet": write_parquet}.get(suffix)
-    if writer is None:
-        raise ValueError(f"{path}: cannot write '{suffix}' files; use .jsonl, .json or .parquet")
-    return writer(records, path)
 
 
 def pick_records(source: Source, indices: Sequence[int]) -> list[dict[str, Any]]:
@@ -217,7 +211,7 @@ def equal_budget_subsets(
                         "source_sha256": by_k[k].sha256})
     manifest = {"budget": budget, "seed": seed, "prompts": n_total, "prompts_sha256": first.prompts_sha256,
                 "subsets": subsets}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_file(out_dir / MANIFEST, manifest)
     return manifest
 
 

@@ -46,6 +46,11 @@ REJECTED_SIDE = frozenset({"rejected", "retrieved_rejected"})
 SEED_PERSONA_TYPES = {"gold_chosen": "chosen", "gold_rejected": "rejected", "retr_chosen": "retrieved",
                       "retr_rejected": "retrieved_rejected"}
 PersonaSource = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system"]
+# What a command line accepts: the sources plus the seed's names.
+PersonaSourceName = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system",
+                            "gold_chosen", "gold_rejected", "retr_chosen", "retr_rejected"]
+ViewName = Literal["none", "ica", "pba", "persona", "demo"]
+TemplateName = Literal["chat", "alignx", "alignx-eval", "plain"]
 
 
 def persona_sides(source: str) -> tuple[str, ...]:
@@ -65,8 +70,8 @@ def preferred_order(responses: list[str], rewards: list[float] | None, persona_s
 class ViewConfig(StrictModel):
     """How examples become prompts."""
 
-    view: Literal["none", "ica", "pba", "persona", "demo"] = "none"
-    template: Literal["chat", "alignx", "alignx-eval", "plain"] = "chat"
+    view: ViewName = "none"
+    template: TemplateName = "chat"
     sample_history: bool = False  # AlignX training-style sampling; False = all history (evaluation)
     seed: int = 0
     include_demographic: bool = False  # ica: append the demographic text (always in alignx-eval)

@@ -14,10 +14,12 @@ from typing import Any, Literal
 import numpy as np
 from accelerate import PartialState
 from accelerate.utils import gather_object, parse_flag_from_env
-from pydantic import model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from personalign.config import StrictModel
-from personalign.data.io import ReadCounts, read_examples
+from personalign.data.io import ReadCounts, read_examples, write_jsonl
+from personalign.errors import EmptyError
+from personalign.files import write_json, write_text
 from personalign.data.views import ViewConfig, ViewCounts, render_views
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
 from personalign.models.loading import load_model, load_tokenizer, model_fingerprint, resolve_model
@@ -26,6 +28,8 @@ from personalign.models.refcache import cached_scores
 
 
 ALIGNX_REFERENCE_VIEW = ViewConfig(view="ica", template="alignx-eval")
+ACCURACY_FILE = "accuracy.json"
+ACCURACY_OUTPUTS = (ACCURACY_FILE, "accuracy.md", "scores.jsonl")  # what `write_accuracy` writes
 
 
 class AccuracyConfig(StrictModel):
@@ -44,12 +48,12 @@ class AccuracyConfig(StrictModel):
     view: ViewConfig = ViewConfig()
     reference_view: ViewConfig | None = None
     protocol: Literal["alignx"] | None = None
-    max_length: int | None = 4096
-    max_tokens_per_batch: int = 8192
+    max_length: int | None = Field(4096, ge=2)
+    max_tokens_per_batch: PositiveInt = 8192
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    limit: int | None = None
+    limit: PositiveInt | None = None
     on_invalid: Literal["fail", "skip"] = "fail"
-    n_boot: int = 1000
+    n_boot: PositiveInt = 1000
     seed: int = 0
     cache: bool = True
 
@@ -120,7 +124,8 @@ def _scores(name: str, cfg: AccuracyConfig, view: ViewConfig, items, tokenizer) 
         return compute()
     key = {"model": model_fingerprint(name), "view": view.model_dump(), "max_length": cfg.max_length,
            "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype}
-    scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process)
+    scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process,
+                                 fits=lambda s: len(s) == len(items) and all(len(x.logp) == 2 for x in s))
     state.wait_for_everyone()
     return scores
 
@@ -142,7 +147,9 @@ def _render(cfg: AccuracyConfig, view: ViewConfig, tokenizer, read_counts: ReadC
         sources.append(r.source)
         slices.append(r.slice)
     if not items:
-        raise ValueError(f"{cfg.data}: no records to evaluate")
+        raise EmptyError("no valid record to evaluate" + (f" ({read_counts.rejected} invalid, skipped)"
+                                                          if read_counts and read_counts.rejected else ""),
+                         file=cfg.data)
     return items, sources, slices, counts
 
 
@@ -214,16 +221,16 @@ def write_accuracy(result: AccuracyResult, out_dir: str | Path, extra: dict | No
     """Write per-pair scores.jsonl, accuracy.md and accuracy.json (last, so its presence means the
     others are complete) into `out_dir`; `extra` keys are added to accuracy.json."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    js, md, sc = out / "accuracy.json", out / "accuracy.md", out / "scores.jsonl"
-    with open(sc, "w") as f:
+    js, md, sc = out / ACCURACY_FILE, out / "accuracy.md", out / "scores.jsonl"
+
+    def rows():
         for i, (src, sl, p) in enumerate(zip(result.sources, result.slices, result.policy)):
             row = {"source": src, "slice": sl, "policy_logp": p.logp, "n_tokens": p.n_tokens}
             if result.reference is not None:
                 row["reference_logp"] = result.reference[i].logp
-            f.write(json.dumps(row) + "\n")
-    md.write_text(accuracy_markdown(result))
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_json() | (extra or {}), indent=2) + "\n")
-    tmp.replace(js)
+            yield row
+
+    write_jsonl(rows(), sc)
+    write_text(md, accuracy_markdown(result))
+    write_json(js, result.to_json() | (extra or {}))
     return js, md, sc

@@ -24,6 +24,8 @@ from pydantic import Field, model_validator
 
 from personalign.config import StrictModel
 from personalign.data.io import read_examples, write_jsonl
+from personalign.errors import CorruptFileError, EmptyError, UserError
+from personalign.files import write_json
 from personalign.data.templates import plain_shot
 from personalign.data.views import REJECTED_SIDE, ViewConfig, build_view, preferred_order
 from personalign.llm import make_backend
@@ -33,6 +35,7 @@ from personalign.llm.cache import GenerationCache, generate_cached
 GENERATIONS_FILE = "generations.jsonl"
 SETTINGS_FILE = "generation.json"
 CACHE_FILE = "generations.cache.jsonl"
+GENERATE_OUTPUTS = (GENERATIONS_FILE, SETTINGS_FILE, CACHE_FILE)  # what `eval generate` writes into its run directory
 TASK = "eval-generate-v1"
 
 
@@ -123,7 +126,7 @@ def generate_responses(
     out = Path(cfg.out)
     examples = list(islice(read_examples(cfg.data, on_invalid=cfg.on_invalid), cfg.limit))
     if not examples:
-        raise ValueError(f"{cfg.data}: no records to generate for")
+        raise EmptyError("no valid record to generate for", file=cfg.data)
     backend = backend if backend is not None else make_backend(cfg.backend)
     prefix, generation = "", cfg.generation
     if cfg.few_shot:
@@ -146,14 +149,35 @@ def generate_responses(
         "seconds": round(time.perf_counter() - started, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / SETTINGS_FILE, settings)
     return out
 
 
-def read_generations(run_dir: str | Path) -> list[dict]:
-    """The rows of a run directory's generations.jsonl."""
+def read_generations(run_dir: str | Path, *, option: str | None = None) -> list[dict]:
+    """The rows of a run directory's generations.jsonl; a missing file or a row that is not a complete
+    JSON object with `prompt` and `response` is a `UserError` naming its line."""
     path = Path(run_dir) / GENERATIONS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no generations (run `personalign eval generate --out {run_dir}` first)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        raise UserError(f"no generations in this directory (run `personalign eval generate --out {run_dir}` first)",
+                        file=path, option=option)
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    raise CorruptFileError(f"not a complete JSON row ({e}); regenerate the run", file=path,
+                                           line=n) from None
+                for key in ("prompt", "response"):
+                    if not isinstance(row, dict) or not isinstance(row.get(key), str):
+                        raise CorruptFileError("a generation row needs string 'prompt' and 'response'", file=path,
+                                               line=n, field=key)
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"not valid UTF-8 ({e.reason})", file=path) from None
+    if not rows:
+        raise EmptyError("the run holds no generations", file=path)
+    return rows

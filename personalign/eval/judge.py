@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from personalign.data.io import write_jsonl
 from personalign.eval.generate import read_generations
+from personalign.files import write_json, write_text
 from personalign.llm.base import Backend, GenerationConfig, Message
 from personalign.llm.cache import GenerationCache, generate_cached
 from personalign.llm.prompt_file import PromptFile
@@ -33,6 +35,7 @@ from personalign.persona.prompts import SHOTS
 
 PathLike = str | os.PathLike
 RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE = "judge.json", "judge.md", "judgments.jsonl", "judge.cache.jsonl"
+JUDGE_OUTPUTS = (RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE)  # what `eval judge` writes into --out
 PROMPT_VERSION = "eval-judge-v1"
 
 RUBRICS = {
@@ -345,10 +348,8 @@ def judge_markdown(result: JudgeResult) -> str:
 def write_judge(result: JudgeResult, out_dir: PathLike) -> tuple[Path, Path, Path]:
     """Write judge.json, judge.md and per-pair judgments.jsonl into `out_dir`."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     js, md, pairs = out / RESULT_FILE, out / MARKDOWN_FILE, out / PAIRS_FILE
-    js.write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
-    md.write_text(judge_markdown(result))
-    with open(pairs, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in result.judgments)
+    write_jsonl(result.judgments, pairs)
+    write_text(md, judge_markdown(result))
+    write_json(js, result.as_dict())
     return js, md, pairs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 from personalign.data.dialogue import dialogue_messages
 from personalign.data.errors import RecordError
 from personalign.data.io import iter_raw
+from personalign.files import write_json
 from personalign.data.tokens import prompts_ids
 from personalign.metrics import Estimate, bootstrap
 
@@ -173,3 +175,11 @@ def score_files(
     overall_bleu = bleu_of(all_hyps, all_refs) if reference_field else None
     rewards = np.concatenate(all_rewards)
     return per_file, RewardScores("all", len(rewards), bootstrap(rewards, n_boot=n_boot), overall_bleu, convention)
+
+
+def write_reward(out: PathLike, model_dir: PathLike, reference_field: str | None, per_file: Sequence[RewardScores],
+                 overall: RewardScores) -> Path:
+    """Write the reward JSON `personalign report` reads."""
+    doc = {"kind": "reward", "model": os.fspath(model_dir), "reference_field": reference_field,
+           "files": [r.as_dict() for r in per_file], "all": overall.as_dict()}
+    return write_json(out, doc)

@@ -21,6 +21,7 @@ from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
+from personalign.files import write_json, write_text
 from personalign.metrics import Estimate
 
 SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -126,11 +127,10 @@ def suite_markdown(cfg: SuiteConfig, rows: list[SuiteRow]) -> str:
 
 def write_suite(cfg: SuiteConfig, rows: list[SuiteRow]) -> tuple[Path, Path]:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     md, js = out / SUITE_MD, out / SUITE_JSON
-    md.write_text(suite_markdown(cfg, rows))
+    write_text(md, suite_markdown(cfg, rows))
     payload = {"kind": "alignx-suite", "config": cfg.model_dump(mode="json"),
                "benchmarks": [{"benchmark": r.benchmark, "file": r.file, "mode": r.mode,
                                "accuracy": r.accuracy.as_dict()} for r in rows]}
-    js.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(js, payload)
     return md, js

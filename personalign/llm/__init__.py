@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig, Message, Request
 
-__all__ = ["Backend", "BackendConfig", "GenerationConfig", "Message", "Request", "make_backend"]
+__all__ = ["Backend", "BackendConfig", "GenerationConfig", "Message", "Request", "check_backend", "make_backend"]
 
 
 def make_backend(cfg: BackendConfig) -> Backend:
@@ -21,3 +21,11 @@ def make_backend(cfg: BackendConfig) -> Backend:
     from personalign.llm.openai_http import OpenAIBackend
 
     return OpenAIBackend.from_config(cfg)
+
+
+def check_backend(cfg: BackendConfig) -> None:
+    """Fail before any work when a server backend cannot be reached (local backends pass)."""
+    if cfg.kind == "openai":
+        from personalign.llm.openai_http import OpenAIBackend
+
+        OpenAIBackend.from_config(cfg).check_reachable()

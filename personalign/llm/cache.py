@@ -3,18 +3,24 @@
 Every chunk of generations is appended, flushed and fsync'd as soon as it is produced, so a
 killed run loses at most the chunk in flight. On open, a torn last line (a kill mid-write) is
 cut off the file before anything new is appended; complete lines that do not parse are skipped
-and counted. One process writes a cache file at a time.
+and counted; a warning names them and they are deleted from the file (so they are generated again).
+One process writes a cache file at a time.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from personalign.errors import OutputError
+from personalign.files import write_bytes
 from personalign.llm.base import Backend, GenerationConfig, Request
+
+log = logging.getLogger("personalign")
 
 
 def cache_key(*parts: object) -> str:
@@ -38,6 +44,8 @@ class GenerationCache:
     def _load(self) -> None:
         if not self.path.exists():
             return
+        if not self.path.is_file():
+            raise OutputError("the generation cache is not a file", file=self.path, option="--cache")
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
         if end < len(data):
@@ -46,6 +54,7 @@ class GenerationCache:
                 f.truncate(end)
                 f.flush()
                 os.fsync(f.fileno())
+        good = []
         for line in data[:end].splitlines():
             if not line.strip():
                 continue
@@ -57,8 +66,13 @@ class GenerationCache:
                 continue
             if isinstance(key, str) and isinstance(output, str):
                 self.entries[key] = output
+                good.append(line)
             else:
                 self.skipped_lines += 1
+        if self.skipped_lines:
+            log.warning("generation cache %s: %d unreadable entries deleted; they are generated again",
+                        self.path, self.skipped_lines)
+            write_bytes(self.path, b"".join(g + b"\n" for g in good))
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries

@@ -18,14 +18,18 @@ import logging
 import math
 import os
 import random
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
+from personalign import errors
+from personalign.config import ConfigError
 from personalign.llm.base import BackendConfig, GenerationConfig, Request
 from personalign.llm.progress import progress_bar
 
@@ -39,7 +43,7 @@ TOP_LOGPROBS = 20  # alternatives asked for in the log-prob verdict mode (OpenAI
 logger = logging.getLogger(__name__)
 
 
-class BackendError(RuntimeError):
+class BackendError(errors.BackendError, RuntimeError):
     """A request that failed for good: a non-retryable answer, a malformed reply, or retries exhausted."""
 
 
@@ -119,7 +123,7 @@ class OpenAIBackend:
         if cfg.kind != "openai":
             raise ValueError(f"OpenAIBackend needs kind='openai', got {cfg.kind!r}")
         if not cfg.model:
-            raise ValueError("an openai backend needs `model`: the model name the server serves")
+            raise ConfigError("an openai backend needs the model name the server serves", option="--model")
         return cls(
             cfg.model,
             cfg.base_url,
@@ -129,6 +133,26 @@ class OpenAIBackend:
             max_retries=cfg.max_retries,
             timeout=cfg.timeout,
         )
+
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Fail at once, before any work, when no server accepts a connection (refused, unknown host,
+        no answer within `timeout`); one reachable server is enough (work moves off dead ones)."""
+        failures = []
+        for url in self.base_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise errors.UserError(f"not an http(s) URL: {url!r}", option="--base-url")
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError as e:
+                raise errors.UserError(f"bad port in {url!r}: {e}", option="--base-url") from None
+            try:
+                socket.create_connection((parts.hostname, port), timeout=timeout).close()
+                return
+            except OSError as e:
+                failures.append(f"{url}: {e.strerror or type(e).__name__}")
+        raise BackendError("cannot reach the server (" + "; ".join(failures) + "); is it running?",
+                           option="--base-url")
 
     def __repr__(self) -> str:
         return (

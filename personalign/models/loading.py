@@ -19,6 +19,8 @@ import torch
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from personalign.errors import CorruptFileError, ModelError
+
 HOME_ENV = "PERSONALIGN_HOME"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ALIASES = frozenset({"default", "smollm2", DEFAULT_MODEL})
@@ -28,8 +30,62 @@ MANIFEST = "personalign-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ModelError, FileNotFoundError):
     """A model name that is neither the default, a local directory, nor loadable from the hub."""
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def check_model_dir(name: str | os.PathLike | None, *, option: str = "--model", kind: str = "causal",
+                    tokenizer_only: bool = False) -> None:
+    """Refuse, before anything loads, a local model path that holds no model of `kind` ("causal",
+    "seq-cls" or "any"): a file, a missing directory, one without config.json / weights / tokenizer
+    files, an unreadable config.json, or a config whose architectures are of another kind. The
+    default model and hub ids pass (they are checked when loaded)."""
+    if name is None or str(name).lower() in DEFAULT_ALIASES:
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
+            raise ModelNotFoundError("model directory does not exist", file=path, option=option)
+        return
+    if not path.is_dir():
+        raise ModelNotFoundError("expected a model directory, got a file", file=path, option=option)
+    names = {p.name for p in path.iterdir()}
+    if tokenizer_only:
+        if not names & {*TOKENIZER_FILES, "config.json"}:
+            raise ModelError("not a tokenizer directory (no tokenizer.json or tokenizer_config.json)", file=path)
+        return
+    if "adapter_config.json" in names:
+        _read_json(path / "adapter_config.json")
+        return
+    if "config.json" not in names:
+        raise ModelError("not a model directory (no config.json)", file=path)
+    config = _read_json(path / "config.json")
+    if not any(n.endswith(WEIGHT_SUFFIXES) or n.endswith(".index.json") for n in names):
+        raise ModelError("not a model directory (no .safetensors or .bin weights)", file=path)
+    if not names & set(TOKENIZER_FILES):
+        raise ModelError("the model directory has no tokenizer files (tokenizer.json / tokenizer_config.json)",
+                         file=path)
+    archs = config.get("architectures") or []
+    if kind == "causal" and archs and not any(a.endswith(CAUSAL_SUFFIXES) for a in archs):
+        raise ModelError(f"holds a {archs[0]} model, not a causal language model (a ...ForCausalLM)", file=path,
+                         option=option)
+    if kind == "seq-cls" and archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ModelError(f"holds a {archs[0]} model, not a reward model (a ...ForSequenceClassification)",
+                         file=path, option=option)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptFileError(f"cannot read the model's {path.name}: {e}", file=path) from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"the model's {path.name} is not a JSON object", file=path)
+    return data
 
 
 def personalign_home() -> Path:
@@ -126,24 +182,23 @@ def resolve_model(name: str | os.PathLike | None) -> str:
     """
     if name is None or str(name).lower() in DEFAULT_ALIASES:
         return str(prepare_default_model())
+    check_model_dir(name, tokenizer_only=True)
     path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists():
-        raise ModelNotFoundError(f"model {str(name)!r} is a file; expected a model directory")
-    if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
-        raise ModelNotFoundError(f"model directory {str(name)!r} does not exist")
-    return str(name)
+    return str(path) if path.is_dir() else str(name)
 
 
 def _from_pretrained(loader, name: str, **kwargs):
     try:
         return loader.from_pretrained(name, **kwargs)
     except OSError as e:
+        if Path(name).is_dir():
+            raise ModelError(f"cannot load the model: {e}", file=name) from e
         raise ModelNotFoundError(
             f"cannot load model {name!r}: no such local directory, and the hub could not provide it "
             f"(offline? wrong id?): {e}"
         ) from e
+    except (ValueError, KeyError, RuntimeError) as e:  # unreadable config, weights or tokenizer files
+        raise ModelError(f"cannot load the model: {type(e).__name__}: {e}", file=name) from e
 
 
 def load_tokenizer(
@@ -176,6 +231,7 @@ def load_model(
     `name` as in `resolve_model`; `dtype` a torch dtype, its name, or "auto".
     """
     path = resolve_model(name)
+    check_model_dir(path, kind="causal")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     model = _from_pretrained(

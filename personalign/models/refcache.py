@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from personalign.files import discard_corrupt
 from personalign.models.loading import personalign_home
 from personalign.models.logprobs import ResponseScores
 
@@ -73,7 +74,7 @@ def save_scores(path: Path, scores: Sequence[ResponseScores], meta: dict[str, st
 
 
 def load_scores(path: Path) -> list[ResponseScores]:
-    """Read scores written by `save_scores`."""
+    """Read scores written by `save_scores` (any failure to read them raises)."""
     t = load_file(str(path))
     out = []
     for logp, n_tok, cut in zip(t["logp"].tolist(), t["n_tokens"].tolist(), t["truncated"].tolist()):
@@ -85,16 +86,26 @@ def load_scores(path: Path) -> list[ResponseScores]:
 
 def cached_scores(
     source: str | os.PathLike, key_parts: dict[str, object], compute: Callable[[], Sequence[ResponseScores]],
-    *, write: bool = True,
+    *, write: bool = True, fits: Callable[[list[ResponseScores]], bool] | None = None,
 ) -> tuple[list[ResponseScores], Path, bool]:
     """Load the scores for `key_parts` of `source`, or compute and store them.
 
-    Returns (scores, cache file, hit). `write=False` lets non-main processes skip the write.
+    Returns (scores, cache file, hit). `write=False` lets non-main processes skip the write. An
+    entry that cannot be read, or that `fits` rejects, is reported, deleted and recomputed.
     """
     key = cache_key(data=data_digest(source), **key_parts)
     path = cache_dir(source) / f"logprobs-{key}.safetensors"
     if path.is_file():
-        return load_scores(path), path, True
+        try:
+            scores = load_scores(path)
+        except Exception as e:  # noqa: BLE001 - safetensors, torch and OS errors all mean "unreadable"
+            scores, why = None, f"{type(e).__name__}: {e}"
+        else:
+            why = None if fits is None or fits(scores) else "it does not match the data"
+        if why is None:
+            return scores, path, True
+        if write:
+            discard_corrupt(path, why)
     scores = list(compute())
     if write:
         save_scores(path, scores, {k: json.dumps(v, default=str) for k, v in key_parts.items()})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import os
 import time
@@ -34,7 +35,11 @@ import jinja2
 
 from personalign.eval.generate import GENERATIONS_FILE, SETTINGS_FILE
 from personalign.eval.judge import PAIRS_FILE, RESULT_FILE, pair_runs
+from personalign.errors import EmptyError, OutputError, UserError
+from personalign.files import check_output_file, write_text
 from personalign.report import plots
+
+log = logging.getLogger("personalign")
 
 PathLike = str | os.PathLike
 ACCURACY_FILE, METRICS_FILE = "accuracy.json", "metrics.jsonl"
@@ -52,11 +57,36 @@ class Findings:
     saliency: list[tuple[str, dict]] = field(default_factory=list)
     diversity: list[tuple[str, dict]] = field(default_factory=list)
     rewards: list[tuple[str, dict]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): listed in the report
+
+    def empty(self) -> bool:
+        return not (self.accuracy or self.judges or self.generations or self.training or self.saliency
+                    or self.diversity or self.rewards)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _read_jsonl(path: Path, found: Findings) -> list[dict]:
+    """The JSON-object lines of `path`; lines that are not (a torn last line, junk) are noted in `found`."""
+    rows, bad = [], []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    bad.append(n)
+    except OSError as e:
+        found.unreadable.append((str(path), e.strerror or str(e)))
+        return []
+    if bad:
+        found.unreadable.append((str(path), f"{len(bad)} line(s) are not JSON objects (first: line {bad[0]}); "
+                                            "the rest is shown"))
+    return rows
 
 
 def _is_saliency(data: object) -> bool:
@@ -71,13 +101,15 @@ def collect(run_dirs: list[PathLike]) -> Findings:
     for given in run_dirs:
         run_dir = Path(given).resolve()
         if not run_dir.is_dir():
-            raise FileNotFoundError(f"{given}: not a directory")
+            raise UserError("not a directory of results", file=given, option="RUN_DIRS")
         for path in sorted(run_dir.rglob("*")):
             if not path.is_file():
                 continue
             label = str(path.parent.relative_to(run_dir.parent))
             if path.name == METRICS_FILE:
-                found.training.append((label, _read_jsonl(path)))
+                rows = _read_jsonl(path, found)
+                if rows:
+                    found.training.append((label, rows))
             elif path.suffix == ".json" and path.stat().st_size <= MAX_JSON_BYTES:
                 _classify(found, path, label)
     return found
@@ -86,7 +118,11 @@ def collect(run_dirs: list[PathLike]) -> Findings:
 def _classify(found: Findings, path: Path, label: str) -> None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError) as e:
+        found.unreadable.append((str(path), f"not valid JSON ({type(e).__name__}: {e})"))
+        return
+    except OSError as e:
+        found.unreadable.append((str(path), e.strerror or str(e)))
         return
     if not isinstance(data, dict):
         return
@@ -94,7 +130,7 @@ def _classify(found: Findings, path: Path, label: str) -> None:
         found.accuracy.append((label, data))
     elif path.name == RESULT_FILE and data.get("kind") == "pairwise-judge":
         pairs = path.with_name(PAIRS_FILE)
-        found.judges.append((label, data, _read_jsonl(pairs) if pairs.is_file() else []))
+        found.judges.append((label, data, _read_jsonl(pairs, found) if pairs.is_file() else []))
     elif path.name == SETTINGS_FILE and path.with_name(GENERATIONS_FILE).is_file():
         found.generations.append((label, data, path.with_name(GENERATIONS_FILE)))
     elif data.get("kind") == "diversity" and isinstance(data.get("curves"), dict):
@@ -117,7 +153,7 @@ def _examples(found: Findings, limit: int) -> tuple[str, list[dict]]:
     elif len(found.generations) >= 2:
         runs = sorted(found.generations, key=lambda g: g[1].get("view", {}).get("view") != "none")
         (base_label, _, base_path), (test_label, _, test_path) = runs[:2]
-        pairs, _ = pair_runs(_read_jsonl(base_path), _read_jsonl(test_path))
+        pairs, _ = pair_runs(_read_jsonl(base_path, found), _read_jsonl(test_path, found))
         caption = f"generations of {test_label} (test) and {base_label} (base)"
         examples = [{"persona": t.get("persona"), "prompt": t["prompt"], "base": b["response"], "test": t["response"],
                      "outcome": ""} for b, t in pairs]
@@ -181,7 +217,7 @@ def _context(found: Findings, title: str, max_examples: int) -> dict:
                      for label, d in found.saliency],
         "diversity": [(label, plots.diversity_plot(label, d["curves"]), d.get("metric"))
                       for label, d in found.diversity],
-        "examples_caption": caption, "examples": examples,
+        "examples_caption": caption, "examples": examples, "unreadable": found.unreadable,
     }
 
 
@@ -263,8 +299,10 @@ img { max-width: 100%; display: block; margin: .6em 0; }
 <td>{{ e.outcome }}</td></tr>
 {% endfor %}</table>{% endif %}
 
-{% if not (accuracy_rows or judge_rows or training or saliency or diversity or reward_rows or generation_rows) %}
-<p>No results were found in the given directories.</p>{% endif %}
+{% if unreadable %}<h2>Files that could not be read</h2>
+<table><tr><th>file</th><th>why</th></tr>
+{% for path, why in unreadable %}<tr><td>{{ path }}</td><td>{{ why }}</td></tr>{% endfor %}
+</table>{% endif %}
 </body>
 </html>
 """
@@ -311,16 +349,39 @@ def _markdown(ctx: dict, html_name: str) -> str:
         lines += ["## Examples", "", _md(ctx["examples_caption"]), ""]
         table(["persona", "prompt", "base response", "personalized response", "judged"],
               [[e["persona"], e["prompt"], e["base"], e["test"], e["outcome"]] for e in ctx["examples"]])
+    if ctx["unreadable"]:
+        lines += ["## Files that could not be read", ""]
+        table(["file", "why"], [list(row) for row in ctx["unreadable"]])
     return "\n".join(lines)
 
 
 def build_report(
     run_dirs: list[PathLike], out: PathLike, *, title: str = "personalign report", max_examples: int = 12
 ) -> Path:
-    """Write the HTML report to `out` and a Markdown summary beside it (same name, .md); returns `out`."""
+    """Write the HTML report to `out` and a Markdown summary beside it (same name, .md); returns `out`.
+
+    Files that could not be read are listed in the report (and logged as warnings); when nothing
+    readable was found at all, no report is written and `EmptyError` says what was searched.
+    """
     out = Path(out)
-    ctx = _context(collect(run_dirs), title, max_examples)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_ENV.from_string(TEMPLATE).render(**ctx), encoding="utf-8")
-    out.with_suffix(".md").write_text(_markdown(ctx, out.name), encoding="utf-8")
+    check_report_output(out)
+    found = collect(run_dirs)
+    if found.empty():
+        unread = f"; could not read {len(found.unreadable)} file(s): {found.unreadable[0][0]} ..." \
+            if found.unreadable else ""
+        raise EmptyError("no results found (accuracy.json, judge.json, generation.json, metrics.jsonl, saliency, "
+                         f"diversity or reward JSON){unread}", file=", ".join(map(str, run_dirs)))
+    for path, why in found.unreadable:
+        log.warning("could not read %s: %s (listed in the report)", path, why)
+    ctx = _context(found, title, max_examples)
+    write_text(out, _ENV.from_string(TEMPLATE).render(**ctx))
+    write_text(out.with_suffix(".md"), _markdown(ctx, out.name))
     return out
+
+
+def check_report_output(out: Path) -> None:
+    """The report is an .html file; it and its Markdown sibling can be written."""
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise OutputError("the report is an HTML file: give --out a .html name", file=out, option="--out")
+    for path in (out, out.with_suffix(".md")):
+        check_output_file(path, option="--out")

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from personalign.data.templates import SUPPORTED
+from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend
 from personalign.serve.batching import Batcher
@@ -243,6 +244,21 @@ def _stream(reply: dict[str, Any], include_usage: bool) -> StreamingResponse:
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before the model loads when `host:port` cannot be listened on (in use, no such address)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, OverflowError) as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e}", option="--host") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}", option="--port") from None
 
 
 def serve(

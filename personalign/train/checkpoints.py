@@ -15,15 +15,23 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from personalign.config import dump_config, load_config
+from personalign.errors import CorruptFileError, OutputError, UserError
+from personalign.files import atomic_dir, check_output_dir, write_json
 from personalign.models.lora import apply_lora, load_lora, merge_lora
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "train_config.yaml"
 FINAL_DIR = "final"
+METRICS_FILE = "metrics.jsonl"
+EXPORT_MARKER = "personalign-export.json"
+# What `train` writes into output_dir: a directory holding anything else is refused without overwrite_output_dir.
+TRAIN_OUTPUTS = ("checkpoint-*", FINAL_DIR, METRICS_FILE, CONFIG_FILE, "tensorboard", "events.out.tfevents.*",
+                 "runs", "*.tmp")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -37,8 +45,21 @@ def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def read_state(checkpoint: str | os.PathLike) -> dict:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+def read_state(checkpoint: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """A checkpoint's trainer state; a truncated or foreign file, or one without the `required`
+    keys, is a `CorruptFileError`."""
+    path = Path(checkpoint) / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptFileError(f"cannot read the checkpoint's trainer state ({e}); resume from another "
+                               "checkpoint or delete this one", file=path) from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if not isinstance(state, dict):
+        raise CorruptFileError("the trainer state is not a JSON object", file=path)
+    if missing:
+        raise CorruptFileError("the trainer state lacks " + ", ".join(missing), file=path)
+    return state
 
 
 def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
@@ -46,11 +67,11 @@ def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
     if spec == "latest":
         found = checkpoints(output_dir)
         if not found:
-            raise FileNotFoundError(f"resume_from_checkpoint=latest: no checkpoint in {output_dir}")
+            raise UserError("resume_from_checkpoint=latest: no checkpoint in the output directory", file=output_dir)
         return found[-1]
     path = Path(spec)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{spec} is not a checkpoint directory (no {STATE_FILE})")
+        raise UserError(f"resume_from_checkpoint: not a checkpoint directory (no {STATE_FILE})", file=path)
     return path
 
 
@@ -112,55 +133,102 @@ def save_final(accelerator, model, tokenizer, directory: Path) -> Path:
     return directory
 
 
-def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bool = False) -> Path:
+def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bool = False,
+                 overwrite: bool = False) -> Path:
     """Write an HF model directory from a run, its `final/`, or a `checkpoint-<step>/`.
 
     A run directory means its `final/` (its newest checkpoint when there is none). A full model
     is written as is; a LoRA adapter is copied, or with `merge` folded into its base model and
-    written as a full model (safetensors + tokenizer).
+    written as a full model (safetensors + tokenizer). The result is built aside and replaces `out`
+    whole, so two models' files never mix; a non-empty `out` that is not an earlier export is
+    refused unless `overwrite`.
     """
-    src, out = Path(source), Path(out)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{source} is not a directory")
-    if not (src / STATE_FILE).is_file() and not _is_hf_dir(src):
-        if _is_hf_dir(src / FINAL_DIR):
-            src = src / FINAL_DIR
-        elif checkpoints(src):
-            src = checkpoints(src)[-1]
-        else:
-            raise FileNotFoundError(f"{source}: no final model and no checkpoint to export")
-    if out.resolve() == src.resolve():
-        raise ValueError("--out must differ from the exported directory")
+    out = Path(out)
+    src = export_source(source)
+    check_export_target(src, out, overwrite=overwrite)
     if (src / STATE_FILE).is_file():
-        model, tokenizer = _model_from_checkpoint(src)
+        read_state(src)
+        cfg = _checkpoint_config(src)
+        model, tokenizer = _model_from_checkpoint(src, cfg)
     elif (src / "adapter_config.json").is_file() and merge:
-        base_name = json.loads((src / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_name = _read_json(src / "adapter_config.json").get("base_model_name_or_path")
+        if not base_name:
+            raise CorruptFileError("the adapter config names no base_model_name_or_path",
+                                   file=src / "adapter_config.json")
         model = load_lora(AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32), src)
         tokenizer = AutoTokenizer.from_pretrained(src if (src / "tokenizer_config.json").is_file() else base_name)
     else:
-        shutil.copytree(src, out, dirs_exist_ok=True)
+        if (src / "adapter_config.json").is_file():
+            _read_json(src / "adapter_config.json")
+        with atomic_dir(out) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            write_json(tmp / EXPORT_MARKER, {"source": str(src), "merge": False})
         return out
     if merge and hasattr(model, "peft_config"):
         model = merge_lora(model)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / EXPORT_MARKER, {"source": str(src), "merge": merge})
     return out
+
+
+def export_source(source: str | os.PathLike) -> Path:
+    """What `export_model` exports from `source`: itself, its `final/`, or its newest checkpoint."""
+    src = Path(source)
+    if not src.is_dir():
+        raise UserError("not a directory: expected a run, final/ or checkpoint-<step>/ directory", file=src)
+    if not (src / STATE_FILE).is_file() and not _is_hf_dir(src):
+        if _is_hf_dir(src / FINAL_DIR):
+            return src / FINAL_DIR
+        if checkpoints(src):
+            return checkpoints(src)[-1]
+        raise UserError("no final model and no checkpoint to export", file=src)
+    return src
+
+
+def check_export_target(src: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse an export target that overlaps the source, or that holds files other than an earlier export."""
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise OutputError("--out must lie outside the exported directory (and not contain it)", file=out)
+    own = not out.is_dir() or (out / EXPORT_MARKER).is_file()
+    check_output_dir(out, own=("*",) if own else (), overwrite=overwrite)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptFileError(f"cannot read {path.name} ({e})", file=path) from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path.name} is not a JSON object", file=path)
+    return data
+
+
+def _checkpoint_config(checkpoint: Path):
+    from personalign.train.config import TrainConfig
+
+    return load_config(TrainConfig, checkpoint / CONFIG_FILE)
 
 
 def _is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
-def _model_from_checkpoint(checkpoint: Path):
+def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
     from personalign.models.loading import load_model
-    from personalign.train.config import TrainConfig
 
-    cfg = load_config(TrainConfig, checkpoint / CONFIG_FILE)
+    weights = checkpoint / "model.safetensors"
     model, tokenizer = load_model(cfg.model)
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
-    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
+    try:
+        state = load_file(str(weights))
+    except (OSError, SafetensorError) as e:
+        raise CorruptFileError(f"cannot read the checkpoint's weights ({e})", file=weights) from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(model, k)}
     if unexpected or set(missing) - tied:
         raise ValueError(f"{checkpoint}: weights do not fit the model (missing {sorted(set(missing) - tied)[:5]}, "

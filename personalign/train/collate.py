@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from personalign.data.io import ReadCounts, read_examples
 from personalign.data.views import ViewConfig, ViewCounts, render_views
+from personalign.errors import EmptyError
 from personalign.models.logprobs import PackedBatch, Tokenized, pack_batch, tokenize_pair
 
 
@@ -73,7 +74,11 @@ def load_items(
         items.append(TrainItem(tokenize_pair(tokenizer, r.prompt, responses, max_length), rewards=rewards))
         rendered.add(r)
     if not items:
-        raise ValueError(f"{source}: no records to train on")
+        raise EmptyError("no records to train on", file=source)
+    if max_length is not None and all(it.tokens.response_cut for it in items):
+        raise EmptyError(f"every one of the {len(items)} records is too long for max_length={max_length}: its "
+                         "responses would be cut even after dropping history and cutting the prompt; raise "
+                         "max_length", file=source)
     counts = {"records": len(items), "truncated_for_length": sum(it.tokens.truncated for it in items),
               **{f"view_{k}": v for k, v in rendered.summary().items() if k != "records"}}
     return items, counts

@@ -48,6 +48,7 @@ class TrainConfig(StrictModel):
     lora: LoraSettings | None = None  # None = full fine-tuning
 
     output_dir: str = "runs/train"
+    overwrite_output_dir: bool = False  # train into a directory holding files that are not this run's
     logging_steps: PositiveInt = 10
     eval_steps: PositiveInt = 500
     save_steps: PositiveInt = 500

@@ -39,15 +39,17 @@ from personalign.models.logprobs import ResponseScores, length_batches, pack_bat
 from personalign.models.loading import load_model, model_fingerprint, resolve_model
 from personalign.models.lora import apply_lora
 from personalign.models.refcache import cached_scores
+from personalign.data.io import check_source
+from personalign.errors import CorruptFileError
+from personalign.files import check_output_dir, write_text
+from personalign.models.loading import check_model_dir
 from personalign.train.checkpoints import (
-    CONFIG_FILE, FINAL_DIR, best_checkpoint, checkpoints, prune_checkpoints, read_state, resolve_checkpoint,
-    save_checkpoint, save_final,
+    CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
+    resolve_checkpoint, save_checkpoint, save_final,
 )
 from personalign.train.collate import TrainItem, collate, load_items, targets
 from personalign.train.config import TrainConfig
 from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
-
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
@@ -118,10 +120,12 @@ def reference_logps(model, items: list[TrainItem], source: str, key: dict, cfg: 
         rows = zip(logps.tolist(), n_tokens.tolist(), items)
         return [_response_scores(s, n, it.tokens.truncated) for s, n, it in rows]
 
-    scores, path, hit = cached_scores(source, key, compute, write=accelerator.is_main_process)
+    def fits(scores: list[ResponseScores]) -> bool:
+        return len(scores) == len(items) and all(len(s.logp) == len(it.tokens.response_ids)
+                                                 for s, it in zip(scores, items))
+
+    scores, path, hit = cached_scores(source, key, compute, write=accelerator.is_main_process, fits=fits)
     accelerator.wait_for_everyone()
-    if len(scores) != len(items) or any(len(s.logp) != len(it.tokens.response_ids) for s, it in zip(scores, items)):
-        raise ValueError(f"reference cache {path} does not match {source}; delete it and run again")
     return [TrainItem(it.tokens, tuple(s.logp), it.rewards) for it, s in zip(items, scores)], hit
 
 
@@ -158,11 +162,32 @@ def step_micro_batches(order: torch.Tensor, k: int, *, per_device: int, accumula
     return [idx[j * micro + rank * per_device : j * micro + (rank + 1) * per_device] for j in range(accumulation)]
 
 
+RESUME_KEYS = ("step", "global_batch", "records")
+
+
+def check_run(cfg: TrainConfig) -> Path | None:
+    """Everything about a run that can be checked before a model loads: the data files, the model
+    directory, the output directory (a directory of other files needs `overwrite_output_dir`) and the
+    checkpoint to resume from (its trainer state must be readable). Returns that checkpoint."""
+    check_source(cfg.data, option="data")
+    if cfg.eval_data is not None:
+        check_source(cfg.eval_data, option="eval_data")
+    check_model_dir(cfg.model, option="model")
+    check_output_dir(cfg.output_dir, inputs=[cfg.data, cfg.eval_data], own=TRAIN_OUTPUTS,
+                     overwrite=cfg.overwrite_output_dir, option="output_dir")
+    if cfg.resume_from_checkpoint is None:
+        return None
+    checkpoint = resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
+    read_state(checkpoint, RESUME_KEYS)
+    return checkpoint
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a policy as configured; see the module docstring for the steps."""
     started = time.perf_counter()
     if cfg.report_to == "tensorboard" and not is_tensorboard_available():
         raise ValueError("report_to='tensorboard' needs the tensorboard package (pip install tensorboard)")
+    resume = check_run(cfg)
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -215,13 +240,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     start, resumed_from = 0, None
-    if cfg.resume_from_checkpoint is not None:
-        resumed_from = resolve_checkpoint(cfg.resume_from_checkpoint, out)
+    if resume is not None:
+        resumed_from = resume
         state = read_state(resumed_from)
         if (state["global_batch"], state["records"]) != (global_batch, len(items)):
             raise ValueError(f"{resumed_from} was saved with global batch {state['global_batch']} on "
                              f"{state['records']} records; this run has {global_batch} on {len(items)}")
-        accelerator.load_state(resumed_from)
+        try:
+            accelerator.load_state(resumed_from)
+        except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a damaged file
+            raise CorruptFileError(f"cannot load the checkpoint ({type(e).__name__}: {e}); resume from another "
+                                   "checkpoint or delete this one", file=resumed_from) from None
         start = state["step"]
         console.print(f"resumed from {resumed_from} at step {start}")
     if main:
@@ -342,8 +371,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if step == 0 or not path.is_file():
         path.unlink(missing_ok=True)
         return
-    rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                rows.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_text(path, "".join(r + "\n" for r in rows))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -105,7 +105,7 @@ def test_resolve_model(tiny_model_dir, tmp_path):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         resolve_model(str(tmp_path / "missing"))
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ModelNotFoundError, match="is a file"):
+    with pytest.raises(ModelNotFoundError, match="got a file"):
         resolve_model(tmp_path / "file.txt")
 
 

@@ -11,6 +11,7 @@ import pytest
 from report_helpers import PAYLOADS
 from markupsafe import escape
 
+from personalign.errors import EmptyError, UserError
 from personalign.report.html import build_report, collect
 
 
@@ -75,11 +76,12 @@ def test_every_payload_is_escaped_in_html_and_markdown(report_page):
         assert str(escape(p)) in page and html.escape(p) in md
 
 
-def test_an_empty_directory_gives_a_report_that_says_so(tmp_path):
+def test_an_empty_directory_is_an_error_and_writes_no_report(tmp_path):
     (tmp_path / "empty").mkdir()
-    page = build_report([tmp_path / "empty"], tmp_path / "r.html").read_text()
-    assert "No results were found" in page
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(EmptyError, match="no results found"):
+        build_report([tmp_path / "empty"], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+    with pytest.raises(UserError, match="not a directory of results"):
         build_report([tmp_path / "missing"], tmp_path / "r.html")
 
 
