@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from personalign.errors import OutputError
+from personalign.errors import CorruptFileError, OutputError
 
 T = TypeVar("T")
 PathLike = str | os.PathLike
@@ -158,6 +158,18 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
             shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json_object(path: PathLike) -> dict:
+    """A JSON object from `path`; unreadable, truncated or not an object is a `CorruptFileError`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptFileError(f"cannot read {path.name} ({e})", file=path) from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path.name} is not a JSON object", file=path)
+    return data
 
 
 def discard_corrupt(path: PathLike, why: str) -> None:

@@ -92,7 +92,6 @@ def _setup_logging() -> None:
     logger = logging.getLogger("personalign")
     if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
         logger.addHandler(_WarningHandler(logging.WARNING))
-        logger.setLevel(logging.INFO)
 
 
 class BoundaryGroup(TyperGroup):

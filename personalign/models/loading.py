@@ -19,7 +19,8 @@ import torch
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from personalign.errors import CorruptFileError, ModelError
+from personalign.errors import ModelError
+from personalign.files import read_json_object as _read_json
 
 HOME_ENV = "PERSONALIGN_HOME"
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -76,16 +77,6 @@ def check_model_dir(name: str | os.PathLike | None, *, option: str = "--model", 
     if kind == "seq-cls" and archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ModelError(f"holds a {archs[0]} model, not a reward model (a ...ForSequenceClassification)",
                          file=path, option=option)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CorruptFileError(f"cannot read the model's {path.name}: {e}", file=path) from None
-    if not isinstance(data, dict):
-        raise CorruptFileError(f"the model's {path.name} is not a JSON object", file=path)
-    return data
 
 
 def personalign_home() -> Path:

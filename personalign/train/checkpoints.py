@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from personalign.config import dump_config, load_config
 from personalign.errors import CorruptFileError, OutputError, UserError
 from personalign.files import atomic_dir, check_output_dir, write_json
+from personalign.files import read_json_object as _read_json
 from personalign.models.lora import apply_lora, load_lora, merge_lora
 
 STATE_FILE = "trainer_state.json"
@@ -194,16 +195,6 @@ def check_export_target(src: Path, out: Path, *, overwrite: bool) -> None:
         raise OutputError("--out must lie outside the exported directory (and not contain it)", file=out)
     own = not out.is_dir() or (out / EXPORT_MARKER).is_file()
     check_output_dir(out, own=("*",) if own else (), overwrite=overwrite)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CorruptFileError(f"cannot read {path.name} ({e})", file=path) from None
-    if not isinstance(data, dict):
-        raise CorruptFileError(f"{path.name} is not a JSON object", file=path)
-    return data
 
 
 def _checkpoint_config(checkpoint: Path):

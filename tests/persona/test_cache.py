@@ -39,7 +39,7 @@ def test_new_settings_or_task_miss_the_cache(tmp_path):
         assert generate_cached(RuleBackend(str.upper), ["a"], CFG, task="t", cache=cache).generated == 0
 
 
-def test_torn_tail_is_truncated_and_bad_lines_skipped(tmp_path):
+def test_torn_tail_is_truncated_and_bad_lines_deleted(tmp_path):
     path = tmp_path / "c.jsonl"
     good = json.dumps({"key": "k1", "output": "one"}) + "\n"
     path.write_text(good + "not json\n" + json.dumps({"key": 3, "output": "x"}) + "\n" + '{"key": "k2", "outp')
@@ -48,6 +48,6 @@ def test_torn_tail_is_truncated_and_bad_lines_skipped(tmp_path):
         assert (cache.skipped_lines, cache.truncated_bytes) == (2, len('{"key": "k2", "outp'))
         cache.add([("k2", "two")])
     lines = path.read_text().splitlines()
-    assert json.loads(lines[-1]) == {"key": "k2", "output": "two"} and len(lines) == 4
+    assert json.loads(lines[-1]) == {"key": "k2", "output": "two"} and len(lines) == 2  # the bad lines are gone
     with GenerationCache(path) as cache:
         assert cache.entries == {"k1": "one", "k2": "two"} and cache.truncated_bytes == 0
