@@ -13,9 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
-
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console

@@ -51,13 +51,11 @@ def read_state(checkpoint: str | os.PathLike, required: tuple[str, ...] = ()) ->
     keys, is a `CorruptFileError`."""
     path = Path(checkpoint) / STATE_FILE
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CorruptFileError(f"cannot read the checkpoint's trainer state ({e}); resume from another "
-                               "checkpoint or delete this one", file=path) from None
-    missing = [k for k in required if not isinstance(state, dict) or k not in state]
-    if not isinstance(state, dict):
-        raise CorruptFileError("the trainer state is not a JSON object", file=path)
+        state = _read_json(path)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"the checkpoint's trainer state: {e.message}; resume from another checkpoint or "
+                               "delete this one", file=path) from None
+    missing = [k for k in required if k not in state]
     if missing:
         raise CorruptFileError("the trainer state lacks " + ", ".join(missing), file=path)
     return state
