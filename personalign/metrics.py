@@ -1,7 +1,8 @@
 """Pure metric functions shared by every stage (it sits below them): alignment accuracy, bootstrap
-intervals, paired differences, per-slice summaries."""
+intervals, paired differences, per-slice summaries, judge win rates."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -77,3 +78,46 @@ def sliced_accuracy(correct: Sequence[bool] | np.ndarray, slices: Sequence[str],
         if mask.any():
             out[name] = bootstrap(c[mask], n_boot=n_boot, seed=seed)
     return out
+
+
+def _win_rate(o: np.ndarray, judged: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """wins / (wins + losses) over the judged pairs that `idx` picks (each row of `idx` one resample);
+    NaN where no pair is decisive."""
+    o, judged = o[idx], judged[idx]
+    wins, losses = ((o == 1) & judged).sum(-1), ((o == -1) & judged).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return wins / (wins + losses)
+
+
+def _interval(point: float, samples: np.ndarray, n: int, level: float) -> Estimate:
+    samples = samples[~np.isnan(samples)]
+    if n == 0 or samples.size == 0:
+        return Estimate(point, math.nan, math.nan, n)
+    tail = (1 - level) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return Estimate(point, float(low), float(high), n)
+
+
+def bootstrap_win_rates(
+    outcomes: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[dict[str, Estimate], Estimate | None]:
+    """Win rate per rubric and ΔPQ with percentile intervals, resampling pairs.
+
+    `outcomes[rubric]` holds +1/0/−1 per pair, or NaN where that pair was not judged under that
+    rubric. One set of resampled pair indices serves every rubric; ΔPQ counts the pairs judged
+    under both rubrics.
+    """
+    n = len(next(iter(outcomes.values()))) if outcomes else 0
+    idx = np.random.default_rng(seed).integers(0, max(n, 1), size=(n_boot, n))
+    judged = {r: ~np.isnan(o) for r, o in outcomes.items()}
+    estimates = {
+        r: _interval(float(_win_rate(o, judged[r])), _win_rate(o, judged[r], idx), int(judged[r].sum()), level)
+        for r, o in outcomes.items()
+    }
+    if not {"quality", "personalization"} <= outcomes.keys():
+        return estimates, None
+    both = judged["quality"] & judged["personalization"]
+    q, p = outcomes["quality"], outcomes["personalization"]
+    point = float(_win_rate(p, both) + _win_rate(q, both) - 1)
+    samples = _win_rate(p, both, idx) + _win_rate(q, both, idx) - 1
+    return estimates, _interval(point, samples, int(both.sum()), level)

@@ -12,11 +12,9 @@ run resumes and a repeated run costs nothing.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +24,10 @@ from personalign.data.io import write_jsonl
 from personalign.eval.generate import read_generations
 from personalign.files import write_json, write_text
 from personalign.llm.base import Backend, GenerationConfig, Message
-from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.prompt_file import PromptFile
-from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
-from personalign.metrics import Estimate
-from personalign.persona.judge import JUDGE_GENERATION
-from personalign.persona.prompts import SHOTS
+from personalign.llm.judging import JUDGE_GENERATION, SHOTS, agreement, run_judge
+from personalign.llm.prompt_file import PromptFile, task_version
+from personalign.llm.verdict import VerdictMode
+from personalign.metrics import Estimate, bootstrap_win_rates
 
 PathLike = str | os.PathLike
 RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE = "judge.json", "judge.md", "judgments.jsonl", "judge.cache.jsonl"
@@ -119,9 +115,7 @@ def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: s
 
 def judge_version(preset: str, prompt_file: PromptFile | None) -> str:
     """The cache-key task name of a judge prompt."""
-    if prompt_file is not None:
-        return f"{PROMPT_VERSION}+{prompt_file.version}"
-    return PROMETHEUS_VERSION if preset == "prometheus" else PROMPT_VERSION
+    return PROMETHEUS_VERSION if preset == "prometheus" and prompt_file is None else task_version(PROMPT_VERSION, prompt_file)
 
 
 # ------------------------------------------------------------------------------------- results
@@ -188,54 +182,7 @@ def pair_runs(base: Sequence[dict], test: Sequence[dict]) -> tuple[list[tuple[di
 
 def outcome(base_first: int | None, test_first: int | None) -> int:
     """+1 test wins, -1 base wins, 0 tie, from the verdicts with the base shown first and the test shown first."""
-    if base_first == 2 and test_first == 1:
-        return 1
-    if base_first == 1 and test_first == 2:
-        return -1
-    return 0
-
-
-def _win_rate(o: np.ndarray, judged: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
-    """wins / (wins + losses) over the judged pairs that `idx` picks (each row of `idx` one resample);
-    NaN where no pair is decisive."""
-    o, judged = o[idx], judged[idx]
-    wins, losses = ((o == 1) & judged).sum(-1), ((o == -1) & judged).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return wins / (wins + losses)
-
-
-def _interval(point: float, samples: np.ndarray, n: int, level: float) -> Estimate:
-    samples = samples[~np.isnan(samples)]
-    if n == 0 or samples.size == 0:
-        return Estimate(point, math.nan, math.nan, n)
-    tail = (1 - level) / 2
-    low, high = np.quantile(samples, [tail, 1 - tail])
-    return Estimate(point, float(low), float(high), n)
-
-
-def bootstrap_win_rates(
-    outcomes: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[dict[str, Estimate], Estimate | None]:
-    """Win rate per rubric and ΔPQ with percentile intervals, resampling pairs.
-
-    `outcomes[rubric]` holds +1/0/−1 per pair, or NaN where that pair was not judged under that
-    rubric. One set of resampled pair indices serves every rubric; ΔPQ counts the pairs judged
-    under both rubrics.
-    """
-    n = len(next(iter(outcomes.values()))) if outcomes else 0
-    idx = np.random.default_rng(seed).integers(0, max(n, 1), size=(n_boot, n))
-    judged = {r: ~np.isnan(o) for r, o in outcomes.items()}
-    estimates = {
-        r: _interval(float(_win_rate(o, judged[r])), _win_rate(o, judged[r], idx), int(judged[r].sum()), level)
-        for r, o in outcomes.items()
-    }
-    if not {"quality", "personalization"} <= outcomes.keys():
-        return estimates, None
-    both = judged["quality"] & judged["personalization"]
-    q, p = outcomes["quality"], outcomes["personalization"]
-    point = float(_win_rate(p, both) + _win_rate(q, both) - 1)
-    samples = _win_rate(p, both, idx) + _win_rate(q, both, idx) - 1
-    return estimates, _interval(point, samples, int(both.sum()), level)
+    return -agreement(base_first, test_first)
 
 
 # --------------------------------------------------------------------------------------- judging
@@ -286,11 +233,8 @@ def judge_runs(
             requests += [judge_messages(rubric, p, rb, rt, persona, preset, prompt_file),
                          judge_messages(rubric, p, rt, rb, persona, preset, prompt_file)]
             slots.append((rubric, i))
-    with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
-        outputs = generate_cached(judge_backend(backend, verdict_mode), requests, gen_config,
-                                  task=judge_version(preset, prompt_file),
-                                  cache=cache, chunk_size=chunk_size, on_progress=on_progress).outputs
-    verdicts = read_verdicts(outputs, verdict_mode)
+    outputs, verdicts = run_judge(backend, requests, task=judge_version(preset, prompt_file), gen_config=gen_config,
+                                  cache_path=cache_path, chunk_size=chunk_size, on_progress=on_progress, mode=verdict_mode)
     judged = {r: _Judgments([None] * len(pairs), [None] * len(pairs)) for r in rubrics}
     for k, (rubric, i) in enumerate(slots):
         pair_outputs = (outputs[2 * k], outputs[2 * k + 1])

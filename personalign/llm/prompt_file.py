@@ -57,6 +57,11 @@ class PromptFile(StrictModel):
         return out
 
 
+def task_version(version: str, prompt_file: PromptFile | None) -> str:
+    """The cache-key task name of a built-in prompt `version`, or of the prompt file replacing it."""
+    return version if prompt_file is None else f"{version}+{prompt_file.version}"
+
+
 def load_prompt_file(path: str | Path, allowed: set[str], required: set[str] = frozenset()) -> PromptFile:
     """Read and check a prompt file: it may use only the `allowed` slots and must use the `required` ones."""
     path = Path(path)

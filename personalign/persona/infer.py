@@ -16,8 +16,8 @@ from personalign.data.io import Source, read_examples, write_examples
 from personalign.data.schema import Example
 from personalign.llm.base import Backend, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.prompt_file import PromptFile
-from personalign.persona.prompts import INFER_VERSION, infer_messages, task_version
+from personalign.llm.prompt_file import PromptFile, task_version
+from personalign.persona.prompts import INFER_VERSION, infer_messages
 
 SIDES = ("chosen", "rejected")
 FIELD = {"chosen": "chosen_persona", "rejected": "rejected_persona"}

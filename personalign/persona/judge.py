@@ -18,28 +18,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from personalign.data.schema import GOLD_PERSONA, Example
 from personalign.llm.base import Backend, GenerationConfig
-from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.prompt_file import PromptFile
-from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
+from personalign.llm.judging import JUDGE_GENERATION, agreement, run_judge
+from personalign.llm.prompt_file import PromptFile, task_version
+from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap
-from personalign.persona.prompts import (
-    ACCURACY_VERSION,
-    PREFER_VERSION,
-    accuracy_messages,
-    prefer_messages,
-    task_version,
-)
+from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
 
 PathLike = str | os.PathLike
 PERSONA_FIELDS = ("chosen_persona", "rejected_persona", GOLD_PERSONA)
-JUDGE_GENERATION = GenerationConfig(max_new_tokens=8, temperature=0.0)
 
 @dataclass(slots=True)
 class PersonaAccuracy:
@@ -90,15 +82,6 @@ class PersonaPreference:
         }
 
 
-def _judge(backend: Backend, requests: list, task: str, gen_config: GenerationConfig, cache_path: PathLike | None,
-           chunk_size: int, on_progress: Callable[[int], None] | None, mode: VerdictMode) -> list[int | None]:
-    """Verdicts of paired judge requests (each item shown first, then second), by `mode`."""
-    with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
-        outputs = generate_cached(judge_backend(backend, mode), requests, gen_config, task=task, cache=cache,
-                                  chunk_size=chunk_size, on_progress=on_progress).outputs
-    return read_verdicts(outputs, mode)
-
-
 def persona_accuracy(
     examples: Iterable[Example],
     backend: Backend,
@@ -124,8 +107,8 @@ def persona_accuracy(
         target, other = (ex.rejected, ex.chosen) if persona_field == "rejected_persona" else (ex.chosen, ex.rejected)
         requests.append(accuracy_messages(persona, ex.prompt, target, other, prompt_file))
         requests.append(accuracy_messages(persona, ex.prompt, other, target, prompt_file))
-    verdicts = _judge(backend, requests, task_version(ACCURACY_VERSION, prompt_file), gen_config, cache_path, chunk_size, on_progress,
-                      verdict_mode)
+    _, verdicts = run_judge(backend, requests, task=task_version(ACCURACY_VERSION, prompt_file), gen_config=gen_config,
+                            cache_path=cache_path, chunk_size=chunk_size, on_progress=on_progress, mode=verdict_mode)
     correct = np.array([v == (1 if i % 2 == 0 else 2) for i, v in enumerate(verdicts)], dtype=np.float64)
     first, second = correct[0::2], correct[1::2]
     return PersonaAccuracy(
@@ -160,12 +143,10 @@ def persona_preference(
             continue
         requests.append(prefer_messages(ex.prompt, chosen, rejected, prompt_file))
         requests.append(prefer_messages(ex.prompt, rejected, chosen, prompt_file))
-    verdicts = _judge(backend, requests, task_version(PREFER_VERSION, prompt_file), gen_config, cache_path, chunk_size, on_progress,
-                      verdict_mode)
+    _, verdicts = run_judge(backend, requests, task=task_version(PREFER_VERSION, prompt_file), gen_config=gen_config,
+                            cache_path=cache_path, chunk_size=chunk_size, on_progress=on_progress, mode=verdict_mode)
     wins = {"chosen": 0, "tie": 0, "rejected": 0}
-    for shown_first, shown_second in zip(verdicts[0::2], verdicts[1::2]):
-        a = {1: "chosen", 2: "rejected"}.get(shown_first)
-        b = {1: "rejected", 2: "chosen"}.get(shown_second)
-        wins[a if a is not None and a == b else "tie"] += 1
+    for chosen_first, rejected_first in zip(verdicts[0::2], verdicts[1::2]):
+        wins[{1: "chosen", 0: "tie", -1: "rejected"}[agreement(chosen_first, rejected_first)]] += 1
     return PersonaPreference(backend.identity, wins["chosen"], wins["tie"], wins["rejected"],
                              sum(v is None for v in verdicts), missing)

@@ -1,13 +1,13 @@
-"""Chat prompts for persona inference and the persona judges: instructions and few-shot examples.
+"""Chat prompts for persona inference and the persona judges: instructions and few-shot turns (built
+from the worked examples every judge shares, `personalign.llm.judging.SHOTS`).
 
 Each builder returns chat messages (system, few-shot user/assistant turns, the query). The
 `*_VERSION` strings enter the generation-cache keys: bump one whenever its prompt changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from personalign.llm.base import Message
+from personalign.llm.judging import SHOTS
 from personalign.llm.prompt_file import PromptFile
 
 INFER_VERSION = "persona-infer-v1"
@@ -18,60 +18,6 @@ INFER_SLOTS = frozenset({"prompt", "preferred", "other"})
 ACCURACY_SLOTS = frozenset({"persona", "prompt", "first", "second"})
 PREFER_SLOTS = frozenset({"prompt", "first", "second"})
 
-
-def task_version(version: str, prompt_file: PromptFile | None) -> str:
-    """The cache-key task name: our prompt's version, or the prompt file's content hash."""
-    return version if prompt_file is None else f"{version}+{prompt_file.version}"
-
-
-@dataclass(frozen=True, slots=True)
-class Shot:
-    """A worked example: a prompt, the preferred and the other response, and the personas that
-    would prefer each."""
-
-    prompt: str
-    preferred: str
-    other: str
-    persona: str
-    other_persona: str
-
-
-SHOTS: tuple[Shot, ...] = (
-    Shot(
-        prompt="How can I build up to running longer distances?",
-        preferred="Raise your weekly distance by about a tenth at a time, keep most runs at an easy pace "
-        "where you could still chat, and add one longer run each week. Rest days count as training too.",
-        other="Push through the burn! Go a bit farther every single run and you'll be doing marathons in no time.",
-        persona="The user is a methodical planner who wants steady, injury-free progress grounded in sound principles.",
-        other_persona="The user is driven by enthusiasm and wants energetic encouragement more than a careful plan.",
-    ),
-    Shot(
-        prompt="Can you explain what inflation is?",
-        preferred="Inflation means prices creep up over time, so the same money buys less. If a sandwich costs "
-        "$5 this year and $5.50 next year, that is 10% inflation.",
-        other="Inflation is the rate of increase of the general price level, usually measured by a consumer price "
-        "index and driven by demand-pull, cost-push and monetary factors.",
-        persona="The user is new to the subject and wants plain language with an everyday example rather than jargon.",
-        other_persona="The user has some background knowledge and values precise, technical definitions.",
-    ),
-    Shot(
-        prompt="Write a short message turning down a coworker's invitation to a party.",
-        preferred="Can't make it Saturday, sorry! Have a great time.",
-        other="Thank you so much for thinking of me! I'm truly sorry, but I already have plans that weekend. "
-        "I hope it's a wonderful evening, and I'd love to hear all about it on Monday.",
-        persona="The user is a busy, direct communicator who prefers brief messages without extra pleasantries.",
-        other_persona="The user cares about relationships and wants to soften a refusal with warmth and courtesy.",
-    ),
-    Shot(
-        prompt="What should I see in Rome if I only have one day?",
-        preferred="Start early at the Colosseum and the Forum, walk to the Pantheon and eat nearby, then finish "
-        "at the Trevi Fountain and the Spanish Steps in the evening light.",
-        other="Rome is full of history. According to legend it was founded in 753 BC by Romulus, and over the "
-        "centuries it became the center of a vast empire.",
-        persona="The user is a practical traveler who wants an actionable plan that makes the most of limited time.",
-        other_persona="The user is a curious learner who enjoys background and history more than logistics.",
-    ),
-)
 
 INFER_SYSTEM = (
     "You describe users from their choices. You will see a prompt and two responses to it. A user read "

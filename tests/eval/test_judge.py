@@ -16,9 +16,10 @@ from personalign.cli import app
 from personalign.data.io import write_jsonl
 from personalign.eval.generate import GENERATIONS_FILE
 from personalign.eval.judge import (
-    CACHE_FILE, RUBRICS, bootstrap_win_rates, judge_messages, judge_runs, outcome, write_judge,
+    CACHE_FILE, RUBRICS, judge_messages, judge_runs, outcome, write_judge,
 )
 from personalign.llm.base import GenerationConfig
+from personalign.metrics import bootstrap_win_rates
 
 
 class RuleJudge:

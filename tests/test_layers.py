@@ -1,0 +1,92 @@
+"""The layer rule (docs/architecture.md), read from the package's own imports: a module imports only
+its own folder and the layers below it, and sibling stages never import each other."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import personalign
+
+PACKAGE = Path(personalign.__file__).parent
+# Bottom to top; the parts of one row are siblings and may not import each other.
+LAYERS: list[tuple[str, ...]] = [
+    ("__init__", "errors"),
+    ("files",),
+    ("config", "metrics"),
+    ("data",),
+    ("models",),
+    ("llm",),
+    ("train", "eval", "persona", "serve"),
+    ("report",),
+    ("quickstart",),
+    ("cli",),
+    ("__main__",),
+]
+RANK = {part: (row, part) for row, parts in enumerate(LAYERS) for part in parts}
+
+
+def _part(module: str) -> str:
+    """The top-level part of the package a dotted module name belongs to ('personalign' itself: __init__)."""
+    names = module.split(".")
+    return names[1] if len(names) > 1 else "__init__"
+
+
+def _module(path: Path, root: Path = PACKAGE) -> str:
+    return ".".join(("personalign", *path.relative_to(root).with_suffix("").parts))
+
+
+def _imports(path: Path, root: Path = PACKAGE) -> set[str]:
+    """Every personalign module `path` imports, at any depth (lazy imports inside functions count)."""
+    module = _module(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            found.add(base)
+            if base == "personalign":  # `from personalign import errors` imports personalign.errors
+                found |= {f"personalign.{a.name}" for a in node.names}
+    return {m for m in found if m == "personalign" or m.startswith("personalign.")}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def test_every_part_of_the_package_has_a_layer():
+    parts = {_part(_module(p)) for p in _modules()}
+    assert parts <= RANK.keys(), f"parts without a layer: {sorted(parts - RANK.keys())}"
+
+
+def test_no_module_imports_a_stage_above_it_or_a_sibling():
+    violations = []
+    for path in _modules():
+        me = _part(_module(path))
+        for dep in _imports(path):
+            other = _part(dep)
+            if other == me or dep == "personalign":
+                continue
+            if RANK[other][0] >= RANK[me][0]:
+                violations.append(f"{path.relative_to(PACKAGE)} imports {dep} ({other} is not below {me})")
+    assert not violations, "\n".join(violations)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from personalign.eval.metrics import x\n", {"personalign.eval.metrics"}),
+    ("def f():\n    from personalign.persona import judge\n", {"personalign.persona"}),
+    ("from personalign import errors\n", {"personalign", "personalign.errors"}),
+    ("from ..persona.retrieve import f\n", {"personalign.persona.retrieve"}),
+    ("import numpy\n", set()),
+])
+def test_the_import_reader_sees_every_form_of_import(tmp_path, source, expected):
+    path = tmp_path / "data" / "probe.py"
+    path.parent.mkdir()
+    path.write_text(source, encoding="utf-8")
+    assert _imports(path, root=tmp_path) == expected
