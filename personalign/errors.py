@@ -32,7 +32,7 @@ class UserError(Exception):
         return f"{self.message} ({where})" if where else self.message
 
 
-class OutputError(UserError):
+class OutputError(UserError, ValueError):
     """An output that cannot or must not be written: it is an input, lies under a regular file, is
     not writable, or is a non-empty directory that is not this command's own earlier output."""
 

@@ -131,7 +131,7 @@ def _stats_and_views(console: Console, loaded: dict[str, list[Example]], tokeniz
 def _personas(console: Console, result: QuickstartResult, backend, size: QuickstartSize) -> None:
     from personalign.llm.base import GenerationConfig
     from personalign.persona.infer import infer_personas
-    from personalign.persona.saliency import personas_by_side, saliency_json, word_saliency
+    from personalign.persona.saliency import personas_by_side, word_saliency, write_saliency
 
     out = result.out_dir / "personas" / "personas.jsonl"
     stats = infer_personas(result.files["p-soups"], backend, out,
@@ -141,7 +141,7 @@ def _personas(console: Console, result: QuickstartResult, backend, size: Quickst
         console.print(Text(f"{ex.source}\n  chosen:   {ex.user.personas.get('chosen_persona')}\n"
                            f"  rejected: {ex.user.personas.get('rejected_persona')}"))
     saliency = word_saliency(personas_by_side(inferred), cutoff=1)
-    write_json(out.parent / "saliency.json", saliency_json(saliency))
+    write_saliency(out.parent / "saliency.json", saliency)
     console.print(f"{stats.generated} personas generated, {stats.reused} reused from the cache -> {out}")
 
 

@@ -10,26 +10,22 @@ import typer
 
 from personalign.cli._common import console, new_app
 from personalign.data.errors import RecordError
-from personalign.data.views import PersonaSourceName, TemplateName, ViewName
-from personalign.errors import EmptyError, ModelError
+from personalign.data.templates import TemplateName, ViewName
+from personalign.data.views import PersonaSourceName
+from personalign.errors import EmptyError
 from personalign.files import check_output_dir, check_output_file, write_json
 
 app = new_app()
 
 
 def _load_tokenizer(name: str | None):
-    """The `--tokenizer` option: None, or an AutoTokenizer (a load failure is a usage error)."""
+    """The `--tokenizer` option: None, or the tokenizer `personalign.models.loading.load_tokenizer` loads."""
     if name is None:
         return None
-    from transformers import AutoTokenizer
-
-    from personalign.models.loading import check_model_dir
+    from personalign.models.loading import check_model_dir, load_tokenizer
 
     check_model_dir(name, option="--tokenizer", tokenizer_only=True)
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load a tokenizer: {e}", option="--tokenizer") from None
+    return load_tokenizer(name)
 
 
 @app.command("build-views")
@@ -384,12 +380,12 @@ def diversity(
     for f, points in curves.items():
         console.print(f"{f}: " + ", ".join(f"N={p.n} D={p.d:.4f}" for p in points), highlight=False)
     if plot is not None:
-        console.print(f"plot: {div.plot_curves(curves, plot)}", highlight=False)
+        from personalign.report.plots import diversity_figure, write_png
+
+        figure = diversity_figure(", ".join(prompts), div.diversity_doc(curves, convention)["curves"])
+        console.print(f"plot: {write_png(figure, plot)}", highlight=False)
     if json_out is not None:
-        doc = {"kind": "diversity", "metric": "D = sqrt(N) * distinct / total token bigrams", "convention": convention,
-               "curves": {f: [{"n": p.n, "d": p.d} for p in points] for f, points in curves.items()}}
-        write_json(json_out, doc)
-        console.print(f"wrote {json_out}", highlight=False)
+        console.print(f"wrote {div.write_diversity(json_out, curves, convention)}", highlight=False)
 
 
 @app.command("select")

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from personalign.cli._common import Overwrite, console, new_app
 from personalign.data.io import check_source
-from personalign.data.views import PersonaSourceName, TemplateName, ViewName
+from personalign.data.templates import TemplateName, ViewName
+from personalign.data.views import PersonaSourceName
 from personalign.files import check_output_dir, check_output_file
 from personalign.llm import check_backend
 from personalign.models.loading import check_model_dir

@@ -248,7 +248,7 @@ def saliency(
 ) -> None:
     """The words most specific to chosen vs. rejected personas."""
     from personalign.data.io import read_examples
-    from personalign.persona.saliency import personas_by_side, saliency_json, word_saliency
+    from personalign.persona.saliency import personas_by_side, word_saliency, write_saliency
 
     _check_io(data, (out, "--out"))
     labels = personas_by_side(read_examples(data))
@@ -262,7 +262,8 @@ def saliency(
         for word, value, count in rows[:top]:
             table.add_row(word, f"{value:.3f}", str(count))
         console.print(table)
-    _write_json(saliency_json(result), out)
+    if out is not None:
+        console.print(f"wrote {write_saliency(out, result)}")
 
 
 @app.command("retrieve")

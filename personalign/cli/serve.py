@@ -1,22 +1,24 @@
 """`personalign serve`: an OpenAI-compatible server over a local (personalized) model."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from personalign.cli._common import console, new_app
+from personalign.data.templates import TemplateName
 from personalign.models.loading import check_model_dir
 from personalign.serve.app import check_port
 from personalign.serve.app import serve as run_server
+from personalign.serve.prompts import ServeView
 
 
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model dir or name (default: embedded SmolLM2).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    view: Annotated[Literal["persona", "pba", "none"], typer.Option(help="How `persona`/`profile` or the system message is rendered.")] = "persona",
-    template: Annotated[Literal["chat", "plain"], typer.Option(help="plain: the persona-tailoring layout.")] = "chat",
+    view: Annotated[ServeView, typer.Option(help="How `persona`/`profile` or the system message is rendered.")] = "persona",
+    template: Annotated[TemplateName, typer.Option(help="Prompt template preset (plain: the persona-tailoring layout).")] = "chat",
     max_batch: Annotated[int, typer.Option(min=1, help="Most requests generated together in one batch.")] = 8,
     batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long to wait for more requests to fill a batch.")] = 10.0,
     echo_prompt: Annotated[bool, typer.Option(help="Add the rendered prompt to each response (debugging).")] = False,

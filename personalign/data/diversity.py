@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from personalign.data.tokens import prompts_ids
+from personalign.files import write_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,23 +247,17 @@ def mean_cosine_distance(embeddings: np.ndarray) -> float:
     return float(1.0 - (s @ s - np.einsum("ij,ij->", e, e)) / (n * (n - 1)))
 
 
-def plot_curves(curves: dict[str, list[Diversity]], path: str | Path) -> Path:
-    """Line plot of D against subset size, one line per label; written with the Agg backend."""
-    import matplotlib
+DIVERSITY_METRIC = "D = sqrt(N) * distinct / total token bigrams"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, points in curves.items():
-        ax.plot([p.n for p in points], [p.d for p in points], marker="o", label=label)
-    ax.set_xlabel("prompts (nested prefixes of a seeded shuffle)")
-    ax.set_ylabel("D = √N · distinct / total bigrams")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def diversity_doc(curves: dict[str, list[Diversity]], convention: str) -> dict:
+    """The diversity JSON `personalign report` reads: `{"kind": "diversity", "metric", "convention",
+    "curves": {name: [{"n", "d"}, ...]}}`."""
+    return {"kind": "diversity", "metric": DIVERSITY_METRIC, "convention": convention,
+            "curves": {name: [{"n": p.n, "d": p.d} for p in points] for name, points in curves.items()}}
+
+
+def write_diversity(path: str | Path, curves: dict[str, list[Diversity]], convention: str) -> Path:
+    """Write `diversity_doc` as JSON (atomically) to `path`."""
+    write_json(path, diversity_doc(curves, convention))
+    return Path(path)

@@ -45,6 +45,7 @@ Source = str | os.PathLike
 OnInvalid = Literal["fail", "skip"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+RECORD_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet")  # record files by extension
 _loads = orjson.loads
 _decode_at = json.JSONDecoder().raw_decode
 _WS = re.compile(r"[ \t\n\r]*")
@@ -100,7 +101,7 @@ def iter_raw(source: Source) -> Iterator[RawRecord]:
     head, sep, split = text.rpartition(":")
     if sep and split and Path(head).is_dir():
         return _iter_dataset_dir(Path(head), split)
-    if path.suffix.lower() in (*JSONL_SUFFIXES, ".json", ".parquet") or not _HUB_NAME.match(text):
+    if path.suffix.lower() in RECORD_SUFFIXES or not _HUB_NAME.match(text):
         raise FileNotFoundError(f"no such file or directory: {text}")
     return _iter_hub(text)
 
@@ -111,7 +112,7 @@ def check_source(source: Source, *, option: str = "--data") -> None:
     text = os.fspath(source)
     path = Path(text)
     if not path.exists() and not Path(text.rpartition(":")[0]).is_dir() and _HUB_NAME.match(text) \
-            and path.suffix.lower() not in (*JSONL_SUFFIXES, ".json", ".parquet"):
+            and path.suffix.lower() not in RECORD_SUFFIXES:
         return
     try:
         first = next(iter(iter_raw(source)), None)
@@ -560,16 +561,8 @@ def _batched(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 def write_examples(examples: Iterable[Example], path: str | os.PathLike) -> int:
-    """Write Examples as records (`to_record`), format by extension: .jsonl/.ndjson, .json, .parquet."""
-    suffix = Path(path).suffix.lower()
-    records = map(to_record, examples)
-    if suffix in JSONL_SUFFIXES:
-        return write_jsonl(records, path)
-    if suffix == ".json":
-        return write_json(records, path)
-    if suffix == ".parquet":
-        return write_parquet(records, path)
-    raise ValueError(f"{path}: cannot write '{suffix}' files; use .jsonl, .json or .parquet")
+    """Write Examples as records (`to_record`), format by extension (`record_writer`)."""
+    return write_records(map(to_record, examples), path)
 
 
 def record_writer(path: str | os.PathLike, *, option: str = "--out") -> Callable[[Iterable[dict], str | os.PathLike], int]:

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from personalign.data.errors import RecordError
-from personalign.data.io import JSONL_SUFFIXES, Source, iter_raw, write_jsonl, write_records
+from personalign.data.io import RECORD_SUFFIXES, Source, iter_raw, write_jsonl, write_records
 from personalign.data.schema import CHOSEN, PROMPT, REJECTED, RESPONSES, Example
 from personalign.data.validate import to_example, to_record
 from personalign.files import write_json as write_json_file
 
-RECORD_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet")
 MANIFEST = "manifest.json"
 RANK_SPLIT_OUTPUTS = ("*.k[0-9]*",)  # what `rank_split` writes into its directory (`<stem>.k<k><suffix>`)
 SUBSET_OUTPUTS = ("k[0-9]*-n[0-9]*.jsonl", MANIFEST)  # what `equal_budget_subsets` writes

@@ -23,6 +23,14 @@ PERSONA_KEYS: dict[str, tuple[str, ...]] = {
     "retrieved_chosen_persona": ("chosen_persona_retr",),
     "retrieved_rejected_persona": ("rejected_persona_retr",),
 }
+# Persona source (a view's `persona_source`) -> the record fields its text is read from, first found wins.
+PERSONA_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "chosen": ("chosen_persona", GOLD_PERSONA),
+    "gold": (GOLD_PERSONA, "chosen_persona"),
+    "rejected": ("rejected_persona",),
+    "retrieved": ("retrieved_chosen_persona",),
+    "retrieved_rejected": ("retrieved_rejected_persona",),
+}
 
 
 @dataclass(slots=True)
@@ -56,19 +64,10 @@ class UserContext:
     personas: dict[str, str] = field(default_factory=dict)
 
     def persona(self, source: str = "chosen") -> str | None:
-        """Persona text by source: chosen (falls back to gold), rejected, retrieved, gold."""
-        p = self.personas
-        if source == "chosen":
-            return p.get("chosen_persona") or p.get(GOLD_PERSONA)
-        if source == "gold":
-            return p.get(GOLD_PERSONA) or p.get("chosen_persona")
-        if source == "rejected":
-            return p.get("rejected_persona")
-        if source == "retrieved":
-            return p.get("retrieved_chosen_persona")
-        if source == "retrieved_rejected":
-            return p.get("retrieved_rejected_persona")
-        raise ValueError(f"unknown persona source {source!r}")
+        """Persona text of a source (`PERSONA_SOURCE_FIELDS`): chosen (falls back to gold), gold, rejected, retrieved."""
+        if source not in PERSONA_SOURCE_FIELDS:
+            raise ValueError(f"unknown persona source {source!r}")
+        return next((self.personas[f] for f in PERSONA_SOURCE_FIELDS[source] if self.personas.get(f)), None)
 
     @property
     def slice(self) -> str:

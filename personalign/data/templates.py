@@ -27,15 +27,15 @@ History items are written the AlignX way in every template (see `history_text`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 from personalign.data.dialogue import dialogue_messages
 from personalign.data.schema import Comment, Pair
 
-TEMPLATES = ("chat", "alignx", "alignx-eval", "plain")
-VIEWS = ("none", "ica", "pba", "persona", "demo")
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "chat": VIEWS,
+ViewName = Literal["none", "ica", "pba", "persona", "demo"]
+TemplateName = Literal["chat", "alignx", "alignx-eval", "plain"]
+SUPPORTED: dict[str, tuple[str, ...]] = {  # the views each template can render
+    "chat": get_args(ViewName),
     "alignx": ("none", "ica", "pba", "demo"),
     "alignx-eval": ("none", "ica", "pba", "demo"),
     "plain": ("none", "persona"),
@@ -75,6 +75,13 @@ def history_text(ugc: Sequence[Comment], pairs: Sequence[Pair]) -> str:
     return out
 
 
+def check_view(template: str, view: str) -> None:
+    """Refuse a view the template cannot render (ValueError naming the views it can)."""
+    if view not in SUPPORTED.get(template, ()):
+        supported = ", ".join(SUPPORTED.get(template, ()))
+        raise ValueError(f"template {template!r} does not support view {view!r}; it supports {supported}")
+
+
 def render_prompt(
     template: str, view: str, task: str, block: str = "", demographic: str | None = None, tokenizer: Any = None,
     *, persona_in_system: bool = False,
@@ -86,9 +93,7 @@ def render_prompt(
     matters for ``chat``. `persona_in_system` (chat, persona view) writes the persona into the
     system message and leaves the bare task as the user message.
     """
-    if view not in SUPPORTED.get(template, ()):
-        supported = ", ".join(SUPPORTED.get(template, ()))
-        raise ValueError(f"template {template!r} does not support view {view!r}; it supports {supported}")
+    check_view(template, view)
     if template == "chat":
         return apply_chat(chat_messages(view, task, block, demographic, persona_in_system=persona_in_system), tokenizer)
     if template == "plain":

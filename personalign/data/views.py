@@ -25,20 +25,12 @@ from personalign.config import StrictModel
 from personalign.data.dimensions import load_dimensions
 from personalign.data.errors import RecordError
 from personalign.data.profile import user_profile
-from personalign.data.schema import GOLD_PERSONA, Comment, Example, Pair, UserContext
-from personalign.data.templates import SUPPORTED, history_text, render_prompt
+from personalign.data.schema import PERSONA_SOURCE_FIELDS, Comment, Example, Pair, UserContext
+from personalign.data.templates import TemplateName, ViewName, check_view, history_text, render_prompt
 from personalign.data.tokens import prompt_ids
 
 MAX_SAMPLED = 4  # AlignX training: at most 4 UGC items and 4 pairs per record
 
-PERSONA_FIELDS = {
-    "chosen": "chosen_persona",
-    "gold": GOLD_PERSONA,
-    "rejected": "rejected_persona",
-    "retrieved": "retrieved_chosen_persona",
-    "retrieved_rejected": "retrieved_rejected_persona",
-    "system": "chosen_persona",
-}
 # Persona sources that explain the *rejected* response: under them the rejected response is the
 # preferred one (persona-tailoring swaps the two), for training targets, accuracies and generation.
 REJECTED_SIDE = frozenset({"rejected", "retrieved_rejected"})
@@ -49,8 +41,6 @@ PersonaSource = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_re
 # What a command line accepts: the sources plus the seed's names.
 PersonaSourceName = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system",
                             "gold_chosen", "gold_rejected", "retr_chosen", "retr_rejected"]
-ViewName = Literal["none", "ica", "pba", "persona", "demo"]
-TemplateName = Literal["chat", "alignx", "alignx-eval", "plain"]
 
 
 def persona_sides(source: str) -> tuple[str, ...]:
@@ -92,9 +82,7 @@ class ViewConfig(StrictModel):
 
     @model_validator(mode="after")
     def _view_fits_template(self) -> ViewConfig:
-        if self.view not in SUPPORTED[self.template]:
-            supported = ", ".join(SUPPORTED[self.template])
-            raise ValueError(f"template {self.template!r} does not support view {self.view!r}; it supports {supported}")
+        check_view(self.template, self.view)
         if self.view == "persona" and self.persona_source == "system" and self.template != "chat":
             raise ValueError("persona_source 'system' puts the persona in the system message: it needs template 'chat'")
         return self
@@ -188,10 +176,11 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
         block = user_profile(user, items, dims) or ""
         items = []
     elif cfg.view == "persona":
-        block = user.persona("chosen" if cfg.persona_source == "system" else cfg.persona_source) or ""
+        source = "chosen" if cfg.persona_source == "system" else cfg.persona_source
+        block = user.persona(source) or ""
         responses, rewards = preferred_order(ex.responses, ex.rewards, cfg.persona_source)
         if not block:
-            field = PERSONA_FIELDS[cfg.persona_source]
+            field = PERSONA_SOURCE_FIELDS[source][0]
             why = f"no persona text (persona_source={cfg.persona_source!r})"
             raise RecordError(ex.source or "<record>", None, field, why)
     elif cfg.view == "demo":

@@ -49,7 +49,7 @@ class GenerateConfig(StrictModel):
     generation: GenerationConfig = GenerationConfig()
     limit: int | None = Field(None, gt=0)
     on_invalid: Literal["fail", "skip"] = "fail"
-    chunk_size: int | None = Field(None, gt=0)  # requests per cache write; default: batch size (local), 4x (openai)
+    chunk_size: int | None = Field(None, gt=0)  # requests per cache write; default: BackendConfig.requests_per_write
     # Few-shot persona tailoring (the persona-tailoring seed's few-shot model): k exemplars drawn
     # (seeded) from `shots_from`, each a prompt, a persona and the response that persona prefers,
     # written before every prompt in the `plain` layout; generation stops at the next "\nPrompt:".
@@ -134,7 +134,7 @@ def generate_responses(
         if FEW_SHOT_STOP not in generation.stop:
             generation = generation.model_copy(update={"stop": [*generation.stop, FEW_SHOT_STOP]})
     requests, rows = view_requests(examples, cfg.view, backend, prefix)
-    chunk = cfg.chunk_size or (cfg.backend.batch_size * (1 if cfg.backend.kind == "local" else 4))
+    chunk = cfg.chunk_size or cfg.backend.requests_per_write
     out.mkdir(parents=True, exist_ok=True)
     with GenerationCache(out / CACHE_FILE) as cache:
         result = generate_cached(backend, requests, generation, task=TASK, cache=cache, chunk_size=chunk,

@@ -50,11 +50,11 @@ class RewardScores:
 
 def load_reward_model(model_dir: PathLike, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """(model, tokenizer) of a sequence-classification reward model with one label; the pad token is set."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    from personalign.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     if model.config.num_labels != 1:
         raise ValueError(f"{model_dir}: a reward model needs num_labels=1, got {model.config.num_labels}")

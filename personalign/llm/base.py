@@ -46,6 +46,11 @@ class BackendConfig(StrictModel):
     max_retries: int = Field(6, ge=0)
     timeout: float = Field(120.0, gt=0)
 
+    @property
+    def requests_per_write(self) -> int:
+        """Requests per generation-cache write: one batch locally; four rounds of concurrent calls to a server."""
+        return self.batch_size if self.kind == "local" else 4 * self.concurrency
+
 
 class Backend(Protocol):
     """Generates one text per request, in request order."""

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from personalign.data.io import Source, read_examples, write_examples
-from personalign.data.schema import Example
+from personalign.data.schema import PERSONA_SOURCE_FIELDS, Example
 from personalign.models.embeddings import embed, load_encoder
 
-RETRIEVED = {"chosen": "retrieved_chosen_persona", "rejected": "retrieved_rejected_persona"}
+RETRIEVED = {"chosen": PERSONA_SOURCE_FIELDS["retrieved"][0], "rejected": PERSONA_SOURCE_FIELDS["retrieved_rejected"][0]}
 
 
 def nearest(queries: np.ndarray, keys: np.ndarray, excluded: Sequence[set[int]], chunk: int = 1024) -> np.ndarray:

@@ -7,9 +7,13 @@ seen at least `cutoff` times in all labels together.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from personalign.files import write_json
 
 STOPWORDS = frozenset(
     "a an the and or but of to in on for with by at from as is are was be been being it its this that "
@@ -69,3 +73,8 @@ def personas_by_side(examples: Iterable) -> dict[str, list[str]]:
 def saliency_json(result: Mapping[str, list[tuple[str, float, int]]]) -> dict[str, list[dict]]:
     """The JSON form written by `persona saliency --out` and read by the report."""
     return {label: [{"word": w, "saliency": s, "count": c} for w, s, c in rows] for label, rows in result.items()}
+
+
+def write_saliency(path: str | os.PathLike, result: Mapping[str, list[tuple[str, float, int]]]) -> Path:
+    """Write `saliency_json(result)` to `path` (atomically)."""
+    return write_json(path, saliency_json(result))

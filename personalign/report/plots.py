@@ -1,12 +1,17 @@
-"""The report's plots: matplotlib figures rendered to PNG `data:` URIs (no files, no pyplot state)."""
+"""The report's plots: matplotlib figures (no pyplot state) rendered to PNG `data:` URIs for the
+report, or to PNG files (`write_png`) for commands that draw one on their own."""
 from __future__ import annotations
 
 import base64
 import io
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from personalign.files import write_bytes
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 SPLIT_COLORS = {"train": COLORS[0], "eval": COLORS[1]}
@@ -17,11 +22,21 @@ METRIC_ORDER = ("loss", "accuracy", "rewards/accuracies", "rewards/margins", "pr
 MAX_PANELS = 6
 
 
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
 def to_data_uri(fig: Figure) -> str:
     """The figure as a base64 PNG data URI."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode("ascii")
+
+
+def write_png(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write the figure as a PNG file (atomically)."""
+    return write_bytes(path, png_bytes(fig, dpi=120))
 
 
 def _short(label: str, width: int = 40) -> str:
@@ -124,7 +139,12 @@ def saliency_plot(label: str, saliency: dict[str, list[dict]], top: int = 15) ->
 
 
 def diversity_plot(label: str, curves: dict[str, list[dict]]) -> str:
-    """Prompt diversity D against the number of prompts, one line per curve."""
+    """Prompt diversity D against the number of prompts, one line per curve, as a data URI."""
+    return to_data_uri(diversity_figure(label, curves))
+
+
+def diversity_figure(label: str, curves: dict[str, list[dict]]) -> Figure:
+    """Prompt diversity D against the number of prompts (`{"n", "d"}` points), one line per curve."""
     fig = Figure(layout="constrained", figsize=(6.5, 4.0))
     ax = fig.subplots()
     for k, (name, points) in enumerate(curves.items()):
@@ -135,4 +155,4 @@ def diversity_plot(label: str, curves: dict[str, list[dict]]) -> str:
     ax.set_ylabel("D = √N · distinct / total bigrams")
     ax.set_title(f"Prompt diversity: {_short(label, 50)}")
     ax.legend(fontsize=8)
-    return to_data_uri(fig)
+    return fig

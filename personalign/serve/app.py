@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from personalign.data.templates import SUPPORTED
+from personalign.data.templates import check_view
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend
@@ -92,8 +92,7 @@ def create_app(
     """
     if view not in SERVE_VIEWS:
         raise ValueError(f"view must be one of {', '.join(SERVE_VIEWS)}; got {view!r}")
-    if view not in SUPPORTED.get(template, ()):
-        raise ValueError(f"template {template!r} does not support view {view!r}")
+    check_view(template, view)
     if isinstance(backend_or_model, LocalBackend):
         backend = backend_or_model
     else:

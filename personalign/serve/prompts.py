@@ -9,11 +9,12 @@ message. Without conditioning, a chat goes through the chat template as it is.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from personalign.data.templates import apply_chat, chat_messages, render_prompt
 
-SERVE_VIEWS = ("none", "persona", "pba")
+ServeView = Literal["none", "persona", "pba"]
+SERVE_VIEWS: tuple[str, ...] = get_args(ServeView)
 VIEW_FIELD = {"persona": "persona", "pba": "profile"}
 
 

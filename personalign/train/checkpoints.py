@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from personalign.config import dump_config, load_config
 from personalign.errors import CorruptFileError, OutputError, UserError
 from personalign.files import atomic_dir, check_output_dir, write_json
 from personalign.files import read_json_object as _read_json
+from personalign.models.loading import load_model, load_tokenizer
 from personalign.models.lora import apply_lora, load_lora, merge_lora
 
 STATE_FILE = "trainer_state.json"
@@ -155,7 +156,7 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bo
             raise CorruptFileError("the adapter config names no base_model_name_or_path",
                                    file=src / "adapter_config.json")
         model = load_lora(AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32), src)
-        tokenizer = AutoTokenizer.from_pretrained(src if (src / "tokenizer_config.json").is_file() else base_name)
+        tokenizer = load_tokenizer(src if (src / "tokenizer_config.json").is_file() else base_name)
     else:
         if (src / "adapter_config.json").is_file():
             _read_json(src / "adapter_config.json")
@@ -207,8 +208,6 @@ def _is_hf_dir(path: Path) -> bool:
 
 def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
-    from personalign.models.loading import load_model
-
     weights = checkpoint / "model.safetensors"
     model, tokenizer = load_model(cfg.model)
     if cfg.lora is not None:
