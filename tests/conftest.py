@@ -1,6 +1,9 @@
-"""Shared fixtures: locations of the shared real data, and small helpers."""
+"""Shared fixtures: locations of the shared real data, and small helpers. Test modules import the
+rule-based fake LLM backend from `tests/fake_llm.py` (this directory is put on the import path)."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,19 @@ import pytest
 from personalign.data.dimensions import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def write_records(tmp_path):
+    """Write records as JSONL under tmp_path and return the path."""
+
+    def write(records: list[dict], name: str = "data.jsonl") -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return path
+
+    return write
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +66,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_lm():
     """(model, tokenizer) of the default tiny llama; do not train or mutate it."""
-    from personalign.models.tiny import tiny_causal_lm
+    from personalign.testing import tiny_causal_lm
 
     return tiny_causal_lm()
 
@@ -58,7 +74,7 @@ def tiny_lm():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny model directory, identical to `tiny_causal_lm()`."""
-    from personalign.models.tiny import save_tiny
+    from personalign.testing import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("tiny-model"))
 

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("quickstart",),
     ("cli",),
     ("__main__",),
+    ("testing",),  # test support: nothing in the package may import it
 ]
 RANK = {part: (row, part) for row, parts in enumerate(LAYERS) for part in parts}
 

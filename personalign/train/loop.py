@@ -34,15 +34,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import get_scheduler
 
 from personalign.config import dump_config
-from personalign.metrics import pair_correct
-from personalign.models.logprobs import ResponseScores, length_batches, pack_batch, packed_logprobs
-from personalign.models.loading import load_model, model_fingerprint, resolve_model
-from personalign.models.lora import apply_lora
-from personalign.models.refcache import cached_scores
 from personalign.data.io import check_source
 from personalign.errors import CorruptFileError
 from personalign.files import check_output_dir, write_text
-from personalign.models.loading import check_model_dir
+from personalign.metrics import pair_correct
+from personalign.models.loading import check_model_dir, load_model, model_fingerprint, resolve_model
+from personalign.models.logprobs import ResponseScores, length_batches, pack_batch, packed_logprobs
+from personalign.models.lora import apply_lora
+from personalign.models.refcache import cached_scores
 from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
     resolve_checkpoint, save_checkpoint, save_final,
@@ -135,11 +134,13 @@ def _response_scores(logps: list[float], n_tokens: list[int], truncated: bool) -
 
 
 def evaluate(model, items: list[TrainItem], cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
-    """The objective on the eval set, and alignment accuracy (best vs worst response, margin over the reference)."""
+    """The objective on the eval set, and alignment accuracy `eval/accuracy` (best vs worst response,
+    margin over the reference). For DPO's pairs that is the objective's `rewards/accuracies`, which
+    is therefore not reported twice."""
     logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
     ref, rewards = targets(items, logps.shape[1])
     out = objective(cfg, logps, n_tokens, ref, rewards)
-    metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items()}
+    metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items() if k != "rewards/accuracies"}
     last = (n_tokens > 0).sum(dim=1) - 1
     if bool((last > 0).all()):
         rows = torch.arange(len(items))
@@ -182,29 +183,45 @@ def check_run(cfg: TrainConfig) -> Path | None:
     return checkpoint
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train a policy as configured; see the module docstring for the steps."""
-    started = time.perf_counter()
-    if cfg.report_to == "tensorboard" and not is_tensorboard_available():
-        raise ValueError("report_to='tensorboard' needs the tensorboard package (pip install tensorboard)")
-    resume = check_run(cfg)
-    out = Path(cfg.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        mixed_precision="bf16" if cfg.bf16 else "no",
-        log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
-        project_dir=out,
-        step_scheduler_with_optimizer=False,
-    )
-    main = accelerator.is_main_process
-    console = Console(stderr=True, quiet=not main)
-    set_seed(cfg.seed)
-    with accelerator.main_process_first():
-        model_path = resolve_model(cfg.model)
-    model, tokenizer = load_model(model_path, device=accelerator.device)
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """How many optimizer steps a run takes, and how many records each takes."""
 
-    # Data, tokenized once; reference log-probs from the cache (scored with the starting weights).
-    eval_view = cfg.view.model_copy(update={"sample_history": False})
+    per_device: int
+    world: int
+    accumulation: int
+    steps_per_epoch: int
+    total: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_device * self.world * self.accumulation
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, n_records: int, world: int) -> StepPlan:
+        per_device, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+        steps_per_epoch = math.ceil(n_records / (per_device * world * ga))
+        total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+        return cls(per_device, world, ga, steps_per_epoch, total)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    """AdamW (no weight decay on biases and norms) and the warmup + decay schedule over `total_steps`."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+    min_lr = {"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None
+    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps, scheduler_specific_kwargs=min_lr)
+    return optimizer, scheduler
+
+
+def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: Accelerator, console: Console
+              ) -> tuple[list[TrainItem], dict[str, int], list[TrainItem] | None]:
+    """(training items, their counts, eval items): tokenized once, with reference log-probs from the
+    cache (scored with the starting weights) where the loss or the evaluation needs them."""
     key = {"model": model_fingerprint(model_path), "max_length": cfg.max_length, "on_invalid": "fail",
            "dtype": "bfloat16-autocast" if cfg.bf16 else "float32"}
     items, counts = load_items(cfg.data, cfg.view, tokenizer, loss=cfg.loss, max_length=cfg.max_length,
@@ -213,71 +230,110 @@ def train(cfg: TrainConfig) -> TrainResult:
         items, hit = reference_logps(model, items, cfg.data, key | {"view": cfg.view.model_dump(), "limit": cfg.limit},
                                      cfg, accelerator)
         console.print(f"reference log-probs of {len(items)} training records: {'cache' if hit else 'computed'}")
-    eval_items = None
-    if cfg.eval_data is not None:
-        eval_items, _ = load_items(cfg.eval_data, eval_view, tokenizer, loss=cfg.loss, max_length=cfg.max_length)
-        eval_items, _ = reference_logps(model, eval_items, cfg.eval_data,
-                                        key | {"view": eval_view.model_dump(), "limit": None}, cfg, accelerator)
+    if cfg.eval_data is None:
+        return items, counts, None
+    eval_view = cfg.view.model_copy(update={"sample_history": False})
+    eval_items, _ = load_items(cfg.eval_data, eval_view, tokenizer, loss=cfg.loss, max_length=cfg.max_length)
+    eval_items, _ = reference_logps(model, eval_items, cfg.eval_data,
+                                    key | {"view": eval_view.model_dump(), "limit": None}, cfg, accelerator)
+    return items, counts, eval_items
 
-    # Policy, optimizer, schedule.
+
+def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int) -> int:
+    """Load a checkpoint's model, optimizer, schedule and RNG state; returns its step."""
+    state = read_state(checkpoint)
+    if (state["global_batch"], state["records"]) != (plan.global_batch, n_records):
+        raise ValueError(f"{checkpoint} was saved with global batch {state['global_batch']} on "
+                         f"{state['records']} records; this run has {plan.global_batch} on {n_records}")
+    try:
+        accelerator.load_state(checkpoint)
+    except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a damaged file
+        raise CorruptFileError(f"cannot load the checkpoint ({type(e).__name__}: {e}); resume from another "
+                               "checkpoint or delete this one", file=checkpoint) from None
+    return state["step"]
+
+
+class MetricWindow:
+    """Training metrics summed since the last log line, averaged over steps and processes on `flush`."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.steps, self.started = 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, float], divisor: int = 1) -> None:
+        for name, value in metrics.items():
+            self.sums[name] += float(value) / divisor
+
+    def flush(self, accelerator: Accelerator, *, lr: float, epoch: float, global_batch: int) -> dict[str, float]:
+        """`train/<name>` means of the window plus learning rate, epoch and throughput; starts a new window."""
+        names = sorted(self.sums)
+        means = accelerator.reduce(torch.tensor([self.sums[n] for n in names], device=accelerator.device),
+                                   reduction="mean") / self.steps
+        elapsed = time.perf_counter() - self.started
+        metrics = {f"train/{n}": float(v) for n, v in zip(names, means)}
+        metrics |= {"train/learning_rate": lr, "train/epoch": epoch,
+                    "train/samples_per_second": self.steps * global_batch / elapsed}
+        self._reset()
+        return metrics
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train a policy as configured; see the module docstring for the steps."""
+    started = time.perf_counter()
+    if cfg.report_to == "tensorboard" and not is_tensorboard_available():
+        raise ValueError("report_to='tensorboard' needs the tensorboard package (pip install tensorboard)")
+    resume = check_run(cfg)
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision="bf16" if cfg.bf16 else "no",
+        log_with="tensorboard" if cfg.report_to == "tensorboard" else None, project_dir=out,
+        step_scheduler_with_optimizer=False,
+    )
+    main = accelerator.is_main_process
+    console = Console(stderr=True, quiet=not main)
+    set_seed(cfg.seed)
+    with accelerator.main_process_first():
+        model_path = resolve_model(cfg.model)
+    model, tokenizer = load_model(model_path, device=accelerator.device)
+    items, counts, eval_items = load_data(cfg, model, tokenizer, model_path, accelerator, console)
+
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-    world, ga, per_device = accelerator.num_processes, cfg.gradient_accumulation_steps, cfg.per_device_train_batch_size
-    global_batch = per_device * world * ga
-    steps_per_epoch = math.ceil(len(items) / global_batch)
-    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
-    min_lr = {"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
-                              num_training_steps=total, scheduler_specific_kwargs=min_lr)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    start, resumed_from = 0, None
+    plan = StepPlan.of(cfg, len(items), accelerator.num_processes)
+    model, optimizer, scheduler = accelerator.prepare(model, *build_optimizer(model, cfg, plan.total))
+    start = 0 if resume is None else resume_run(accelerator, resume, plan, len(items))
     if resume is not None:
-        resumed_from = resume
-        state = read_state(resumed_from)
-        if (state["global_batch"], state["records"]) != (global_batch, len(items)):
-            raise ValueError(f"{resumed_from} was saved with global batch {state['global_batch']} on "
-                             f"{state['records']} records; this run has {global_batch} on {len(items)}")
-        try:
-            accelerator.load_state(resumed_from)
-        except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a damaged file
-            raise CorruptFileError(f"cannot load the checkpoint ({type(e).__name__}: {e}); resume from another "
-                                   "checkpoint or delete this one", file=resumed_from) from None
-        start = state["step"]
-        console.print(f"resumed from {resumed_from} at step {start}")
+        console.print(f"resumed from {resume} at step {start}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / CONFIG_FILE)
         _truncate_metrics(out / METRICS_FILE, start)
     if cfg.report_to == "tensorboard":
         accelerator.init_trackers("tensorboard", config=_flat(cfg.model_dump(mode="json")))
-    console.print(f"training {cfg.loss} on {len(items)} records: {total} steps × global batch {global_batch} "
-                  f"({per_device} per device × {world} processes × {ga} accumulation), {steps_per_epoch} steps/epoch")
+    console.print(f"training {cfg.loss} on {len(items)} records: {plan.total} steps × global batch {plan.global_batch} "
+                  f"({plan.per_device} per device × {plan.world} processes × {plan.accumulation} accumulation), "
+                  f"{plan.steps_per_epoch} steps/epoch")
 
-    # The loop.
-    window: dict[str, float] = defaultdict(float)
-    window_steps, window_start, since_save = 0, time.perf_counter(), []
+    window, since_save = MetricWindow(), []
     train_metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     order, order_epoch = None, -1
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, disable=not main)
     with progress:
-        task = progress.add_task("train", total=total, completed=start)
-        for step in range(start, total):
-            epoch, k = divmod(step, steps_per_epoch)
+        task = progress.add_task("train", total=plan.total, completed=start)
+        for step in range(start, plan.total):
+            epoch, k = divmod(step, plan.steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = epoch_order(len(items), cfg.seed, epoch), epoch
-            micro_batches = step_micro_batches(order, k, per_device=per_device, accumulation=ga,
-                                               rank=accelerator.process_index, world=world)
+            micro_batches = step_micro_batches(order, k, per_device=plan.per_device, accumulation=plan.accumulation,
+                                               rank=accelerator.process_index, world=plan.world)
             lr, step_loss = scheduler.get_last_lr()[0], 0.0
             for idx in micro_batches:
                 batch = collate([items[i] for i in idx]).to(accelerator.device)
@@ -289,36 +345,28 @@ def train(cfg: TrainConfig) -> TrainResult:
                     if accelerator.sync_gradients and cfg.max_grad_norm:
                         norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                         if norm is not None:  # None under DeepSpeed, which clips by itself
-                            window["grad_norm"] += float(norm)
+                            window.add({"grad_norm": norm})
                     optimizer.step()
                     optimizer.zero_grad()
-                for name, value in loss_out.metrics.items():
-                    window[name] += float(value) / ga
-                step_loss += float(loss_out.metrics["loss"]) / ga
+                window.add(loss_out.metrics, plan.accumulation)
+                step_loss += float(loss_out.metrics["loss"]) / plan.accumulation
             scheduler.step()
-            window_steps += 1
+            window.steps += 1
             since_save.append(step_loss)
             done = step + 1
             progress.update(task, completed=done)
 
-            if done % cfg.logging_steps == 0 or done == total:
-                names = sorted(window)
-                means = accelerator.reduce(torch.tensor([window[n] for n in names], device=accelerator.device),
-                                           reduction="mean") / window_steps
-                elapsed = time.perf_counter() - window_start
-                train_metrics = {f"train/{n}": float(v) for n, v in zip(names, means)}
-                train_metrics |= {"train/learning_rate": lr, "train/epoch": done / steps_per_epoch,
-                                  "train/samples_per_second": window_steps * global_batch / elapsed}
+            if done % cfg.logging_steps == 0 or done == plan.total:
+                train_metrics = window.flush(accelerator, lr=lr, epoch=done / plan.steps_per_epoch,
+                                             global_batch=plan.global_batch)
                 _log(accelerator, out, done, train_metrics, progress)
-                window.clear()
-                window_steps, window_start = 0, time.perf_counter()
-            if eval_items is not None and (done % cfg.eval_steps == 0 or done == total
+            if eval_items is not None and (done % cfg.eval_steps == 0 or done == plan.total
                                            or done % cfg.save_steps == 0):
                 eval_metrics = evaluate(model, eval_items, cfg, accelerator)
                 _log(accelerator, out, done, eval_metrics, progress)
             if done % cfg.save_steps == 0:
                 metric = _checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
-                state = {"step": done, "epoch": done / steps_per_epoch, "global_batch": global_batch,
+                state = {"step": done, "epoch": done / plan.steps_per_epoch, "global_batch": plan.global_batch,
                          "records": len(items), "metric": metric}
                 path = save_checkpoint(accelerator, out, done, state, cfg)
                 since_save = []
@@ -330,9 +378,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     accelerator.end_training()
     console.print(f"final model saved to {final_dir}")
     return TrainResult(
-        output_dir=out, final_dir=final_dir, global_step=total, epoch=total / steps_per_epoch,
+        output_dir=out, final_dir=final_dir, global_step=plan.total, epoch=plan.total / plan.steps_per_epoch,
         train_metrics=train_metrics, eval_metrics=eval_metrics, best_checkpoint=best_checkpoint(out),
-        resumed_from=resumed_from, counts=counts | {"global_batch": global_batch, "checkpoints": len(checkpoints(out))},
+        resumed_from=resume, counts=counts | {"global_batch": plan.global_batch, "checkpoints": len(checkpoints(out))},
         seconds=time.perf_counter() - started, policy=accelerator.unwrap_model(model),
     )
 

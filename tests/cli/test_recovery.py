@@ -129,9 +129,6 @@ def test_empty_class_every_record_too_long_then_a_fitting_max_length(tmp_path, t
 
 
 def test_empty_class_no_personas_then_inferred_personas(tmp_path, pairs, monkeypatch):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "persona"))
     from fake_llm import RuleBackend, echo_preferred
 
     from personalign.cli import persona as persona_cli

@@ -7,7 +7,7 @@ from personalign.data.schema import Example
 from personalign.data.synth import synth_ranking
 from personalign.data.templates import render_prompt
 from personalign.data.views import ViewConfig, build_view
-from personalign.models.tiny import tiny_tokenizer
+from personalign.testing import tiny_tokenizer
 
 HH = "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. What kind?\n\nHuman: Sourdough,\n\nplease.\n\nAssistant:"
 

@@ -21,7 +21,7 @@ from personalign.data.diversity import (
 )
 from personalign.data.io import write_jsonl
 from personalign.data.synth import synth_ranking
-from personalign.models.tiny import tiny_tokenizer
+from personalign.testing import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_cli_diversity_and_select(tmp_path, tok):
 
 def test_scaling_alignment_convention_adds_default_special_tokens_and_cuts_at_512():
     from personalign.data.diversity import Bigrams, diversity, tokenize
-    from personalign.models.tiny import tiny_tokenizer
+    from personalign.testing import tiny_tokenizer
 
     tok = tiny_tokenizer(adds_bos=True)
     long = "the quick brown fox jumps over the lazy dog " * 80

@@ -8,7 +8,7 @@ from personalign.data.schema import Comment, Example, UserContext
 from personalign.data.tokens import bos_to_add, prompt_ids
 from personalign.data.views import ViewConfig, build_view
 from personalign.models.logprobs import score_responses, tokenize_pair
-from personalign.models.tiny import BEGIN_OF_TEXT, tiny_causal_lm, tiny_tokenizer
+from personalign.testing import BEGIN_OF_TEXT, tiny_causal_lm, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

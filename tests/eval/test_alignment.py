@@ -14,7 +14,7 @@ from personalign.data.io import write_jsonl
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.models.loading import load_model
 from personalign.models.logprobs import score_responses
-from personalign.models.tiny import save_tiny
+from personalign.testing import save_tiny
 
 WORDS = "red blue green small large quick slow happy calm bright dark warm cold".split()
 

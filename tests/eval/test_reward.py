@@ -13,7 +13,7 @@ from personalign.cli import app
 from personalign.data.errors import RecordError
 from personalign.data.io import write_jsonl
 from personalign.eval.reward import load_reward_model, reward_text, score_files
-from personalign.models.tiny import tiny_tokenizer
+from personalign.testing import tiny_tokenizer
 from personalign.report.html import build_report
 
 ROWS_A = [

@@ -14,7 +14,7 @@ from personalign.models.loading import (
     model_fingerprint,
     resolve_model,
 )
-from personalign.models.tiny import CHATML_TEMPLATE, save_tiny, tiny_causal_lm, tiny_tokenizer
+from personalign.testing import CHATML_TEMPLATE, save_tiny, tiny_causal_lm, tiny_tokenizer
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

@@ -11,7 +11,7 @@ from personalign.models.logprobs import (
     score_responses,
     tokenize_pair,
 )
-from personalign.models.tiny import tiny_causal_lm
+from personalign.testing import tiny_causal_lm
 
 ATOL = 1e-4
 

@@ -15,7 +15,7 @@ from personalign.data.io import read_examples
 from personalign.llm.cache import GenerationCache
 from personalign.persona.infer import default_cache_path, infer_personas, parse_persona
 
-FAKE_LLM = Path(__file__).with_name("fake_llm.py")
+FAKE_LLM = Path(__file__).parents[1] / "fake_llm.py"
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ def test_step_one_loss_stays_ln2_when_any_input_of_the_reference_cache_key_chang
         AcceleratorState._reset_state(reset_partial_state=True)
     assert len(list(cache.glob("logprobs-*.safetensors"))) == len(changes) + 2
     other_model = tmp_path / "other-model"
-    from personalign.models.tiny import save_tiny
+    from personalign.testing import save_tiny
 
     save_tiny(other_model, seed=3)
     result = run(other_model, data, tmp_path / "c")

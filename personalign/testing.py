@@ -1,4 +1,5 @@
-"""Tiny, offline, randomly initialised causal LMs with a real BPE tokenizer, for tests and demos.
+"""Test support, never imported by the package itself: tiny, offline, randomly initialised causal LMs
+with a real BPE tokenizer, for tests, benchmarks and demos.
 
 The tokenizer is a byte-level BPE trained deterministically on a small built-in English corpus;
 it speaks ChatML with the same chat template behaviour as SmolLM2-Instruct.
