@@ -25,7 +25,7 @@ def _load_tokenizer(name: str | None):
     from personalign.models.loading import check_model_dir, load_tokenizer
 
     check_model_dir(name, option="--tokenizer", tokenizer_only=True)
-    return load_tokenizer(name)
+    return load_tokenizer(name, pad=False)
 
 
 @app.command("build-views")

@@ -27,6 +27,7 @@ History items are written the AlignX way in every template (see `history_text`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from personalign.data.dialogue import dialogue_messages
@@ -82,20 +83,44 @@ def check_view(template: str, view: str) -> None:
         raise ValueError(f"template {template!r} does not support view {view!r}; it supports {supported}")
 
 
-def render_prompt(
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A rendered prompt: its text, and for the ``chat`` template the messages the text was rendered
+    from (the tokenizer's chat template, or ChatML), so a chat backend gets the messages themselves."""
+
+    text: str
+    messages: list[dict[str, str]] | None = None
+
+
+def build_prompt(
     template: str, view: str, task: str, block: str = "", demographic: str | None = None, tokenizer: Any = None,
-    *, persona_in_system: bool = False,
-) -> str:
+    *, persona_in_system: bool = False, earlier: Sequence[dict[str, str]] = (),
+) -> Prompt:
     """Render one prompt.
 
     `block` is the view's conditioning text (history text for ica, profile for pba, persona,
     demographic text for demo); `demographic` is appended to the ica history. `tokenizer` only
     matters for ``chat``. `persona_in_system` (chat, persona view) writes the persona into the
-    system message and leaves the bare task as the user message.
+    system message and leaves the bare task as the user message; `earlier` (chat) are conversation
+    turns before the task, placed after the system message.
     """
     check_view(template, view)
     if template == "chat":
-        return apply_chat(chat_messages(view, task, block, demographic, persona_in_system=persona_in_system), tokenizer)
+        messages = chat_messages(view, task, block, demographic, persona_in_system=persona_in_system, earlier=earlier)
+        return Prompt(apply_chat(messages, tokenizer), messages)
+    return Prompt(_text_prompt(template, view, task, block, demographic))
+
+
+def render_prompt(
+    template: str, view: str, task: str, block: str = "", demographic: str | None = None, tokenizer: Any = None,
+    *, persona_in_system: bool = False,
+) -> str:
+    """The text of `build_prompt`."""
+    return build_prompt(template, view, task, block, demographic, tokenizer, persona_in_system=persona_in_system).text
+
+
+def _text_prompt(template: str, view: str, task: str, block: str, demographic: str | None) -> str:
+    """The prompt text of the templates that are not chat (`plain`, `alignx`, `alignx-eval`)."""
     if template == "plain":
         persona = f"\nPersona: {block}" if view == "persona" else ""
         return f"Prompt: {task}{persona}\nResponse:"
@@ -121,13 +146,15 @@ def plain_shot(task: str, persona: str, response: str) -> str:
 
 
 def chat_messages(view: str, task: str, block: str = "", demographic: str | None = None,
-                  *, persona_in_system: bool = False) -> list[dict[str, str]]:
+                  *, persona_in_system: bool = False, earlier: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
     """System + user messages for the chat preset; the bare task when there is no conditioning text.
-    A dialogue task puts its earlier turns before the user message, which holds its last turn."""
-    earlier: list[dict[str, str]] = []
+    `earlier` turns, then those of a dialogue task, come before the user message, which holds the
+    task's last turn."""
+    earlier = list(earlier)
     turns = dialogue_messages(task)
     if turns is not None:
-        *earlier, last = turns
+        *before, last = turns
+        earlier += before
         task = last["content"]
     if persona_in_system and view == "persona" and block.strip():
         return [{"role": "system", "content": SYSTEM_PERSONA.format(persona=block.strip())}, *earlier,

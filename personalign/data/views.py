@@ -26,7 +26,7 @@ from personalign.data.dimensions import load_dimensions
 from personalign.data.errors import RecordError
 from personalign.data.profile import user_profile
 from personalign.data.schema import PERSONA_SOURCE_FIELDS, Comment, Example, Pair, UserContext
-from personalign.data.templates import TemplateName, ViewName, check_view, history_text, render_prompt
+from personalign.data.templates import Prompt, TemplateName, ViewName, build_prompt, check_view, history_text
 from personalign.data.tokens import prompt_ids
 
 MAX_SAMPLED = 4  # AlignX training: at most 4 UGC items and 4 pairs per record
@@ -104,6 +104,7 @@ class Rendered:
     slice: str
     source: str
     missing: str | None = None
+    messages: list[dict[str, str]] | None = None  # chat template: the messages `prompt` was rendered from
 
 
 @dataclass(slots=True)
@@ -192,14 +193,13 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
 
     in_system = view == "persona" and cfg.persona_source == "system"
 
-    def render(text: str) -> str:
-        return render_prompt(cfg.template, view, ex.prompt, text, demographic, tokenizer, persona_in_system=in_system)
+    def render(text: str) -> Prompt:
+        return build_prompt(cfg.template, view, ex.prompt, text, demographic, tokenizer, persona_in_system=in_system)
 
-    def result(prompt: str, used: int, cut: bool = False, overlong: bool = False) -> Rendered:
+    def result(prompt: Prompt, used: int, cut: bool = False, overlong: bool = False) -> Rendered:
         dropped = len(items) - used
-        return Rendered(
-            prompt, responses, rewards, used, dropped, cut, overlong, user.slice, ex.source, missing
-        )
+        return Rendered(prompt.text, responses, rewards, used, dropped, cut, overlong, user.slice, ex.source, missing,
+                        prompt.messages)
 
     prompt = render(_history(items) if view == "ica" else block)
     if cfg.max_length is None or tokenizer is None:
@@ -209,7 +209,7 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
         return len(prompt_ids(tokenizer, text))
 
     budget = cfg.max_length - 1 - max(n_tokens(r) for r in responses)
-    if n_tokens(prompt) <= budget:
+    if n_tokens(prompt.text) <= budget:
         return result(prompt, len(items))
     if view != "ica":
         return result(prompt, 0, overlong=True)
@@ -218,20 +218,20 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
 
 def _fit_history(
     items: list[Comment | Pair],
-    render: Callable[[str], str],
+    render: Callable[[str], Prompt],
     n_tokens: Callable[[str], int],
     budget: int,
     tokenizer: Any,
-) -> tuple[str, int, bool, bool]:
+) -> tuple[Prompt, int, bool, bool]:
     """(prompt, items used, history cut, overlong) for an ica prompt whose full history is over `budget`."""
     empty = render("")
-    if not items or n_tokens(empty) > budget:
+    if not items or n_tokens(empty.text) > budget:
         return empty, 0, False, True
     lo, hi, best = 0, len(items) - 1, empty  # keep the newest k items: k = lo fits, k > hi does not
     while lo < hi:
         k = (lo + hi + 1) // 2
         candidate = render(_history(items[len(items) - k :]))
-        if n_tokens(candidate) <= budget:
+        if n_tokens(candidate.text) <= budget:
             lo, best = k, candidate
         else:
             hi = k - 1
@@ -241,7 +241,7 @@ def _fit_history(
     keep = len(ids)
     while keep > 0:
         candidate = render(tokenizer.decode(ids[-keep:], clean_up_tokenization_spaces=False))
-        over = n_tokens(candidate) - budget
+        over = n_tokens(candidate.text) - budget
         if over <= 0:
             return candidate, 1, True, False
         keep -= over

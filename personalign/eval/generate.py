@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -64,15 +64,6 @@ class GenerateConfig(StrictModel):
         return self
 
 
-class _ChatCapture:
-    """Stands in for a tokenizer so that `build_view` hands back its chat messages (as JSON)."""
-
-    chat_template = "messages"
-
-    def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
-        return json.dumps(messages, ensure_ascii=False)
-
-
 FEW_SHOT_STOP = "\nPrompt:"
 
 
@@ -94,14 +85,12 @@ def view_requests(examples, view: ViewConfig, backend: Backend, prefix: str = ""
     """The backend requests of `examples` under `view` (each after `prefix`, few-shot exemplars), and
     one output row (without response) per example."""
     tokenizer = getattr(backend, "tokenizer", None)
-    if tokenizer is None and view.template == "chat":
-        if view.max_length is not None:
-            raise ValueError("view.max_length needs a backend with a tokenizer (the local backend)")
-        tokenizer = _ChatCapture()
+    if tokenizer is None and view.template == "chat" and view.max_length is not None:
+        raise ValueError("view.max_length needs a backend with a tokenizer (the local backend)")
     requests, rows = [], []
     for index, ex in enumerate(examples):
         r = build_view(ex, view, tokenizer, index)
-        request = json.loads(r.prompt) if isinstance(tokenizer, _ChatCapture) else prefix + r.prompt
+        request = r.messages if tokenizer is None and r.messages is not None else prefix + r.prompt
         requests.append(request)
         side = "chosen" if view.persona_source == "system" else view.persona_source
         rows.append({  # chosen/rejected as the conditioning's user sees them (swapped under a rejected persona)

@@ -193,14 +193,18 @@ def _from_pretrained(loader, name: str, **kwargs):
 
 
 def load_tokenizer(
-    name: str | os.PathLike | None = None, *, padding_side: str = "left", trust_remote_code: bool = False
+    name: str | os.PathLike | None = None, *, padding_side: str = "left", trust_remote_code: bool = False,
+    pad: bool = True,
 ) -> PreTrainedTokenizerBase:
     """Load a tokenizer with a pad token (falls back to EOS) and an explicit padding side.
 
     Left padding suits generation; the log-prob engine builds its own padded batches and
-    does not depend on this setting.
+    does not depend on this setting. `pad=False` loads the tokenizer as it is (counting tokens and
+    rendering chat templates need no pad token).
     """
     tokenizer = _from_pretrained(AutoTokenizer, resolve_model(name), trust_remote_code=trust_remote_code)
+    if not pad:
+        return tokenizer
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer of {name!r} has neither a pad nor an EOS token")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from personalign.data.templates import apply_chat, chat_messages, render_prompt
+from personalign.data.templates import apply_chat, build_prompt, render_prompt
 
 ServeView = Literal["none", "persona", "pba"]
 SERVE_VIEWS: tuple[str, ...] = get_args(ServeView)
@@ -48,8 +48,7 @@ def render_chat(
     if template == "chat":
         if not conditioned:
             return apply_chat(turns, tokenizer)
-        system, *user = chat_messages(view, task, block or "")
-        return apply_chat([system, *turns[:-1], *user], tokenizer)
+        return build_prompt(template, view, task, block or "", tokenizer=tokenizer, earlier=turns[:-1]).text
     if len(turns) > 1 or turns[0]["role"] != "user":
         raise PromptError(f"the {template!r} template takes one user message (plus an optional system message)")
     return render_prompt(template, view if conditioned else "none", task, block or "", tokenizer=tokenizer)
