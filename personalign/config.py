@@ -1,4 +1,5 @@
-"""Typed configs: pydantic models loaded from a YAML file plus `key=value` overrides."""
+"""Typed configs: pydantic models loaded from a YAML file, command-line options and `key=value`
+overrides, in that order of precedence (overrides win). Every command builds its config this way."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,24 @@ def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(model: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build `model` from an optional YAML file and key=value overrides (overrides win)."""
+def options_dict(options: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys -> a nested dict; None values (options not given) are left out."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_config(model: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                options: dict[str, Any] | None = None) -> T:
+    """Build `model` from an optional YAML file, then `options` (dotted key -> value, None = not
+    given: a command's flags), then key=value overrides (which win)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -56,15 +73,17 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
             raise ConfigError(f"cannot read config: {e}", file=path) from None
         if not isinstance(data, dict):
             raise ConfigError("expected a mapping at the top level", file=path)
+    flags = options_dict(options or {})
     given = parse_overrides(overrides or [])
-    data = _merge(data, given)
+    data = _merge(_merge(data, flags), given)
     try:
         return model.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(_problem(err) for err in e.errors())
-        from_file = path is not None and any(not err["loc"] or err["loc"][0] not in given for err in e.errors())
-        raise ConfigError(f"invalid config: {problems}", file=path if from_file else None,
-                          option=None if from_file else "key=value overrides") from None
+        tops = [err["loc"][0] if err["loc"] else None for err in e.errors()]
+        from_file = path is not None and any(t not in given and t not in flags for t in tops)
+        option = None if from_file else "key=value overrides" if any(t in given for t in tops) else "command-line options"
+        raise ConfigError(f"invalid config: {problems}", file=path if from_file else None, option=option) from None
 
 
 def _problem(err: dict) -> str:
@@ -73,6 +92,8 @@ def _problem(err: dict) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key"
+    if err["type"] == "missing":
+        return f"{key}: required (its option, the --config file or {key}=...)"
     got = err.get("input")
     shown = "" if isinstance(got, dict) or err["type"] == "missing" else f", got {got!r}"
     return f"{key}: {msg}{shown}"

@@ -54,9 +54,12 @@ SIZES = {
 }
 
 
+QuickstartSize = Literal["tiny", "default"]
+
+
 class QuickstartConfig(StrictModel):
     out_dir: str = "runs/quickstart"
-    size: Literal["tiny", "default"] = "default"
+    size: QuickstartSize = "default"
     overwrite: bool = False  # run in a directory that holds files the quickstart did not write
     model: str | None = None
     seed: int = 0

@@ -1,4 +1,10 @@
-"""Shared CLI plumbing: one console, and the one error boundary of every command.
+"""Shared CLI plumbing: one console, the one error boundary of every command, the options several
+commands share, and the one way a command builds its typed config (`command_config`).
+
+Every command that runs a model or a backend reads a typed config (a pydantic model that lives
+beside the library function it configures) from `--config FILE`, then its flags, then `key=value`
+overrides, through `command_config`. Flags default to None ("not given") so that a config file's
+values are never overwritten by a flag's default; the defaults live in the config models.
 
 `BoundaryGroup` is the click group class of the `personalign` app and of every command group.
 Around whatever command runs it turns every anticipated failure — a `UserError` (bad record,
@@ -13,7 +19,8 @@ import logging
 import os
 import sys
 import traceback
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -21,13 +28,70 @@ from rich.text import Text
 from typer import _click as click  # typer vendors click; its exceptions are these classes
 from typer.core import TyperGroup
 
+from personalign.config import load_config
+from personalign.data.io import OnInvalid
 from personalign.errors import UserError
+from personalign.llm.base import BackendConfig, BackendKind
+from personalign.llm.verdict import VerdictMode
 
 console = Console()
 err_console = Console(stderr=True)
 
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Write into an output directory that holds files this command did not write.")]
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="YAML config file of this command's settings; flags and key=value overrides win over it.")]
+Overrides = Annotated[Optional[list[str]], typer.Argument(
+    help="key=value overrides (dotted keys for nested settings), e.g. backend.batch_size=4")]
+Data = Annotated[Optional[str], typer.Option(
+    "--data", help="Records: .jsonl, .json, .parquet, a save_to_disk directory or a hub dataset.")]
+Kind = Annotated[Optional[BackendKind], typer.Option(
+    "--backend", help=f"{' | '.join(get_args(BackendKind))}: a local transformers model, or an OpenAI-compatible "
+    "server (default local).")]
+Model = Annotated[Optional[str], typer.Option(
+    "--model", help="local: model dir or name (default: embedded SmolLM2); openai: served model name.")]
+BaseUrl = Annotated[Optional[str], typer.Option(
+    "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")]
+ApiKeyEnv = Annotated[Optional[str], typer.Option(
+    "--api-key-env", help="openai: NAME of the environment variable holding the key (default OPENAI_API_KEY).")]
+BatchSize = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1, help="Requests per generate call (local) and per cache write (default 8).")]
+Concurrency = Annotated[Optional[int], typer.Option("--concurrency", min=1, help="openai: requests in flight (default 8).")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records.")]
+Cache = Annotated[Optional[Path], typer.Option("--cache", help="Generation cache JSONL (default: <out>.cache.jsonl).")]
+PromptFileOpt = Annotated[Optional[Path], typer.Option(
+    "--prompt-file", help="Your own prompt (YAML/JSON: system, shots, user with {slots}); see docs/prompts.md.")]
+VerdictModeOpt = Annotated[Optional[VerdictMode], typer.Option(
+    "--verdict-mode", help="generate (default): read the judge's text; logprob: the probabilities of its answers "
+    "1/2, averaged over both orders (local models, or servers that return logprobs).")]
+OnInvalidOpt = Annotated[Optional[OnInvalid], typer.Option(
+    "--on-invalid", help="fail (default): stop at the first invalid record; skip: skip and count them.")]
+
+C = TypeVar("C")
+
+
+def command_config(model: type[C], config: Path | None, options: dict[str, Any], overrides: list[str] | None) -> C:
+    """A command's typed config: the YAML file, then the flags (`options`, dotted key -> value, None =
+    not given), then the key=value overrides."""
+    return load_config(model, config, overrides, {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
+
+
+def backend_options(kind: str | None, model: str | None, base_url: str | None, api_key_env: str | None,
+                    batch_size: int | None, concurrency: int | None = None, prefix: str = "backend") -> dict[str, Any]:
+    """The shared backend flags as dotted config keys under `prefix`."""
+    values = {"kind": kind, "model": model, "base_url": base_url, "api_key_env": api_key_env,
+              "batch_size": batch_size, "concurrency": concurrency}
+    return {f"{prefix}.{k}": v for k, v in values.items()}
+
+
+def check_backend_config(cfg: BackendConfig) -> None:
+    """Before any work: a local model directory that exists, or a server that answers."""
+    from personalign.llm import check_backend
+    from personalign.models.loading import check_model_dir
+
+    if cfg.kind == "local":
+        check_model_dir(cfg.model, option="--model")
+    check_backend(cfg)
 
 DEBUG_ENV = "PERSONALIGN_DEBUG"
 EXIT_USER_ERROR = 2

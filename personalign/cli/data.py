@@ -8,10 +8,12 @@ from typing import Literal
 
 import typer
 
-from personalign.cli._common import console, new_app
+from personalign.cli._common import command_config, console, new_app
 from personalign.data.errors import RecordError
+from personalign.data.io import OnInvalid
 from personalign.data.templates import TemplateName, ViewName
-from personalign.data.views import PersonaSourceName
+from personalign.data.tokens import Convention
+from personalign.data.views import PersonaSourceName, ViewConfig
 from personalign.errors import EmptyError
 from personalign.files import check_output_dir, check_output_file, write_json
 
@@ -54,33 +56,27 @@ def build_views(
     dimensions: Path | None = typer.Option(
         None, help="Preference dimension table (default: shared/data/alignx_dimensions.json)."
     ),
-    on_invalid: Literal["fail", "skip"] = typer.Option("fail", help="Stop at the first invalid record, or skip them."),
+    on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record, or skip them."),
     rejects: Path | None = typer.Option(None, help="With --on-invalid skip: write skipped records to this JSONL file."),
 ) -> None:
     """Render records into prompts under a view and template, one JSON object per example."""
     from dataclasses import fields
 
-    from pydantic import ValidationError
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from personalign.config import ConfigError
     from personalign.data.io import ReadCounts, read_examples, write_jsonl
-    from personalign.data.views import ViewConfig, ViewCounts, render_views
+    from personalign.data.views import ViewCounts, render_views
 
     if max_length is not None and tokenizer is None:
         raise typer.BadParameter("--max-length needs --tokenizer to count tokens", param_hint="--max-length")
     check_output_file(out, inputs=[file, dimensions])
     if rejects is not None:
         check_output_file(rejects, inputs=[file, out], option="--rejects")
-    try:
-        cfg = ViewConfig(
-            view=view, template=template, sample_history=sample_history, seed=seed,
-            include_demographic=include_demographic, persona_source=persona_source, max_length=max_length,
-            dimensions=str(dimensions) if dimensions else None,
-        )
-    except ValidationError as e:
-        raise ConfigError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+    cfg = command_config(ViewConfig, None, {
+        "view": view, "template": template, "sample_history": sample_history, "seed": seed,
+        "include_demographic": include_demographic, "persona_source": persona_source, "max_length": max_length,
+        "dimensions": dimensions}, None)
     tok = _load_tokenizer(tokenizer)
 
     read, counts = ReadCounts(), ViewCounts()
@@ -119,7 +115,7 @@ def synth(
     k: int = typer.Option(4, "--k", min=2, help="ranking: responses per prompt."),
 ) -> None:
     """Write synthetic records whose preferred reply depends on the user's history."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from personalign.data.io import record_writer
     from personalign.data.synth import synth_ranking, synth_records
@@ -151,7 +147,7 @@ def stats(
     tokenizer: str | None = typer.Option(None, help="Tokenizer directory (AutoTokenizer.from_pretrained): adds token lengths."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics to this JSON file."),
     top: int = typer.Option(10, min=0, help="How many of the most used preference dimensions to show."),
-    on_invalid: Literal["fail", "skip"] = typer.Option("fail", help="Stop at the first invalid record, or skip invalid records."),
+    on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record, or skip invalid records."),
 ) -> None:
     """Lengths, history sizes, user signals, slices and preference-dimension usage of a data file."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -225,7 +221,7 @@ def stats(
 @app.command("validate")
 def validate(
     file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset name[:split]."),
-    on_invalid: Literal["fail", "skip"] = typer.Option("fail", help="Stop at the first invalid record (exit 2), or skip and count them."),
+    on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record (exit 2), or skip and count them."),
     rejects: Path | None = typer.Option(
         None, help="With --on-invalid skip: JSONL of rejected records (default: FILE stem + .rejects.jsonl next to FILE)."
     ),
@@ -337,7 +333,7 @@ def diversity(
     sizes: str | None = typer.Option(None, help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps)."),
     seed: int = typer.Option(0, help="Seed of the shuffle behind the curve."),
     json_out: Path | None = typer.Option(None, "--json", help="Write D and the curves as JSON (read by `personalign report`)."),
-    convention: Literal["personalign", "scaling-alignment"] = typer.Option(
+    convention: Convention = typer.Option(
         "personalign", help="Tokenization: personalign (BOS per the tokenizer, no truncation) or scaling-alignment "
         "(the paper's: all default special tokens, prompts cut at 512 tokens)."),
 ) -> None:

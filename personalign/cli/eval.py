@@ -4,31 +4,27 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from personalign.cli._common import Overwrite, console, new_app
+from personalign.cli._common import (
+    ApiKeyEnv, BaseUrl, BatchSize, ConfigFile, Kind, Limit, Model, OnInvalidOpt, Overrides, Overwrite, PromptFileOpt,
+    VerdictModeOpt, backend_options, check_backend_config, command_config, console, new_app,
+)
 from personalign.data.io import check_source
 from personalign.data.templates import TemplateName, ViewName
+from personalign.data.tokens import Convention
 from personalign.data.views import PersonaSourceName
+from personalign.eval.judge import JudgePreset
 from personalign.files import check_output_dir, check_output_file
-from personalign.llm import check_backend
 from personalign.models.loading import check_model_dir
-from personalign.cli.persona import (
-    ApiKeyEnv,
-    BaseUrl,
-    BatchSize,
-    Kind,
-    Limit,
-    Model,
-    PromptFileOpt,
-    VerdictModeOpt,
+from personalign.eval.alignment import (
+    ACCURACY_OUTPUTS, AccuracyConfig, Protocol, evaluate_accuracy, process_state, write_accuracy,
 )
-from personalign.config import load_config
-from personalign.eval.alignment import ACCURACY_OUTPUTS, AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
+from personalign.eval.suite import SuiteMethod
 
 app = new_app()
 
@@ -54,13 +50,13 @@ def accuracy(
     persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt.")] = None,
     reference_view: Annotated[Optional[ViewName], typer.Option(help="View the reference is scored under (default: --view).")] = None,
     reference_template: Annotated[Optional[TemplateName], typer.Option(help="Template of the reference's prompt (default: --template).")] = None,
-    protocol: Annotated[Optional[Literal["alignx"]], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval layout, reference under the ICA alignx-eval layout with all history).")] = None,
+    protocol: Annotated[Optional[Protocol], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval layout, reference under the ICA alignx-eval layout with all history).")] = None,
     max_length: Annotated[Optional[int], typer.Option(min=2, help="Token budget for prompt + response.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for accuracy.json, accuracy.md, scores.jsonl.")] = Path("results/accuracy"),
     overwrite: Overwrite = False,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (AccuracyConfig).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. view.seed=1")] = None,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
 ) -> None:
     """Alignment accuracy overall and per slice with bootstrap 95% intervals.
 
@@ -70,12 +66,10 @@ def accuracy(
     opts = {"data": data, "policy": policy, "reference": reference, "max_length": max_length, "limit": limit,
             "view.view": view, "view.template": template, "view.persona_source": persona_source,
             "protocol": protocol}
-    items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
     if reference_view is not None or reference_template is not None:
-        base = {"view": view or "none", "template": template or "chat"}
-        items += [f"reference_view.{k}={v or base[k]}" for k, v in
-                  (("view", reference_view), ("template", reference_template))]
-    cfg = load_config(AccuracyConfig, config, items)
+        opts |= {"reference_view.view": reference_view or view or "none",
+                 "reference_view.template": reference_template or template or "chat"}
+    cfg = command_config(AccuracyConfig, config, opts, overrides)
     check_source(cfg.data, option="--data")
     check_model_dir(cfg.policy, option="--policy")
     check_model_dir(cfg.reference, option="--reference")
@@ -103,7 +97,7 @@ def _print_accuracy(cfg: AccuracyConfig, result, out: Path, n_processes: int) ->
 
 @app.command("suite")
 def suite(
-    method: Annotated[Literal["ica", "pba"], typer.Option("--method", help="The policy's method: ica or pba.")],
+    method: Annotated[SuiteMethod, typer.Option("--method", help="The policy's method: ica or pba.")],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory of AlignX benchmark files (.json/.jsonl/.parquet).")],
     policy: Annotated[Optional[str], typer.Option(help="Policy model dir or name (default: embedded SmolLM2).")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference model (default: the policy).")] = None,
@@ -148,11 +142,11 @@ def generate(
     view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view.")] = None,
     template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset.")] = None,
     persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt (or the seed's gold_chosen ...).")] = None,
-    backend: Kind = "local",
+    backend: Kind = None,
     model: Model = None,
     base_url: BaseUrl = None,
-    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
-    batch_size: BatchSize = 8,
+    api_key_env: ApiKeyEnv = None,
+    batch_size: BatchSize = None,
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Default 128 (512 with --sampling alignx).")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="0 = greedy (default).")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus cut (default 1).")] = None,
@@ -162,11 +156,12 @@ def generate(
     sampling: Annotated[Optional[str], typer.Option(
         "--sampling", help="A named preset: greedy | alignx (AlignX's generation scripts: temperature 0.9, top_k 10, "
         "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default 0).")] = None,
     limit: Limit = None,
+    on_invalid: OnInvalidOpt = None,
     overwrite: Overwrite = False,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (GenerateConfig).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. view.include_demographic=true")] = None,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
 ) -> None:
     """Generate one response per record under a view; rerunning continues a killed run from its cache."""
     from personalign.eval.generate import (
@@ -175,9 +170,9 @@ def generate(
     from personalign.llm.base import SAMPLING_PRESETS
     from personalign.llm.progress import progress_bar
 
-    opts = {"data": data, "out": out, "limit": limit, "view.view": view, "view.template": template,
-            "view.persona_source": persona_source, "backend.kind": backend, "backend.model": model,
-            "backend.base_url": base_url, "backend.api_key_env": api_key_env, "backend.batch_size": batch_size,
+    opts = {"data": data, "out": out, "limit": limit, "on_invalid": on_invalid, "view.view": view,
+            "view.template": template, "view.persona_source": persona_source,
+            **backend_options(backend, model, base_url, api_key_env, batch_size),
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
             "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed,
             "few_shot": few_shot, "shots_from": shots_from}
@@ -188,14 +183,11 @@ def generate(
         for key, value in SAMPLING_PRESETS[sampling].items():
             if opts[f"generation.{key}"] is None:
                 opts[f"generation.{key}"] = value
-    items = [f"{k}={v}" for k, v in opts.items() if v is not None] + list(overrides or [])
-    cfg = load_config(GenerateConfig, config, items)
+    cfg = command_config(GenerateConfig, config, opts, overrides)
     check_source(cfg.data, option="--data")
     if cfg.shots_from is not None:
         check_source(cfg.shots_from, option="--shots-from")
-    if cfg.backend.kind == "local":
-        check_model_dir(cfg.backend.model, option="--model")
-    check_backend(cfg.backend)
+    check_backend_config(cfg.backend)
     check_output_dir(cfg.out, inputs=[cfg.data, cfg.shots_from], own=GENERATE_OUTPUTS, overwrite=overwrite)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("generating", total=None)
@@ -207,58 +199,56 @@ def generate(
 
 @app.command("judge")
 def judge(
-    base: Annotated[Path, typer.Option("--base", help="Base run directory (from `eval generate`).")],
-    test: Annotated[Path, typer.Option("--test", help="Test run directory, compared against the base.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for judge.json, judge.md, judgments.jsonl and the cache.")],
+    base: Annotated[Optional[Path], typer.Option("--base", help="Base run directory (from `eval generate`).")] = None,
+    test: Annotated[Optional[Path], typer.Option("--test", help="Test run directory, compared against the base.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for judge.json, judge.md, judgments.jsonl and the cache.")] = None,
     rubric: Annotated[Optional[list[str]], typer.Option("--rubric", help="quality and/or personalization (default both).")] = None,
-    backend: Kind = "local",
+    backend: Kind = None,
     model: Model = None,
     base_url: BaseUrl = None,
-    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
-    batch_size: BatchSize = 8,
+    api_key_env: ApiKeyEnv = None,
+    batch_size: BatchSize = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(
         "--max-new-tokens", min=1, help="Judge output budget (default 8; 512 with --preset prometheus or a prompt file).")] = None,
     limit: Limit = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", min=1, help="Bootstrap resamples.")] = 1000,
-    verdict_mode: VerdictModeOpt = "generate",
-    preset: Annotated[Literal["default", "prometheus"], typer.Option(
-        "--preset", help="default: answer 1 or 2; prometheus: Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = "default",
+    n_boot: Annotated[Optional[int], typer.Option("--n-boot", min=1, help="Bootstrap resamples (default 1000).")] = None,
+    verdict_mode: VerdictModeOpt = None,
+    preset: Annotated[Optional[JudgePreset], typer.Option(
+        "--preset", help="default: answer 1 or 2; prometheus: Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = None,
     prompt_file: PromptFileOpt = None,
     overwrite: Overwrite = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
 ) -> None:
     """Pairwise win rate of test vs. base under each rubric, both orders, with ΔPQ."""
     from personalign.eval.generate import GENERATIONS_FILE, read_generations
-    from personalign.eval.judge import CACHE_FILE, JUDGE_OUTPUTS, JUDGE_SLOTS, RUBRICS, judge_runs, write_judge
-    from personalign.llm.prompt_file import load_prompt_file
+    from personalign.eval.judge import CACHE_FILE, JUDGE_OUTPUTS, RUBRICS, JudgeConfig, judge_runs, write_judge
     from personalign.llm import make_backend
-    from personalign.llm.base import BackendConfig, GenerationConfig
     from personalign.llm.progress import progress_bar
 
-    rubrics = tuple(rubric or RUBRICS)
-    if set(rubrics) - set(RUBRICS):
-        raise typer.BadParameter(f"expected {' or '.join(RUBRICS)}, got {list(rubrics)}", param_hint="--rubric")
-    template = load_prompt_file(prompt_file, JUDGE_SLOTS, {"first", "second"}) if prompt_file else None
-    if max_new_tokens is None:
-        max_new_tokens = 8 if preset == "default" and template is None else 512
-    for run, option in ((base, "--base"), (test, "--test")):
+    if rubric and set(rubric) - set(RUBRICS):
+        raise typer.BadParameter(f"expected {' or '.join(RUBRICS)}, got {list(rubric)}", param_hint="--rubric")
+    cfg = command_config(JudgeConfig, config, {
+        "base": base, "test": test, "out": out, "rubrics": rubric or None, "max_new_tokens": max_new_tokens,
+        "limit": limit, "n_boot": n_boot, "verdict_mode": verdict_mode, "preset": preset, "prompt_file": prompt_file,
+        **backend_options(backend, model, base_url, api_key_env, batch_size)}, overrides)
+    template = cfg.prompt()
+    for run, option in ((cfg.base, "--base"), (cfg.test, "--test")):
         read_generations(run, option=option)
-    if backend == "local":
-        check_model_dir(model, option="--model")
-    check_output_dir(out, inputs=[base / GENERATIONS_FILE, test / GENERATIONS_FILE], own=JUDGE_OUTPUTS,
-                     overwrite=overwrite)
-    backend_cfg = BackendConfig(kind=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-                                batch_size=batch_size)
-    check_backend(backend_cfg)
-    llm = make_backend(backend_cfg)
+    if cfg.backend.kind == "local":
+        check_model_dir(cfg.backend.model, option="--model")
+    check_output_dir(cfg.out, inputs=[Path(cfg.base) / GENERATIONS_FILE, Path(cfg.test) / GENERATIONS_FILE],
+                     own=JUDGE_OUTPUTS, overwrite=overwrite)
+    check_backend_config(cfg.backend)
+    llm = make_backend(cfg.backend)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("judging", total=None)
-        result = judge_runs(base, test, llm, rubrics=rubrics, cache_path=Path(out) / CACHE_FILE,
-                            gen_config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
-                            chunk_size=batch_size * (1 if backend == "local" else 4), limit=limit, n_boot=n_boot,
-                            on_progress=lambda n: bar.advance(task, n), verdict_mode=verdict_mode,
-                            preset=preset, prompt_file=template)
-    js, md, _ = write_judge(result, out)
-    table = Table(title=f"{test} vs {base} · judge {result.judge}")
+        result = judge_runs(cfg.base, cfg.test, llm, rubrics=tuple(cfg.rubrics), cache_path=Path(cfg.out) / CACHE_FILE,
+                            gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write, limit=cfg.limit,
+                            n_boot=cfg.n_boot, seed=cfg.seed, on_progress=lambda n: bar.advance(task, n),
+                            verdict_mode=cfg.verdict_mode, preset=cfg.preset, prompt_file=template)
+    js, md, _ = write_judge(result, cfg.out)
+    table = Table(title=f"{cfg.test} vs {cfg.base} · judge {result.judge}")
     for col in ("rubric", "pairs", "wins", "ties", "losses", "win rate", "95% CI", "unparseable"):
         table.add_column(col, justify="left" if col == "rubric" else "right")
     for r in result.rubrics.values():
@@ -276,37 +266,45 @@ def judge(
 
 @app.command("reward")
 def reward(
-    files: Annotated[list[Path], typer.Argument(help="Files of rows with prompt and response fields (e.g. generations.jsonl).")],
-    model: Annotated[Path, typer.Option("--model", help="Reward model dir (AutoModelForSequenceClassification, 1 label).")],
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Files of rows with prompt and response fields (e.g. generations.jsonl).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Reward model dir (AutoModelForSequenceClassification, 1 label).")] = None,
     reference_field: Annotated[Optional[str], typer.Option("--reference-field", help="BLEU against this field, e.g. chosen.")] = None,
-    response_field: Annotated[str, typer.Option("--response-field")] = "response",
-    prompt_field: Annotated[str, typer.Option("--prompt-field")] = "prompt",
-    batch_size: BatchSize = 8,
+    response_field: Annotated[Optional[str], typer.Option("--response-field", help="Default response.")] = None,
+    prompt_field: Annotated[Optional[str], typer.Option("--prompt-field", help="Default prompt.")] = None,
+    batch_size: BatchSize = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")] = None,
-    convention: Annotated[Literal["personalign", "scaling-alignment"], typer.Option(
-        "--convention", help="personalign: mean σ(score) of chat-rendered text, sacrebleu BLEU; scaling-alignment: "
-        "the paper's OpenAssistant-format text, mean raw score, nltk character BLEU.")] = "personalign",
+    convention: Annotated[Optional[Convention], typer.Option(
+        "--convention", help="personalign (default): mean σ(score) of chat-rendered text, sacrebleu BLEU; "
+        "scaling-alignment: the paper's OpenAssistant-format text, mean raw score, nltk character BLEU.")] = None,
+    config: ConfigFile = None,
+    overrides: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="key=value override of the config (repeatable), e.g. --set max_length=1024.")] = None,
 ) -> None:
     """Mean σ(reward) per file and over all files (weighted by size); BLEU against a reference field."""
-    from personalign.eval.reward import score_files, write_reward
+    from personalign.eval.reward import RewardConfig, score_files, write_reward
 
-    for f in files:
+    cfg = command_config(RewardConfig, config, {
+        "files": [str(f) for f in files] if files else None, "model": model, "reference_field": reference_field,
+        "response_field": response_field, "prompt_field": prompt_field, "batch_size": batch_size, "out": out,
+        "convention": convention}, overrides)
+    for f in cfg.files:
         check_source(f, option="FILES")
-    check_model_dir(model, option="--model", kind="seq-cls")
-    if out is not None:
-        check_output_file(out, inputs=files)
+    check_model_dir(cfg.model, option="--model", kind="seq-cls")
+    if cfg.out is not None:
+        check_output_file(cfg.out, inputs=cfg.files)
     with console.status("scoring"):
-        per_file, overall = score_files(model, files, prompt_field=prompt_field, response_field=response_field,
-                                        reference_field=reference_field, batch_size=batch_size,
-                                        convention=convention)
-    table = Table(title=f"reward · {model}")
-    for col in ("file", "n", "mean σ(reward)" if convention == "personalign" else "mean score", "95% CI", "BLEU"):
+        per_file, overall = score_files(cfg.model, cfg.files, prompt_field=cfg.prompt_field,
+                                        response_field=cfg.response_field, reference_field=cfg.reference_field,
+                                        batch_size=cfg.batch_size, max_length=cfg.max_length, n_boot=cfg.n_boot,
+                                        convention=cfg.convention)
+    table = Table(title=f"reward · {cfg.model}")
+    personalign_style = cfg.convention == "personalign"
+    for col in ("file", "n", "mean σ(reward)" if personalign_style else "mean score", "95% CI", "BLEU"):
         table.add_column(col, justify="left" if col == "file" else "right")
     for r in [*per_file, overall]:
         e = r.reward
         table.add_row(escape(r.name), str(r.n), f"{e.value:.4f}", escape(f"[{e.low:.4f}, {e.high:.4f}]"),
                       "-" if r.bleu is None else f"{r.bleu:.2f}")
     console.print(table)
-    if out is not None:
-        write_reward(out, model, reference_field, per_file, overall)
-        console.print(f"wrote {out}")
+    if cfg.out is not None:
+        console.print(f"wrote {write_reward(cfg.out, cfg.model, cfg.reference_field, per_file, overall)}")

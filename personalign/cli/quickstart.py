@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 import typer
 
-from personalign.cli._common import console, new_app
-from personalign.quickstart import QuickstartConfig, run_quickstart
+from personalign.cli._common import console
+from personalign.quickstart import QuickstartConfig, QuickstartSize, run_quickstart
 
 
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), help="Directory for data, results and the report."),
-    size: Literal["tiny", "default"] = typer.Option("default", help="tiny: a CI-sized run."),
+    size: QuickstartSize = typer.Option("default", help="tiny: a CI-sized run."),
     model: str | None = typer.Option(None, help="Model directory (default: the embedded SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed for synthetic data."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run in a directory that holds other files."),

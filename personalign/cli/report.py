@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from personalign.cli._common import console, new_app
+from personalign.cli._common import console
 
 
 def report(

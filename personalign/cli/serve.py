@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from personalign.cli._common import console, new_app
+from personalign.cli._common import console
 from personalign.data.templates import TemplateName
 from personalign.models.loading import check_model_dir
 from personalign.serve.app import check_port

@@ -2,25 +2,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from accelerate import PartialState
 from rich.table import Table
 
-from personalign.cli._common import console, new_app
-from personalign.config import load_config
+from personalign.cli._common import ConfigFile, Overrides, command_config, console
 
 
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (TrainConfig), e.g. configs/persona_dpo.yaml.")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. learning_rate=1e-6 lora.r=8")] = None,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
 ) -> None:
     """Train a policy with DPO, SFT or PRO; resumable, and scales with `accelerate launch -m personalign train`."""
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train as run
 
-    result = run(load_config(TrainConfig, config, overrides))
+    result = run(command_config(TrainConfig, config, {}, overrides))
     if not PartialState().is_main_process:
         return
     table = Table(title=f"train · {result.output_dir}")

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from personalign.data.tokens import prompts_ids
+from personalign.data.tokens import CONVENTIONS, prompts_ids
 from personalign.files import write_json
 
 
@@ -208,7 +208,6 @@ def _distinct_per_prompt(b: Bigrams) -> tuple[list[list[int]], int]:
 # ---------------------------------------------------------------------------------------- text side
 
 
-CONVENTIONS = ("personalign", "scaling-alignment")
 SCALING_ALIGNMENT_MAX_TOKENS = 512
 
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence

@@ -11,7 +11,11 @@ tokenizer may add are never added to a prompt (a prompt continues into its respo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
+
+# How a measure tokenizes text: ours (BOS per the tokenizer, no cuts) or ScalingAlignment's.
+Convention = Literal["personalign", "scaling-alignment"]
+CONVENTIONS: tuple[str, ...] = get_args(Convention)
 
 
 def bos_to_add(tokenizer: Any) -> int | None:

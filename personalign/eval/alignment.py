@@ -5,7 +5,6 @@ full, ordered result, and only the main process writes files.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from accelerate.utils import gather_object, parse_flag_from_env
 from pydantic import Field, PositiveInt, model_validator
 
 from personalign.config import StrictModel
-from personalign.data.io import ReadCounts, read_examples, write_jsonl
+from personalign.data.io import OnInvalid, ReadCounts, read_examples, write_jsonl
 from personalign.errors import EmptyError
 from personalign.files import write_json, write_text
 from personalign.data.views import ViewConfig, ViewCounts, render_views
@@ -30,6 +29,9 @@ from personalign.models.refcache import cached_scores
 ALIGNX_REFERENCE_VIEW = ViewConfig(view="ica", template="alignx-eval")
 ACCURACY_FILE = "accuracy.json"
 ACCURACY_OUTPUTS = (ACCURACY_FILE, "accuracy.md", "scores.jsonl")  # what `write_accuracy` writes
+
+
+Protocol = Literal["alignx"]  # AlignX's released evaluation protocol (see `AccuracyConfig.protocol`)
 
 
 class AccuracyConfig(StrictModel):
@@ -47,12 +49,12 @@ class AccuracyConfig(StrictModel):
     reference: str | None = None  # None or the policy itself (under the same view): raw log-prob accuracy
     view: ViewConfig = ViewConfig()
     reference_view: ViewConfig | None = None
-    protocol: Literal["alignx"] | None = None
+    protocol: Protocol | None = None
     max_length: int | None = Field(4096, ge=2)
     max_tokens_per_batch: PositiveInt = 8192
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     limit: PositiveInt | None = None
-    on_invalid: Literal["fail", "skip"] = "fail"
+    on_invalid: OnInvalid = "fail"
     n_boot: PositiveInt = 1000
     seed: int = 0
     cache: bool = True

@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from personalign.config import StrictModel
-from personalign.data.io import read_examples, write_jsonl
+from personalign.data.io import OnInvalid, read_examples, write_jsonl
 from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import write_json
 from personalign.data.templates import plain_shot
@@ -48,7 +47,7 @@ class GenerateConfig(StrictModel):
     backend: BackendConfig = BackendConfig()
     generation: GenerationConfig = GenerationConfig()
     limit: int | None = Field(None, gt=0)
-    on_invalid: Literal["fail", "skip"] = "fail"
+    on_invalid: OnInvalid = "fail"
     chunk_size: int | None = Field(None, gt=0)  # requests per cache write; default: BackendConfig.requests_per_write
     # Few-shot persona tailoring (the persona-tailoring seed's few-shot model): k exemplars drawn
     # (seeded) from `shots_from`, each a prompt, a persona and the response that persona prefers,

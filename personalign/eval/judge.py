@@ -17,15 +17,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
+from pydantic import Field, PositiveInt
 
+from personalign.config import StrictModel
 from personalign.data.io import write_jsonl
 from personalign.eval.generate import read_generations
 from personalign.files import write_json, write_text
-from personalign.llm.base import Backend, GenerationConfig, Message
+from personalign.llm.base import Backend, BackendConfig, GenerationConfig, Message
 from personalign.llm.judging import JUDGE_GENERATION, SHOTS, agreement, run_judge
-from personalign.llm.prompt_file import PromptFile, task_version
+from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap_win_rates
 
@@ -53,7 +56,8 @@ def _query(rubric: str, prompt: str, persona: str | None, first: str, second: st
             f"{RUBRICS[rubric]} Which response is better? Reply 1 or 2.")
 
 
-PRESETS = ("default", "prometheus")
+JudgePreset = Literal["default", "prometheus"]
+PRESETS: tuple[str, ...] = get_args(JudgePreset)
 JUDGE_SLOTS = frozenset({"prompt", "persona", "first", "second", "question"})
 # Prometheus-2 relative grading (prometheus-eval's absolute/relative prompts): feedback, then "[RESULT] A|B".
 PROMETHEUS_VERSION = "eval-judge-prometheus-v1"
@@ -116,6 +120,32 @@ def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: s
 def judge_version(preset: str, prompt_file: PromptFile | None) -> str:
     """The cache-key task name of a judge prompt."""
     return PROMETHEUS_VERSION if preset == "prometheus" and prompt_file is None else task_version(PROMPT_VERSION, prompt_file)
+
+
+class JudgeConfig(StrictModel):
+    """`personalign eval judge` settings."""
+
+    base: str  # run directory (from `eval generate`)
+    test: str  # run directory compared against the base
+    out: str  # directory for judge.json, judge.md, judgments.jsonl and the cache
+    rubrics: list[Literal["quality", "personalization"]] = Field(default_factory=lambda: list(RUBRICS), min_length=1)
+    backend: BackendConfig = BackendConfig()
+    max_new_tokens: PositiveInt | None = None  # default 8; 512 with preset prometheus or a prompt file
+    limit: PositiveInt | None = None
+    n_boot: PositiveInt = 1000
+    seed: int = 0
+    verdict_mode: VerdictMode = "generate"
+    preset: JudgePreset = "default"
+    prompt_file: str | None = None
+
+    def prompt(self) -> PromptFile | None:
+        """The prompt file replacing the judge prompt, read and checked, or None."""
+        return load_prompt_file(self.prompt_file, JUDGE_SLOTS, {"first", "second"}) if self.prompt_file else None
+
+    def generation(self) -> GenerationConfig:
+        """Greedy decoding within the judge's output budget."""
+        short = self.preset == "default" and self.prompt_file is None
+        return GenerationConfig(max_new_tokens=self.max_new_tokens or (8 if short else 512), temperature=0.0)
 
 
 # ------------------------------------------------------------------------------------- results

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
 from personalign.data.dialogue import dialogue_messages
 from personalign.data.errors import RecordError
 from personalign.data.io import iter_raw
+from personalign.config import StrictModel
+from personalign.data.tokens import CONVENTIONS, Convention, prompts_ids
 from personalign.files import write_json
-from personalign.data.tokens import prompts_ids
 from personalign.metrics import Estimate, bootstrap
 
 PathLike = str | os.PathLike
-CONVENTIONS = ("personalign", "scaling-alignment")
 REWARD_METRIC = {"personalign": "mean sigmoid(score)", "scaling-alignment": "mean raw score (logit)"}
 BLEU_METRIC = {"personalign": "sacrebleu corpus BLEU (0-100)",
                "scaling-alignment": "mean nltk sentence_bleu over characters (0-1)"}
@@ -46,6 +47,21 @@ class RewardScores:
         return {"name": self.name, "n": self.n, "reward": self.reward.as_dict(), "bleu": self.bleu,
                 "convention": self.convention, "reward_metric": REWARD_METRIC[self.convention],
                 "bleu_metric": BLEU_METRIC[self.convention]}
+
+
+class RewardConfig(StrictModel):
+    """`personalign eval reward` settings."""
+
+    files: list[str]
+    model: str  # a sequence-classification model directory with one label
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    reference_field: str | None = None  # BLEU against this field
+    batch_size: PositiveInt = 8
+    max_length: PositiveInt = 2048
+    n_boot: PositiveInt = 1000
+    convention: Convention = "personalign"
+    out: str | None = None  # the reward JSON `personalign report` reads
 
 
 def load_reward_model(model_dir: PathLike, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):

@@ -28,10 +28,13 @@ SUFFIXES = (".json", ".jsonl", ".parquet")
 SUITE_MD, SUITE_JSON = "suite.md", "suite.json"
 
 
+SuiteMethod = Literal["ica", "pba"]
+
+
 class SuiteConfig(StrictModel):
     """`personalign eval suite` settings."""
 
-    method: Literal["ica", "pba"]
+    method: SuiteMethod
     data_dir: str
     out: str = "results/suite"
     policy: str | None = None

@@ -33,10 +33,13 @@ SAMPLING_PRESETS: dict[str, dict[str, float | int]] = {
 }
 
 
+BackendKind = Literal["local", "openai"]
+
+
 class BackendConfig(StrictModel):
     """Which backend to build: a local transformers model or an OpenAI-compatible server."""
 
-    kind: Literal["local", "openai"] = "local"
+    kind: BackendKind = "local"
     model: str | None = None  # local: model dir/name (None = embedded default); openai: the served model name
     base_url: str | list[str] | None = None  # openai: e.g. http://127.0.0.1:8000/v1 (vLLM), or a list of servers; default https://api.openai.com/v1
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable holding the key, never the key

@@ -11,17 +11,45 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, PositiveInt
 
 from personalign.data.io import Source, read_examples, write_examples
 from personalign.data.schema import Example
-from personalign.llm.base import Backend, GenerationConfig
+from personalign.config import StrictModel
+from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import GenerationCache, generate_cached
-from personalign.llm.prompt_file import PromptFile, task_version
-from personalign.persona.prompts import INFER_VERSION, infer_messages
+from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
+from personalign.persona.prompts import INFER_SLOTS, INFER_VERSION, infer_messages
 
-SIDES = ("chosen", "rejected")
+Side = Literal["chosen", "rejected"]
+SIDES: tuple[str, ...] = get_args(Side)
 FIELD = {"chosen": "chosen_persona", "rejected": "rejected_persona"}
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=64, temperature=0.0)
+
+
+class InferConfig(StrictModel):
+    """`personalign persona infer` settings."""
+
+    data: str
+    out: str  # records with chosen_persona / rejected_persona (.jsonl/.json/.parquet)
+    backend: BackendConfig = BackendConfig()
+    sides: list[Side] = Field(default_factory=lambda: list(SIDES), min_length=1)
+    limit: PositiveInt | None = None
+    max_new_tokens: PositiveInt = DEFAULT_GENERATION.max_new_tokens
+    cache: str | None = None  # default: <out>.cache.jsonl
+    prompt_file: str | None = None
+
+    def cache_path(self) -> str | os.PathLike:
+        return self.cache if self.cache is not None else default_cache_path(self.out)
+
+    def prompt(self) -> PromptFile | None:
+        """The prompt file replacing the inference prompt, read and checked, or None."""
+        return load_prompt_file(self.prompt_file, INFER_SLOTS, {"preferred", "other"}) if self.prompt_file else None
+
+    def generation(self) -> GenerationConfig:
+        return DEFAULT_GENERATION.model_copy(update={"max_new_tokens": self.max_new_tokens})
 
 _BULLET = re.compile(r"^\s*(?:[-*•>#]+|\d+[.)])\s+")
 _LABEL = re.compile(r"^\s*(?:\*\*)?\s*(?:inferred\s+)?persona(?:\s*\d+)?\s*(?:\*\*)?\s*[:\-–—]\s*(?:\*\*)?\s*",

@@ -20,18 +20,47 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
+from pathlib import Path
+from typing import Literal, get_args
 
-from personalign.data.schema import GOLD_PERSONA, Example
-from personalign.llm.base import Backend, GenerationConfig
+import numpy as np
+from pydantic import PositiveInt
+
+from personalign.config import StrictModel
+from personalign.data.schema import Example
+from personalign.files import write_json
+from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.judging import JUDGE_GENERATION, agreement, run_judge
-from personalign.llm.prompt_file import PromptFile, task_version
+from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap
+from personalign.persona.infer import default_cache_path
 from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
 
 PathLike = str | os.PathLike
-PERSONA_FIELDS = ("chosen_persona", "rejected_persona", GOLD_PERSONA)
+PersonaField = Literal["chosen_persona", "rejected_persona", "ground_truth_persona"]
+PERSONA_FIELDS: tuple[str, ...] = get_args(PersonaField)  # chosen, rejected, and GOLD_PERSONA
+
+
+class PersonaJudgeConfig(StrictModel):
+    """`personalign persona accuracy` / `persona prefer` settings."""
+
+    data: str
+    backend: BackendConfig = BackendConfig()
+    persona_field: PersonaField = "chosen_persona"  # accuracy: which persona is judged
+    limit: PositiveInt | None = None
+    out: str | None = None  # the result as JSON
+    cache: str | None = None  # judge cache; default beside `out` (none without `out`)
+    verdict_mode: VerdictMode = "generate"
+    prompt_file: str | None = None
+
+    def prompt(self, slots: frozenset[str]) -> PromptFile | None:
+        """The prompt file replacing the judge prompt (filling `slots`), read and checked, or None."""
+        return load_prompt_file(self.prompt_file, slots, {"first", "second"}) if self.prompt_file else None
+
+    def cache_path(self) -> str | os.PathLike | None:
+        """The judge cache: `cache`, else `<out>.cache.jsonl`, else none."""
+        return self.cache if self.cache is not None else default_cache_path(self.out) if self.out is not None else None
 
 @dataclass(slots=True)
 class PersonaAccuracy:
@@ -150,3 +179,8 @@ def persona_preference(
         wins[{1: "chosen", 0: "tie", -1: "rejected"}[agreement(chosen_first, rejected_first)]] += 1
     return PersonaPreference(backend.identity, wins["chosen"], wins["tie"], wins["rejected"],
                              sum(v is None for v in verdicts), missing)
+
+
+def write_persona_result(path: str | os.PathLike, result: PersonaAccuracy | PersonaPreference) -> Path:
+    """Write a persona judge's result as JSON (atomically)."""
+    return write_json(path, result.as_dict())
