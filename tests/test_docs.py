@@ -37,3 +37,21 @@ def test_named_functions_import():
         module, _, attr = dotted.rpartition(".")
         mod = importlib.import_module(f"personalign.{module}")
         assert hasattr(mod, attr), f"personalign.{dotted} does not exist"
+
+
+ARCHITECTURE = (REPO / "docs" / "architecture.md").read_text()
+
+
+def test_architecture_names_only_files_that_exist():
+    paths = set(re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)", ARCHITECTURE))
+    assert len(paths) >= 20
+    missing = [p for p in paths if not (REPO / "personalign" / p).is_file() and not (REPO / p).is_file()]
+    assert not missing, f"docs/architecture.md names missing files: {missing}"
+
+
+def test_architecture_layer_table_is_the_tested_rule():
+    from test_layers import LAYERS
+
+    rows = re.findall(r"^\| (\d+) \| (.+?) \| .+ \|$", ARCHITECTURE, flags=re.M)
+    table = [tuple(name.strip("`/") for name in re.findall(r"`[^`]+`", parts)) for _, parts in rows]
+    assert [set(r) for r in table] == [set(r) for r in LAYERS]
