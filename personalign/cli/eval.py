@@ -118,8 +118,8 @@ def suite(
     check_model_dir(reference, option="--reference")
     own = (SUITE_MD, SUITE_JSON, *(name for name, _ in find_benchmarks(data_dir)))
     check_output_dir(out, inputs=[data_dir], own=own, overwrite=overwrite)
-    cfg = SuiteConfig(method=method, data_dir=str(data_dir), out=str(out), policy=policy, reference=reference,
-                      limit=limit, max_length=max_length)
+    cfg = command_config(SuiteConfig, None, {"method": method, "data_dir": data_dir, "out": out, "policy": policy,
+                                             "reference": reference, "limit": limit, "max_length": max_length}, None)
     with _processes() as state:
         rows = run_suite(cfg, on_file=lambda name, reused: console.print(
             f"{name}: {'read back (already scored)' if reused else 'scored'}"))

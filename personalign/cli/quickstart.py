@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 import typer
 
-from personalign.cli._common import console
+from personalign.cli._common import command_config, console
 from personalign.quickstart import QuickstartConfig, QuickstartSize, run_quickstart
 
 
@@ -16,4 +16,6 @@ def quickstart(
     overwrite: bool = typer.Option(False, "--overwrite", help="Run in a directory that holds other files."),
 ) -> None:
     """Run the whole method offline: data, validation, views, personas, LoRA DPO, accuracy before/after, generations, report."""
-    run_quickstart(QuickstartConfig(out_dir=str(out), size=size, model=model, seed=seed, overwrite=overwrite), console)
+    cfg = command_config(QuickstartConfig, None, {"out_dir": out, "size": size, "model": model, "seed": seed,
+                                                  "overwrite": overwrite}, None)
+    run_quickstart(cfg, console)
