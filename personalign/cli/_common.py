@@ -33,6 +33,7 @@ from personalign.data.io import OnInvalid
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, BackendKind
 from personalign.llm.verdict import VerdictMode
+from personalign.models.settings import AttnImplementation, DType
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,6 +68,13 @@ VerdictModeOpt = Annotated[Optional[VerdictMode], typer.Option(
 OnInvalidOpt = Annotated[Optional[OnInvalid], typer.Option(
     "--on-invalid", help="fail (default): stop at the first invalid record; skip: skip and count them.")]
 
+DTypeOpt = Annotated[Optional[DType], typer.Option(
+    "--dtype", help="Load the weights directly in this dtype (auto: the checkpoint's own; default float32).")]
+AttnOpt = Annotated[Optional[AttnImplementation], typer.Option(
+    "--attn-implementation", help="Attention kernel (default sdpa).")]
+TrustRemoteCode = Annotated[Optional[bool], typer.Option(
+    "--trust-remote-code", help="Run the model repository's own Python code (off unless given).")]
+
 C = TypeVar("C")
 
 
@@ -74,6 +82,13 @@ def command_config(model: type[C], config: Path | None, options: dict[str, Any],
     """A command's typed config: the YAML file, then the flags (`options`, dotted key -> value, None =
     not given), then the key=value overrides."""
     return load_config(model, config, overrides, {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()})
+
+
+def model_options(dtype: str | None, attn_implementation: str | None, trust_remote_code: bool | None,
+                  prefix: str = "") -> dict[str, Any]:
+    """The model-loading flags (`ModelSettings`) as config keys, under `prefix` when it is given."""
+    values = {"dtype": dtype, "attn_implementation": attn_implementation, "trust_remote_code": trust_remote_code}
+    return {f"{prefix}.{k}" if prefix else k: v for k, v in values.items()}
 
 
 def backend_options(kind: str | None, model: str | None, base_url: str | None, api_key_env: str | None,

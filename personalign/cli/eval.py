@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from personalign.cli._common import (
-    ApiKeyEnv, BaseUrl, BatchSize, ConfigFile, Kind, Limit, Model, OnInvalidOpt, Overrides, Overwrite, PromptFileOpt,
-    VerdictModeOpt, backend_options, check_backend_config, command_config, console, new_app,
+    ApiKeyEnv, AttnOpt, BaseUrl, BatchSize, ConfigFile, DTypeOpt, Kind, Limit, Model, OnInvalidOpt, Overrides, Overwrite,
+    PromptFileOpt, TrustRemoteCode, VerdictModeOpt, backend_options, check_backend_config, command_config, console,
+    model_options, new_app,
 )
 from personalign.data.io import check_source
 from personalign.data.templates import TemplateName, ViewName
@@ -54,6 +55,9 @@ def accuracy(
     max_length: Annotated[Optional[int], typer.Option(min=2, help="Token budget for prompt + response.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for accuracy.json, accuracy.md, scores.jsonl.")] = Path("results/accuracy"),
+    dtype: DTypeOpt = None,
+    attn_implementation: AttnOpt = None,
+    trust_remote_code: TrustRemoteCode = None,
     overwrite: Overwrite = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -65,7 +69,7 @@ def accuracy(
     """
     opts = {"data": data, "policy": policy, "reference": reference, "max_length": max_length, "limit": limit,
             "view.view": view, "view.template": template, "view.persona_source": persona_source,
-            "protocol": protocol}
+            "protocol": protocol, **model_options(dtype, attn_implementation, trust_remote_code)}
     if reference_view is not None or reference_template is not None:
         opts |= {"reference_view.view": reference_view or view or "none",
                  "reference_view.template": reference_template or template or "chat"}
@@ -159,6 +163,9 @@ def generate(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default 0).")] = None,
     limit: Limit = None,
     on_invalid: OnInvalidOpt = None,
+    dtype: DTypeOpt = None,
+    attn_implementation: AttnOpt = None,
+    trust_remote_code: TrustRemoteCode = None,
     overwrite: Overwrite = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -173,6 +180,7 @@ def generate(
     opts = {"data": data, "out": out, "limit": limit, "on_invalid": on_invalid, "view.view": view,
             "view.template": template, "view.persona_source": persona_source,
             **backend_options(backend, model, base_url, api_key_env, batch_size),
+            **model_options(dtype, attn_implementation, trust_remote_code, prefix="backend"),
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
             "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed,
             "few_shot": few_shot, "shots_from": shots_from}

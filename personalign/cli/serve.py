@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from personalign.cli._common import console
+from personalign.cli._common import AttnOpt, DTypeOpt, TrustRemoteCode, command_config, console, model_options
 from personalign.data.templates import TemplateName
 from personalign.models.loading import check_model_dir
 from personalign.serve.app import check_port
@@ -22,10 +22,16 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Most requests generated together in one batch.")] = 8,
     batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long to wait for more requests to fill a batch.")] = 10.0,
     echo_prompt: Annotated[bool, typer.Option(help="Add the rendered prompt to each response (debugging).")] = False,
+    dtype: DTypeOpt = None,
+    attn_implementation: AttnOpt = None,
+    trust_remote_code: TrustRemoteCode = None,
 ) -> None:
     """Serve /v1/models, /v1/chat/completions and /v1/completions (OpenAI-compatible), batching concurrent requests."""
+    from personalign.models.settings import ModelSettings
+
+    settings = command_config(ModelSettings, None, model_options(dtype, attn_implementation, trust_remote_code), None)
     check_model_dir(model, option="--model")
     check_port(host, port)
     console.print(f"serving {model or 'the embedded default model'} on http://{host}:{port}/v1 (view {view}, template {template})")
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
-               batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt)
+               batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings)

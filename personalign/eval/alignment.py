@@ -15,7 +15,6 @@ from accelerate import PartialState
 from accelerate.utils import gather_object, parse_flag_from_env
 from pydantic import Field, PositiveInt, model_validator
 
-from personalign.config import StrictModel
 from personalign.data.io import OnInvalid, ReadCounts, read_examples, write_jsonl
 from personalign.errors import EmptyError
 from personalign.files import write_json, write_text
@@ -23,6 +22,7 @@ from personalign.data.views import ViewConfig, ViewCounts, render_views
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
 from personalign.models.loading import load_model, load_tokenizer, model_fingerprint, resolve_model
 from personalign.models.logprobs import ResponseScores, score_responses
+from personalign.models.settings import ScoringModelSettings
 from personalign.models.refcache import cached_scores
 
 
@@ -34,7 +34,7 @@ ACCURACY_OUTPUTS = (ACCURACY_FILE, "accuracy.md", "scores.jsonl")  # what `write
 Protocol = Literal["alignx"]  # AlignX's released evaluation protocol (see `AccuracyConfig.protocol`)
 
 
-class AccuracyConfig(StrictModel):
+class AccuracyConfig(ScoringModelSettings):
     """`personalign eval accuracy` settings.
 
     The policy is scored under `view`, the reference under `reference_view` (default: the same
@@ -52,7 +52,6 @@ class AccuracyConfig(StrictModel):
     protocol: Protocol | None = None
     max_length: int | None = Field(4096, ge=2)
     max_tokens_per_batch: PositiveInt = 8192
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     limit: PositiveInt | None = None
     on_invalid: OnInvalid = "fail"
     n_boot: PositiveInt = 1000
@@ -118,14 +117,14 @@ def _scores(name: str, cfg: AccuracyConfig, view: ViewConfig, items, tokenizer) 
     state = process_state()
 
     def compute() -> list[ResponseScores]:
-        model, _ = load_model(name, dtype=cfg.dtype, device=state.device)
+        model, _ = load_model(name, device=state.device, **cfg.load_kwargs())
         return score_sharded(model, tokenizer, items, max_length=cfg.max_length,
                              max_tokens_per_batch=cfg.max_tokens_per_batch)
 
     if not cfg.cache:
         return compute()
     key = {"model": model_fingerprint(name), "view": view.model_dump(), "max_length": cfg.max_length,
-           "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype}
+           "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
     scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process,
                                  fits=lambda s: len(s) == len(items) and all(len(x.logp) == 2 for x in s))
     state.wait_for_everyone()

@@ -19,10 +19,10 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from personalign.config import StrictModel
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate
+from personalign.models.settings import ScoringModelSettings
 
 SUFFIXES = (".json", ".jsonl", ".parquet")
 SUITE_MD, SUITE_JSON = "suite.md", "suite.json"
@@ -31,7 +31,7 @@ SUITE_MD, SUITE_JSON = "suite.md", "suite.json"
 SuiteMethod = Literal["ica", "pba"]
 
 
-class SuiteConfig(StrictModel):
+class SuiteConfig(ScoringModelSettings):
     """`personalign eval suite` settings."""
 
     method: SuiteMethod
@@ -42,7 +42,6 @@ class SuiteConfig(StrictModel):
     limit: PositiveInt | None = None
     max_length: PositiveInt | None = 8192  # AlignX's evaluation scripts: 8192
     max_tokens_per_batch: PositiveInt = 8192
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     n_boot: int = Field(1000, gt=0)
     seed: int = 0
 
@@ -75,8 +74,8 @@ def file_config(cfg: SuiteConfig, path: Path) -> AccuracyConfig:
     """The published AlignX protocol for one benchmark file."""
     return AccuracyConfig(data=str(path), policy=cfg.policy, reference=cfg.reference, view={"view": cfg.method},
                           protocol="alignx", limit=cfg.limit, max_length=cfg.max_length,
-                          max_tokens_per_batch=cfg.max_tokens_per_batch, dtype=cfg.dtype, n_boot=cfg.n_boot,
-                          seed=cfg.seed)
+                          max_tokens_per_batch=cfg.max_tokens_per_batch, n_boot=cfg.n_boot, seed=cfg.seed,
+                          **cfg.load_kwargs())
 
 
 def _finished(out: Path, acc: AccuracyConfig) -> dict | None:

@@ -7,6 +7,7 @@ from typing import Literal, Protocol, Union
 from pydantic import Field
 
 from personalign.config import StrictModel
+from personalign.models.settings import ModelSettings
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 Request = Union[str, list[Message]]  # a raw prompt (completions) or a chat conversation
@@ -36,8 +37,9 @@ SAMPLING_PRESETS: dict[str, dict[str, float | int]] = {
 BackendKind = Literal["local", "openai"]
 
 
-class BackendConfig(StrictModel):
-    """Which backend to build: a local transformers model or an OpenAI-compatible server."""
+class BackendConfig(ModelSettings):
+    """Which backend to build: a local transformers model (loaded as `ModelSettings` say) or an
+    OpenAI-compatible server."""
 
     kind: BackendKind = "local"
     model: str | None = None  # local: model dir/name (None = embedded default); openai: the served model name

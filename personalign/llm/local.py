@@ -66,11 +66,11 @@ class LocalBackend:
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_config(cls, cfg: BackendConfig, *, dtype: str = "float32", device: str = "cpu") -> LocalBackend:
-        """Load `cfg.model` (None = the embedded default) with `cfg.batch_size`."""
+    def from_config(cls, cfg: BackendConfig, *, device: str = "cpu") -> LocalBackend:
+        """Load `cfg.model` (None = the embedded default) as `cfg`'s model settings say, with `cfg.batch_size`."""
         if cfg.kind != "local":
             raise ValueError(f"LocalBackend needs kind='local', got {cfg.kind!r}")
-        model, tokenizer = load_model(cfg.model, dtype=dtype, device=device)
+        model, tokenizer = load_model(cfg.model, device=device, **cfg.load_kwargs())
         return cls(model, tokenizer, cfg.batch_size, name=cfg.model)
 
     @property

@@ -34,10 +34,10 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedTokenizerBase
 
 from personalign.data.tokens import prompt_ids as encode_prompt
+from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
 
 PAD_SEGMENT = -1
 PROMPT_SEGMENT = 0
-MASK_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from personalign.data.templates import check_view
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend
+from personalign.models.settings import ModelSettings
 from personalign.serve.batching import Batcher
 from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
 
@@ -85,10 +86,12 @@ def create_app(
     model_name: str | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     echo_prompt: bool = False,
+    model_settings: ModelSettings | None = None,
 ) -> FastAPI:
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
-    `echo_prompt` adds the rendered prompt(s) to each response as `personalign.prompts` (for debugging).
+    `echo_prompt` adds the rendered prompt(s) to each response as `personalign.prompts` (for debugging);
+    `model_settings` (dtype, attention kernel, remote code) say how a model named here is loaded.
     """
     if view not in SERVE_VIEWS:
         raise ValueError(f"view must be one of {', '.join(SERVE_VIEWS)}; got {view!r}")
@@ -97,7 +100,8 @@ def create_app(
         backend = backend_or_model
     else:
         model = None if backend_or_model is None else str(backend_or_model)
-        backend = LocalBackend.from_config(BackendConfig(kind="local", model=model, batch_size=max_batch))
+        backend = LocalBackend.from_config(BackendConfig(kind="local", model=model, batch_size=max_batch,
+                                                         **(model_settings or ModelSettings()).load_kwargs()))
     name = model_name or (Path(backend.name).name if backend.name else "personalign")
     batcher = Batcher(backend, max_batch=max_batch, window=batch_window)
     tokenizer = backend.tokenizer

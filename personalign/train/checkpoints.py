@@ -209,7 +209,7 @@ def _is_hf_dir(path: Path) -> bool:
 def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
     weights = checkpoint / "model.safetensors"
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, **cfg.load_kwargs())
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
     try:

@@ -8,13 +8,14 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from personalign.config import StrictModel
 from personalign.data.views import ViewConfig
 from personalign.models.lora import LoraSettings
+from personalign.models.settings import ScoringModelSettings
 
 
-class TrainConfig(StrictModel):
-    """`personalign train` settings (DESIGN §5)."""
+class TrainConfig(ScoringModelSettings):
+    """`personalign train` settings (DESIGN §5); `dtype`, `attn_implementation` and
+    `trust_remote_code` (from `ModelSettings`) say how the model is loaded."""
 
     model: str | None = None  # HF directory or hub id; None = the embedded default
     data: str
@@ -43,7 +44,7 @@ class TrainConfig(StrictModel):
     adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
     adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
     adam_epsilon: PositiveFloat = 1e-8
-    bf16: bool = False  # bf16 autocast (fp32 master weights), for the reference scores too
+    bf16: bool = False  # bf16 autocast over `dtype` weights (fp32 masters by default), for the reference scores too
     gradient_checkpointing: bool = False
     lora: LoraSettings | None = None  # None = full fine-tuning
 

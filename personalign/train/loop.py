@@ -223,7 +223,9 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
     """(training items, their counts, eval items): tokenized once, with reference log-probs from the
     cache (scored with the starting weights) where the loss or the evaluation needs them."""
     key = {"model": model_fingerprint(model_path), "max_length": cfg.max_length, "on_invalid": "fail",
-           "dtype": "bfloat16-autocast" if cfg.bf16 else "float32"}
+           "dtype": _scoring_dtype(cfg)}
+    if cfg.attn_implementation != "sdpa":
+        key["attn_implementation"] = cfg.attn_implementation
     items, counts = load_items(cfg.data, cfg.view, tokenizer, loss=cfg.loss, max_length=cfg.max_length,
                                limit=cfg.limit, best_only=cfg.loss == "sft")
     if cfg.loss == "dpo":
@@ -237,6 +239,12 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
     eval_items, _ = reference_logps(model, eval_items, cfg.eval_data,
                                     key | {"view": eval_view.model_dump(), "limit": None}, cfg, accelerator)
     return items, counts, eval_items
+
+
+def _scoring_dtype(cfg: TrainConfig) -> str:
+    """The precision reference log-probs are scored in, for the cache key (fp32 runs keep their old key)."""
+    weights = "" if cfg.dtype == "float32" else f"{cfg.dtype}-weights+"
+    return weights + ("bfloat16-autocast" if cfg.bf16 else "float32")
 
 
 def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int) -> int:
@@ -297,7 +305,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         model_path = resolve_model(cfg.model)
-    model, tokenizer = load_model(model_path, device=accelerator.device)
+    model, tokenizer = load_model(model_path, device=accelerator.device, **cfg.load_kwargs())
     items, counts, eval_items = load_data(cfg, model, tokenizer, model_path, accelerator, console)
 
     if cfg.gradient_checkpointing:

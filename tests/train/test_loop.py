@@ -153,3 +153,21 @@ def test_data_order_is_a_function_of_seed_and_step():
         two = [step_micro_batches(order, k, per_device=per_device, accumulation=ga, rank=r, world=2) for r in (0, 1)]
         for j in range(ga):
             assert one[j] == two[0][j] + two[1][j]
+
+
+def test_a_model_trains_in_the_dtype_it_was_loaded_in(tiny_model_dir, pairs, tmp_path):
+    """`dtype: bfloat16` loads the weights in bf16 (no fp32 copy) and trains and saves them in bf16;
+    the reference cache of such a run is not the fp32 run's."""
+    result = train(config(tiny_model_dir, pairs, tmp_path / "bf16", dtype="bfloat16", max_steps=2, logging_steps=1,
+                          report_to="none"))
+    assert {p.dtype for p in result.policy.parameters()} == {torch.bfloat16}
+    assert torch.isfinite(torch.tensor(result.train_metrics["train/loss"]))
+    saved = AutoModelForCausalLM.from_pretrained(result.final_dir, dtype="auto")
+    assert {p.dtype for p in saved.parameters()} == {torch.bfloat16}
+    fp32 = train(config(tiny_model_dir, pairs, tmp_path / "fp32", max_steps=1, report_to="none"))
+    assert {p.dtype for p in fp32.policy.parameters()} == {torch.float32}
+    from personalign.train.loop import _scoring_dtype
+
+    keys = {_scoring_dtype(config(tiny_model_dir, pairs, tmp_path, dtype=d, bf16=b))
+            for d in ("float32", "bfloat16") for b in (False, True)}
+    assert len(keys) == 4 and _scoring_dtype(config(tiny_model_dir, pairs, tmp_path)) == "float32"

@@ -1,0 +1,43 @@
+"""How a model is loaded, as config keys every model-loading command shares (no torch import, so
+configs that name them stay light): weight dtype, attention kernel, remote code."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from personalign.config import StrictModel
+
+DType = Literal["auto", "bfloat16", "float16", "float32"]  # "auto": the dtype the checkpoint's config names
+AttnImplementation = Literal["sdpa", "flash_attention_2", "flex_attention", "eager"]
+# Kernels that take the shared-prefix scorer's 4-D additive mask (training and log-prob scoring);
+# the others serve generation.
+MASK_ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager")
+
+
+class ModelSettings(StrictModel):
+    """Mixed into every config that loads a model: the weights are loaded directly in `dtype`
+    (no fp32 copy first), with the `attn_implementation` kernel; `trust_remote_code` runs a
+    model repository's own Python and is off unless asked for."""
+
+    dtype: DType = "float32"
+    attn_implementation: AttnImplementation = "sdpa"
+    trust_remote_code: bool = False
+
+    def load_kwargs(self) -> dict:
+        """Keyword arguments of `personalign.models.loading.load_model`."""
+        return {"dtype": self.dtype, "attn_implementation": self.attn_implementation,
+                "trust_remote_code": self.trust_remote_code}
+
+
+class ScoringModelSettings(ModelSettings):
+    """Model settings of a command that scores log-probs with the shared-prefix scorer (training,
+    alignment accuracy): its attention kernel must take a 4-D mask, checked before any model loads."""
+
+    @model_validator(mode="after")
+    def _mask_kernel(self):
+        if self.attn_implementation not in MASK_ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation {self.attn_implementation!r} cannot score packed prompts and "
+                             f"responses yet; use one of {', '.join(MASK_ATTN_IMPLEMENTATIONS)} (the others serve "
+                             "generation: eval generate, serve)")
+        return self
