@@ -14,12 +14,21 @@ from personalign.cli._common import ConfigFile, Overrides, command_config, conso
 def train(
     config: ConfigFile = None,
     overrides: Overrides = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Load nothing, train nothing: print the memory plan per process (parameters, gradients, "
+        "optimizer states) under DDP, ZeRO-2, FSDP and ZeRO-3, from the model built on the meta device.")] = False,
+    num_processes: Annotated[int, typer.Option(
+        "--num-processes", min=1, help="--dry-run: the processes (GPUs) the plan shares the model over.")] = 8,
 ) -> None:
     """Train a policy with DPO, SFT or PRO; resumable, and scales with `accelerate launch -m personalign train`."""
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train as run
 
-    result = run(command_config(TrainConfig, config, {}, overrides))
+    cfg = command_config(TrainConfig, config, {}, overrides)
+    if dry_run:
+        _print_memory_plan(cfg, num_processes)
+        return
+    result = run(cfg)
     if not PartialState().is_main_process:
         return
     table = Table(title=f"train · {result.output_dir}")
@@ -52,3 +61,21 @@ def export(
     path = export_model(source, out, merge=merge, overwrite=overwrite)
     kind = "LoRA adapter" if (path / "adapter_config.json").is_file() else "full model"
     console.print(f"exported {kind} to {path}", highlight=False)
+
+
+def _print_memory_plan(cfg, world_size: int) -> None:
+    from personalign.train.memory import STRATEGIES, memory_plan, model_size
+
+    size = model_size(cfg)
+    gib = 1024 ** 3
+    console.print(f"{cfg.model or 'the embedded default model'}: {size.parameters:,} parameters, {size.trainable:,} "
+                  f"trainable ({'LoRA' if cfg.lora else 'full fine-tuning'}), {size.bytes_per_element} bytes each "
+                  f"(dtype {cfg.dtype}); AdamW; activations not included", highlight=False)
+    table = Table(title=f"memory per process, {world_size} processes (GiB)")
+    for col in ("strategy", "parameters", "gradients", "optimizer states", "total"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for strategy in STRATEGIES:
+        plan = memory_plan(size, strategy, world_size)
+        table.add_row(strategy, *(f"{b / gib:.2f}" for b in (plan.parameter_bytes, plan.gradient_bytes,
+                                                              plan.optimizer_bytes, plan.total_bytes)))
+    console.print(table)
