@@ -243,11 +243,9 @@ def judge(
     template = cfg.prompt()
     for run, option in ((cfg.base, "--base"), (cfg.test, "--test")):
         read_generations(run, option=option)
-    if cfg.backend.kind == "local":
-        check_model_dir(cfg.backend.model, option="--model")
+    check_backend_config(cfg.backend)
     check_output_dir(cfg.out, inputs=[Path(cfg.base) / GENERATIONS_FILE, Path(cfg.test) / GENERATIONS_FILE],
                      own=JUDGE_OUTPUTS, overwrite=overwrite)
-    check_backend_config(cfg.backend)
     llm = make_backend(cfg.backend)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("judging", total=None)

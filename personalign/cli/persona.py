@@ -54,8 +54,7 @@ def _check_io(data: str, *outputs: tuple[Path | str | None, str], inputs: tuple 
 
 @app.command("infer")
 def infer(
-    data: Annotated[Optional[str], typer.Option(
-        "--data", help="Records: .jsonl, .json, .parquet, a save_to_disk directory or a hub dataset.")] = None,
+    data: Data = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Output records with chosen_persona / rejected_persona (.jsonl/.json/.parquet).")] = None,
     backend: Kind = None,

@@ -258,5 +258,4 @@ def diversity_doc(curves: dict[str, list[Diversity]], convention: str) -> dict:
 
 def write_diversity(path: str | Path, curves: dict[str, list[Diversity]], convention: str) -> Path:
     """Write `diversity_doc` as JSON (atomically) to `path`."""
-    write_json(path, diversity_doc(curves, convention))
-    return Path(path)
+    return write_json(path, diversity_doc(curves, convention))

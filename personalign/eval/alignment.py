@@ -124,7 +124,7 @@ def _scores(name: str, cfg: AccuracyConfig, view: ViewConfig, items, tokenizer) 
     if not cfg.cache:
         return compute()
     key = {"model": model_fingerprint(name), "view": view.model_dump(), "max_length": cfg.max_length,
-           "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
+           "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype, **cfg.kernel_key()}
     scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process,
                                  fits=lambda s: len(s) == len(items) and all(len(x.logp) == 2 for x in s))
     state.wait_for_everyone()

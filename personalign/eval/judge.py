@@ -140,7 +140,7 @@ class JudgeConfig(StrictModel):
 
     def prompt(self) -> PromptFile | None:
         """The prompt file replacing the judge prompt, read and checked, or None."""
-        return load_prompt_file(self.prompt_file, JUDGE_SLOTS, {"first", "second"}) if self.prompt_file else None
+        return load_prompt_file(self.prompt_file, JUDGE_SLOTS, {"first", "second"})
 
     def generation(self) -> GenerationConfig:
         """Greedy decoding within the judge's output budget."""

@@ -62,8 +62,11 @@ def task_version(version: str, prompt_file: PromptFile | None) -> str:
     return version if prompt_file is None else f"{version}+{prompt_file.version}"
 
 
-def load_prompt_file(path: str | Path, allowed: set[str], required: set[str] = frozenset()) -> PromptFile:
-    """Read and check a prompt file: it may use only the `allowed` slots and must use the `required` ones."""
+def load_prompt_file(path: str | Path | None, allowed: set[str], required: set[str] = frozenset()) -> PromptFile | None:
+    """Read and check a prompt file: it may use only the `allowed` slots and must use the `required` ones
+    (None when `path` is None: the built-in prompt)."""
+    if path is None:
+        return None
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -24,6 +24,10 @@ class ModelSettings(StrictModel):
     attn_implementation: AttnImplementation = "sdpa"
     trust_remote_code: bool = False
 
+    def kernel_key(self) -> dict:
+        """The attention kernel as a cache-key part when it is not the default (sdpa keys stay as they were)."""
+        return {} if self.attn_implementation == "sdpa" else {"attn_implementation": self.attn_implementation}
+
     def load_kwargs(self) -> dict:
         """Keyword arguments of `personalign.models.loading.load_model`."""
         return {"dtype": self.dtype, "attn_implementation": self.attn_implementation,

@@ -46,7 +46,7 @@ class InferConfig(StrictModel):
 
     def prompt(self) -> PromptFile | None:
         """The prompt file replacing the inference prompt, read and checked, or None."""
-        return load_prompt_file(self.prompt_file, INFER_SLOTS, {"preferred", "other"}) if self.prompt_file else None
+        return load_prompt_file(self.prompt_file, INFER_SLOTS, {"preferred", "other"})
 
     def generation(self) -> GenerationConfig:
         return DEFAULT_GENERATION.model_copy(update={"max_new_tokens": self.max_new_tokens})

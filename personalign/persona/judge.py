@@ -56,7 +56,7 @@ class PersonaJudgeConfig(StrictModel):
 
     def prompt(self, slots: frozenset[str]) -> PromptFile | None:
         """The prompt file replacing the judge prompt (filling `slots`), read and checked, or None."""
-        return load_prompt_file(self.prompt_file, slots, {"first", "second"}) if self.prompt_file else None
+        return load_prompt_file(self.prompt_file, slots, {"first", "second"})
 
     def cache_path(self) -> str | os.PathLike | None:
         """The judge cache: `cache`, else `<out>.cache.jsonl`, else none."""

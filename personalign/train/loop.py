@@ -223,9 +223,7 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
     """(training items, their counts, eval items): tokenized once, with reference log-probs from the
     cache (scored with the starting weights) where the loss or the evaluation needs them."""
     key = {"model": model_fingerprint(model_path), "max_length": cfg.max_length, "on_invalid": "fail",
-           "dtype": _scoring_dtype(cfg)}
-    if cfg.attn_implementation != "sdpa":
-        key["attn_implementation"] = cfg.attn_implementation
+           "dtype": _scoring_dtype(cfg), **cfg.kernel_key()}
     items, counts = load_items(cfg.data, cfg.view, tokenizer, loss=cfg.loss, max_length=cfg.max_length,
                                limit=cfg.limit, best_only=cfg.loss == "sft")
     if cfg.loss == "dpo":
