@@ -59,13 +59,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personalign.models.logprobs import (  # noqa: E402
-    Tokenized,
-    length_batches,
-    pack_batch,
-    score_responses,
-    tokenize_pair,
-)
+from personalign.data.tokens import Tokenized, tokenize_pair  # noqa: E402
+from personalign.models.logprobs import length_batches, pack_batch  # noqa: E402
+from personalign.models.scorer import score_responses  # noqa: E402
 
 IGNORE_INDEX = -100
 ATOL = 1e-4
@@ -175,7 +171,7 @@ def main() -> None:
     tokenized: list[Tokenized] = [tokenize_pair(tokenizer, p, rs, args.max_length) for p, rs in items]
     if any(t.truncated for t in tokenized):
         raise SystemExit("some examples exceed --max-length; raise it so every method scores the same tokens")
-    batches = length_batches(tokenized, max_tokens_per_batch=args.max_tokens_per_batch)
+    batches = length_batches([t.packed_length for t in tokenized], max_tokens_per_batch=args.max_tokens_per_batch)
     bound_inputs = [pack_batch([tokenized[i] for i in idx]).input_ids for idx in batches]
 
     prompt_len = [len(t.prompt_ids) for t in tokenized]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -176,3 +177,46 @@ def discard_corrupt(path: PathLike, why: str) -> None:
     """Warn that the cache entry `path` cannot be read and delete it, so it is recomputed."""
     log.warning("cache entry %s cannot be read (%s); deleted, recomputing it", path, why)
     Path(path).unlink(missing_ok=True)
+
+
+HOME_ENV = "PERSONALIGN_HOME"
+CACHE_DIRNAME = ".personalign-cache"
+_CHUNK = 1 << 20
+
+
+def personalign_home() -> Path:
+    """Cache home: `$PERSONALIGN_HOME`, else `~/.cache/personalign`."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "personalign"
+
+
+def data_digest(source: PathLike) -> str:
+    """Content hash of a data file; for a directory its files' names, sizes and mtimes; else the name."""
+    path = Path(source)
+    h = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    elif path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    else:
+        h.update(os.fspath(source).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(**parts: object) -> str:
+    """Stable short hash of named parts (model fingerprint, data digest, view config, lengths...)."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cache_dir(source: PathLike, kind: str) -> Path:
+    """`.personalign-cache` beside the data when writable, else `<home>/cache/<kind>`."""
+    path = Path(source)
+    parent = path.parent if path.is_file() else path if path.is_dir() else None
+    if parent is not None and os.access(parent, os.W_OK):
+        return parent / CACHE_DIRNAME
+    return personalign_home() / "cache" / kind

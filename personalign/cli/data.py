@@ -8,7 +8,7 @@ from typing import Literal
 
 import typer
 
-from personalign.cli._common import command_config, console, new_app
+from personalign.cli._common import ConfigFile, Overrides, command_config, console, new_app
 from personalign.data.errors import RecordError
 from personalign.data.io import OnInvalid
 from personalign.data.templates import TemplateName, ViewName
@@ -216,6 +216,33 @@ def stats(
     if json_out is not None:
         write_json(json_out, s.to_dict())
         console.print(f"wrote {json_out}", highlight=False)
+
+
+@app.command("tokenize")
+def tokenize(
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Build the token stores a `train` config reads (its data and eval data), e.g. on a CPU node ahead
+    of a GPU job; `train` with the same config then finds them. Takes the train config's keys."""
+    from personalign.data.io import check_source
+    from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
+    from personalign.train.collate import load_store, run_specs
+    from personalign.train.config import TrainConfig
+
+    cfg = command_config(TrainConfig, config, {}, overrides)
+    for source, option in ((cfg.data, "data"), (cfg.eval_data, "eval_data")):
+        if source is not None:
+            check_source(source, option=option)
+    check_model_dir(cfg.model, option="model", tokenizer_only=True)
+    tokenizer = load_tokenizer(resolve_model(cfg.model))
+    for source, spec in run_specs(cfg):
+        store, hit = load_store(source, spec, tokenizer, num_proc=cfg.dataset_num_proc)
+        c = store.counts
+        console.print(f"[bold]{source}[/]: {c['records']:,} records, {c['tokens']:,} tokens ({c['prompt_tokens']:,} "
+                      f"prompt, {c['response_tokens']:,} response), {c['truncated_for_length']:,} truncated for "
+                      f"max_length, {c['rejected']:,} rejected\n  -> {store.path}" + (" (already built)" if hit else ""),
+                      highlight=False)
 
 
 @app.command("validate")

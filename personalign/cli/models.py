@@ -7,6 +7,7 @@ import typer
 from rich.table import Table
 
 from personalign.cli._common import console, new_app
+from personalign.files import personalign_home
 from personalign.models.loading import (
     DEFAULT_ALIASES,
     DEFAULT_MODEL,
@@ -15,7 +16,6 @@ from personalign.models.loading import (
     is_prepared,
     load_model,
     model_fingerprint,
-    personalign_home,
     prepare_default_model,
 )
 

@@ -11,6 +11,7 @@ tokenizer may add are never added to a prompt (a prompt continues into its respo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 # How a measure tokenizes text: ours (BOS per the tokenizer, no cuts) or ScalingAlignment's.
@@ -53,3 +54,53 @@ def prompts_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     if not texts:
         return []
     return [with_bos(tokenizer, ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    """Token ids of one prompt and its responses (each response ends with EOS unless cut)."""
+
+    prompt_ids: list[int]
+    response_ids: list[list[int]]
+    prompt_cut: int = 0
+    response_cut: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.prompt_cut or self.response_cut)
+
+    @property
+    def packed_length(self) -> int:
+        return len(self.prompt_ids) + sum(len(r) for r in self.response_ids)
+
+
+def tokenize_pair(
+    tokenizer: Any, prompt: str, responses: Sequence[str], max_length: int | None = None
+) -> Tokenized:
+    """Tokenize a rendered prompt and its responses: the prompt with BOS where the tokenizer's
+    convention adds one (`prompt_ids`), responses without special tokens, EOS appended to each.
+
+    When prompt + longest response exceeds `max_length`, the prompt is left-truncated first
+    (down to `max_length - longest`, but never below half of `max_length`), then responses are
+    right-truncated to fit; the cuts are recorded, nothing is dropped.
+    """
+    if not responses:
+        raise ValueError("an example needs at least one response")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token; responses must end with one")
+    head = prompt_ids(tokenizer, prompt)
+    if not head:
+        raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
+    response_ids = [ids + [eos] for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+    longest = max(len(r) for r in response_ids)
+    if max_length is None or len(head) + longest <= max_length:
+        return Tokenized(head, response_ids)
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2")
+    keep = max(max_length - longest, min(len(head), max_length // 2))
+    prompt_cut = len(head) - keep
+    head = head[prompt_cut:]
+    budget = max_length - len(head)
+    response_cut = sum(max(0, len(r) - budget) for r in response_ids)
+    return Tokenized(head, [r[:budget] for r in response_ids], prompt_cut, response_cut)

@@ -5,25 +5,24 @@ full, ordered result, and only the main process writes files.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from accelerate import PartialState
-from accelerate.utils import gather_object, parse_flag_from_env
+from accelerate.utils import parse_flag_from_env
 from pydantic import Field, PositiveInt, model_validator
 
-from personalign.data.io import OnInvalid, ReadCounts, read_examples, write_jsonl
-from personalign.errors import EmptyError
+from personalign.data.io import OnInvalid, default_rejects_path, write_jsonl
+from personalign.data.store import StoreSpec, TokenStore, build_token_store
+from personalign.data.views import ViewConfig
 from personalign.files import write_json, write_text
-from personalign.data.views import ViewConfig, ViewCounts, render_views
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
-from personalign.models.loading import load_model, load_tokenizer, model_fingerprint, resolve_model
-from personalign.models.logprobs import ResponseScores, score_responses
+from personalign.models.loading import load_model, load_tokenizer, resolve_model
+from personalign.models.refcache import cached_table, scores_path, table_fits
+from personalign.models.scorer import ResponseScores, response_scores, score_store
 from personalign.models.settings import ScoringModelSettings
-from personalign.models.refcache import cached_scores
 
 
 ALIGNX_REFERENCE_VIEW = ViewConfig(view="ica", template="alignx-eval")
@@ -101,57 +100,33 @@ def process_state() -> PartialState:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
-def score_sharded(model, tokenizer, items: Sequence[tuple[str, list[str]]], **kw) -> list[ResponseScores]:
-    """`score_responses` split across the processes of the current accelerate state; ordered result on all."""
-    state = process_state()
-    if state.num_processes == 1:
-        return score_responses(model, tokenizer, items, **kw)
-    with state.split_between_processes(list(range(len(items)))) as mine:
-        local = score_responses(model, tokenizer, [items[i] for i in mine], progress=state.is_main_process, **kw)
-        gathered = gather_object(list(zip(mine, local)))
-    return [s for _, s in sorted(gathered, key=lambda t: t[0])]
-
-
-def _scores(name: str, cfg: AccuracyConfig, view: ViewConfig, items, tokenizer) -> list[ResponseScores]:
-    """Scores of `items` (rendered under `view`) under model `name`, from the log-prob cache when possible."""
-    state = process_state()
-
-    def compute() -> list[ResponseScores]:
-        model, _ = load_model(name, device=state.device, **cfg.load_kwargs())
-        return score_sharded(model, tokenizer, items, max_length=cfg.max_length,
-                             max_tokens_per_batch=cfg.max_tokens_per_batch)
-
-    if not cfg.cache:
-        return compute()
-    key = {"model": model_fingerprint(name), "view": view.model_dump(), "max_length": cfg.max_length,
-           "limit": cfg.limit, "on_invalid": cfg.on_invalid, "dtype": cfg.dtype, **cfg.kernel_key()}
-    scores, _, _ = cached_scores(cfg.data, key, compute, write=state.is_main_process,
-                                 fits=lambda s: len(s) == len(items) and all(len(x.logp) == 2 for x in s))
-    state.wait_for_everyone()
-    return scores
-
-
-def _render(cfg: AccuracyConfig, view: ViewConfig, tokenizer, read_counts: ReadCounts | None = None
-            ) -> tuple[list[tuple[str, list[str]]], list[str], list[str], ViewCounts]:
-    """(prompt, [preferred, other]) items, sources, slices and view counts of `cfg.data` under `view`."""
+def _store(cfg: AccuracyConfig, view: ViewConfig, tokenizer) -> TokenStore:
+    """The token store of `cfg.data`'s pairs under `view` (built once, by the main process)."""
     view = view if view.max_length else view.model_copy(update={"max_length": cfg.max_length})
-    counts = ViewCounts()
-    examples = read_examples(cfg.data, on_invalid=cfg.on_invalid, counts=read_counts or ReadCounts())
-    items, sources, slices = [], [], []
-    for i, r in enumerate(render_views(examples, view, tokenizer)):
-        if cfg.limit is not None and i >= cfg.limit:
-            break
-        if len(r.responses) != 2:
-            raise ValueError(f"{r.source}: alignment accuracy needs pairs, got {len(r.responses)} responses")
-        counts.add(r)
-        items.append((r.prompt, r.responses))
-        sources.append(r.source)
-        slices.append(r.slice)
-    if not items:
-        raise EmptyError("no valid record to evaluate" + (f" ({read_counts.rejected} invalid, skipped)"
-                                                          if read_counts and read_counts.rejected else ""),
-                         file=cfg.data)
-    return items, sources, slices, counts
+    spec = StoreSpec(view, cfg.max_length, need="pair", limit=cfg.limit, on_invalid=cfg.on_invalid)
+    state = process_state()
+    with state.main_process_first():
+        store, _ = build_token_store(cfg.data, tokenizer, spec, progress=state.is_main_process,
+                                     rejects_path=default_rejects_path(cfg.data) if cfg.on_invalid == "skip" else None)
+    return store
+
+
+def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseScores]:
+    """Scores of `store` under model `name`, sharded over the processes, from the log-prob cache when possible."""
+    state = process_state()
+
+    def compute(journal):
+        model, _ = load_model(name, device=state.device, **cfg.load_kwargs())
+        return score_store(model, store, state=state, max_tokens_per_batch=cfg.max_tokens_per_batch, journal=journal,
+                           progress=state.is_main_process)
+
+    if cfg.cache:
+        table, _ = cached_table(scores_path(store, name, cfg), compute, write=state.is_main_process,
+                                fits=table_fits(store))
+        state.wait_for_everyone()
+    else:
+        table = compute(None)
+    return response_scores(table, store.truncated().tolist())
 
 
 def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
@@ -162,22 +137,23 @@ def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
     ref_view = cfg.reference_view or cfg.view
     raw = reference == policy and ref_view == cfg.view
     tokenizer = load_tokenizer(policy)
-    read_counts = ReadCounts()
-    items, sources, slices, view_counts = _render(cfg, cfg.view, tokenizer, read_counts)
-    pol = _scores(policy, cfg, cfg.view, items, tokenizer)
+    store = _store(cfg, cfg.view, tokenizer)
+    sources, slices = store.column("source"), store.column("slice")
+    pol = _scores(policy, cfg, store)
     ref = None
     if not raw:
         ref_tokenizer = tokenizer if reference == policy else load_tokenizer(reference)
-        ref_items = items
+        ref_store = store
         if ref_view != cfg.view or ref_tokenizer is not tokenizer:
-            ref_items, ref_sources, _, _ = _render(cfg, ref_view, ref_tokenizer)
-            if ref_sources != sources:
+            ref_store = _store(cfg, ref_view, ref_tokenizer)
+            if ref_store.column("source") != sources:
                 raise ValueError(f"{cfg.data}: the reference view renders other records than the policy view")
-        ref = _scores(reference, cfg, ref_view, ref_items, ref_tokenizer)
+        ref = _scores(reference, cfg, ref_store)
     correct = _correct(pol, ref)
     estimates = sliced_accuracy(correct, slices, n_boot=cfg.n_boot, seed=cfg.seed)
-    counts = {"records": len(items), "rejected": read_counts.rejected,
-              "truncated_for_scoring": sum(s.truncated for s in pol), **view_counts.summary()}
+    c = store.counts
+    counts = {"records": len(store), "rejected": c["rejected"], "truncated_for_scoring": sum(s.truncated for s in pol),
+              **{k.removeprefix("view_"): v for k, v in c.items() if k.startswith("view_")}}
     config = cfg.model_dump(mode="json") | {"policy": policy, "reference": reference,
                                             "reference_view": ref_view.model_dump(mode="json")}
     return AccuracyResult("raw" if raw else "alignment", estimates, sources, slices, pol, ref, config, counts)

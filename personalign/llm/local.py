@@ -195,7 +195,7 @@ class LocalBackend:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             **extra,
         )

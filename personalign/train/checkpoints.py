@@ -25,6 +25,7 @@ from personalign.files import atomic_dir, check_output_dir, write_json
 from personalign.files import read_json_object as _read_json
 from personalign.models.loading import load_model, load_tokenizer
 from personalign.models.lora import apply_lora, load_lora, merge_lora
+from personalign.models.scorer import ResponseLogprobs
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "train_config.yaml"
@@ -35,6 +36,7 @@ EXPORT_MARKER = "personalign-export.json"
 TRAIN_OUTPUTS = ("checkpoint-*", FINAL_DIR, METRICS_FILE, CONFIG_FILE, "tensorboard", "events.out.tfevents.*",
                  "runs", "*.tmp")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+POLICY_PREFIX = "model."  # `ResponseLogprobs.model`
 
 
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -121,10 +123,11 @@ def prune_checkpoints(output_dir: str | os.PathLike, limit: int | None) -> list[
 def save_final(accelerator, model, tokenizer, directory: Path) -> Path:
     """Write the trained policy as an HF directory: LoRA adapter or full weights, plus the tokenizer."""
     unwrapped = accelerator.unwrap_model(model)
+    unwrapped = getattr(unwrapped, "model", unwrapped)  # the policy inside `ResponseLogprobs`
     if hasattr(unwrapped, "peft_config"):
         unwrapped.save_pretrained(directory, is_main_process=accelerator.is_main_process, safe_serialization=True)
     else:
-        state_dict = accelerator.get_state_dict(model)
+        state_dict = _policy_state(accelerator.get_state_dict(model))
         unwrapped.save_pretrained(directory, is_main_process=accelerator.is_main_process, state_dict=state_dict,
                                   save_function=accelerator.save, safe_serialization=True)
     if accelerator.is_main_process:
@@ -216,12 +219,18 @@ def _model_from_checkpoint(checkpoint: Path, cfg):
         state = load_file(str(weights))
     except (OSError, SafetensorError) as e:
         raise CorruptFileError(f"cannot read the checkpoint's weights ({e})", file=weights) from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if _is_tied(model, k)}
+    wrapped = ResponseLogprobs(model)  # checkpoints hold the state of the module accelerate prepared
+    missing, unexpected = wrapped.load_state_dict(state, strict=False)
+    tied = {k for k in missing if _is_tied(wrapped, k)}
     if unexpected or set(missing) - tied:
         raise ValueError(f"{checkpoint}: weights do not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]})")
     return model, tokenizer
+
+
+def _policy_state(state: dict) -> dict:
+    """The policy's own keys of a `ResponseLogprobs` state dict (its weights sit under `model.`)."""
+    return {k.removeprefix(POLICY_PREFIX): v for k, v in state.items()}
 
 
 def _is_tied(model, key: str) -> bool:

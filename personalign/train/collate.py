@@ -1,33 +1,25 @@
-"""Training data: records -> rendered views -> token ids (once, before training) -> packed batches.
+"""Training data: records -> token store (rendered and tokenized once, on disk) -> packed batches.
 
-A `TrainItem` holds one example's token ids (prompt and responses, best first), its reference
-log-probs when the objective needs them, and its rewards. `collate` packs a list of items into
-one `TrainBatch`: every example is ONE sequence prompt ‖ r1 ‖ … ‖ rk (`pack_batch`), so the
-responses of a pair or a ranking of any length share a single prompt pass.
+`load_store` builds (or finds) the token store of a training or eval file. `collate` reads the
+rows of one micro-batch from it and packs them into one `TrainBatch`: every example is ONE
+sequence prompt ‖ r1 ‖ … ‖ rk (`pack_batch`), so the responses of a pair or a ranking of any
+length share a single prompt pass. Reference log-probs come as an `[N, R]` table beside the store.
 """
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
-from personalign.data.io import ReadCounts, read_examples
-from personalign.data.views import ViewConfig, ViewCounts, render_views
-from personalign.errors import EmptyError
-from personalign.models.logprobs import PackedBatch, Tokenized, pack_batch, tokenize_pair
+from personalign.data.io import OnInvalid, default_rejects_path
+from personalign.data.store import StoreSpec, TokenStore, build_token_store
+from personalign.data.views import ViewConfig
+from personalign.models.logprobs import PackedBatch, pack_batch
+from personalign.train.config import TrainConfig
 
-
-@dataclass(frozen=True, slots=True)
-class TrainItem:
-    """One tokenized example; `ref_logps` and `rewards` align with `tokens.response_ids`."""
-
-    tokens: Tokenized
-    ref_logps: tuple[float, ...] | None = None
-    rewards: tuple[float, ...] | None = None
+NEEDS = {"dpo": "pair", "pro": "ranking", "sft": "any"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,65 +35,49 @@ class TrainBatch:
         return TrainBatch(self.packed.to(device), move(self.ref_logps), move(self.rewards))
 
 
-def load_items(
-    source: str | os.PathLike,
-    view: ViewConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    loss: str,
-    max_length: int | None,
-    limit: int | None = None,
-    best_only: bool = False,
-) -> tuple[list[TrainItem], dict[str, int]]:
-    """Read, render and tokenize the first `limit` records of `source` (all when None).
-
-    DPO needs exactly two responses per record and PRO at least two. `best_only` keeps just the
-    best response (SFT training). The view renders with `max_length` unless it sets its own, so
-    history is dropped to fit instead of cut by the tokenizer. Returns the items and counts.
-    """
-    if view.max_length is None and max_length is not None:
-        view = view.model_copy(update={"max_length": max_length})
-    read, rendered = ReadCounts(), ViewCounts()
-    examples = itertools.islice(read_examples(source, counts=read), limit)
-    items = []
-    for r in render_views(examples, view, tokenizer):
-        n = len(r.responses)
-        if (loss == "dpo" and n != 2) or (loss == "pro" and n < 2):
-            need = "exactly 2 responses (a pair)" if loss == "dpo" else "at least 2 responses (a ranking)"
-            raise ValueError(f"{r.source}: loss {loss!r} needs {need}, got {n}")
-        responses = r.responses[:1] if best_only else r.responses
-        rewards = tuple(r.rewards[: len(responses)]) if r.rewards is not None else None
-        items.append(TrainItem(tokenize_pair(tokenizer, r.prompt, responses, max_length), rewards=rewards))
-        rendered.add(r)
-    if not items:
-        raise EmptyError("no records to train on", file=source)
-    if max_length is not None and all(it.tokens.response_cut for it in items):
-        raise EmptyError(f"every one of the {len(items)} records is too long for max_length={max_length}: its "
-                         "responses would be cut even after dropping history and cutting the prompt; raise "
-                         "max_length", file=source)
-    counts = {"records": len(items), "truncated_for_length": sum(it.tokens.truncated for it in items),
-              **{f"view_{k}": v for k, v in rendered.summary().items() if k != "records"}}
-    return items, counts
+def store_spec(view: ViewConfig, *, loss: str, max_length: int | None, limit: int | None = None,
+               on_invalid: OnInvalid = "fail") -> StoreSpec:
+    """What a training (or eval) store of `loss` holds: DPO needs exactly two responses per record,
+    PRO at least two; SFT keeps only the best response."""
+    return StoreSpec(view, max_length, responses="best" if loss == "sft" else "all", need=NEEDS[loss], limit=limit,
+                     on_invalid=on_invalid)
 
 
-def collate(items: Sequence[TrainItem]) -> TrainBatch:
-    """Pack `items` into one batch; reference log-probs and rewards are kept when every item has them."""
-    packed = pack_batch([it.tokens for it in items])
-    return TrainBatch(packed, *targets(items, packed.num_responses))
+def run_specs(cfg: TrainConfig) -> list[tuple[str, StoreSpec]]:
+    """The (data, store spec) pairs a training run reads: its training data, and its eval data (all
+    history, no sampling) when it has one. `personalign data tokenize` builds exactly these."""
+    specs = [(cfg.data, store_spec(cfg.view, loss=cfg.loss, max_length=cfg.max_length, limit=cfg.limit,
+                                   on_invalid=cfg.on_invalid))]
+    if cfg.eval_data is not None:
+        eval_view = cfg.view.model_copy(update={"sample_history": False})
+        specs.append((cfg.eval_data, store_spec(eval_view, loss=cfg.loss, max_length=cfg.max_length,
+                                                on_invalid=cfg.on_invalid)))
+    return specs
 
 
-def targets(items: Sequence[TrainItem], width: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """`[N, width]` reference log-probs and rewards of `items` (padding 0), each None when absent."""
-    return (_per_response([it.ref_logps for it in items], width, "reference log-probs"),
-            _per_response([it.rewards for it in items], width, "rewards"))
+def load_store(source: str | os.PathLike, spec: StoreSpec, tokenizer, *, num_proc: int = 1, progress: bool = True
+               ) -> tuple[TokenStore, bool]:
+    """The token store of `source` (built when missing; skipped records go to the default rejects file)."""
+    rejects = default_rejects_path(source) if spec.on_invalid == "skip" else None
+    return build_token_store(source, tokenizer, spec, rejects_path=rejects, num_proc=num_proc, progress=progress)
 
 
-def _per_response(values: list[tuple[float, ...] | None], width: int, what: str) -> torch.Tensor | None:
+def collate(store: TokenStore, indices: Sequence[int], ref: torch.Tensor | None = None) -> TrainBatch:
+    """Pack rows `indices` of `store` into one batch, with their reference log-probs (rows of `ref`)
+    and rewards when the records carry them."""
+    packed = pack_batch(store.examples(indices))
+    width = packed.num_responses
+    ref_logps = None if ref is None else ref[torch.as_tensor(list(indices), dtype=torch.long), :width].float()
+    return TrainBatch(packed, ref_logps, rewards_tensor(store.rewards(indices), width))
+
+
+def rewards_tensor(values: list[list[float] | None], width: int) -> torch.Tensor | None:
+    """`[N, width]` rewards (padding 0), None when no row has them."""
     present = [v is not None for v in values]
     if not any(present):
         return None
     if not all(present):
-        raise ValueError(f"{what} are given for some examples of a batch but not for others")
+        raise ValueError("rewards are given for some examples of a batch but not for others")
     out = torch.zeros(len(values), width, dtype=torch.float32)
     for row, v in enumerate(values):
         out[row, : len(v)] = torch.tensor(v, dtype=torch.float32)

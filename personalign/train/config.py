@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
+from personalign.data.io import OnInvalid
 from personalign.data.views import ViewConfig
 from personalign.models.lora import LoraSettings
 from personalign.models.settings import ScoringModelSettings
@@ -22,6 +23,8 @@ class TrainConfig(ScoringModelSettings):
     eval_data: str | None = None
     view: ViewConfig = Field(default_factory=lambda: ViewConfig(sample_history=True))  # eval: all history
     limit: PositiveInt | None = None  # train on the first N records only
+    on_invalid: OnInvalid = "fail"  # skip: bad records go to <data>.rejects.jsonl and are counted
+    dataset_num_proc: PositiveInt = 1  # processes that render and tokenize into the token store
 
     loss: Literal["dpo", "sft", "pro"] = "dpo"
     beta: PositiveFloat = 0.1

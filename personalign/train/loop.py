@@ -2,12 +2,14 @@
 
 `train(cfg)`:
 
-1. tokenize the training (and eval) records once;
+1. render and tokenize the training (and eval) records once, into an on-disk token store
+   (`personalign.data.store`) that every step reads a micro-batch at a time;
 2. reference log-probs from the on-disk cache (`cached_scores`), computed on a miss with the
    *starting* weights — for LoRA that is the base model, i.e. the policy with no adapters. The
    reference model is never held next to the policy. DPO needs them for training; evaluation
    uses them for alignment accuracy whatever the loss;
-3. LoRA adapters or full fine-tuning; AdamW, warmup + linear/cosine decay, gradient clipping;
+3. LoRA adapters or full fine-tuning, inside `ResponseLogprobs` (the module accelerate prepares,
+   whose forward runs the decoder and the LM head); AdamW, warmup + linear/cosine decay, gradient clipping;
 4. the data order: each epoch is a permutation seeded by (seed + epoch); optimizer step k of an
    epoch takes the k-th slice of global-batch size (the last slice wraps around to the epoch's
    start, so every step has a full batch), split into gradient-accumulation micro-batches and
@@ -22,12 +24,11 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from accelerate.utils import gather_object, is_tensorboard_available, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -35,18 +36,19 @@ from transformers import get_scheduler
 
 from personalign.config import dump_config
 from personalign.data.io import check_source
-from personalign.errors import CorruptFileError
+from personalign.errors import CorruptFileError, EmptyError
 from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
-from personalign.models.loading import check_model_dir, load_model, model_fingerprint, resolve_model
-from personalign.models.logprobs import ResponseScores, length_batches, pack_batch, packed_logprobs
+from personalign.models.loading import check_model_dir, load_model, resolve_model
+from personalign.data.store import TokenStore
 from personalign.models.lora import apply_lora
-from personalign.models.refcache import cached_scores
+from personalign.models.refcache import cached_table, scores_path, table_fits
+from personalign.models.scorer import ResponseLogprobs, ScoreTable, batch_kwargs, score_store
 from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
     resolve_checkpoint, save_checkpoint, save_final,
 )
-from personalign.train.collate import TrainItem, collate, load_items, targets
+from personalign.train.collate import collate, load_store, rewards_tensor, run_specs
 from personalign.train.config import TrainConfig
 from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
 
@@ -84,66 +86,51 @@ def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref
     )
 
 
-def score_items(model, items: Sequence[TrainItem], accelerator: Accelerator, *, max_tokens_per_batch: int,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs and token counts `[N, R]` of every item, without gradients.
-
-    Length-sorted batches are dealt round-robin to the processes and the results gathered, so
-    every process returns the full table. Runs the unwrapped model (no collective per forward).
-    """
-    model = accelerator.unwrap_model(model)
-    batches = length_batches([it.tokens for it in items], max_tokens_per_batch=max_tokens_per_batch)
-    rows = []
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), accelerator.autocast():
-        for idx in batches[accelerator.process_index :: accelerator.num_processes]:
-            sums, counts = packed_logprobs(model, pack_batch([items[i].tokens for i in idx]).to(accelerator.device))
-            rows += [(i, sums[r].tolist(), counts[r].tolist()) for r, i in enumerate(idx)]
-    model.train(was_training)
-    if accelerator.num_processes > 1:
-        rows = gather_object(rows)
-    width = max(len(it.tokens.response_ids) for it in items)
-    logps, n_tokens = torch.zeros(len(items), width), torch.zeros(len(items), width, dtype=torch.long)
-    for i, s, c in rows:
-        logps[i, : len(s)], n_tokens[i, : len(c)] = torch.tensor(s), torch.tensor(c)
-    return logps, n_tokens
+def scoring_module(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
+    """The module to score with, without gradients: the prepared one where every forward runs collectives
+    (FSDP, DeepSpeed: all ranks score in step), else the unwrapped one (no DDP hooks per forward)."""
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    return model if sharded else accelerator.unwrap_model(model)
 
 
-def reference_logps(model, items: list[TrainItem], source: str, key: dict, cfg: TrainConfig,
-                    accelerator: Accelerator) -> tuple[list[TrainItem], bool]:
-    """Attach reference log-probs to `items`, from the cache or scored now with `model`; (items, hit)."""
+def score(model, store: TokenStore, cfg: TrainConfig, accelerator: Accelerator, journal: Path | None = None
+          ) -> ScoreTable:
+    """`[N, R]` log-probs of every row of `store`, sharded over the processes (all get the table)."""
+    return score_store(scoring_module(model, accelerator), store, state=accelerator,
+                       max_tokens_per_batch=cfg.max_tokens_per_batch, journal=journal,
+                       progress=accelerator.is_main_process)
 
-    def compute() -> list[ResponseScores]:
-        logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
-        rows = zip(logps.tolist(), n_tokens.tolist(), items)
-        return [_response_scores(s, n, it.tokens.truncated) for s, n, it in rows]
 
-    def fits(scores: list[ResponseScores]) -> bool:
-        return len(scores) == len(items) and all(len(s.logp) == len(it.tokens.response_ids)
-                                                 for s, it in zip(scores, items))
-
-    scores, path, hit = cached_scores(source, key, compute, write=accelerator.is_main_process, fits=fits)
+def reference_table(model, store: TokenStore, model_path: str, cfg: TrainConfig, accelerator: Accelerator
+                    ) -> tuple[ScoreTable, bool]:
+    """Reference log-probs of `store`, from the cache or scored now with `model`; (table, hit)."""
+    table, hit = cached_table(scores_path(store, model_path, cfg, bf16_autocast=cfg.bf16),
+                              lambda journal: score(model, store, cfg, accelerator, journal),
+                              write=accelerator.is_main_process, fits=table_fits(store))
     accelerator.wait_for_everyone()
-    return [TrainItem(it.tokens, tuple(s.logp), it.rewards) for it, s in zip(items, scores)], hit
+    return table, hit
 
 
-def _response_scores(logps: list[float], n_tokens: list[int], truncated: bool) -> ResponseScores:
-    k = sum(1 for n in n_tokens if n > 0)
-    return ResponseScores(logps[:k], [a / n for a, n in zip(logps[:k], n_tokens[:k])], n_tokens[:k], truncated)
+@dataclass(frozen=True)
+class EvalSet:
+    """The eval store with its reference log-probs and rewards."""
+
+    store: TokenStore
+    ref: ScoreTable
+    rewards: torch.Tensor | None
 
 
-def evaluate(model, items: list[TrainItem], cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
+def evaluate(model, data: EvalSet, cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
     """The objective on the eval set, and alignment accuracy `eval/accuracy` (best vs worst response,
     margin over the reference). For DPO's pairs that is the objective's `rewards/accuracies`, which
     is therefore not reported twice."""
-    logps, n_tokens = score_items(model, items, accelerator, max_tokens_per_batch=cfg.max_tokens_per_batch)
-    ref, rewards = targets(items, logps.shape[1])
-    out = objective(cfg, logps, n_tokens, ref, rewards)
+    table = score(model, data.store, cfg, accelerator)
+    logps, n_tokens, ref = table.logps, table.n_tokens, data.ref.logps
+    out = objective(cfg, logps, n_tokens, ref, data.rewards)
     metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items() if k != "rewards/accuracies"}
     last = (n_tokens > 0).sum(dim=1) - 1
     if bool((last > 0).all()):
-        rows = torch.arange(len(items))
+        rows = torch.arange(len(data.store))
         correct = pair_correct(logps[:, 0].numpy(), logps[rows, last].numpy(),
                                ref[:, 0].numpy(), ref[rows, last].numpy())
         metrics["eval/accuracy"] = float(correct.mean())
@@ -218,31 +205,45 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     return optimizer, scheduler
 
 
+@dataclass(frozen=True)
+class TrainData:
+    """The training store, its reference log-probs (DPO), its counts, and the eval set."""
+
+    store: TokenStore
+    ref: ScoreTable | None
+    counts: dict[str, int]
+    eval: EvalSet | None
+
+
 def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: Accelerator, console: Console
-              ) -> tuple[list[TrainItem], dict[str, int], list[TrainItem] | None]:
-    """(training items, their counts, eval items): tokenized once, with reference log-probs from the
-    cache (scored with the starting weights) where the loss or the evaluation needs them."""
-    key = {"model": model_fingerprint(model_path), "max_length": cfg.max_length, "on_invalid": "fail",
-           "dtype": _scoring_dtype(cfg), **cfg.kernel_key()}
-    items, counts = load_items(cfg.data, cfg.view, tokenizer, loss=cfg.loss, max_length=cfg.max_length,
-                               limit=cfg.limit, best_only=cfg.loss == "sft")
+              ) -> TrainData:
+    """Token stores of the training (and eval) records, built once by the main process, with reference
+    log-probs from the cache (scored with the starting weights) where the loss or the evaluation needs them."""
+    specs = run_specs(cfg)
+    with accelerator.main_process_first():
+        store, hit = load_store(*specs[0], tokenizer, num_proc=cfg.dataset_num_proc,
+                                progress=accelerator.is_main_process)
+    c = store.counts
+    if cfg.max_length is not None and c["responses_cut"] == c["records"]:
+        raise EmptyError(f"every one of the {c['records']} records is too long for max_length={cfg.max_length}: its "
+                         "responses would be cut even after dropping history and cutting the prompt; raise max_length",
+                         file=cfg.data)
+    console.print(f"token store {store.path}: {c['records']} records, {c['tokens']:,} tokens, "
+                  f"{c['truncated_for_length']} truncated, {c['rejected']} rejected ({'cache' if hit else 'built'})")
+    counts = {"records": c["records"], "rejected": c["rejected"], "truncated_for_length": c["truncated_for_length"],
+              **{k: v for k, v in c.items() if k.startswith("view_") and k != "view_records"}}
+    ref = None
     if cfg.loss == "dpo":
-        items, hit = reference_logps(model, items, cfg.data, key | {"view": cfg.view.model_dump(), "limit": cfg.limit},
-                                     cfg, accelerator)
-        console.print(f"reference log-probs of {len(items)} training records: {'cache' if hit else 'computed'}")
+        ref, hit = reference_table(model, store, model_path, cfg, accelerator)
+        console.print(f"reference log-probs of {len(store)} training records: {'cache' if hit else 'computed'}")
     if cfg.eval_data is None:
-        return items, counts, None
-    eval_view = cfg.view.model_copy(update={"sample_history": False})
-    eval_items, _ = load_items(cfg.eval_data, eval_view, tokenizer, loss=cfg.loss, max_length=cfg.max_length)
-    eval_items, _ = reference_logps(model, eval_items, cfg.eval_data,
-                                    key | {"view": eval_view.model_dump(), "limit": None}, cfg, accelerator)
-    return items, counts, eval_items
-
-
-def _scoring_dtype(cfg: TrainConfig) -> str:
-    """The precision reference log-probs are scored in, for the cache key (fp32 runs keep their old key)."""
-    weights = "" if cfg.dtype == "float32" else f"{cfg.dtype}-weights+"
-    return weights + ("bfloat16-autocast" if cfg.bf16 else "float32")
+        return TrainData(store, ref, counts, None)
+    with accelerator.main_process_first():
+        eval_store, _ = load_store(*specs[1], tokenizer, num_proc=cfg.dataset_num_proc,
+                                   progress=accelerator.is_main_process)
+    eval_ref, _ = reference_table(model, eval_store, model_path, cfg, accelerator)
+    rewards = rewards_tensor(eval_store.rewards(range(len(eval_store))), eval_store.width)
+    return TrainData(store, ref, counts, EvalSet(eval_store, eval_ref, rewards))
 
 
 def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int) -> int:
@@ -304,16 +305,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     with accelerator.main_process_first():
         model_path = resolve_model(cfg.model)
     model, tokenizer = load_model(model_path, device=accelerator.device, **cfg.load_kwargs())
-    items, counts, eval_items = load_data(cfg, model, tokenizer, model_path, accelerator, console)
+    data = load_data(cfg, model, tokenizer, model_path, accelerator, console)
+    n_records = len(data.store)
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
+    model = ResponseLogprobs(model)
     model.train()
-    plan = StepPlan.of(cfg, len(items), accelerator.num_processes)
+    plan = StepPlan.of(cfg, n_records, accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, *build_optimizer(model, cfg, plan.total))
-    start = 0 if resume is None else resume_run(accelerator, resume, plan, len(items))
+    start = 0 if resume is None else resume_run(accelerator, resume, plan, n_records)
     if resume is not None:
         console.print(f"resumed from {resume} at step {start}")
     if main:
@@ -322,7 +325,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         _truncate_metrics(out / METRICS_FILE, start)
     if cfg.report_to == "tensorboard":
         accelerator.init_trackers("tensorboard", config=_flat(cfg.model_dump(mode="json")))
-    console.print(f"training {cfg.loss} on {len(items)} records: {plan.total} steps × global batch {plan.global_batch} "
+    console.print(f"training {cfg.loss} on {n_records} records: {plan.total} steps × global batch {plan.global_batch} "
                   f"({plan.per_device} per device × {plan.world} processes × {plan.accumulation} accumulation), "
                   f"{plan.steps_per_epoch} steps/epoch")
 
@@ -337,15 +340,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         for step in range(start, plan.total):
             epoch, k = divmod(step, plan.steps_per_epoch)
             if epoch != order_epoch:
-                order, order_epoch = epoch_order(len(items), cfg.seed, epoch), epoch
+                order, order_epoch = epoch_order(n_records, cfg.seed, epoch), epoch
             micro_batches = step_micro_batches(order, k, per_device=plan.per_device, accumulation=plan.accumulation,
                                                rank=accelerator.process_index, world=plan.world)
             lr, step_loss = scheduler.get_last_lr()[0], 0.0
             for idx in micro_batches:
-                batch = collate([items[i] for i in idx]).to(accelerator.device)
+                batch = collate(data.store, idx, None if data.ref is None else data.ref.logps).to(accelerator.device)
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
-                        logps, n_tokens = packed_logprobs(model, batch.packed)
+                        logps, n_tokens = model(**batch_kwargs(batch.packed))
                         loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards)
                     accelerator.backward(loss_out.loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm:
@@ -366,14 +369,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                 train_metrics = window.flush(accelerator, lr=lr, epoch=done / plan.steps_per_epoch,
                                              global_batch=plan.global_batch)
                 _log(accelerator, out, done, train_metrics, progress)
-            if eval_items is not None and (done % cfg.eval_steps == 0 or done == plan.total
+            if data.eval is not None and (done % cfg.eval_steps == 0 or done == plan.total
                                            or done % cfg.save_steps == 0):
-                eval_metrics = evaluate(model, eval_items, cfg, accelerator)
+                eval_metrics = evaluate(model, data.eval, cfg, accelerator)
                 _log(accelerator, out, done, eval_metrics, progress)
             if done % cfg.save_steps == 0:
                 metric = _checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
                 state = {"step": done, "epoch": done / plan.steps_per_epoch, "global_batch": plan.global_batch,
-                         "records": len(items), "metric": metric}
+                         "records": n_records, "metric": metric}
                 path = save_checkpoint(accelerator, out, done, state, cfg)
                 since_save = []
                 if main:
@@ -386,8 +389,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     return TrainResult(
         output_dir=out, final_dir=final_dir, global_step=plan.total, epoch=plan.total / plan.steps_per_epoch,
         train_metrics=train_metrics, eval_metrics=eval_metrics, best_checkpoint=best_checkpoint(out),
-        resumed_from=resume, counts=counts | {"global_batch": plan.global_batch, "checkpoints": len(checkpoints(out))},
-        seconds=time.perf_counter() - started, policy=accelerator.unwrap_model(model),
+        resumed_from=resume, counts=data.counts | {"global_batch": plan.global_batch, "checkpoints": len(checkpoints(out))},
+        seconds=time.perf_counter() - started, policy=accelerator.unwrap_model(model).model,
     )
 
 

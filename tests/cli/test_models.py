@@ -5,7 +5,7 @@ import shutil
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.models.loading import HOME_ENV
+from personalign.files import HOME_ENV
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from personalign.cli import app
 from personalign.data.io import write_jsonl
 from personalign.data.synth import synth_records
-from personalign.models.refcache import CACHE_DIRNAME
+from personalign.files import CACHE_DIRNAME
 
 runner = CliRunner()
 PAIRS = [{"prompt": f"Question {i}?", "chosen": f"A careful answer {i}.", "rejected": f"No {i}."} for i in range(4)]
@@ -80,7 +80,7 @@ def test_corrupt_reference_cache_is_reported_deleted_and_recomputed(tmp_path, ti
             "--out", tmp_path / "acc"]
     cli(*args)
     first = (tmp_path / "acc" / "scores.jsonl").read_text()
-    [entry] = (tmp_path / CACHE_DIRNAME).glob("logprobs-*.safetensors")
+    [entry] = (tmp_path / CACHE_DIRNAME).glob("tokens-*/logprobs-*.safetensors")
     entry.write_bytes(entry.read_bytes()[:40])  # a torn write
     res = cli(*args)
     assert "warning: cache entry" in res.stderr and "recomputing" in res.stderr

@@ -7,7 +7,8 @@ import torch
 from personalign.data.schema import Comment, Example, UserContext
 from personalign.data.tokens import bos_to_add, prompt_ids
 from personalign.data.views import ViewConfig, build_view
-from personalign.models.logprobs import score_responses, tokenize_pair
+from personalign.data.tokens import tokenize_pair
+from personalign.models.scorer import score_responses
 from personalign.testing import BEGIN_OF_TEXT, tiny_causal_lm, tiny_tokenizer
 
 

@@ -13,7 +13,7 @@ import pytest
 from personalign.data.io import write_jsonl
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.models.loading import load_model
-from personalign.models.logprobs import score_responses
+from personalign.models.scorer import score_responses
 from personalign.testing import save_tiny
 
 WORDS = "red blue green small large quick slow happy calm bright dark warm cold".split()
@@ -72,11 +72,11 @@ def test_reference_mode_uses_margin_and_cache(pair_file, tiny_model_dir, second_
     assert res.mode == "alignment"
     margins = [(p.logp[0] - p.logp[1]) - (r.logp[0] - r.logp[1]) for p, r in zip(res.policy, res.reference)]
     assert res.estimates["overall"].value == pytest.approx(np.mean([m > 0 for m in margins]))
-    cached = sorted((tmp_path / ".personalign-cache").glob("logprobs-*.safetensors"))
+    cached = sorted((tmp_path / ".personalign-cache").glob("tokens-*/logprobs-*.safetensors"))
     assert len(cached) == 2
     again = evaluate_accuracy(cfg)
     assert [p.logp for p in again.policy] == [p.logp for p in res.policy]
-    assert sorted((tmp_path / ".personalign-cache").glob("*")) == cached
+    assert sorted((tmp_path / ".personalign-cache").glob("tokens-*/*.safetensors")) == cached  # nothing new
 
 
 def _run(cmd: list[str], cwd: Path, **env: str) -> str:

@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 
+from personalign import files
 from personalign.models import loading
 from personalign.models.loading import (
     ModelNotFoundError,
@@ -130,7 +131,7 @@ def test_model_fingerprint_tracks_weights(tmp_path, tiny_model_dir):
 
 
 def test_interrupted_prepare_leaves_no_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(loading.HOME_ENV, str(tmp_path))
+    monkeypatch.setenv(files.HOME_ENV, str(tmp_path))
 
     class Interrupting:
         @staticmethod

@@ -8,9 +8,9 @@ from personalign.models.logprobs import (
     length_batches,
     pack_batch,
     packed_logprobs,
-    score_responses,
-    tokenize_pair,
 )
+from personalign.models.scorer import score_responses
+from personalign.data.tokens import tokenize_pair
 from personalign.testing import tiny_causal_lm
 
 ATOL = 1e-4
@@ -111,7 +111,7 @@ def test_pack_batch_layout(tiny_lm):
 def test_length_batches_respects_budget_and_covers_all(tiny_lm):
     _, tok = tiny_lm
     examples = [tokenize_pair(tok, "word " * n, ["ok"]) for n in (3, 30, 7, 12, 1, 60, 5)]
-    batches = length_batches(examples, max_tokens_per_batch=64, batch_size=3)
+    batches = length_batches([e.packed_length for e in examples], max_tokens_per_batch=64, batch_size=3)
     assert sorted(i for b in batches for i in b) == list(range(len(examples)))
     for b in batches:
         longest = max(examples[i].packed_length for i in b)

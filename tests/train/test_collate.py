@@ -1,4 +1,4 @@
-"""Collators: records -> token ids once -> packed batches (one prompt pass per example)."""
+"""Collators: records -> token store once -> packed batches (one prompt pass per example)."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,12 @@ import json
 import pytest
 import torch
 
+from personalign.data.errors import RecordError
 from personalign.data.views import ViewConfig
-from personalign.models.logprobs import Tokenized, packed_logprobs, tokenize_pair
-from personalign.train.collate import TrainItem, collate, load_items
+from personalign.models.logprobs import packed_logprobs
+from personalign.train.collate import collate, load_store, rewards_tensor, store_spec
 
-PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+PLAIN = ViewConfig(template="plain")
 
 
 def write_jsonl(path, records):
@@ -18,37 +19,42 @@ def write_jsonl(path, records):
     return path
 
 
-def test_pair_shares_one_prompt(tiny_lm):
+def store_of(tmp_path, records, tok, *, loss="dpo", view=PLAIN, max_length=64, **kw):
+    path = write_jsonl(tmp_path / f"{loss}-{len(records)}.jsonl", records)
+    store, _ = load_store(path, store_spec(view, loss=loss, max_length=max_length, **kw), tok, progress=False)
+    return store
+
+
+def test_pair_shares_one_prompt(tiny_lm, tmp_path):
     _, tok = tiny_lm
-    items = [
-        TrainItem(tokenize_pair(tok, PROMPT, ["Paris.", "I do not know."]), ref_logps=(-3.0, -7.5)),
-        TrainItem(tokenize_pair(tok, "<|im_start|>user\nHi<|im_end|>\n", ["Hello!", "Go away."]),
-                  ref_logps=(-1.0, -2.0)),
-    ]
-    batch = collate(items)
-    for row, it in enumerate(items):
-        t = it.tokens
+    store = store_of(tmp_path, [{"prompt": "What is the capital of France?", "chosen": "Paris.",
+                                 "rejected": "I do not know."},
+                                {"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}], tok)
+    ref = torch.tensor([[-3.0, -7.5], [-1.0, -2.0]])
+    batch = collate(store, [1, 0], ref)
+    for row, t in enumerate(store.examples([1, 0])):
         expected = t.prompt_ids + t.response_ids[0] + t.response_ids[1]
         assert batch.packed.input_ids[row, : len(expected)].tolist() == expected
         assert (batch.packed.segment_ids[row] == 0).sum() == len(t.prompt_ids)  # the prompt appears once
         assert batch.packed.n_tokens[row].tolist() == [len(r) for r in t.response_ids]
-    assert batch.ref_logps.tolist() == [[-3.0, -7.5], [-1.0, -2.0]]
+    assert batch.ref_logps.tolist() == [[-1.0, -2.0], [-3.0, -7.5]]
     assert batch.rewards is None
 
 
-def test_rankings_of_any_length_score_like_separate_forwards(tiny_lm):
+def test_rankings_of_any_length_score_like_separate_forwards(tiny_lm, tmp_path):
     model, tok = tiny_lm
     rankings = [["Paris is the capital.", "Paris.", "Lyon?", "I do not know."], ["Paris.", "Rome."]]
-    rewards = [(3.0, 2.0, 1.0, 0.0), (1.0, -1.0)]
-    items = [TrainItem(tokenize_pair(tok, PROMPT, r), rewards=w) for r, w in zip(rankings, rewards)]
-    batch = collate(items)
+    rewards = [[3.0, 2.0, 1.0, 0.0], [1.0, -1.0]]
+    store = store_of(tmp_path, [{"prompt": "What is the capital of France?", "responses": r, "rewards": w}
+                                for r, w in zip(rankings, rewards)], tok, loss="pro")
+    batch = collate(store, [0, 1])
     assert batch.rewards.tolist() == [[3.0, 2.0, 1.0, 0.0], [1.0, -1.0, 0.0, 0.0]]
     assert batch.packed.n_tokens[1, 2:].tolist() == [0, 0]
     with torch.no_grad():
         logps, n_tokens = packed_logprobs(model, batch.packed)
-        for row, it in enumerate(items):
-            p = it.tokens.prompt_ids
-            for j, ids in enumerate(it.tokens.response_ids):
+        for row, t in enumerate(store.examples([0, 1])):
+            p = t.prompt_ids
+            for j, ids in enumerate(t.response_ids):
                 logits = model(torch.tensor([p + ids])).logits[0, len(p) - 1 : -1].float()
                 separate = logits.log_softmax(-1).gather(1, torch.tensor(ids)[:, None]).sum()
                 torch.testing.assert_close(logps[row, j], separate, atol=1e-4, rtol=0)
@@ -56,43 +62,51 @@ def test_rankings_of_any_length_score_like_separate_forwards(tiny_lm):
 
 
 def test_batch_with_and_without_rewards_is_an_error():
-    tokens = Tokenized([1, 2], [[3, 4], [5, 6]])
     with pytest.raises(ValueError, match="rewards are given for some"):
-        collate([TrainItem(tokens, rewards=(1.0, 0.0)), TrainItem(tokens)])
+        rewards_tensor([[1.0, 0.0], None], 2)
 
 
-def test_load_items_renders_tokenizes_and_checks_response_counts(tiny_lm, tmp_path):
+def test_store_renders_tokenizes_and_checks_response_counts(tiny_lm, tmp_path):
     _, tok = tiny_lm
     records = [{"prompt": f"Question {i}?", "chosen": "A kind answer.", "rejected": "A rude answer.",
                 "Demographic Information": f"The user is {20 + i} years old."} for i in range(5)]
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", records)
     view = ViewConfig(view="demo")
-
-    items, counts = load_items(pairs, view, tok, loss="dpo", max_length=64, limit=3)
-    assert counts["records"] == len(items) == 3
-    first = items[0].tokens
+    store = store_of(tmp_path, records, tok, view=view, limit=3)
+    assert store.counts["records"] == len(store) == 3
+    first = store.examples([0])[0]
     assert "years old" in tok.decode(first.prompt_ids)
     assert tok.decode(first.response_ids[0]) == "A kind answer." + tok.eos_token
     assert tok.decode(first.response_ids[1]) == "A rude answer." + tok.eos_token
 
-    sft, _ = load_items(pairs, view, tok, loss="sft", max_length=64, best_only=True)
-    assert len(sft) == 5 and all(len(it.tokens.response_ids) == 1 for it in sft)
+    sft = store_of(tmp_path, records, tok, view=view, loss="sft")
+    assert len(sft) == 5 and all(len(t.response_ids) == 1 for t in sft.examples(range(5)))
 
-    ranking = write_jsonl(tmp_path / "ranking.jsonl", [{"prompt": "Q?", "responses": ["a b", "c", "d e f"],
-                                                        "rewards": [0.5, 2.0, 1.0]}])
-    with pytest.raises(ValueError, match="exactly 2 responses"):
-        load_items(ranking, view, tok, loss="dpo", max_length=64)
-    (pro,), _ = load_items(ranking, view, tok, loss="pro", max_length=64)
-    assert pro.rewards == (2.0, 1.0, 0.5)  # the reader sorts best first
-    assert [tok.decode(r[:-1]) for r in pro.tokens.response_ids] == ["c", "d e f", "a b"]
+    ranking = [{"prompt": "Q?", "responses": ["a b", "c", "d e f"], "rewards": [0.5, 2.0, 1.0]}]
+    with pytest.raises(RecordError, match=r"dpo-1.jsonl:1: field 'responses': the objective needs exactly 2"):
+        store_of(tmp_path, ranking, tok, view=view, loss="dpo")
+    pro = store_of(tmp_path, ranking, tok, view=view, loss="pro")
+    assert pro.rewards([0]) == [[2.0, 1.0, 0.5]]  # the reader sorts best first
+    assert [tok.decode(r[:-1]) for r in pro.examples([0])[0].response_ids] == ["c", "d e f", "a b"]
 
 
-def test_load_items_fits_history_to_max_length(tiny_lm, tmp_path):
+def test_skip_counts_records_the_objective_cannot_use(tiny_lm, tmp_path):
+    _, tok = tiny_lm
+    records = [{"prompt": "Q?", "chosen": "yes", "rejected": "no"},
+               {"prompt": "Q?", "responses": ["a", "b", "c"], "rewards": [3, 2, 1]},
+               {"prompt": "Q?", "chosen": 5, "rejected": "no"}]
+    store = store_of(tmp_path, records, tok, on_invalid="skip")
+    assert len(store) == 1 and store.counts["rejected"] == 2
+    assert store.counts["rejected_by_field"] == {"chosen": 1, "responses": 1}
+    rejects = [json.loads(line) for line in (tmp_path / "dpo-3.rejects.jsonl").read_text().splitlines()]
+    assert sorted((r["line"], r["field"]) for r in rejects) == [(2, "responses"), (3, "chosen")]
+
+
+def test_store_fits_history_to_max_length(tiny_lm, tmp_path):
     _, tok = tiny_lm
     ugc = [{"prompt": f"Post number {i} about cooking and travel.", "comment": "I love this, " * 8} for i in range(4)]
-    path = write_jsonl(tmp_path / "ica.jsonl", [{"prompt": "Any tips?", "chosen": "Yes.", "rejected": "No.",
-                                                 "User-Generated Content": ugc}])
-    (item,), counts = load_items(path, ViewConfig(view="ica"), tok, loss="dpo", max_length=160)
-    assert counts["view_history_dropped"] > 0  # the view dropped old items ...
-    assert not item.tokens.truncated  # ... so the tokenizer did not have to cut anything
-    assert item.tokens.packed_length - len(item.tokens.response_ids[1]) <= 160
+    store = store_of(tmp_path, [{"prompt": "Any tips?", "chosen": "Yes.", "rejected": "No.",
+                                 "User-Generated Content": ugc}], tok, view=ViewConfig(view="ica"), max_length=160)
+    (item,) = store.examples([0])
+    assert store.counts["view_history_dropped"] > 0  # the view dropped old items ...
+    assert not item.truncated  # ... so the tokenizer did not have to cut anything
+    assert item.packed_length - len(item.response_ids[1]) <= 160

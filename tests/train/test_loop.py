@@ -15,9 +15,9 @@ from personalign.data.io import read_examples, write_jsonl
 from personalign.data.synth import synth_ranking
 from personalign.data.views import ViewConfig, render_views
 from personalign.models.loading import load_model
-from personalign.models.logprobs import score_responses
+from personalign.models.scorer import score_responses
 from personalign.models.lora import LoraSettings
-from personalign.train import collate as collate_module
+from personalign.data import store as store_module
 from personalign.train.config import TrainConfig
 from personalign.train.loop import epoch_order, step_micro_batches, train
 from personalign.train.losses import pro_loss, sft_loss
@@ -69,8 +69,8 @@ def test_dpo_raises_alignment_accuracy(tiny_model_dir, pairs, tmp_path, monkeypa
     assert 0.25 <= raw_before <= 0.75  # the untrained model cannot tell users apart
 
     calls = []
-    real = collate_module.tokenize_pair
-    monkeypatch.setattr(collate_module, "tokenize_pair", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = store_module.tokenize_pair
+    monkeypatch.setattr(store_module, "tokenize_pair", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = train(config(tiny_model_dir, pairs, tmp_path / "run", eval_data=str(pairs), num_train_epochs=10,
                           eval_steps=20))
     assert len(calls) == 64  # 32 training + 32 eval records, each tokenized once for 40 steps
@@ -158,6 +158,8 @@ def test_data_order_is_a_function_of_seed_and_step():
 def test_a_model_trains_in_the_dtype_it_was_loaded_in(tiny_model_dir, pairs, tmp_path):
     """`dtype: bfloat16` loads the weights in bf16 (no fp32 copy) and trains and saves them in bf16;
     the reference cache of such a run is not the fp32 run's."""
+    caches = lambda: set(pairs.parent.glob(".personalign-cache/tokens-*/logprobs-*.safetensors"))  # noqa: E731
+    before = caches()
     result = train(config(tiny_model_dir, pairs, tmp_path / "bf16", dtype="bfloat16", max_steps=2, logging_steps=1,
                           report_to="none"))
     assert {p.dtype for p in result.policy.parameters()} == {torch.bfloat16}
@@ -166,8 +168,9 @@ def test_a_model_trains_in_the_dtype_it_was_loaded_in(tiny_model_dir, pairs, tmp
     assert {p.dtype for p in saved.parameters()} == {torch.bfloat16}
     fp32 = train(config(tiny_model_dir, pairs, tmp_path / "fp32", max_steps=1, report_to="none"))
     assert {p.dtype for p in fp32.policy.parameters()} == {torch.float32}
-    from personalign.train.loop import _scoring_dtype
+    assert len(caches() - before) >= 1 and len(caches()) >= 2  # the bf16 reference is not the fp32 one
+    from personalign.models.refcache import precision
 
-    keys = {_scoring_dtype(config(tiny_model_dir, pairs, tmp_path, dtype=d, bf16=b))
+    keys = {precision(config(tiny_model_dir, pairs, tmp_path, dtype=d), bf16_autocast=b)
             for d in ("float32", "bfloat16") for b in (False, True)}
-    assert len(keys) == 4 and _scoring_dtype(config(tiny_model_dir, pairs, tmp_path)) == "float32"
+    assert len(keys) == 4

@@ -75,7 +75,7 @@ def test_step_one_loss_stays_ln2_when_any_input_of_the_reference_cache_key_chang
     for i, change in enumerate(changes):
         result = run(tiny_model_dir, data, tmp_path / f"b{i}", **change)
         assert result.train_metrics["train/loss"] == pytest.approx(math.log(2), abs=1e-4), change
-        assert len(list(cache.glob("logprobs-*.safetensors"))) == i + 2, change  # a new entry for each input
+        assert len(list(cache.glob("tokens-*/logprobs-*.safetensors"))) == i + 2, change  # a new entry for each input
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -83,7 +83,7 @@ def test_step_one_loss_stays_ln2_when_any_input_of_the_reference_cache_key_chang
         run(tiny_model_dir, data, tmp_path / "bf16", bf16=True)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
-    assert len(list(cache.glob("logprobs-*.safetensors"))) == len(changes) + 2
+    assert len(list(cache.glob("tokens-*/logprobs-*.safetensors"))) == len(changes) + 2
     other_model = tmp_path / "other-model"
     from personalign.testing import save_tiny
 
@@ -159,8 +159,8 @@ def test_each_epoch_uses_its_own_seeded_order(tiny_model_dir, data, tmp_path, mo
 
     seen: list[list[tuple[int, ...]]] = []
     real = loop.collate
-    monkeypatch.setattr(loop, "collate", lambda items: seen.append([tuple(it.tokens.prompt_ids) for it in items])
-                        or real(items))
+    monkeypatch.setattr(loop, "collate", lambda store, idx, ref=None: seen.append(
+        [tuple(t.prompt_ids) for t in store.examples(idx)]) or real(store, idx, ref))
     run(tiny_model_dir, data, tmp_path / "epochs", per_device_train_batch_size=8, num_train_epochs=2, max_steps=-1,
         seed=7)
     assert len(seen) == 4  # 16 records, batch 8: 2 steps per epoch
@@ -175,7 +175,7 @@ def test_eval_accuracy_is_the_margin_over_the_starting_model(tiny_model_dir, dat
     """After one small step the policy is close to the reference, so the reference term decides most pairs."""
     from personalign.data.io import read_examples
     from personalign.data.views import render_views
-    from personalign.models.logprobs import score_responses
+    from personalign.models.scorer import score_responses
 
     long_chosen = tmp_path / "long.jsonl"  # the base model prefers the short rejected reply: raw accuracy ~0
     write_jsonl([{**r, "chosen": f"A long, careful and detailed tip for people number {i}, with all the reasons.",
