@@ -39,6 +39,8 @@ T_LOSSES = ("tests/train/test_losses.py",)
 T_OBJECTIVE = ("tests/train/test_objective.py",)
 T_LOOP = ("tests/train/test_objective.py", "tests/train/test_checkpoints.py", "tests/train/test_loop.py")
 T_LOGPROBS = ("tests/models/test_logprobs.py", "tests/data/test_tokens.py")
+T_SCORER = ("tests/models/test_scorer.py",)
+T_STORE = ("tests/data/test_store.py", "tests/train/test_collate.py")
 T_REFCACHE = ("tests/train/test_objective.py", "tests/eval/test_alignment.py")
 T_METRICS = ("tests/test_metrics.py", "tests/eval/test_alignment.py")
 T_ALIGNMENT = ("tests/eval/test_alignment.py", "tests/eval/test_suite.py")
@@ -101,6 +103,15 @@ MUTANTS = [
            "pred_cols += [p, *range(start + 1, start + n)]", T_LOGPROBS),
     Mutant("logprobs:prompt-cut-side", "data/tokens.py", "head = head[prompt_cut:]",
            "head = head[: len(head) - prompt_cut]", T_LOGPROBS),
+    # models/scorer.py, data/store.py
+    Mutant("scorer:journal-ignored", "models/scorer.py", "if i not in done], dtype=np.int64)",
+           "if True], dtype=np.int64)", T_SCORER),
+    Mutant("scorer:ranks-out-of-step", "models/scorer.py", "rounds = math.ceil(len(batches) / world)",
+           "rounds = len(mine)", T_SCORER),
+    Mutant("store:view-blind-key", "data/store.py", '"view": self.view.model_dump(mode="json"), ',
+           "", T_STORE),
+    Mutant("store:skip-ignores-objective", "data/store.py", "                if not ok(n):\n",
+           "                if False:\n", T_STORE),
     # models/refcache.py
     Mutant("refcache:data-blind-key", "data/store.py", "key = cache_key(data=data_digest(source), tokenizer=",
            "key = cache_key(tokenizer=", T_REFCACHE),
