@@ -114,9 +114,9 @@ def alignx_scores(model, tokenizer, items: Sequence[Item], clock: Stopwatch
             response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
             seq = prompt_ids + response_ids + [eos]
             labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids + [eos]
-            outputs = model(input_ids=torch.tensor(seq).reshape(1, -1), use_cache=False)
+            outputs = model(input_ids=torch.tensor(seq, device=model.device).reshape(1, -1), use_cache=False)
             logits = outputs["logits"][..., :-1, :].contiguous()
-            label = torch.tensor(labels).reshape(1, -1)[..., 1:].contiguous().unsqueeze(-1)
+            label = torch.tensor(labels, device=model.device).reshape(1, -1)[..., 1:].contiguous().unsqueeze(-1)
             log_probs = -F.log_softmax(logits, dim=-1)
             padding_mask = label.eq(IGNORE_INDEX)
             nll = log_probs.gather(dim=-1, index=torch.clamp(label, min=0))
@@ -124,7 +124,7 @@ def alignx_scores(model, tokenizer, items: Sequence[Item], clock: Stopwatch
             sums32.append(-nll.sum().item())
             clock.stop()
             rows = logits[0, len(prompt_ids) - 1 :].double()
-            targets = torch.tensor(response_ids + [eos])[:, None]
+            targets = torch.tensor(response_ids + [eos], device=model.device)[:, None]
             sums64.append(torch.log_softmax(rows, dim=-1).gather(-1, targets).sum().item())
             clock.start()
         fp32.append(sums32)
@@ -159,20 +159,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1, see above; 0 = torch's default)")
     ap.add_argument("--model", default=None, help="model name or directory (default: the embedded model)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_smoke.sh)")
+    ap.add_argument("--dtype", default="float32", help="weight dtype (float32 on CPU; bfloat16 on a GPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from personalign.models.loading import load_model
 
-    model, tokenizer = load_model(args.model, dtype="float32", attn_implementation="sdpa")
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device, attn_implementation="sdpa")
     decoder = model.get_decoder()
     items, dropped = build_items(tokenizer, args.n, args.seed, args.ugc, args.pairs, args.max_length)
     tokenized: list[Tokenized] = [tokenize_pair(tokenizer, p, rs, args.max_length) for p, rs in items]
     if any(t.truncated for t in tokenized):
         raise SystemExit("some examples exceed --max-length; raise it so every method scores the same tokens")
     batches = length_batches([t.packed_length for t in tokenized], max_tokens_per_batch=args.max_tokens_per_batch)
-    bound_inputs = [pack_batch([tokenized[i] for i in idx]).input_ids for idx in batches]
+    bound_inputs = [pack_batch([tokenized[i] for i in idx]).input_ids.to(model.device) for idx in batches]
 
     prompt_len = [len(t.prompt_ids) for t in tokenized]
     resp_len = [len(r) for t in tokenized for r in t.response_ids]

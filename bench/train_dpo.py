@@ -10,7 +10,14 @@ layers but the LM head). Contenders, each in a fresh subprocess (its own peak RS
 * trl:      `DPOTrainer` as shipped (full FT: a second, frozen reference model in memory, scored
             every step; LoRA: reference = the policy with its adapters disabled, every step);
 * trl-pre:  `DPOTrainer` with `precompute_ref_log_probs=True` (reference scored once, in
-            `__init__`, then read from the dataset).
+            `__init__`, then read from the dataset);
+* ours-store: ours from a token store built beforehand, untimed (as `personalign data tokenize`
+            on a CPU node ahead of a GPU job); its reference cache is cold.
+
+Minimal-work bound: the same model, forward + backward + AdamW step over the same packed rows
+(prompt once, then the responses) as plain causal sequences (SDPA's causal kernel, no custom
+mask, one LM-head pass over every position): what any shared-prefix trainer must at least pay.
+Reported as tokens/s next to ours (non-padding tokens per second over the steps).
 
 Equal inputs. Synthetic AlignX records (`synth_records`) are written to JSONL. Ours reads that
 file and renders ICA views itself (chat template, AlignX training-style history sampling, history
@@ -20,7 +27,7 @@ task again. So the views are rendered ONCE here, with the exact `ViewConfig` our
 non-conversational {"prompt", "chosen", "rejected"} dataset (no chat template applied again).
 TRL appends the EOS text `<|im_end|>` to each completion and tokenizes prompt and prompt+completion;
 ours tokenizes prompt and responses separately and appends the EOS id. The parent checks that the
-token ids TRL trained on (dumped from its prepared dataset) equal ours (`load_items`) for every
+token ids TRL trained on (dumped from its prepared dataset) equal ours (the token store) for every
 pair, that no BOS/special token is added (SmolLM2 adds none), and that nothing is truncated (the
 views fit prompt + longest response + EOS into max_length, so neither TRL's keep-start cut nor
 our prompt cut applies). Batches: TRL gets the rows in our epoch-0 permutation
@@ -67,7 +74,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONTENDERS = ("ours", "trl", "trl-pre")
+CONTENDERS = ("ours", "trl", "trl-pre", "ours-store")
 LORA = {"r": 16, "lora_alpha": 32.0, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
 
@@ -104,11 +111,9 @@ def child_ours(spec: dict) -> dict:
     import torch
 
     import personalign.train.loop as loop
-    from personalign.models.lora import LoraSettings
-    from personalign.train.config import TrainConfig
 
     timing: dict = {}
-    real_reference, real_apply_lora = loop.reference_logps, loop.apply_lora
+    real_reference, real_apply_lora, real_store = loop.reference_table, loop.apply_lora, loop.load_store
 
     def timed_reference(*args, **kwargs):
         t = time.perf_counter()
@@ -122,24 +127,77 @@ def child_ours(spec: dict) -> dict:
         timing["lora_init"] = lora_hash(wrapped)
         return wrapped
 
-    loop.reference_logps, loop.apply_lora = timed_reference, hashed_apply_lora  # instrumentation only
-    cfg = TrainConfig(
-        model=spec["model"], data=spec["data"], view=view_config(spec["seed"]), loss="dpo", beta=spec["beta"],
-        loss_type="sigmoid", learning_rate=spec["lr"], per_device_train_batch_size=spec["batch"],
-        max_steps=spec["steps"], max_length=spec["max_length"], warmup_ratio=0.0, lr_scheduler_type="linear",
-        max_grad_norm=1.0, bf16=False, lora=LoraSettings(**LORA) if spec["lora"] else None,
-        output_dir=spec["out"], logging_steps=1, save_steps=10**9, report_to="none", seed=spec["seed"],
-    )
+    def timed_store(*args, **kwargs):
+        t = time.perf_counter()
+        out = real_store(*args, **kwargs)
+        timing.setdefault("store_s", time.perf_counter() - t)
+        timing.setdefault("store_hit", out[1])
+        return out
+
+    loop.reference_table, loop.apply_lora, loop.load_store = timed_reference, hashed_apply_lora, timed_store
+    cfg = our_config(spec)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = loop.train(cfg)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     rows = [json.loads(line) for line in (Path(spec["out"]) / loop.METRICS_FILE).read_text().splitlines()]
     rows = [r for r in rows if "train/loss" in r]
     steps_s = sum(result.counts["global_batch"] / r["train/samples_per_second"] for r in rows)
+    tokens_s = sum(r["train/tokens_per_second"] * result.counts["global_batch"] / r["train/samples_per_second"]
+                   for r in rows)
     return {"wall_s": wall, "cpu_s": cpu, "steps_s": steps_s, "ref_s": timing.get("ref_s"),
-            "ref_cache_hit": timing.get("ref_cache_hit"), "losses": [r["train/loss"] for r in rows],
+            "ref_cache_hit": timing.get("ref_cache_hit"), "store_s": timing.get("store_s"),
+            "store_hit": timing.get("store_hit"), "tokens_per_s": tokens_s / steps_s,
+            "losses": [r["train/loss"] for r in rows],
             "lora_init": timing.get("lora_init"), "threads": torch.get_num_threads(),
             "truncated": result.counts.get("truncated_for_length")}
+
+
+def our_config(spec: dict):
+    from personalign.models.lora import LoraSettings
+    from personalign.train.config import TrainConfig
+
+    return TrainConfig(
+        model=spec["model"], data=spec["data"], view=view_config(spec["seed"]), loss="dpo", beta=spec["beta"],
+        loss_type="sigmoid", learning_rate=spec["lr"], per_device_train_batch_size=spec["batch"],
+        max_steps=spec["steps"], max_length=spec["max_length"], warmup_ratio=0.0, lr_scheduler_type="linear",
+        max_grad_norm=1.0, bf16=False, lora=LoraSettings(**LORA) if spec["lora"] else None,
+        output_dir=spec["out"], logging_steps=1, save_steps=10**9, report_to="none", seed=spec["seed"],
+    )
+
+
+def build_store(spec: dict):
+    """The training store `train` will read for `spec` (untimed, for ours-store and the bound)."""
+    from personalign.models.loading import load_tokenizer
+    from personalign.train.collate import load_store, run_specs
+
+    return load_store(*run_specs(our_config(spec))[0], load_tokenizer(spec["model"]), progress=False)[0]
+
+
+def child_bound(spec: dict) -> dict:
+    """Forward + backward + AdamW over our packed rows as plain causal sequences (no mask, full LM head)."""
+    import torch
+
+    from personalign.models.loading import load_model
+    from personalign.models.logprobs import PAD_SEGMENT, pack_batch
+    from personalign.train.loop import epoch_order, step_micro_batches
+
+    store = build_store(spec)
+    model, _ = load_model(spec["model"], dtype="float32", attn_implementation="sdpa")
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec["lr"])
+    order = epoch_order(len(store), spec["seed"], 0)
+    tokens, t0 = 0, time.perf_counter()
+    for k in range(spec["steps"]):
+        (idx,) = step_micro_batches(order, k, per_device=spec["batch"], accumulation=1, rank=0, world=1)
+        packed = pack_batch(store.examples(idx))
+        tokens += int((packed.segment_ids != PAD_SEGMENT).sum())
+        logits = model(input_ids=packed.input_ids, use_cache=False).logits
+        logits.float().log_softmax(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    seconds = time.perf_counter() - t0
+    return {"wall_s": seconds, "cpu_s": time.process_time(), "steps_s": seconds, "tokens_per_s": tokens / seconds,
+            "losses": []}
 
 
 def child_trl(spec: dict, precompute: bool) -> dict:
@@ -203,8 +261,9 @@ def child_trl(spec: dict, precompute: bool) -> dict:
 
 def child(which: str, spec_path: str, profile: bool) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    run = {"ours": lambda: child_ours(spec), "trl": lambda: child_trl(spec, False),
-           "trl-pre": lambda: child_trl(spec, True)}[which]
+    run = {"ours": lambda: child_ours(spec), "ours-store": lambda: child_ours(spec),
+           "trl": lambda: child_trl(spec, False), "trl-pre": lambda: child_trl(spec, True),
+           "bound": lambda: child_bound(spec)}[which]
     if profile:
         import cProfile
         import io
@@ -248,20 +307,21 @@ def prepare_data(folder: Path, n: int, max_length: int, seed: int, model_dir: st
 
 
 def check_tokens(data: Path, tokens_file: Path, max_length: int, seed: int, model_dir: str) -> dict:
-    """Our tokenization (`load_items`) against the token ids TRL trained on, pair by pair."""
+    """Our tokenization (the token store) against the token ids TRL trained on, pair by pair."""
     from personalign.models.loading import load_tokenizer
-    from personalign.train.collate import load_items
+    from personalign.train.collate import load_store, store_spec
 
     tokenizer = load_tokenizer(model_dir)
-    items, counts = load_items(data, view_config(seed), tokenizer, loss="dpo", max_length=max_length)
+    store, _ = load_store(data, store_spec(view_config(seed), loss="dpo", max_length=max_length), tokenizer,
+                          progress=False)
+    items = store.examples(range(len(store)))
     trl = {int(k): v for k, v in json.loads(tokens_file.read_text()).items()}
-    equal = sum(1 for i, it in enumerate(items)
-                if trl.get(i) == [it.tokens.prompt_ids, *it.tokens.response_ids])
-    longest = max(len(it.tokens.prompt_ids) + max(len(r) for r in it.tokens.response_ids) for it in items)
+    equal = sum(1 for i, t in enumerate(items) if trl.get(i) == [t.prompt_ids, *t.response_ids])
+    longest = max(len(t.prompt_ids) + max(len(r) for r in t.response_ids) for t in items)
     return {"pairs": len(items), "pairs_equal": equal, "trl_pairs": len(trl),
-            "truncated": counts["truncated_for_length"], "longest_sequence": longest,
-            "mean_prompt_tokens": sum(len(it.tokens.prompt_ids) for it in items) / len(items),
-            "mean_response_tokens": sum(len(r) for it in items for r in it.tokens.response_ids) / (2 * len(items)),
+            "truncated": store.counts["truncated_for_length"], "longest_sequence": longest,
+            "mean_prompt_tokens": sum(len(t.prompt_ids) for t in items) / len(items),
+            "mean_response_tokens": sum(len(r) for t in items for r in t.response_ids) / (2 * len(items)),
             "bos_added": tokenizer("x")["input_ids"] != tokenizer("x", add_special_tokens=False)["input_ids"]}
 
 
@@ -270,9 +330,11 @@ def run_child(which: str, spec: dict, folder: Path, tag: str, profile: bool) -> 
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     spec = dict(spec, out=str(run_dir / "out"), tokens_out=str(run_dir / "trl_tokens.json"))
-    if which == "ours":  # a fresh copy of the data: the reference cache beside it is cold
+    if which in ("ours", "ours-store"):  # a fresh copy of the data: the caches beside it are cold
         shutil.copy(spec["data"], run_dir / "alignx.jsonl")
         spec["data"] = str(run_dir / "alignx.jsonl")
+    if which == "ours-store":
+        build_store(spec)
     (run_dir / "spec.json").write_text(json.dumps(spec))
     env = dict(os.environ, HF_DATASETS_CACHE=str(run_dir / "hf-datasets"), TQDM_DISABLE="1",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
@@ -285,7 +347,7 @@ def run_child(which: str, spec: dict, folder: Path, tag: str, profile: bool) -> 
     if profile:
         print(proc.stderr[proc.stderr.find("==== cProfile"):], flush=True)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["tokens_file"] = spec["tokens_out"] if which != "ours" else None
+    res["tokens_file"] = spec["tokens_out"] if which.startswith("trl") else None
     return res
 
 
@@ -404,6 +466,23 @@ def main() -> None:
               f"{ratio(config, 'trl', 'steps_pairs_per_s'):.2f}x / {ratio(config, 'trl-pre', 'steps_pairs_per_s'):.2f}x; "
               f"peak RSS ours/trl {_rss(results, config, 'trl'):.2f}x")
 
+    bound = None
+    if "full" in configs and "ours" in contenders:
+        bound = run_child("bound", dict(base, lora=False, lr=args.lr), folder, "full-bound", profile=False)
+        ours_tps = results["full", "ours"]["tokens_per_s"]
+        print(f"full: ours {ours_tps:.0f} tokens/s in its steps; minimal-work bound (plain causal forward + "
+              f"backward + AdamW over the same packed rows) {bound['tokens_per_s']:.0f} tokens/s: ours is "
+              f"{ours_tps / bound['tokens_per_s']:.2f} of the bound; peak RSS per process: ours "
+              f"{results['full', 'ours']['peak_rss_mb']:.0f} MB, trl "
+              f"{results.get(('full', 'trl'), {}).get('peak_rss_mb', float('nan')):.0f} MB, trl-pre "
+              f"{results.get(('full', 'trl-pre'), {}).get('peak_rss_mb', float('nan')):.0f} MB")
+    for config in configs:
+        if (config, "ours-store") in results:
+            r = results[config, "ours-store"]
+            print(f"{config}: ours from a prebuilt token store {r['pairs_per_s']:.3f} pairs/s (store found: "
+                  f"{r['store_hit']}), ours building it {results[config, 'ours']['pairs_per_s']:.3f} pairs/s "
+                  f"(store {results[config, 'ours']['store_s']:.1f} s)")
+
     if args.profile:
         for which in [w for w in args.profile.split(",") if w]:
             for config in configs:
@@ -417,7 +496,8 @@ def main() -> None:
           f"first_step_loss_diff={first:.1e} second_step_loss_diff={second:.1e} "
           f"cpu_ratio={ratio('full', 'trl', 'pairs_per_cpu_s'):.2f} "
           f"cpu_ratio_precompute={ratio('full', 'trl-pre', 'pairs_per_cpu_s'):.2f} "
-          f"rss_ratio={_rss(results, 'full', 'trl'):.2f}")
+          f"rss_ratio={_rss(results, 'full', 'trl'):.2f} store_speedup={ratio('full', 'ours-store', 'pairs_per_s') ** -1:.2f} "
+          f"bound_fraction={results['full', 'ours']['tokens_per_s'] / bound['tokens_per_s'] if bound else float('nan'):.2f}")
 
 
 def _rss(results: dict, config: str, other: str) -> float:

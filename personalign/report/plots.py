@@ -16,7 +16,7 @@ from personalign.files import write_bytes
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 SPLIT_COLORS = {"train": COLORS[0], "eval": COLORS[1]}
 OUTCOME_COLORS = {"win": "#2ca02c", "tie": "#bdbdbd", "loss": "#d62728"}
-SKIPPED_METRICS = frozenset({"epoch", "samples_per_second"})
+SKIPPED_METRICS = frozenset({"epoch", "samples_per_second", "tokens_per_second", "peak_memory_gib"})
 METRIC_ORDER = ("loss", "accuracy", "rewards/accuracies", "rewards/margins", "pro/accuracy", "grad_norm",
                 "learning_rate")
 MAX_PANELS = 6

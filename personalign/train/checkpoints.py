@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ TRAIN_OUTPUTS = ("checkpoint-*", FINAL_DIR, METRICS_FILE, CONFIG_FILE, "tensorbo
                  "runs", "*.tmp")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 POLICY_PREFIX = "model."  # `ResponseLogprobs.model`
+FSDP_MODEL_DIR = "pytorch_model_fsdp"  # accelerate's sharded model state: <checkpoint>/pytorch_model_fsdp_<i>/
 
 
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -209,16 +211,34 @@ def _is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
+def _checkpoint_weights(checkpoint: Path) -> dict:
+    """The state dict a checkpoint holds: `model.safetensors` (one process, DDP), or the sharded
+    `pytorch_model_fsdp_0/` that accelerate writes under FSDP's SHARDED_STATE_DICT (one file per
+    rank, torch.distributed.checkpoint), gathered here into one state dict without a process group."""
+    sharded = checkpoint / f"{FSDP_MODEL_DIR}_0"
+    if sharded.is_dir():
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                dcp_to_torch_save(sharded, Path(tmp) / "model.pt")
+                return torch.load(Path(tmp) / "model.pt", weights_only=True)["model"]
+            except (OSError, RuntimeError, KeyError, ValueError) as e:
+                raise CorruptFileError(f"cannot read the sharded checkpoint ({type(e).__name__}: {e})",
+                                       file=sharded) from None
+    weights = checkpoint / "model.safetensors"
+    try:
+        return load_file(str(weights))
+    except (OSError, SafetensorError) as e:
+        raise CorruptFileError(f"cannot read the checkpoint's weights ({e})", file=weights) from None
+
+
 def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
-    weights = checkpoint / "model.safetensors"
     model, tokenizer = load_model(cfg.model, **cfg.load_kwargs())
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
-    try:
-        state = load_file(str(weights))
-    except (OSError, SafetensorError) as e:
-        raise CorruptFileError(f"cannot read the checkpoint's weights ({e})", file=weights) from None
+    state = _checkpoint_weights(checkpoint)
     wrapped = ResponseLogprobs(model)  # checkpoints hold the state of the module accelerate prepared
     missing, unexpected = wrapped.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(wrapped, k)}

@@ -41,6 +41,7 @@ from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
 from personalign.models.loading import check_model_dir, load_model, resolve_model
 from personalign.data.store import TokenStore
+from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.lora import apply_lora
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseLogprobs, ScoreTable, batch_kwargs, score_store
@@ -268,21 +269,26 @@ class MetricWindow:
 
     def _reset(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
-        self.steps, self.started = 0, time.perf_counter()
+        self.steps, self.tokens, self.started = 0, 0, time.perf_counter()
 
     def add(self, metrics: dict[str, float], divisor: int = 1) -> None:
         for name, value in metrics.items():
             self.sums[name] += float(value) / divisor
 
     def flush(self, accelerator: Accelerator, *, lr: float, epoch: float, global_batch: int) -> dict[str, float]:
-        """`train/<name>` means of the window plus learning rate, epoch and throughput; starts a new window."""
+        """`train/<name>` means of the window plus learning rate, epoch and throughput (samples and
+        non-padding tokens per second over all processes; peak accelerator memory on CUDA); starts a new window."""
         names = sorted(self.sums)
         means = accelerator.reduce(torch.tensor([self.sums[n] for n in names], device=accelerator.device),
                                    reduction="mean") / self.steps
+        tokens = accelerator.reduce(torch.tensor(float(self.tokens), device=accelerator.device), reduction="sum")
         elapsed = time.perf_counter() - self.started
         metrics = {f"train/{n}": float(v) for n, v in zip(names, means)}
         metrics |= {"train/learning_rate": lr, "train/epoch": epoch,
-                    "train/samples_per_second": self.steps * global_batch / elapsed}
+                    "train/samples_per_second": self.steps * global_batch / elapsed,
+                    "train/tokens_per_second": float(tokens) / elapsed}
+        if torch.cuda.is_available():
+            metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self._reset()
         return metrics
 
@@ -358,6 +364,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                     optimizer.step()
                     optimizer.zero_grad()
                 window.add(loss_out.metrics, plan.accumulation)
+                window.tokens += int((batch.packed.segment_ids != PAD_SEGMENT).sum())
                 step_loss += float(loss_out.metrics["loss"]) / plan.accumulation
             scheduler.step()
             window.steps += 1
@@ -413,7 +420,8 @@ def _log(accelerator: Accelerator, out: Path, step: int, metrics: dict[str, floa
     with open(out / METRICS_FILE, "a") as f:
         f.write(json.dumps({"step": step, **metrics}) + "\n")
     short = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc", "accuracy": "align-acc",
-             "pro/accuracy": "acc", "grad_norm": "|g|", "learning_rate": "lr", "samples_per_second": "ex/s"}
+             "pro/accuracy": "acc", "grad_norm": "|g|", "learning_rate": "lr", "samples_per_second": "ex/s",
+             "tokens_per_second": "tok/s"}
     parts = []
     for name, value in metrics.items():
         base = name.partition("/")[2]

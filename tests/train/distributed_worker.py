@@ -60,6 +60,8 @@ def single_process() -> dict:
             optimizer.zero_grad()
             dpo(scorer, data[:N_TRAIN], reference(N_TRAIN)).backward()
         optimizer.step()
+        if step == 0:
+            out["params_step1"] = named(scorer)
     out["params"] = named(scorer)
     out["scores"] = score_store(scorer, InMemoryRows(data), max_tokens_per_batch=200, progress=False)
     return out
@@ -101,8 +103,9 @@ def main(out: Path) -> None:
     dist.all_reduce(loss)
     result = {"loss": loss / world, "grads": named(scorer, grads=True)}
     optimizer.step()
-    model_state, optim_state = get_state_dict(scorer, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(out / "checkpoint"))
+    model_state, optim_state = get_state_dict(scorer, optimizer)  # accelerate's SHARDED_STATE_DICT layout:
+    dcp.save({"model": model_state}, checkpoint_id=str(out / "checkpoint" / "pytorch_model_fsdp_0"))
+    dcp.save({"optimizer": optim_state}, checkpoint_id=str(out / "checkpoint" / "optimizer_0"))
     step()
     optimizer.step()
     result["params"] = named(scorer)
@@ -110,9 +113,11 @@ def main(out: Path) -> None:
 
     resumed, resumed_optimizer, _ = _sharded(mesh)  # a fresh process's view: new weights, new optimizer
     model_state, optim_state = get_state_dict(resumed, resumed_optimizer)
-    loaded = {"model": model_state, "optim": optim_state}
-    dcp.load(loaded, checkpoint_id=str(out / "checkpoint"))
-    set_state_dict(resumed, resumed_optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
+    model_state, optim_state = {"model": model_state}, {"optimizer": optim_state}
+    dcp.load(model_state, checkpoint_id=str(out / "checkpoint" / "pytorch_model_fsdp_0"))
+    dcp.load(optim_state, checkpoint_id=str(out / "checkpoint" / "optimizer_0"))
+    set_state_dict(resumed, resumed_optimizer, model_state_dict=model_state["model"],
+                   optim_state_dict=optim_state["optimizer"])
     resumed_optimizer.zero_grad()
     dpo(resumed, data[mine], reference(N_TRAIN)[mine]).backward()
     resumed_optimizer.step()

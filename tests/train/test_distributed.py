@@ -10,6 +10,7 @@ updated weights compare the averaged gradients themselves, not just their signs.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,3 +65,43 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thr
     assert max((one[k] - start[k]).abs().max().item() for k in start) > 1e-3
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
+
+
+def _launch(args: list[str], port: int) -> subprocess.CompletedProcess:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [str(accelerate if accelerate.exists() else shutil.which("accelerate")), "launch", "--multi_gpu",
+               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), "-m", "personalign", "train", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_evaluate_and_resume_like_one(tiny_model_dir, tmp_path, one_torch_thread, free_port):
+    """Under DDP a run stopped after step 1 and resumed from its checkpoint ends with the weights of an
+    uninterrupted one-process run, and its evaluation (sharded over both processes) gives the same numbers."""
+    write_jsonl(records(), tmp_path / "pairs.jsonl")
+    write_jsonl(records()[:3], tmp_path / "eval.jsonl")  # 3 rows: one rank scores a repeated batch
+    common = [f"model={tiny_model_dir}", f"data={tmp_path / 'pairs.jsonl'}", f"eval_data={tmp_path / 'eval.jsonl'}",
+              "view.view=demo", "save_steps=1", "eval_steps=1", "max_tokens_per_batch=64", "report_to=none",
+              # a constant learning rate: the first run's schedule (1 step) then is the resumed one's (2 steps)
+              "lr_scheduler_type=cosine_with_min_lr", "min_lr_rate=1.0",
+              *[s for s in STEP if not s.startswith("max_steps")]]
+    first = _launch([*common, "per_device_train_batch_size=2", "max_steps=1", f"output_dir={tmp_path / 'two'}"],
+                    free_port)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _launch([*common, "per_device_train_batch_size=2", "max_steps=2", f"output_dir={tmp_path / 'two'}",
+                       "resume_from_checkpoint=latest"], free_port)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    single = train(load_config(TrainConfig, None, [*common, "per_device_train_batch_size=4", "max_steps=2",
+                                                   f"output_dir={tmp_path / 'one'}"]))
+
+    one = load_file(str(single.final_dir / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r for r in rows if "eval/loss" in r}
+    assert sorted(evals) == [1, 2]
+    for name, value in single.eval_metrics.items():
+        assert abs(evals[2][name] - value) < 1e-5, name
