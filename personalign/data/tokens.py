@@ -44,9 +44,31 @@ def with_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return [bos, *ids] if bos is not None and ids[:1] != [bos] else ids
 
 
+_RECENT = 4  # prompts remembered per tokenizer: a view measures a prompt, then it is tokenized again
+
+
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a rendered prompt, BOS added per the tokenizer's convention (never twice)."""
-    return with_bos(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
+    """Token ids of a rendered prompt, BOS added per the tokenizer's convention (never twice).
+
+    The last few prompts' ids are remembered on the tokenizer, so the prompt a view has just
+    measured against its token budget is not tokenized a second time."""
+    recent = getattr(tokenizer, "_personalign_recent", None)
+    if recent is None:
+        recent = {}
+        try:
+            tokenizer._personalign_recent = recent
+        except AttributeError:
+            pass
+    ids = recent.get(text)
+    if ids is None:
+        ids = with_bos(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(recent) >= _RECENT:
+            try:
+                del recent[next(iter(recent))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread changed it first
+                pass
+        recent[text] = ids
+    return list(ids)
 
 
 def prompts_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:

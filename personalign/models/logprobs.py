@@ -17,7 +17,12 @@ With gradients it stays one forward (DDP and activation checkpointing expect one
 does for models with sliding-window layers (a sliding cache would drop prompt keys) and for
 training-mode models with activation checkpointing (which turns the cache off).
 
-Supported attention implementations: ``sdpa`` and ``eager`` (they take a custom 4-D mask).
+Supported attention implementations: ``sdpa`` and ``eager`` take the custom 4-D mask, which holds
+``L × L`` floats per sequence: fastest for short sequences (and on CPU). ``flex_attention`` gets
+the same rule as a block mask (`packed_block_mask`): only the 128 × 128 blocks' kinds are stored
+and the rule is evaluated inside partial blocks, so 8k-token packed sequences cost no ``L × L``
+float mask; it runs one forward (no prompt cache). The kernel follows the model's
+``attn_implementation`` (a config key of every scoring command).
 Logit post-processing that lives in a model's forward is re-applied per chunk for the known
 config fields ``logit_scale`` (Cohere), ``logits_scaling`` (Granite) and
 ``final_logit_softcapping`` (Gemma 2/3); other custom heads are not supported.
@@ -139,10 +144,29 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
+def packed_block_mask(segment_ids: torch.Tensor):
+    """The packed mask as a flex-attention `BlockMask` (same rule as `packed_attention_mask`): it keeps
+    which 128 x 128 blocks are empty, full or partial, and the kernel evaluates the rule per element
+    inside partial blocks, so no L x L float mask is held while the model runs."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    seg = segment_ids
+
+    def allowed(b, h, q, kv):
+        sq, sk = seg[b, q], seg[b, kv]
+        visible = (q >= kv) & (sq != PAD_SEGMENT) & (sk != PAD_SEGMENT) & ((sk == PROMPT_SEGMENT) | (sk == sq))
+        return visible | (q == kv)
+
+    rows, width = seg.shape
+    return create_block_mask(allowed, rows, None, width, width, device=seg.device)
+
+
 def _prompt_cache_usable(core: torch.nn.Module, config) -> bool:
     """True when the two-pass forward applies: no gradients, no sliding-window layers, and no
     activation checkpointing in training mode (it drops the cache)."""
     if torch.is_grad_enabled() or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+        return False
+    if config._attn_implementation == "flex_attention":
         return False
     return not (core.training and getattr(core, "is_activation_checkpointing", False))
 
@@ -231,9 +255,11 @@ def packed_logprobs(
         if _prompt_cache_usable(core, config):
             hidden = _prompt_cached_hidden(model, batch, captured, dtype)
         else:
+            flex = config._attn_implementation == "flex_attention"
             model(
                 input_ids=batch.input_ids,
-                attention_mask=packed_attention_mask(batch.segment_ids, dtype),
+                attention_mask=packed_block_mask(batch.segment_ids) if flex else
+                packed_attention_mask(batch.segment_ids, dtype),
                 position_ids=batch.position_ids,
                 use_cache=False,
                 logits_to_keep=1,

@@ -10,9 +10,10 @@ from personalign.config import StrictModel
 
 DType = Literal["auto", "bfloat16", "float16", "float32"]  # "auto": the dtype the checkpoint's config names
 AttnImplementation = Literal["sdpa", "flash_attention_2", "flex_attention", "eager"]
-# Kernels that take the shared-prefix scorer's 4-D additive mask (training and log-prob scoring);
-# the others serve generation.
-MASK_ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager")
+# Kernels the shared-prefix scorer (training and log-prob scoring) runs on: sdpa and eager take its
+# 4-D additive mask; flex_attention takes a block mask built from the segments (no L x L float mask).
+# flash_attention_2 serves generation.
+MASK_ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flex_attention")
 
 
 class ModelSettings(StrictModel):

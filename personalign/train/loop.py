@@ -36,7 +36,7 @@ from transformers import get_scheduler
 
 from personalign.config import dump_config
 from personalign.data.io import check_source
-from personalign.errors import CorruptFileError, EmptyError
+from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
 from personalign.models.loading import check_model_dir, load_model, resolve_model
@@ -310,6 +310,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         model_path = resolve_model(cfg.model)
+    if cfg.attn_implementation == "flex_attention" and accelerator.device.type == "cpu":
+        raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
+                        "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
     model, tokenizer = load_model(model_path, device=accelerator.device, **cfg.load_kwargs())
     data = load_data(cfg, model, tokenizer, model_path, accelerator, console)
     n_records = len(data.store)

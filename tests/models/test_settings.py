@@ -107,13 +107,14 @@ def test_the_commands_pass_their_model_flags_into_the_config(monkeypatch, tmp_pa
     assert seen["cfg"].load_kwargs() == {"dtype": "float16", "attn_implementation": "eager", "trust_remote_code": False}
 
 
-@pytest.mark.parametrize("kernel", ["flex_attention", "flash_attention_2"])
+@pytest.mark.parametrize("kernel", ["flash_attention_2"])
 def test_scoring_configs_refuse_a_kernel_the_packed_scorer_cannot_use(kernel):
     for config in (lambda: TrainConfig(data="d.jsonl", attn_implementation=kernel),
                    lambda: AccuracyConfig(data="d.jsonl", attn_implementation=kernel)):
         with pytest.raises(ValueError, match="cannot score packed prompts"):
             config()
     assert BackendConfig(attn_implementation=kernel).attn_implementation == kernel  # generation takes it
+    assert AccuracyConfig(data="d.jsonl", attn_implementation="flex_attention").attn_implementation == "flex_attention"
 
 
 def test_flex_attention_generates_the_same_logits_as_sdpa(tiny_model_dir):
