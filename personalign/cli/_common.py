@@ -205,3 +205,10 @@ def root_options(
 def new_app(**kwargs: Any) -> typer.Typer:
     """A command group with the error boundary."""
     return typer.Typer(cls=BoundaryGroup, no_args_is_help=True, pretty_exceptions_show_locals=False, **kwargs)
+
+
+def main_process() -> bool:
+    """False in the other processes of an `accelerate launch`: they share the work, the main one reports."""
+    from personalign.models.loading import process_state
+
+    return process_state().is_main_process

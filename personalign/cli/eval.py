@@ -13,7 +13,7 @@ from rich.table import Table
 from personalign.cli._common import (
     ApiKeyEnv, AttnOpt, BaseUrl, BatchSize, ConfigFile, DTypeOpt, Kind, Limit, Model, OnInvalidOpt, Overrides, Overwrite,
     PromptFileOpt, TrustRemoteCode, VerdictModeOpt, backend_options, check_backend_config, command_config, console,
-    model_options, new_app,
+    main_process, model_options, new_app,
 )
 from personalign.data.io import check_source
 from personalign.data.templates import TemplateName, ViewName
@@ -21,9 +21,9 @@ from personalign.data.tokens import Convention
 from personalign.data.views import PersonaSourceName
 from personalign.eval.judge import JudgePreset
 from personalign.files import check_output_dir, check_output_file
-from personalign.models.loading import check_model_dir
+from personalign.models.loading import check_model_dir, process_state
 from personalign.eval.alignment import (
-    ACCURACY_OUTPUTS, AccuracyConfig, Protocol, evaluate_accuracy, process_state, write_accuracy,
+    ACCURACY_OUTPUTS, AccuracyConfig, Protocol, evaluate_accuracy, write_accuracy,
 )
 from personalign.eval.suite import SuiteMethod
 
@@ -200,6 +200,8 @@ def generate(
     with progress_bar(True, 1) as bar:
         task = bar.add_task("generating", total=None)
         run = generate_responses(cfg, on_progress=lambda n: bar.advance(task, n))
+    if not main_process():
+        return
     counts = json.loads((run / SETTINGS_FILE).read_text())["counts"]
     console.print(f"wrote {counts['records']} responses to {run / GENERATIONS_FILE} ({counts['generated']} generated, "
                   f"{counts['reused']} reused from the cache or duplicates); settings in {run / SETTINGS_FILE}")
@@ -253,6 +255,8 @@ def judge(
                             gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write, limit=cfg.limit,
                             n_boot=cfg.n_boot, seed=cfg.seed, on_progress=lambda n: bar.advance(task, n),
                             verdict_mode=cfg.verdict_mode, preset=cfg.preset, prompt_file=template)
+    if not main_process():
+        return
     js, md, _ = write_judge(result, cfg.out)
     table = Table(title=f"{cfg.test} vs {cfg.base} · judge {result.judge}")
     for col in ("rubric", "pairs", "wins", "ties", "losses", "win rate", "95% CI", "unparseable"):

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from personalign.cli._common import (
     ApiKeyEnv, BaseUrl, BatchSize, Cache, Concurrency, ConfigFile, Data, Kind, Limit, Model, Overrides, PromptFileOpt,
-    VerdictModeOpt, backend_options, check_backend_config, command_config, console, new_app,
+    VerdictModeOpt, backend_options, check_backend_config, command_config, console, main_process, new_app,
 )
 from personalign.data.io import check_source
 from personalign.errors import EmptyError
@@ -91,6 +91,8 @@ def infer(
         stats = infer_personas(cfg.data, llm, cfg.out, sides=tuple(cfg.sides), cache_path=cfg.cache_path(),
                                limit=cfg.limit, gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write,
                                on_progress=advance, prompt_file=template)
+    if not main_process():
+        return
     console.print(
         f"wrote {stats.records} records with {stats.personas} personas to {cfg.out} "
         f"({stats.generated} generated, {stats.reused} reused from cache {cfg.cache_path()} or duplicate records; "
@@ -158,6 +160,8 @@ def accuracy(
         result = persona_accuracy(examples, llm, persona_field=field, cache_path=cfg.cache_path(),
                                   chunk_size=cfg.backend.requests_per_write, on_progress=advance,
                                   verdict_mode=cfg.verdict_mode, prompt_file=template)
+    if not main_process():
+        return
     e = result.accuracy
     table = Table(title=f"persona accuracy · {field} · judge {result.judge}")
     for col in ("personas", "accuracy", "95% CI", "target 1st", "target 2nd", "unparseable", "missing"):
@@ -204,6 +208,8 @@ def prefer(
     with _progress("judging", 2 * n) as advance:
         result = persona_preference(examples, llm, cache_path=cfg.cache_path(), chunk_size=cfg.backend.requests_per_write,
                                     on_progress=advance, verdict_mode=cfg.verdict_mode, prompt_file=template)
+    if not main_process():
+        return
     rates = result.rates()
     table = Table(title=f"persona preference · judge {result.judge}")
     for col in ("pairs", "chosen wins", "ties", "rejected wins", "unparseable", "missing"):

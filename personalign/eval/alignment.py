@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
 from pydantic import Field, PositiveInt, model_validator
 
 from personalign.data.io import OnInvalid, default_rejects_path, write_jsonl
@@ -19,7 +17,7 @@ from personalign.data.store import StoreSpec, TokenStore, build_token_store
 from personalign.data.views import ViewConfig
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
-from personalign.models.loading import load_model, load_tokenizer, resolve_model
+from personalign.models.loading import load_model, load_tokenizer, process_state, resolve_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseScores, response_scores, score_store
 from personalign.models.settings import ScoringModelSettings
@@ -93,11 +91,6 @@ class AccuracyResult:
             "counts": self.counts,
             "config": self.config,
         }
-
-
-def process_state() -> PartialState:
-    """The accelerate process state; ACCELERATE_USE_CPU=true makes a multi-process launch use gloo on CPU."""
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _store(cfg: AccuracyConfig, view: ViewConfig, tokenizer) -> TokenStore:

@@ -29,7 +29,8 @@ from personalign.data.templates import plain_shot
 from personalign.data.views import REJECTED_SIDE, ViewConfig, build_view, preferred_order
 from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
-from personalign.llm.cache import GenerationCache, generate_cached
+from personalign.llm.cache import generate_cached, open_cache
+from personalign.models.loading import process_state
 
 GENERATIONS_FILE = "generations.jsonl"
 SETTINGS_FILE = "generation.json"
@@ -124,9 +125,12 @@ def generate_responses(
     requests, rows = view_requests(examples, cfg.view, backend, prefix)
     chunk = cfg.chunk_size or cfg.backend.requests_per_write
     out.mkdir(parents=True, exist_ok=True)
-    with GenerationCache(out / CACHE_FILE) as cache:
+    state = process_state()
+    with open_cache(out / CACHE_FILE, state) as cache:
         result = generate_cached(backend, requests, generation, task=TASK, cache=cache, chunk_size=chunk,
-                                 on_progress=on_progress)
+                                 on_progress=on_progress, state=state)
+    if not state.is_main_process:
+        return out
     for row, response in zip(rows, result.outputs):
         row["response"] = response
     write_jsonl(rows, out / GENERATIONS_FILE)

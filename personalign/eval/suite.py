@@ -19,7 +19,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, process_state, write_accuracy
+from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
+from personalign.models.loading import process_state
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate
 from personalign.models.settings import ScoringModelSettings

@@ -14,7 +14,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from personalign.llm.base import Backend, GenerationConfig, Request
-from personalign.llm.cache import GenerationCache, generate_cached
+from personalign.llm.cache import generate_cached, open_cache
+from personalign.models.loading import process_state
 from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
 
 JUDGE_GENERATION = GenerationConfig(max_new_tokens=8, temperature=0.0)
@@ -82,10 +83,12 @@ def run_judge(
     mode: VerdictMode = "generate",
 ) -> tuple[list[str], list[int | None]]:
     """Outputs and verdicts of judge requests that come in pairs (an item shown first, then second),
-    generated through the cache at `cache_path` under the cache-key task name `task`."""
-    with GenerationCache(cache_path) if cache_path is not None else nullcontext() as cache:
+    generated through the cache at `cache_path` under the cache-key task name `task`; under
+    `accelerate launch` the requests are shared out over the processes (each returns them all)."""
+    state = process_state()
+    with open_cache(cache_path, state) if cache_path is not None else nullcontext() as cache:
         outputs = generate_cached(judge_backend(backend, mode), list(requests), gen_config, task=task, cache=cache,
-                                  chunk_size=chunk_size, on_progress=on_progress).outputs
+                                  chunk_size=chunk_size, on_progress=on_progress, state=state).outputs
     return outputs, read_verdicts(outputs, mode)
 
 

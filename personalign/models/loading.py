@@ -274,3 +274,12 @@ def cached_models() -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
+
+
+def process_state():
+    """The accelerate process state of this launch (one process without `accelerate launch`);
+    ACCELERATE_USE_CPU=true makes a multi-process launch use gloo on CPU."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

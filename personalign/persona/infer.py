@@ -19,7 +19,8 @@ from personalign.data.io import Source, read_examples, write_examples
 from personalign.data.schema import Example
 from personalign.config import StrictModel
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
-from personalign.llm.cache import GenerationCache, generate_cached
+from personalign.llm.cache import generate_cached, open_cache
+from personalign.models.loading import process_state
 from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.persona.prompts import INFER_SLOTS, INFER_VERSION, infer_messages
 
@@ -144,7 +145,8 @@ def infer_personas(
     (.jsonl, .json or .parquet; all other keys kept).
 
     Generations are cached in `cache_path` (default `<out>.cache.jsonl`) `chunk_size` at a time;
-    rerunning after a kill regenerates only what was not stored. `on_progress(n)` reports n
+    rerunning after a kill regenerates only what was not stored. Under `accelerate launch` each
+    chunk's requests are shared out over the processes (see `open_cache`); the main process writes. `on_progress(n)` reports n
     more persona requests done.
     """
     unknown = set(sides) - set(SIDES)
@@ -153,7 +155,8 @@ def infer_personas(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     stats = InferStats()
-    cache = GenerationCache(cache_path if cache_path is not None else default_cache_path(out_path))
+    state = process_state()
+    cache = open_cache(cache_path if cache_path is not None else default_cache_path(out_path), state)
     stats.cache_skipped_lines, stats.cache_truncated_bytes = cache.skipped_lines, cache.truncated_bytes
 
     def examples() -> Iterator[Example]:
@@ -167,8 +170,7 @@ def infer_personas(
                 for ex in chunk for side in sides
             ]
             result = generate_cached(backend, requests, gen_config, task=task_version(INFER_VERSION, prompt_file),
-                                     cache=cache,
-                                     chunk_size=chunk_size, on_progress=on_progress)
+                                     cache=cache, chunk_size=chunk_size, on_progress=on_progress, state=state)
             stats.generated += result.generated
             stats.reused += result.reused
             outputs = iter(result.outputs)
@@ -188,5 +190,9 @@ def infer_personas(
                 yield ex
 
     with cache:
-        write_examples(examples(), out_path)
+        if state.is_main_process:
+            write_examples(examples(), out_path)
+        else:  # the other processes generate their share of every chunk; the main process writes
+            for _ in examples():
+                pass
     return stats
