@@ -13,11 +13,13 @@ __all__ = ["Backend", "BackendConfig", "GenerationConfig", "Message", "Request",
 
 
 def make_backend(cfg: BackendConfig) -> Backend:
-    """Build the backend `cfg` describes (loads the model for kind='local')."""
+    """Build the backend `cfg` describes (kind='local' loads the model on this process's device: the
+    CPU, or under `accelerate launch` on a GPU machine the process's own GPU)."""
     if cfg.kind == "local":
         from personalign.llm.local import LocalBackend
+        from personalign.models.loading import process_state
 
-        return LocalBackend.from_config(cfg)
+        return LocalBackend.from_config(cfg, device=process_state().device)
     from personalign.llm.openai_http import OpenAIBackend
 
     return OpenAIBackend.from_config(cfg)
