@@ -109,13 +109,14 @@ def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseS
     state = process_state()
 
     def compute(journal):
-        model, _ = load_model(name, device=state.device, **cfg.load_kwargs())
+        settings = cfg.model_copy(update={"attn_implementation": cfg.scoring_kernel(cfg.max_length, state.device.type)})
+        model, _ = load_model(name, device=state.device, **settings.load_kwargs())
         return score_store(model, store, state=state, max_tokens_per_batch=cfg.max_tokens_per_batch, journal=journal,
                            progress=state.is_main_process)
 
     if cfg.cache:
         table, _ = cached_table(scores_path(store, name, cfg), compute, write=state.is_main_process,
-                                fits=table_fits(store))
+                                fits=table_fits(store), meta={"model": name, "store": store.path.name})
         state.wait_for_everyone()
     else:
         table = compute(None)

@@ -14,6 +14,9 @@ AttnImplementation = Literal["sdpa", "flash_attention_2", "flex_attention", "eag
 # 4-D additive mask; flex_attention takes a block mask built from the segments (no L x L float mask).
 # flash_attention_2 serves generation.
 MASK_ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flex_attention")
+# From this many tokens of prompt + longest response on a GPU, scoring under the default kernel
+# switches to flex_attention (no L x L float mask per sequence).
+FLEX_FROM_LENGTH = 4096
 
 
 class ModelSettings(StrictModel):
@@ -38,6 +41,14 @@ class ModelSettings(StrictModel):
 class ScoringModelSettings(ModelSettings):
     """Model settings of a command that scores log-probs with the shared-prefix scorer (training,
     alignment accuracy): its attention kernel must take a 4-D mask, checked before any model loads."""
+
+    def scoring_kernel(self, max_length: int | None, device_type: str) -> str:
+        """The kernel the packed scorer runs: the configured one, except that the default `sdpa`
+        becomes `flex_attention` for sequences of `FLEX_FROM_LENGTH` tokens or more on CUDA."""
+        long = max_length is None or max_length >= FLEX_FROM_LENGTH
+        if self.attn_implementation == "sdpa" and long and device_type == "cuda":
+            return "flex_attention"
+        return self.attn_implementation
 
     @model_validator(mode="after")
     def _mask_kernel(self):

@@ -89,6 +89,20 @@ def best_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return max(reversed(scored), key=lambda pm: sign(pm[1]))[0]
 
 
+def trainable_only(model: torch.nn.Module):
+    """A save-state pre-hook for accelerate that keeps only `model`'s trainable weights (LoRA
+    adapters) in each saved state dict: a checkpoint then holds the adapters and the optimizer
+    state, not another copy of the frozen base model."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def hook(models, weights, output_dir) -> None:
+        for state in weights:
+            for key in [k for k in state if k.removeprefix("module.") not in trainable]:
+                del state[key]
+
+    return hook
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, config) -> Path:
     """Save the accelerate state of every process plus the trainer state; returns the directory."""
     final, tmp = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.tmp"
@@ -242,6 +256,8 @@ def _model_from_checkpoint(checkpoint: Path, cfg):
     wrapped = ResponseLogprobs(model)  # checkpoints hold the state of the module accelerate prepared
     missing, unexpected = wrapped.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(wrapped, k)}
+    if cfg.lora is not None:  # adapter-only checkpoints: the frozen base comes from cfg.model
+        tied |= {n for n, p in wrapped.named_parameters() if not p.requires_grad}
     if unexpected or set(missing) - tied:
         raise ValueError(f"{checkpoint}: weights do not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]})")

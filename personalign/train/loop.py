@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import gather_object, is_tensorboard_available, set_seed
+from accelerate.utils import is_tensorboard_available, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import get_scheduler
@@ -47,7 +47,7 @@ from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseLogprobs, ScoreTable, batch_kwargs, score_store
 from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
-    resolve_checkpoint, save_checkpoint, save_final,
+    resolve_checkpoint, save_checkpoint, save_final, trainable_only,
 )
 from personalign.train.collate import collate, load_store, rewards_tensor, run_specs
 from personalign.train.config import TrainConfig
@@ -107,7 +107,8 @@ def reference_table(model, store: TokenStore, model_path: str, cfg: TrainConfig,
     """Reference log-probs of `store`, from the cache or scored now with `model`; (table, hit)."""
     table, hit = cached_table(scores_path(store, model_path, cfg, bf16_autocast=cfg.bf16),
                               lambda journal: score(model, store, cfg, accelerator, journal),
-                              write=accelerator.is_main_process, fits=table_fits(store))
+                              write=accelerator.is_main_process, fits=table_fits(store),
+                              meta={"model": model_path, "store": store.path.name, "kernel": cfg.attn_implementation})
     accelerator.wait_for_everyone()
     return table, hit
 
@@ -247,14 +248,16 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
     return TrainData(store, ref, counts, EvalSet(eval_store, eval_ref, rewards))
 
 
-def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int) -> int:
-    """Load a checkpoint's model, optimizer, schedule and RNG state; returns its step."""
+def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int, *, strict: bool = True
+               ) -> int:
+    """Load a checkpoint's model, optimizer, schedule and RNG state; returns its step. `strict=False`
+    for adapter-only (LoRA) checkpoints: the frozen base weights are the ones already loaded."""
     state = read_state(checkpoint)
     if (state["global_batch"], state["records"]) != (plan.global_batch, n_records):
         raise ValueError(f"{checkpoint} was saved with global batch {state['global_batch']} on "
                          f"{state['records']} records; this run has {plan.global_batch} on {n_records}")
     try:
-        accelerator.load_state(checkpoint)
+        accelerator.load_state(checkpoint, strict=strict)
     except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a damaged file
         raise CorruptFileError(f"cannot load the checkpoint ({type(e).__name__}: {e}); resume from another "
                                "checkpoint or delete this one", file=checkpoint) from None
@@ -310,6 +313,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         model_path = resolve_model(cfg.model)
+    kernel = cfg.scoring_kernel(cfg.max_length, accelerator.device.type)
+    if kernel != cfg.attn_implementation:
+        console.print(f"attention kernel: {kernel} (max_length {cfg.max_length} on {accelerator.device.type})")
+        cfg = cfg.model_copy(update={"attn_implementation": kernel})
     if cfg.attn_implementation == "flex_attention" and accelerator.device.type == "cpu":
         raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
                         "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
@@ -324,8 +331,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     model = ResponseLogprobs(model)
     model.train()
     plan = StepPlan.of(cfg, n_records, accelerator.num_processes)
+    if cfg.lora is not None:
+        accelerator.register_save_state_pre_hook(trainable_only(model))
     model, optimizer, scheduler = accelerator.prepare(model, *build_optimizer(model, cfg, plan.total))
-    start = 0 if resume is None else resume_run(accelerator, resume, plan, n_records)
+    start = 0 if resume is None else resume_run(accelerator, resume, plan, n_records, strict=cfg.lora is None)
     if resume is not None:
         console.print(f"resumed from {resume} at step {start}")
     if main:

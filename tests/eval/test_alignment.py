@@ -190,3 +190,21 @@ def test_truncation_counts_survive_the_cache(tiny_model_dir, tmp_path):
     assert (data.parent / ".personalign-cache").is_dir()
     assert first.counts["truncated_for_scoring"] == second.counts["truncated_for_scoring"] == 3
     assert [s.truncated for s in second.policy] == [True] * 3
+
+
+def test_scoring_reads_the_token_store_one_batch_at_a_time(pair_file, tiny_model_dir, second_model_dir, tmp_path,
+                                                            monkeypatch):
+    """The policy and reference passes take rows from the memory-mapped store per batch: the records
+    held in Python at once are bounded by the batch, not by the file."""
+    from personalign.data.store import TokenStore
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_bytes(pair_file.read_bytes())
+    reads: list[int] = []
+    real = TokenStore.examples
+    monkeypatch.setattr(TokenStore, "examples", lambda self, idx: reads.append(len(idx)) or real(self, idx))
+    res = evaluate_accuracy(AccuracyConfig(data=str(data), policy=str(second_model_dir),
+                                           reference=str(tiny_model_dir), max_tokens_per_batch=256, n_boot=50))
+    n = res.counts["records"]
+    assert n >= 20 and sum(reads) == 2 * n  # each row read once per model
+    assert max(reads) < n / 2  # several batches, each a few rows

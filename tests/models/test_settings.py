@@ -123,3 +123,13 @@ def test_flex_attention_generates_the_same_logits_as_sdpa(tiny_model_dir):
     ids = torch.tensor([[1, 5, 9, 3, 7, 2, 4, 6]])
     with torch.no_grad():
         torch.testing.assert_close(flex(ids).logits, sdpa(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_the_default_kernel_becomes_flex_for_long_sequences_on_a_gpu():
+    cfg = AccuracyConfig(data="d.jsonl")
+    assert cfg.scoring_kernel(8192, "cuda") == "flex_attention"
+    assert cfg.scoring_kernel(None, "cuda") == "flex_attention"
+    assert cfg.scoring_kernel(2048, "cuda") == "sdpa"  # short: the mask path is faster
+    assert cfg.scoring_kernel(8192, "cpu") == "sdpa"  # no flex backward pass on CPU
+    eager = AccuracyConfig(data="d.jsonl", attn_implementation="eager")
+    assert eager.scoring_kernel(8192, "cuda") == "eager"  # a kernel the user chose is kept

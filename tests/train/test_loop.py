@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
@@ -15,7 +16,7 @@ from personalign.data.io import read_examples, write_jsonl
 from personalign.data.synth import synth_ranking
 from personalign.data.views import ViewConfig, render_views
 from personalign.models.loading import load_model
-from personalign.models.scorer import score_responses
+from personalign.models.scorer import ResponseLogprobs, score_responses
 from personalign.models.lora import LoraSettings
 from personalign.data import store as store_module
 from personalign.train.config import TrainConfig
@@ -120,6 +121,9 @@ def test_lora_adapter_saves_loads_and_exports(tiny_model_dir, pairs, tmp_path):
                           learning_rate=1e-2, max_steps=3, save_steps=3))
     final = result.final_dir
     assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
+    saved = load_file(str(run / "checkpoint-3" / "model.safetensors"))  # adapters only, not the base model
+    trainable = {n for n, p in ResponseLogprobs(result.policy).named_parameters() if p.requires_grad}
+    assert saved and set(saved) == trainable and all("lora_" in k for k in saved)
     assert not (final / "model.safetensors").exists()
 
     base, tok = load_model(tiny_model_dir)
@@ -138,6 +142,22 @@ def test_lora_adapter_saves_loads_and_exports(tiny_model_dir, pairs, tmp_path):
         torch.testing.assert_close(logp(merged, tok, pairs), in_memory, atol=1e-4, rtol=0)
     res = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "adapter")])
     assert res.exit_code == 0 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_lora_resumes_from_an_adapter_only_checkpoint(tiny_model_dir, pairs, tmp_path):
+    lora = LoraSettings(r=4, lora_alpha=8, lora_dropout=0.0)
+    constant = dict(lr_scheduler_type="cosine_with_min_lr", min_lr_rate=1.0, learning_rate=1e-2, save_steps=1,
+                    per_device_train_batch_size=4, lora=lora)
+    whole = train(config(tiny_model_dir, pairs, tmp_path / "whole", max_steps=2, **constant))
+    train(config(tiny_model_dir, pairs, tmp_path / "cut", max_steps=1, **constant))
+    resumed = train(config(tiny_model_dir, pairs, tmp_path / "cut", max_steps=2, resume_from_checkpoint="latest",
+                           **constant))
+    assert resumed.resumed_from == tmp_path / "cut" / "checkpoint-1"
+    a, b = load_file(str(whole.final_dir / "adapter_model.safetensors")), \
+        load_file(str(resumed.final_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
 
 
 def test_data_order_is_a_function_of_seed_and_step():
