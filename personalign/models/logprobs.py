@@ -147,7 +147,9 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def packed_block_mask(segment_ids: torch.Tensor):
     """The packed mask as a flex-attention `BlockMask` (same rule as `packed_attention_mask`): it keeps
     which 128 x 128 blocks are empty, full or partial, and the kernel evaluates the rule per element
-    inside partial blocks, so no L x L float mask is held while the model runs."""
+    inside partial blocks, so no L x L float mask is held while the model runs. On CUDA the block
+    mask is built by a compiled kernel (nothing L x L at all); on CPU its construction passes
+    through a transient L x L boolean per sequence (a quarter of an fp32 mask, freed before the forward)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     seg = segment_ids
@@ -158,7 +160,7 @@ def packed_block_mask(segment_ids: torch.Tensor):
         return visible | (q == kv)
 
     rows, width = seg.shape
-    return create_block_mask(allowed, rows, None, width, width, device=seg.device)
+    return create_block_mask(allowed, rows, None, width, width, device=seg.device, _compile=seg.is_cuda)
 
 
 def _prompt_cache_usable(core: torch.nn.Module, config) -> bool:

@@ -39,6 +39,7 @@ TRAIN_OUTPUTS = ("checkpoint-*", FINAL_DIR, METRICS_FILE, CONFIG_FILE, "tensorbo
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 POLICY_PREFIX = "model."  # `ResponseLogprobs.model`
 FSDP_MODEL_DIR = "pytorch_model_fsdp"  # accelerate's sharded model state: <checkpoint>/pytorch_model_fsdp_<i>/
+ZERO_MODEL_DIR = "pytorch_model"  # accelerate's DeepSpeed checkpoint tag: <checkpoint>/pytorch_model/ (ZeRO partitions)
 
 
 def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -226,9 +227,12 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _checkpoint_weights(checkpoint: Path) -> dict:
-    """The state dict a checkpoint holds: `model.safetensors` (one process, DDP), or the sharded
+    """The state dict a checkpoint holds: `model.safetensors` (one process, DDP), the sharded
     `pytorch_model_fsdp_0/` that accelerate writes under FSDP's SHARDED_STATE_DICT (one file per
-    rank, torch.distributed.checkpoint), gathered here into one state dict without a process group."""
+    rank, torch.distributed.checkpoint), gathered here into one state dict without a process group,
+    or DeepSpeed's `pytorch_model/` ZeRO partitions, gathered by DeepSpeed's own `zero_to_fp32`."""
+    if (checkpoint / ZERO_MODEL_DIR).is_dir():
+        return _zero_weights(checkpoint)
     sharded = checkpoint / f"{FSDP_MODEL_DIR}_0"
     if sharded.is_dir():
         from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -247,12 +251,25 @@ def _checkpoint_weights(checkpoint: Path) -> dict:
         raise CorruptFileError(f"cannot read the checkpoint's weights ({e})", file=weights) from None
 
 
+def _zero_weights(checkpoint: Path) -> dict:
+    try:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    except ImportError:
+        raise UserError("this checkpoint holds DeepSpeed ZeRO partitions; exporting it needs DeepSpeed "
+                        "(pip install deepspeed)", file=checkpoint / ZERO_MODEL_DIR) from None
+    try:
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=ZERO_MODEL_DIR)
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise CorruptFileError(f"cannot read the ZeRO checkpoint ({type(e).__name__}: {e})",
+                               file=checkpoint / ZERO_MODEL_DIR) from None
+
+
 def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
+    state = _checkpoint_weights(checkpoint)  # before the model loads: a bad checkpoint fails fast
     model, tokenizer = load_model(cfg.model, **cfg.load_kwargs())
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
-    state = _checkpoint_weights(checkpoint)
     wrapped = ResponseLogprobs(model)  # checkpoints hold the state of the module accelerate prepared
     missing, unexpected = wrapped.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(wrapped, k)}

@@ -7,6 +7,7 @@ rank, through torch.distributed.checkpoint) the same weights as an uninterrupted
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -81,3 +82,26 @@ def test_export_gathers_a_sharded_checkpoint_into_one_model(sharded_run, single,
             torch.testing.assert_close(exported[key], param, atol=1e-5, rtol=0, msg=key)
     assert {k for k in exported} <= {n.removeprefix("model.") for n in after_one_step}
     assert len(exported) >= len(after_one_step) - 1  # the tied LM head is saved once
+
+
+def test_export_of_a_zero_checkpoint_without_deepspeed_is_one_clear_error(tiny_model_dir, tmp_path):
+    """A DeepSpeed checkpoint (accelerate's `pytorch_model/` tag) is gathered by DeepSpeed's zero_to_fp32;
+    where DeepSpeed is not installed, `export` says so in one line and exits 2."""
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("DeepSpeed is installed: the message is not shown")
+    from typer.testing import CliRunner
+
+    from personalign.cli import app
+    from personalign.config import dump_config
+    from personalign.files import write_json
+    from personalign.train.checkpoints import CONFIG_FILE, STATE_FILE
+    from personalign.train.config import TrainConfig
+
+    checkpoint = tmp_path / "checkpoint-1"
+    (checkpoint / "pytorch_model").mkdir(parents=True)
+    (checkpoint / "latest").write_text("pytorch_model")
+    dump_config(TrainConfig(model=str(tiny_model_dir), data="unused.jsonl"), checkpoint / CONFIG_FILE)
+    write_json(checkpoint / STATE_FILE, {"step": 1, "global_batch": 8, "records": 8})
+    res = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert "needs DeepSpeed (pip install deepspeed)" in res.output and "Traceback" not in res.output
