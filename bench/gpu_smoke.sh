@@ -62,7 +62,7 @@ fi
 echo "== scoring bench"
 "$PY" bench/scoring.py --n 24 --max-length 4096 --max-tokens-per-batch 16384 --device cuda --dtype bfloat16 --model "$OUT/model-0.5b" | tee "$OUT/scoring.txt"
 echo "== training bench"
-"$PY" bench/train_dpo.py --steps 4 --batch 4 --contenders ours,trl-pre | tee "$OUT/train_dpo.txt"
+"$PY" bench/train_dpo.py --steps 4 --batch 4 --contenders ours,trl-pre --device cuda | tee "$OUT/train_dpo.txt"
 
 "$PY" - "$OUT" "$started" <<'EOF'
 import json, sys, time

@@ -182,14 +182,14 @@ def child_bound(spec: dict) -> dict:
     from personalign.train.loop import epoch_order, step_micro_batches
 
     store = build_store(spec)
-    model, _ = load_model(spec["model"], dtype="float32", attn_implementation="sdpa")
+    model, _ = load_model(spec["model"], dtype="float32", attn_implementation="sdpa", device=spec.get("device", "cpu"))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec["lr"])
     order = epoch_order(len(store), spec["seed"], 0)
     tokens, t0 = 0, time.perf_counter()
     for k in range(spec["steps"]):
         (idx,) = step_micro_batches(order, k, per_device=spec["batch"], accumulation=1, rank=0, world=1)
-        packed = pack_batch(store.examples(idx))
+        packed = pack_batch(store.examples(idx)).to(model.device)
         tokens += int((packed.segment_ids != PAD_SEGMENT).sum())
         logits = model(input_ids=packed.input_ids, use_cache=False).logits
         logits.float().log_softmax(-1).mean().backward()
@@ -226,7 +226,8 @@ def child_trl(spec: dict, precompute: bool) -> dict:
             return out
 
     args = DPOConfig(
-        output_dir=spec["out"], use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        output_dir=spec["out"], use_cpu=spec.get("device", "cpu") == "cpu", bf16=False, fp16=False,
+        gradient_checkpointing=False,
         model_init_kwargs={"dtype": torch.float32, "attn_implementation": "sdpa"},
         per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1, max_steps=spec["steps"],
         learning_rate=spec["lr"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
@@ -338,6 +339,8 @@ def run_child(which: str, spec: dict, folder: Path, tag: str, profile: bool) -> 
     (run_dir / "spec.json").write_text(json.dumps(spec))
     env = dict(os.environ, HF_DATASETS_CACHE=str(run_dir / "hf-datasets"), TQDM_DISABLE="1",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    if spec.get("device", "cpu") == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # both contenders on the CPU, even on a GPU machine
     cmd = [sys.executable, __file__, "--child", which, str(run_dir / "spec.json")] + (["--profile-child"] if profile else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     (run_dir / "stderr.txt").write_text(proc.stderr)
@@ -369,6 +372,7 @@ def main() -> None:
                     "time of each contender is kept")
     ap.add_argument("--profile", default="", help="comma-separated contenders to run once more under cProfile")
     ap.add_argument("--keep", type=Path, help="keep data and runs in this folder")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both contenders run (fp32)")
     ap.add_argument("--child", nargs=2, metavar=("WHICH", "SPEC"), help=argparse.SUPPRESS)
     ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -389,7 +393,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data, trl_data, data_info = prepare_data(folder, args.pairs, args.max_length, args.seed, model_dir)
     base = {"model": model_dir, "data": str(data), "trl_data": str(trl_data), "batch": args.batch,
-            "steps": args.steps, "max_length": args.max_length, "beta": args.beta, "seed": args.seed}
+            "steps": args.steps, "max_length": args.max_length, "beta": args.beta, "seed": args.seed,
+            "device": args.device}
     print(f"model {model_dir}; {args.pairs} synthetic AlignX pairs, ICA views (chat template, sampled history, "
           f"{data_info['history_items_per_prompt']:.1f} history items/prompt), batch {args.batch}, {args.steps} steps, "
           f"max_length {args.max_length}, beta {args.beta}, lr {args.lr:g} (full) / {args.lora_lr:g} (LoRA), "
