@@ -54,7 +54,7 @@ def build_views(
         "is the preferred one (listed first); all renders both sides; system puts the persona in the system message."
     ),
     dimensions: Path | None = typer.Option(
-        None, help="Preference dimension table (default: shared/data/alignx_dimensions.json)."
+        None, help="Preference dimension table (default: the AlignX table shipped with personalign)."
     ),
     on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record, or skip them."),
     rejects: Path | None = typer.Option(None, help="With --on-invalid skip: write skipped records to this JSONL file."),

@@ -1,8 +1,8 @@
 """The 90 AlignX preference dimensions (phrase for value 1 and for value 0, in vector order).
 
-The table is not shipped inside the package: it is read from an explicit path, the
-`PERSONALIGN_DIMENSIONS` environment variable, or `shared/data/alignx_dimensions.json` found
-next to the repository checkout.
+The table ships inside the package (`personalign/resources/alignx_dimensions.json`, a copy of the
+AlignX release's table), so a wheel installed anywhere has it; an explicit path or the
+`PERSONALIGN_DIMENSIONS` environment variable overrides it.
 """
 from __future__ import annotations
 
@@ -37,18 +37,15 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+PACKAGED = Path(__file__).resolve().parents[1] / "resources" / FILENAME
+
+
 def dimensions_path(path: str | Path | None = None) -> Path:
-    """Resolve the dimension table: argument, then $PERSONALIGN_DIMENSIONS, then shared/data."""
+    """Resolve the dimension table: argument, then $PERSONALIGN_DIMENSIONS, then the packaged copy."""
     if path is None:
         path = os.environ.get(ENV_VAR)
     if path is None:
-        shared = shared_data_dir()
-        if shared is None:
-            raise FileNotFoundError(
-                f"cannot find {FILENAME}: pass its path or set ${ENV_VAR} "
-                "(it ships with the AlignX data as shared/data/alignx_dimensions.json)"
-            )
-        return shared / FILENAME
+        return PACKAGED
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: dimension table not found")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from personalign.data.dimensions import Dimension, load_dimensions
@@ -92,3 +95,13 @@ def test_user_profile_sources_in_order():
     # a ready profile wins over everything
     user.profile = "Likes humor"
     assert user_profile(user, items, DIMS) == "Likes humor"
+
+
+def test_the_package_ships_the_dimension_table(dimensions_path, monkeypatch):
+    """The packaged copy is the AlignX table itself, and it is the default wherever the package runs."""
+    from personalign.data import dimensions
+
+    monkeypatch.delenv(dimensions.ENV_VAR, raising=False)
+    assert dimensions.dimensions_path() == dimensions.PACKAGED
+    assert json.loads(dimensions.PACKAGED.read_text()) == json.loads(dimensions_path.read_text())
+    assert dimensions.PACKAGED.relative_to(Path(dimensions.__file__).resolve().parents[1])  # inside the package
