@@ -49,3 +49,13 @@ def test_the_wheel_installed_elsewhere_synthesizes_renders_pba_and_evaluates(tmp
          "--out", "acc"], outside, env)
     result = json.loads((outside / "acc" / "accuracy.json").read_text())
     assert result["counts"]["records"] == 2 and 0.0 <= result["accuracy"]["overall"]["value"] <= 1.0
+
+
+def test_version_is_printed():
+    from typer.testing import CliRunner
+
+    from personalign import __version__
+    from personalign.cli import app
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"personalign {__version__}"

@@ -195,8 +195,18 @@ class BoundaryGroup(TyperGroup):
         return code
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from personalign import __version__
+
+        typer.echo(f"personalign {__version__}")
+        raise typer.Exit()
+
+
 def root_options(
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error, not just its one-line message."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """Personalized preference alignment: data, views, models, training and evaluation."""
     _debug["on"] = debug
