@@ -197,9 +197,9 @@ class BoundaryGroup(TyperGroup):
 
 def _print_version(value: bool) -> None:
     if value:
-        from personalign import __version__
+        import personalign
 
-        typer.echo(f"personalign {__version__}")
+        typer.echo(f"personalign {personalign.__version__}")
         raise typer.Exit()
 
 
