@@ -168,7 +168,8 @@ def our_config(spec: dict):
 def build_store(spec: dict):
     """The training store `train` will read for `spec` (untimed, for ours-store and the bound)."""
     from personalign.models.loading import load_tokenizer
-    from personalign.train.collate import load_store, run_specs
+    from personalign.data.store import load_store
+    from personalign.train.collate import run_specs
 
     return load_store(*run_specs(our_config(spec))[0], load_tokenizer(spec["model"]), progress=False)[0]
 
@@ -310,7 +311,8 @@ def prepare_data(folder: Path, n: int, max_length: int, seed: int, model_dir: st
 def check_tokens(data: Path, tokens_file: Path, max_length: int, seed: int, model_dir: str) -> dict:
     """Our tokenization (the token store) against the token ids TRL trained on, pair by pair."""
     from personalign.models.loading import load_tokenizer
-    from personalign.train.collate import load_store, store_spec
+    from personalign.data.store import load_store
+    from personalign.train.collate import store_spec
 
     tokenizer = load_tokenizer(model_dir)
     store, _ = load_store(data, store_spec(view_config(seed), loss="dpo", max_length=max_length), tokenizer,

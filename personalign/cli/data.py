@@ -227,7 +227,8 @@ def tokenize(
     of a GPU job; `train` with the same config then finds them. Takes the train config's keys."""
     from personalign.data.io import check_source
     from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
-    from personalign.train.collate import load_store, run_specs
+    from personalign.data.store import load_store
+    from personalign.train.collate import run_specs
     from personalign.train.config import TrainConfig
 
     cfg = command_config(TrainConfig, config, {}, overrides)

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from personalign.data.errors import RecordError
-from personalign.data.io import OnInvalid, ReadCounts, Source, read_examples
+from personalign.data.io import OnInvalid, ReadCounts, Source, default_rejects_path, read_examples
 from personalign.data.schema import Example
 from personalign.data.tokens import Tokenized, tokenize_pair
 from personalign.data.views import Rendered, ViewConfig, ViewCounts, build_view, persona_sides
@@ -271,6 +271,8 @@ def build_token_store(
     rebuild: bool = False,
 ) -> tuple[TokenStore, bool]:
     """The token store of `source` under `spec`: (store, hit). Built when missing (or `rebuild`)."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; responses must end with one")
     path = store_path(source, tokenizer, spec)
     if not rebuild and (found := open_store(path)) is not None:
         return found, True
@@ -290,6 +292,13 @@ def build_token_store(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return TokenStore(path), False
+
+
+def load_store(source: Source, spec: StoreSpec, tokenizer: Any, *, num_proc: int = 1, progress: bool = True
+               ) -> tuple[TokenStore, bool]:
+    """`build_token_store` with the rejects of `on_invalid: skip` in the default rejects file beside the data."""
+    rejects = default_rejects_path(source) if spec.on_invalid == "skip" else None
+    return build_token_store(source, tokenizer, spec, rejects_path=rejects, num_proc=num_proc, progress=progress)
 
 
 def _write_store(source: Source, tokenizer: Any, spec: StoreSpec, out: Path, rejects_path, num_proc: int,

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, PositiveInt, model_validator
 
-from personalign.data.io import OnInvalid, default_rejects_path, write_jsonl
-from personalign.data.store import StoreSpec, TokenStore, build_token_store
+from personalign.data.io import OnInvalid, write_jsonl
+from personalign.data.store import StoreSpec, TokenStore, load_store
 from personalign.data.views import ViewConfig
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
@@ -99,8 +99,7 @@ def _store(cfg: AccuracyConfig, view: ViewConfig, tokenizer) -> TokenStore:
     spec = StoreSpec(view, cfg.max_length, need="pair", limit=cfg.limit, on_invalid=cfg.on_invalid)
     state = process_state()
     with state.main_process_first():
-        store, _ = build_token_store(cfg.data, tokenizer, spec, progress=state.is_main_process,
-                                     rejects_path=default_rejects_path(cfg.data) if cfg.on_invalid == "skip" else None)
+        store, _ = load_store(cfg.data, spec, tokenizer, progress=state.is_main_process)
     return store
 
 

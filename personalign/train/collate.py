@@ -1,20 +1,19 @@
 """Training data: records -> token store (rendered and tokenized once, on disk) -> packed batches.
 
-`load_store` builds (or finds) the token store of a training or eval file. `collate` reads the
+`personalign.data.store.load_store` builds (or finds) the token store of a training or eval file. `collate` reads the
 rows of one micro-batch from it and packs them into one `TrainBatch`: every example is ONE
 sequence prompt ‖ r1 ‖ … ‖ rk (`pack_batch`), so the responses of a pair or a ranking of any
 length share a single prompt pass. Reference log-probs come as an `[N, R]` table beside the store.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from personalign.data.io import OnInvalid, default_rejects_path
-from personalign.data.store import StoreSpec, TokenStore, build_token_store
+from personalign.data.io import OnInvalid
+from personalign.data.store import StoreSpec, TokenStore
 from personalign.data.views import ViewConfig
 from personalign.models.logprobs import PackedBatch, pack_batch
 from personalign.train.config import TrainConfig
@@ -53,13 +52,6 @@ def run_specs(cfg: TrainConfig) -> list[tuple[str, StoreSpec]]:
         specs.append((cfg.eval_data, store_spec(eval_view, loss=cfg.loss, max_length=cfg.max_length,
                                                 on_invalid=cfg.on_invalid)))
     return specs
-
-
-def load_store(source: str | os.PathLike, spec: StoreSpec, tokenizer, *, num_proc: int = 1, progress: bool = True
-               ) -> tuple[TokenStore, bool]:
-    """The token store of `source` (built when missing; skipped records go to the default rejects file)."""
-    rejects = default_rejects_path(source) if spec.on_invalid == "skip" else None
-    return build_token_store(source, tokenizer, spec, rejects_path=rejects, num_proc=num_proc, progress=progress)
 
 
 def collate(store: TokenStore, indices: Sequence[int], ref: torch.Tensor | None = None) -> TrainBatch:

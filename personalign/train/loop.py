@@ -40,7 +40,7 @@ from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
 from personalign.models.loading import check_model_dir, load_model, resolve_model
-from personalign.data.store import TokenStore
+from personalign.data.store import TokenStore, load_store
 from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.lora import apply_lora
 from personalign.models.refcache import cached_table, scores_path, table_fits
@@ -49,7 +49,7 @@ from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
     resolve_checkpoint, save_checkpoint, save_final, trainable_only,
 )
-from personalign.train.collate import collate, load_store, rewards_tensor, run_specs
+from personalign.train.collate import collate, rewards_tensor, run_specs
 from personalign.train.config import TrainConfig
 from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
 

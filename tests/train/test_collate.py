@@ -9,7 +9,8 @@ import torch
 from personalign.data.errors import RecordError
 from personalign.data.views import ViewConfig
 from personalign.models.logprobs import packed_logprobs
-from personalign.train.collate import collate, load_store, rewards_tensor, store_spec
+from personalign.data.store import load_store
+from personalign.train.collate import collate, rewards_tensor, store_spec
 
 PLAIN = ViewConfig(template="plain")
 
