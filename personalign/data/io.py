@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,9 +39,10 @@ from personalign.data.schema import (
 )
 from personalign.data.validate import to_example, to_record
 from personalign.errors import EmptyError, OutputError, UserError
-from personalign.files import atomic_write
+from personalign.files import atomic_write, cache_key, personalign_home
 
-Source = str | os.PathLike
+Source = str | os.PathLike  # a path or hub name; readers also take a `datasets.Dataset` or an iterable of dicts
+MEMORY = "<memory>"  # the `file` of records given from Python
 OnInvalid = Literal["fail", "skip"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -50,8 +51,9 @@ _loads = orjson.loads
 _decode_at = json.JSONDecoder().raw_decode
 _WS = re.compile(r"[ \t\n\r]*")
 _BYTES_WS = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*")
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?$")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[^:/\\]*)?(:[\w.-]*)?$")  # name[:config]:split
 _ROW_BATCH = 1024
+_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -81,9 +83,17 @@ class ReadCounts:
 # ---------------------------------------------------------------------------------------- reading
 
 
-def iter_raw(source: Source) -> Iterator[RawRecord]:
+def is_path_source(source: Any) -> bool:
+    """True for a path or hub name; False for records given from Python (a Dataset, an iterable)."""
+    return isinstance(source, (str, os.PathLike))
+
+
+def iter_raw(source: Source | Iterable[dict]) -> Iterator[RawRecord]:
     """Raw records of a .jsonl/.ndjson, .json, .parquet file, a `save_to_disk` directory
-    (`dir` or `dir:split`), or a hub dataset `name[:split]` (streamed; split defaults to train)."""
+    (`dir` or `dir:split`), a hub dataset `name[:split]` or `name:config:split` (streamed; split
+    defaults to train; the config name may hold spaces), a `datasets.Dataset` or an iterable of dicts."""
+    if not is_path_source(source):
+        return _iter_memory(source)
     text = os.fspath(source)
     path = Path(text)
     if path.is_dir():
@@ -108,7 +118,9 @@ def iter_raw(source: Source) -> Iterator[RawRecord]:
 
 def check_source(source: Source, *, option: str = "--data") -> None:
     """Fail now, before any model loads, when `source` is a local path that cannot be read as records:
-    missing, an unsupported file type, or empty. Hub dataset names pass (they are opened when read)."""
+    missing, an unsupported file type, or empty. Hub dataset names and in-memory records pass."""
+    if not is_path_source(source):
+        return
     text = os.fspath(source)
     path = Path(text)
     if not path.exists() and not Path(text.rpartition(":")[0]).is_dir() and _HUB_NAME.match(text) \
@@ -261,6 +273,24 @@ def _iter_rows(ds: Any, file: str) -> Iterator[RawRecord]:
         raise RecordError(file, None, None, "dataset is empty (no rows)")
 
 
+def _iter_memory(source: Any) -> Iterator[RawRecord]:
+    import datasets
+
+    if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
+        yield from _iter_rows(source, MEMORY)
+        return
+    if isinstance(source, Mapping) or not isinstance(source, Iterable):
+        raise TypeError(f"expected a path, a hub dataset name, a datasets.Dataset or an iterable of dicts, "
+                        f"got {type(source).__name__}")
+    n = 0
+    for n, value in enumerate(source, 1):
+        if not isinstance(value, dict):
+            value = RecordError(MEMORY, n, None, f"expected a dict, got {_json_kind(value)}")
+        yield RawRecord(MEMORY, n, None, value)
+    if n == 0:
+        raise RecordError(MEMORY, None, None, "no records")
+
+
 def _iter_dataset_dir(path: Path, split: str | None) -> Iterator[RawRecord]:
     import datasets
 
@@ -286,14 +316,25 @@ def _iter_dataset_dir(path: Path, split: str | None) -> Iterator[RawRecord]:
 def _iter_hub(source: str) -> Iterator[RawRecord]:
     import datasets
 
-    name, _, split = source.partition(":")
-    split = split or "train"
+    name, config, split = hub_parts(source)
     try:
-        ds = datasets.load_dataset(name, split=split, streaming=True)
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except (OSError, ValueError) as e:  # ConnectionError, DatasetNotFoundError, bad split, ...
+        what = f"config '{config}', split '{split}'" if config else f"split '{split}'"
         raise FileNotFoundError(f"{source!r} is not a local file or directory, and loading it from the "
-                                f"Hugging Face Hub (split '{split}') failed: {e}") from None
-    yield from _iter_rows(ds, f"{name}:{split}")
+                                f"Hugging Face Hub ({what}) failed: {e}") from None
+    yield from _iter_rows(ds, ":".join(p for p in (name, config, split) if p))
+
+
+def hub_parts(source: str) -> tuple[str, str | None, str]:
+    """A hub source `name`, `name:split` or `name:config:split` as (name, config or None, split);
+    the split defaults to train."""
+    name, *rest = source.split(":")
+    if len(rest) > 2:
+        raise ValueError(f"{source!r}: expected name, name:split or name:config:split")
+    config = rest[0] if len(rest) == 2 else None
+    split = rest[-1] if rest else ""
+    return name, config or None, split or "train"
 
 
 def _json_kind(value: Any) -> str:
@@ -325,13 +366,15 @@ class _Rejects:
 
 
 def read_examples(
-    source: Source,
+    source: Source | Iterable[dict],
     *,
     on_invalid: OnInvalid = "fail",
     rejects_path: str | os.PathLike | None = None,
     counts: ReadCounts | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Iterator[Example]:
-    """Stream validated Examples from `source` (see `iter_raw`).
+    """Stream validated Examples from `source` (see `iter_raw`), in any format of
+    `personalign.data.formats`; `columns` renames fields first ({name in the source: record key}).
 
     on_invalid="fail" raises the first `RecordError`; "skip" drops bad records, counting them in
     `counts` and, with `rejects_path`, appending {"file", "line", "field", "error", "raw"} per
@@ -350,7 +393,7 @@ def read_examples(
                 raw = rec.raw
                 no_booleans = raw is not None and "true" not in raw and "false" not in raw
                 try:
-                    ex = to_example(value, file=rec.file, line=rec.line, no_booleans=no_booleans)
+                    ex = to_example(value, file=rec.file, line=rec.line, no_booleans=no_booleans, columns=columns)
                 except RecordError as e:
                     err = e
                 else:
@@ -370,8 +413,53 @@ def read_examples(
             rejects.close()
 
 
+def record_count(source: Any) -> int | None:
+    """How many records `source` holds, when that is cheap to know (JSONL lines, Parquet and dataset
+    row counts, in-memory lists); None otherwise (hub streams, JSON arrays, generators)."""
+    if isinstance(source, (list, tuple)):
+        return len(source)
+    if not is_path_source(source):
+        return len(source) if hasattr(source, "__len__") else None
+    path = Path(source)
+    try:
+        if path.is_file() and path.suffix.lower() in JSONL_SUFFIXES:
+            n, last = 0, b"\n"
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    n += chunk.count(b"\n")
+                    last = chunk[-1:]
+            return n + (last != b"\n")  # blank lines count too: a total for the bar, not a record count
+        if path.is_file() and path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except OSError:
+        return None
+    return None
+
+
+def records_file(records: Iterable[dict], kind: str = "inputs") -> str:
+    """In-memory records (a `datasets.Dataset`, a list, any iterable of dicts) written once to a JSONL
+    file under the personalign home, named by their content, so that token stores and caches key on them."""
+
+    def lines() -> Iterator[str]:
+        for rec in iter_raw(records):
+            if isinstance(rec.value, RecordError):
+                raise rec.value
+            yield json.dumps(rec.value, ensure_ascii=False, default=str) + "\n"
+
+    text = "".join(lines())
+    path = personalign_home() / kind / f"{cache_key(text=text)}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return os.fspath(path)
+
+
 def default_rejects_path(source: Source) -> Path:
-    """FILE stem + .rejects.jsonl next to a local input; in the cwd for hub names."""
+    """FILE stem + .rejects.jsonl next to a local input; in the cwd for hub names and in-memory records."""
+    if not is_path_source(source):
+        return Path.cwd() / "memory.rejects.jsonl"
     text = os.fspath(source)
     path = Path(text)
     if path.exists():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -31,12 +32,13 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
 from personalign.data.errors import RecordError
-from personalign.data.io import OnInvalid, ReadCounts, Source, default_rejects_path, read_examples
+from personalign.data.io import OnInvalid, ReadCounts, Source, default_rejects_path, read_examples, record_count
 from personalign.data.schema import Example
+from personalign.data.templates import template_warning
+from personalign.progress import work_progress
 from personalign.data.tokens import Tokenized, tokenize_pair
 from personalign.data.views import Rendered, ViewConfig, ViewCounts, build_view, persona_sides
 from personalign.errors import EmptyError
@@ -74,10 +76,12 @@ class StoreSpec:
     need: Need = "any"
     limit: int | None = None
     on_invalid: OnInvalid = "fail"
+    columns: dict[str, str] | None = None  # field renames applied when reading (see `read_examples`)
 
     def key_parts(self) -> dict[str, Any]:
         return {"view": self.view.model_dump(mode="json"), "max_length": self.max_length, "responses": self.responses,
-                "need": self.need, "limit": self.limit, "on_invalid": self.on_invalid, "version": STORE_VERSION}
+                "need": self.need, "limit": self.limit, "on_invalid": self.on_invalid, "version": STORE_VERSION,
+                **({"columns": self.columns} if self.columns else {})}
 
 
 @dataclass(slots=True)
@@ -273,6 +277,8 @@ def build_token_store(
     """The token store of `source` under `spec`: (store, hit). Built when missing (or `rebuild`)."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; responses must end with one")
+    if (warning := template_warning(spec.view.template, tokenizer)) is not None:
+        logging.getLogger("personalign").warning(warning)
     path = store_path(source, tokenizer, spec)
     if not rebuild and (found := open_store(path)) is not None:
         return found, True
@@ -306,12 +312,14 @@ def _write_store(source: Source, tokenizer: Any, spec: StoreSpec, out: Path, rej
     read = ReadCounts()
     counts, view = StoreCounts(), ViewCounts()
     examples = itertools.islice(read_examples(source, on_invalid=spec.on_invalid, rejects_path=rejects_path,
-                                              counts=read), spec.limit)
+                                              counts=read, columns=spec.columns), spec.limit)
     late_rejects: list[dict] = []
-    bar = Progress(SpinnerColumn(), TextColumn("tokenizing"), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn(), console=Console(stderr=True), disable=not progress, transient=True)
+    total = record_count(source)
+    if total is not None and spec.limit is not None:
+        total = min(total, spec.limit)
+    bar = work_progress(total_known=total is not None, enabled=progress, extra=(TextColumn("{task.fields[rate]}"),))
     with pa.OSFile(str(out / TOKENS_FILE), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer, bar:
-        task = bar.add_task("tokenizing", total=None, rate="")
+        task = bar.add_task("tokenizing", total=total, rate="")
         buffer: list[dict] = []
         for rows, rendered, rejects in _tokenized_chunks(examples, tokenizer, spec, num_proc):
             if rejects and spec.on_invalid == "fail":

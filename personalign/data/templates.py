@@ -175,3 +175,19 @@ def apply_chat(messages: list[dict[str, str]], tokenizer: Any = None) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
     return turns + "<|im_start|>assistant\n"
+
+
+LLAMA3_HEADER = "<|start_header_id|>"
+
+
+def template_warning(template: str, tokenizer: Any) -> str | None:
+    """A warning when an `alignx` layout (Llama-3 header tokens written as text) meets a tokenizer
+    that does not have those tokens: the text is then split into ordinary pieces."""
+    if template not in ("alignx", "alignx-eval") or tokenizer is None:
+        return None
+    ids = tokenizer.convert_tokens_to_ids([LLAMA3_HEADER])
+    if ids and ids[0] is not None and ids[0] != getattr(tokenizer, "unk_token_id", None):
+        return None
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return (f"template {template!r} writes Llama-3's header tokens as text, but the tokenizer ({name}) is not "
+            "Llama-3's: they become ordinary pieces; use template 'chat' for this model")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from personalign.data.errors import RecordError
+from personalign.data.formats import needs_normalizing, normalize_record
 from personalign.data.schema import (
     CHOSEN,
     DEMOGRAPHIC,
@@ -253,8 +255,11 @@ def _ranking(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
     return Example(prompt, responses, rewards, user, extra, source)
 
 
-def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = False) -> Example:
-    """Validate one raw record (pair/AlignX/persona, or ranking if it has `responses`) into an Example.
+def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = False,
+               columns: Mapping[str, str] | None = None) -> Example:
+    """Validate one raw record (pair/AlignX/persona, or ranking if it has `responses`) into an Example;
+    other formats (TRL's, HH-RLHF, ScalingAlignment's) and `columns` renames are read through
+    `personalign.data.formats` first.
 
     Raises `RecordError(file, line, field, message)` with a precise field path on the first problem.
     `no_booleans=True` is a reader's promise that the record's JSON text has no `true`/`false`
@@ -263,6 +268,8 @@ def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = Fa
     ctx = _Ctx(file, line, no_booleans)
     if not isinstance(raw, dict):
         raise ctx.error(None, f"expected a JSON object, got {_kind(raw)}")
+    if columns or needs_normalizing(raw):
+        raw = normalize_record(raw, file=file, line=line, columns=columns)
     source = file if line is None else f"{file}:{line}"
     prompt = _text(ctx, raw.get(PROMPT), PROMPT)
     if raw.get(RESPONSES) is not None:

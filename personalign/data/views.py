@@ -61,17 +61,24 @@ class ViewConfig(StrictModel):
     """How examples become prompts."""
 
     view: ViewName = "none"
+    """What conditions the prompt: none, ica (history), pba (preference profile), persona, demo (demographics)."""
     template: TemplateName = "chat"
-    sample_history: bool = False  # AlignX training-style sampling; False = all history (evaluation)
+    """Prompt layout: chat (the tokenizer's chat template), alignx, alignx-eval (AlignX's), plain (persona-tailoring's)."""
+    sample_history: bool = False
+    """AlignX training-style history sampling; False = all history (evaluation)."""
     seed: int = 0
-    include_demographic: bool = False  # ica: append the demographic text (always in alignx-eval)
-    # persona view: which persona conditions the prompt. `rejected`/`retrieved_rejected` make the
-    # rejected response the preferred one; `all` renders each record twice (chosen persona with the
-    # chosen response preferred, rejected persona with the rejected one); `system` puts the chosen
-    # persona in the system message (chat template). Seed names (gold_chosen, ...) are accepted.
+    """Seed of the history sampling."""
+    include_demographic: bool = False
+    """ica: append the demographic text (always in alignx-eval)."""
     persona_source: PersonaSource = "chosen"
+    """persona view: which persona conditions the prompt. rejected/retrieved_rejected make the rejected
+    response the preferred one; all renders each record twice (chosen persona with the chosen response
+    preferred, rejected persona with the rejected one); system puts the chosen persona in the system
+    message (chat template). Seed names (gold_chosen, ...) are accepted."""
     max_length: PositiveInt | None = None
-    dimensions: str | None = None  # dimension table path; default: personalign.data.dimensions lookup
+    """Token budget of a rendered prompt + response (history is dropped to fit)."""
+    dimensions: str | None = None
+    """Dimension table (JSON) for pba profiles; default: the 90 AlignX dimensions shipped with personalign."""
 
     @model_validator(mode="before")
     @classmethod

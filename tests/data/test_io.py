@@ -11,6 +11,7 @@ import pytest
 from personalign.data.errors import RecordError
 from personalign.data.io import (
     ReadCounts,
+    check_source,
     default_rejects_path,
     iter_raw,
     read_examples,
@@ -152,21 +153,37 @@ def test_unknown_sources(tmp_path):
 def test_hub_names_are_streamed_from_load_dataset(monkeypatch):
     calls = []
 
-    def fake(name, split, streaming):
-        calls.append((name, split, streaming))
+    def fake(name, config=None, *, split, streaming):
+        calls.append((name, config, split, streaming))
         return iter([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
     counts = ReadCounts()
     examples = list(read_examples("org/prefs:validation", on_invalid="skip", counts=counts))
-    assert calls == [("org/prefs", "validation", True)]
+    assert calls == [("org/prefs", None, "validation", True)]
     assert examples[0].source == "org/prefs:validation:1" and (counts.accepted, counts.rejected) == (1, 1)
     list(read_examples("org/prefs", on_invalid="skip"))
-    assert calls[-1] == ("org/prefs", "train", True)
+    assert calls[-1] == ("org/prefs", None, "train", True)
+
+
+def test_hub_config_names_may_hold_spaces(monkeypatch):
+    calls = []
+
+    def fake(name, config=None, *, split, streaming):
+        calls.append((name, config, split))
+        return iter([{"prompt": "p", "chosen": "a", "rejected": "b"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    (ex,) = read_examples("Pinafore/persona-tailoring:Anthropic HHH:test")
+    assert calls == [("Pinafore/persona-tailoring", "Anthropic HHH", "test")]
+    assert ex.source == "Pinafore/persona-tailoring:Anthropic HHH:test:1"
+    list(read_examples("org/prefs:cfg:"))
+    assert calls[-1] == ("org/prefs", "cfg", "train")
+    check_source("org/prefs:Anthropic HHH:test")  # a hub name: passes without opening it
 
 
 def test_hub_failure_is_a_clear_error(monkeypatch):
-    def offline(name, split, streaming):
+    def offline(name, config=None, *, split, streaming):
         raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
