@@ -88,7 +88,8 @@ def check_output_dir(path: PathLike, *, inputs: Iterable[PathLike | None] = (), 
         foreign = sorted(p.name for p in out.iterdir() if not _matches(p.name, own))
         if foreign and not overwrite:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(f"{option} holds files this command did not write ({shown}); pass --overwrite "
+            how = "overwrite_output_dir=true" if option == "output_dir" else "--overwrite"
+            raise OutputError(f"{option} holds files this command did not write ({shown}); pass {how} "
                               "or choose an empty directory", file=out)
     else:
         _check_parent(resolved, option)

@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from personalign.config import dump_config, load_config
-from personalign.errors import CorruptFileError, OutputError, UserError
+from personalign.errors import CorruptFileError, MissingExtraError, OutputError, UserError, require_extra
 from personalign.files import atomic_dir, check_output_dir, write_json
 from personalign.files import read_json_object as _read_json
+from personalign.models.card import command_line, copy_provenance, write_provenance
 from personalign.models.loading import load_model, load_tokenizer
 from personalign.models.lora import apply_lora, load_lora, merge_lora
 from personalign.models.scorer import ResponseLogprobs
@@ -35,7 +36,7 @@ METRICS_FILE = "metrics.jsonl"
 EXPORT_MARKER = "personalign-export.json"
 # What `train` writes into output_dir: a directory holding anything else is refused without overwrite_output_dir.
 TRAIN_OUTPUTS = ("checkpoint-*", FINAL_DIR, METRICS_FILE, CONFIG_FILE, "tensorboard", "events.out.tfevents.*",
-                 "runs", "*.tmp")
+                 "runs", "*.tmp", "wandb", "mlruns", "trackio")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 POLICY_PREFIX = "model."  # `ResponseLogprobs.model`
 FSDP_MODEL_DIR = "pytorch_model_fsdp"  # accelerate's sharded model state: <checkpoint>/pytorch_model_fsdp_<i>/
@@ -184,13 +185,31 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bo
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             write_json(tmp / EXPORT_MARKER, {"source": str(src), "merge": False})
         return out
-    if merge and hasattr(model, "peft_config"):
+    adapter = hasattr(model, "peft_config")
+    if merge and adapter:
         model = merge_lora(model)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / EXPORT_MARKER, {"source": str(src), "merge": merge})
+        update = {"adapter": adapter and not merge, "exported_from": str(src), "command": command_line()}
+        if (src / STATE_FILE).is_file():
+            write_provenance(tmp, {**provenance(cfg), "steps": read_state(src)["step"], **update})
+        else:
+            copy_provenance(src, tmp, **update)
     return out
+
+
+def provenance(cfg, **extra) -> dict:
+    """The `personalign.json` record of a model trained with `cfg` (see `personalign.models.card`)."""
+    import personalign
+    from personalign.files import data_digest
+
+    return {"personalign_version": personalign.__version__, "name": cfg.run_name or Path(cfg.output_dir).resolve().name,
+            "base_model": cfg.model or "SmolLM2-135M-Instruct (personalign's embedded default)",
+            "loss": cfg.loss, "loss_type": cfg.loss_type, "adapter": cfg.lora is not None,
+            "view": cfg.view.model_dump(mode="json"), "max_length": cfg.max_length, "data": cfg.data,
+            "data_digest": data_digest(cfg.data), "command": command_line(), **extra}
 
 
 def export_source(source: str | os.PathLike) -> Path:
@@ -253,10 +272,11 @@ def _checkpoint_weights(checkpoint: Path) -> dict:
 
 def _zero_weights(checkpoint: Path) -> dict:
     try:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    except ImportError:
-        raise UserError("this checkpoint holds DeepSpeed ZeRO partitions; exporting it needs DeepSpeed "
-                        "(pip install deepspeed)", file=checkpoint / ZERO_MODEL_DIR) from None
+        require_extra("deepspeed", "exporting a checkpoint of DeepSpeed ZeRO partitions")
+    except MissingExtraError as e:
+        raise MissingExtraError(e.message, file=checkpoint / ZERO_MODEL_DIR) from None
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
     try:
         return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=ZERO_MODEL_DIR)
     except (OSError, RuntimeError, KeyError, ValueError) as e:

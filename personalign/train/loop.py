@@ -29,16 +29,18 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate.utils import set_seed
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import get_scheduler
 
-from personalign.config import dump_config
-from personalign.data.io import check_source
+from personalign.config import config_with, dump_config
+from personalign.data.io import check_source, is_path_source, records_file
 from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
+from personalign.progress import work_progress
+from personalign.models.card import push_to_hub, write_provenance
 from personalign.models.loading import check_model_dir, load_model, resolve_model
 from personalign.data.store import TokenStore, load_store
 from personalign.models.logprobs import PAD_SEGMENT
@@ -47,11 +49,12 @@ from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseLogprobs, ScoreTable, batch_kwargs, score_store
 from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
-    resolve_checkpoint, save_checkpoint, save_final, trainable_only,
+    provenance, resolve_checkpoint, save_checkpoint, save_final, trainable_only,
 )
 from personalign.train.collate import collate, rewards_tensor, run_specs
 from personalign.train.config import TrainConfig
 from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
+from personalign.train.trackers import check_trackers, make_trackers
 
 
 @dataclass
@@ -98,8 +101,8 @@ def score(model, store: TokenStore, cfg: TrainConfig, accelerator: Accelerator, 
           ) -> ScoreTable:
     """`[N, R]` log-probs of every row of `store`, sharded over the processes (all get the table)."""
     return score_store(scoring_module(model, accelerator), store, state=accelerator,
-                       max_tokens_per_batch=cfg.max_tokens_per_batch, journal=journal,
-                       progress=accelerator.is_main_process)
+                       max_tokens_per_batch=cfg.max_tokens_per_batch, batch_size=cfg.per_device_eval_batch_size,
+                       journal=journal, progress=accelerator.is_main_process)
 
 
 def reference_table(model, store: TokenStore, model_path: str, cfg: TrainConfig, accelerator: Accelerator
@@ -202,7 +205,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
     min_lr = {"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
+    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
                               num_training_steps=total_steps, scheduler_specific_kwargs=min_lr)
     return optimizer, scheduler
 
@@ -299,13 +303,12 @@ class MetricWindow:
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a policy as configured; see the module docstring for the steps."""
     started = time.perf_counter()
-    if cfg.report_to == "tensorboard" and not is_tensorboard_available():
-        raise ValueError("report_to='tensorboard' needs the tensorboard package (pip install tensorboard)")
+    check_trackers(cfg.report_to)
     resume = check_run(cfg)
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision="bf16" if cfg.bf16 else "no",
-        log_with="tensorboard" if cfg.report_to == "tensorboard" else None, project_dir=out,
+        log_with=make_trackers(cfg.report_to, out, cfg.run_name) or None, project_dir=out,
         step_scheduler_with_optimizer=False,
     )
     main = accelerator.is_main_process
@@ -325,7 +328,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     n_records = len(data.store)
 
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora)
     model = ResponseLogprobs(model)
@@ -341,8 +344,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / CONFIG_FILE)
         _truncate_metrics(out / METRICS_FILE, start)
-    if cfg.report_to == "tensorboard":
-        accelerator.init_trackers("tensorboard", config=_flat(cfg.model_dump(mode="json")))
+    if cfg.report_to:
+        accelerator.init_trackers("personalign", config=_flat(cfg.model_dump(mode="json")))
     console.print(f"training {cfg.loss} on {n_records} records: {plan.total} steps × global batch {plan.global_batch} "
                   f"({plan.per_device} per device × {plan.world} processes × {plan.accumulation} accumulation), "
                   f"{plan.steps_per_epoch} steps/epoch")
@@ -351,8 +354,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     train_metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     order, order_epoch = None, -1
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=console, disable=not main)
+    progress = work_progress("[bold]train", console=console, enabled=main, transient=False)
     with progress:
         task = progress.add_task("train", total=plan.total, completed=start)
         for step in range(start, plan.total):
@@ -388,11 +390,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                 train_metrics = window.flush(accelerator, lr=lr, epoch=done / plan.steps_per_epoch,
                                              global_batch=plan.global_batch)
                 _log(accelerator, out, done, train_metrics, progress)
-            if data.eval is not None and (done % cfg.eval_steps == 0 or done == plan.total
-                                           or done % cfg.save_steps == 0):
+            save, evaluate_now = due(cfg, done, plan)
+            if data.eval is not None and (evaluate_now or save or done == plan.total):
                 eval_metrics = evaluate(model, data.eval, cfg, accelerator)
                 _log(accelerator, out, done, eval_metrics, progress)
-            if done % cfg.save_steps == 0:
+            if save:
                 metric = _checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
                 state = {"step": done, "epoch": done / plan.steps_per_epoch, "global_batch": plan.global_batch,
                          "records": n_records, "metric": metric}
@@ -403,14 +405,39 @@ def train(cfg: TrainConfig) -> TrainResult:
                     progress.console.print(f"saved {path}" + (f"; pruned {len(pruned)}" if pruned else ""))
 
     final_dir = save_final(accelerator, model, tokenizer, out / FINAL_DIR)
+    if main:
+        write_provenance(final_dir, provenance(cfg, records=n_records, steps=plan.total,
+                                               metrics={**train_metrics, **eval_metrics}))
     accelerator.end_training()
     console.print(f"final model saved to {final_dir}")
+    if cfg.push_to_hub and main:
+        repo = cfg.hub_model_id or out.resolve().name
+        console.print(f"pushed to {push_to_hub(final_dir, repo, private=cfg.hub_private_repo)}")
     return TrainResult(
         output_dir=out, final_dir=final_dir, global_step=plan.total, epoch=plan.total / plan.steps_per_epoch,
         train_metrics=train_metrics, eval_metrics=eval_metrics, best_checkpoint=best_checkpoint(out),
         resumed_from=resume, counts=data.counts | {"global_batch": plan.global_batch, "checkpoints": len(checkpoints(out))},
         seconds=time.perf_counter() - started, policy=accelerator.unwrap_model(model).model,
     )
+
+
+def due(cfg: TrainConfig, done: int, plan: StepPlan) -> tuple[bool, bool]:
+    """(save a checkpoint, evaluate) after optimizer step `done`, by save_strategy and eval_strategy."""
+    epoch_end = done % plan.steps_per_epoch == 0
+
+    def at(strategy: str, every: int) -> bool:
+        return strategy == "steps" and done % every == 0 or strategy == "epoch" and epoch_end
+
+    return at(cfg.save_strategy, cfg.save_steps), at(cfg.eval_strategy, cfg.eval_steps)
+
+
+def train_with(cfg: TrainConfig | dict | None = None, /, **settings) -> TrainResult:
+    """`train` from Python: a config (or dict) and/or its fields as keywords; `data` and `eval_data` may
+    also be a `datasets.Dataset` or any iterable of dicts (see `records_file`)."""
+    for key in ("data", "eval_data"):
+        if settings.get(key) is not None and not is_path_source(settings[key]):
+            settings[key] = records_file(settings[key])
+    return train(config_with(TrainConfig, cfg, settings))
 
 
 def _checkpoint_metric(eval_metrics: dict[str, float], train_losses: list[float]) -> dict | None:

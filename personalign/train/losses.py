@@ -84,6 +84,8 @@ def dpo_loss(
         "rewards/rejected": rejected_rewards.mean(),
         "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
         "rewards/accuracies": (z.detach() > 0).float().mean(),
+        "logps/chosen": policy_chosen.detach().mean(),
+        "logps/rejected": policy_rejected.detach().mean(),
         "loss": loss.detach(),
     }
     if chosen_nll is not None:

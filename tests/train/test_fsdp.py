@@ -104,4 +104,4 @@ def test_export_of_a_zero_checkpoint_without_deepspeed_is_one_clear_error(tiny_m
     write_json(checkpoint / STATE_FILE, {"step": 1, "global_batch": 8, "records": 8})
     res = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2, res.output
-    assert "needs DeepSpeed (pip install deepspeed)" in res.output and "Traceback" not in res.output
+    assert "needs deepspeed, which is not installed: pip install 'personalign[deepspeed]'" in res.output and "Traceback" not in res.output

@@ -99,7 +99,8 @@ def test_dpo_matches_trl(loss_type, beta):
     out = ours(p, beta=beta, loss_type=loss_type)
     trl_loss, trl_metrics = trl_dpo(p, [loss_type], beta=beta)
     assert_close(out.loss, trl_loss)
-    for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+    for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                 "logps/rejected"):
         assert_close(out.metrics[name], trl_metrics[name])
     assert 0.0 < out.metrics["rewards/accuracies"] < 1.0
     if loss_type == "hinge" and beta == 0.5:
