@@ -157,7 +157,7 @@ def markdown(study: dict) -> str:
                   "3,000 steps × batch 16 = 48,000 pairs, max_length 2048 so no history is cut, 2,000 held-out "
                   "users for intervals of about ±0.02) is about 500× this budget, which is the order of "
                   "magnitude at which the AlignX paper's gains appear (it trains on 1.3M records).", ""]
-    lines += [f"View counts on the held-out set: " + "; ".join(
+    lines += ["View counts on the held-out set: " + "; ".join(
         f"`{v}` {r[v]['view_counts']}" for v in VIEWS), "",
         f"Time: {study['total_s'] / 60:.1f} min ({study['machine']}); per stage (s): {study['timings_s']}.", "",
         f"Command: `{study['command']}`", ""]

@@ -51,3 +51,26 @@ class BackendError(UserError):
 
 class EmptyError(UserError):
     """A result that would be computed from zero valid records (after skips, truncation or filtering)."""
+
+
+# Optional parts of personalign: extra -> the modules it installs.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "uvicorn"),
+    "retrieval": ("sentence_transformers",),
+    "report": ("matplotlib", "jinja2"),
+    "deepspeed": ("deepspeed",),
+}
+
+
+class MissingExtraError(UserError):
+    """An optional part of personalign that is not installed."""
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Fail with the pip command to run when a module of `extra` (see `EXTRAS`) is not installed."""
+    import importlib.util
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(f"{what} needs {', '.join(missing)}, which is not installed: "
+                                f"pip install 'personalign[{extra}]'")

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from personalign.config import StrictModel
+from personalign.errors import require_extra
 from personalign.data.dimensions import shared_data_dir
 from personalign.data.io import ReadCounts, read_examples, write_jsonl
 from personalign.data.schema import Example
@@ -208,6 +209,7 @@ def _generate(result: QuickstartResult, size: QuickstartSize, name: str, view: s
 
 def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> QuickstartResult:
     """Run every stage; returns what was written and measured."""
+    require_extra("report", "the quickstart's report")
     from personalign.llm.local import LocalBackend
     from personalign.models.loading import load_model, resolve_model
     from personalign.report.html import build_report

@@ -12,7 +12,7 @@ import personalign
 PACKAGE = Path(personalign.__file__).parent
 # Bottom to top; the parts of one row are siblings and may not import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors"),
+    ("__init__", "errors", "progress"),
     ("files",),
     ("config", "metrics"),
     ("data",),
@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train", "eval", "persona", "serve"),
     ("report",),
     ("quickstart",),
+    ("api",),
     ("cli",),
     ("__main__",),
     ("testing",),  # test support: nothing in the package may import it

@@ -311,7 +311,7 @@ def _prompts_and_tokenizer(files: list[str], tokenizer: str | None) -> tuple[dic
 def rank_split(
     file: str = typer.Argument(..., help="Ranking records (n responses each): .jsonl, .json, .parquet or a dataset."),
     k: list[int] = typer.Option(..., "--k", min=2, help="Responses to keep per prompt; repeat for several files."),
-    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Directory for the ranking-k files."),
+    out_dir: Path = typer.Option(..., "--out", "--out-dir", "-o", help="Directory for the ranking-k files."),
     seed: int = typer.Option(0, help="Seed of the per-record choice of responses."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
 ) -> None:
@@ -319,7 +319,7 @@ def rank_split(
     from personalign.data.ranking import RANK_SPLIT_OUTPUTS
     from personalign.data.ranking import rank_split as split
 
-    check_output_dir(out_dir, inputs=[file], own=RANK_SPLIT_OUTPUTS, overwrite=overwrite, option="--out-dir")
+    check_output_dir(out_dir, inputs=[file], own=RANK_SPLIT_OUTPUTS, overwrite=overwrite, option="--out")
     with _usage_errors("--k"):
         paths = split(file, k, out_dir, seed)
     for kk, path in paths.items():
@@ -331,7 +331,7 @@ def subsets(
     inputs: list[str] = typer.Argument(..., help="Ranking-k files, or directories of them (as rank-split writes)."),
     budget: int = typer.Option(..., min=1, help="Responses per subset: N prompts × k = budget for every k."),
     k: list[int] = typer.Option(..., "--k", min=2, help="Ranking size; repeat for several subsets."),
-    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Directory for the subsets and manifest.json."),
+    out_dir: Path = typer.Option(..., "--out", "--out-dir", "-o", help="Directory for the subsets and manifest.json."),
     seed: int = typer.Option(0, help="Seed of the one prompt shuffle."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
 ) -> None:
@@ -340,7 +340,7 @@ def subsets(
 
     from personalign.data.ranking import MANIFEST, SUBSET_OUTPUTS, equal_budget_subsets
 
-    check_output_dir(out_dir, inputs=inputs, own=SUBSET_OUTPUTS, overwrite=overwrite, option="--out-dir")
+    check_output_dir(out_dir, inputs=inputs, own=SUBSET_OUTPUTS, overwrite=overwrite, option="--out")
     with _usage_errors():
         manifest = equal_budget_subsets(inputs, budget, k, out_dir, seed)
     table = Table(title=f"equal-budget subsets: budget {budget}, seed {seed}, {manifest['prompts']} prompts")

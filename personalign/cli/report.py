@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from personalign.cli._common import console
+from personalign.errors import require_extra
 
 
 def report(
@@ -16,6 +17,7 @@ def report(
     max_examples: Annotated[int, typer.Option("--max-examples", min=0, help="Rows of the examples table.")] = 12,
 ) -> None:
     """Accuracy, win rates, training curves, persona saliency, diversity and examples in one HTML file."""
+    require_extra("report", "personalign report")
     from personalign.report.html import build_report
 
     path = build_report(run_dirs, out, title=title, max_examples=max_examples)

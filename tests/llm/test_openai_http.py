@@ -45,9 +45,11 @@ def test_every_request_completes_in_order_once(fault_server):
         assert [a for a, _ in server.attempts[i]] == SCHEDULE.get(i, ["ok"])
 
 
-def test_retry_after_is_honoured(fault_server):
+def test_retry_after_is_honoured(fault_server, caplog):
     with fault_server({i: ["429", "ok"] for i in range(3)}, retry_after=0.3) as server:
         assert _backend(server.url).generate([f"req-{i}" for i in range(3)], GenerationConfig(), progress=False)
+    retries = [r for r in caplog.records if r.name == "personalign.llm.openai_http"]
+    assert len(retries) == 3 and all(r.levelname == "WARNING" and "HTTP 429" in r.getMessage() for r in retries)
     for i in range(3):
         (sent,) = server.sent_429[i]
         retried_at = server.attempts[i][1][1]
