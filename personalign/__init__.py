@@ -7,3 +7,16 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+# The Python API (`personalign.api`), loaded on first use so that `import personalign` stays light.
+_API = ("train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
+        "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module("personalign.api"), name)
+    raise AttributeError(f"module 'personalign' has no attribute {name!r}")

@@ -17,6 +17,7 @@ from personalign.data.store import StoreSpec, TokenStore, load_store
 from personalign.data.views import ViewConfig
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
+from personalign.models.card import with_trained_view
 from personalign.models.loading import load_model, load_tokenizer, process_state, resolve_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseScores, response_scores, score_store
@@ -42,6 +43,7 @@ class AccuracyConfig(ScoringModelSettings):
     """
 
     data: str
+    columns: dict[str, str] | None = None  # field renames applied when reading, {name in the data: record key}
     policy: str | None = None
     reference: str | None = None  # None or the policy itself (under the same view): raw log-prob accuracy
     view: ViewConfig = ViewConfig()
@@ -96,7 +98,7 @@ class AccuracyResult:
 def _store(cfg: AccuracyConfig, view: ViewConfig, tokenizer) -> TokenStore:
     """The token store of `cfg.data`'s pairs under `view` (built once, by the main process)."""
     view = view if view.max_length else view.model_copy(update={"max_length": cfg.max_length})
-    spec = StoreSpec(view, cfg.max_length, need="pair", limit=cfg.limit, on_invalid=cfg.on_invalid)
+    spec = StoreSpec(view, cfg.max_length, need="pair", limit=cfg.limit, on_invalid=cfg.on_invalid, columns=cfg.columns)
     state = process_state()
     with state.main_process_first():
         store, _ = load_store(cfg.data, spec, tokenizer, progress=state.is_main_process)
@@ -125,6 +127,7 @@ def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseS
 def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
     """Render `cfg.data` under `cfg.view` (policy) and `cfg.reference_view` (reference), score the
     preferred and the other response under each model, and compute accuracy by slice."""
+    cfg = with_trained_view(cfg, cfg.policy)
     policy = resolve_model(cfg.policy)
     reference = resolve_model(cfg.reference) if cfg.reference is not None else policy
     ref_view = cfg.reference_view or cfg.view

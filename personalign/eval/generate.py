@@ -30,6 +30,7 @@ from personalign.data.views import REJECTED_SIDE, ViewConfig, build_view, prefer
 from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import generate_cached, open_cache
+from personalign.models.card import with_trained_view
 from personalign.models.loading import process_state
 
 GENERATIONS_FILE = "generations.jsonl"
@@ -43,6 +44,7 @@ class GenerateConfig(StrictModel):
     """`personalign eval generate` settings."""
 
     data: str
+    columns: dict[str, str] | None = None  # field renames applied when reading, {name in the data: record key}
     out: str
     view: ViewConfig = ViewConfig()
     backend: BackendConfig = BackendConfig()
@@ -113,7 +115,8 @@ def generate_responses(
     """
     started = time.perf_counter()
     out = Path(cfg.out)
-    examples = list(islice(read_examples(cfg.data, on_invalid=cfg.on_invalid), cfg.limit))
+    cfg = with_trained_view(cfg, cfg.backend.model if cfg.backend.kind == "local" else None)
+    examples = list(islice(read_examples(cfg.data, on_invalid=cfg.on_invalid, columns=cfg.columns), cfg.limit))
     if not examples:
         raise EmptyError("no valid record to generate for", file=cfg.data)
     backend = backend if backend is not None else make_backend(cfg.backend)

@@ -1,14 +1,17 @@
 """An OpenAI-compatible server over a local (personalized) model.
 
 Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`, in OpenAI's
-request and response shapes (usage and finish_reason included; `stream=true` answers as
-server-sent events carrying the whole completion in one chunk, since generation is batched).
+request and response shapes (usage and finish_reason included; `n` choices per prompt; `stream=true`
+answers as server-sent events carrying each whole choice in one chunk, since generation is batched).
+With an `api_key` every /v1 route needs `Authorization: Bearer <key>` (401 otherwise), as vLLM's
+`--api-key`; the key is compared in constant time and never logged.
 Besides OpenAI's fields a request may carry `persona` (persona view) or `profile` (pba view): see
 `personalign.serve.prompts`. Concurrent requests are batched by `personalign.serve.batching`.
 """
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import socket
@@ -34,6 +37,8 @@ from personalign.serve.batching import Batcher
 from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
 
 DEFAULT_MAX_TOKENS = 256
+MAX_N = 16  # choices per request
+API_KEY_ENV = "PERSONALIGN_API_KEY"
 
 
 class _Body(BaseModel):
@@ -87,6 +92,7 @@ def create_app(
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     echo_prompt: bool = False,
     model_settings: ModelSettings | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
@@ -116,6 +122,15 @@ def create_app(
             await batcher.stop()
 
     app = FastAPI(title="personalign", lifespan=lifespan)
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if expected is not None and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "invalid or missing API key: send 'Authorization: Bearer <key>'")
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -140,8 +155,8 @@ def create_app(
             prompt = render_chat(messages, view, template, tokenizer, block)
         except PromptError as e:
             raise HTTPException(400, str(e)) from None
-        (result,) = await generate([prompt], config)
-        reply = _reply("chat.completion", [result], [prompt] if echo_prompt else None)
+        results = await generate([prompt] * body.n, config)
+        reply = _reply("chat.completion", results, [prompt] if echo_prompt else None, body.n)
         if body.stream:
             return _stream(reply, _wants_usage(body))
         return reply
@@ -157,8 +172,8 @@ def create_app(
             prompts = [render_completion(p, view, template, tokenizer, block) for p in raw]
         except PromptError as e:
             raise HTTPException(400, str(e)) from None
-        results = await generate(prompts, config)
-        reply = _reply("text_completion", results, prompts if echo_prompt else None)
+        results = await generate([p for p in prompts for _ in range(body.n)], config)
+        reply = _reply("text_completion", results, prompts if echo_prompt else None, body.n)
         if body.stream:
             return _stream(reply, _wants_usage(body))
         return reply
@@ -169,14 +184,14 @@ def create_app(
         except Exception as e:  # noqa: BLE001 - the client gets an OpenAI-shaped 500, the connection stays usable
             raise HTTPException(500, f"generation failed: {type(e).__name__}: {e}") from None
 
-    def _reply(kind: str, results: list[Completion], prompts: list[str] | None) -> dict[str, Any]:
+    def _reply(kind: str, results: list[Completion], prompts: list[str] | None, n: int = 1) -> dict[str, Any]:
         chat_kind = kind == "chat.completion"
         choices = []
         for i, r in enumerate(results):
             choice: dict[str, Any] = {"index": i, "finish_reason": r.finish_reason, "logprobs": None}
             choice.update({"message": {"role": "assistant", "content": r.text}} if chat_kind else {"text": r.text})
             choices.append(choice)
-        prompt_tokens = sum(r.prompt_tokens for r in results)
+        prompt_tokens = sum(r.prompt_tokens for r in results[::n])  # each prompt once, as OpenAI counts
         completion_tokens = sum(r.completion_tokens for r in results)
         reply = {
             "id": f"{'chatcmpl' if chat_kind else 'cmpl'}-{uuid.uuid4().hex}",
@@ -203,8 +218,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _generation_config(body: _Body, max_tokens: int) -> GenerationConfig:
-    if body.n != 1:
-        raise HTTPException(400, "only n=1 is supported")
+    if not 1 <= body.n <= MAX_N:
+        raise HTTPException(400, f"n must be between 1 and {MAX_N}, got {body.n}")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     try:
         return GenerationConfig(

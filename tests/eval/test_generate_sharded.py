@@ -50,6 +50,16 @@ def test_two_processes_answer_every_record_once(tmp_path, free_port):
     assert len((tmp_path / "run" / CACHE_FILE).read_text().splitlines()) == 9
 
 
+def kill_workers(marker: Path) -> None:
+    """SIGKILL the parked workers of a killed launch (the elastic agent runs them in their own session)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(marker).encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
 def test_a_killed_launch_resumes_without_repeats(tmp_path, free_port):
     data = tmp_path / "data.jsonl"
     write_jsonl(records(10), data)
@@ -60,6 +70,7 @@ def test_a_killed_launch_resumes_without_repeats(tmp_path, free_port):
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    kill_workers(tmp_path / "calls")
     first = sum(asked(tmp_path / "calls"), [])
     assert len(first) == 4 and not (tmp_path / "run" / "generations.jsonl").exists()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import openai
 import pytest
 from typer.testing import CliRunner
@@ -82,8 +83,8 @@ def test_streaming_answers_with_server_sent_events(client):
 
 def test_bad_requests_get_openai_errors(client):
     messages = [{"role": "user", "content": "hi"}]
-    with pytest.raises(openai.BadRequestError, match="n=1"):
-        client.chat.completions.create(model="tiny", messages=messages, n=2)
+    with pytest.raises(openai.BadRequestError, match="n must be between 1 and 16"):
+        client.chat.completions.create(model="tiny", messages=messages, n=17)
     with pytest.raises(openai.BadRequestError, match="profile"):
         client.chat.completions.create(model="tiny", messages=messages, extra_body={"profile": "concise"})
     with pytest.raises(openai.BadRequestError, match="last message"):
@@ -94,6 +95,43 @@ def test_bad_requests_get_openai_errors(client):
         client.chat.completions.create(model="tiny", messages=[])
     with pytest.raises(openai.BadRequestError, match="prompt"):
         client.completions.create(model="tiny", prompt=["fine", ""])
+
+
+def test_n_choices_sampled_and_streamed(client):
+    messages = [{"role": "user", "content": "Name a colour."}]
+    reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.0, n=2, seed=3)
+    assert [c.index for c in reply.choices] == [0, 1]
+    greedy = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, n=2)
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content  # greedy: the same twice
+    one = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+    assert greedy.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt is counted once, as OpenAI does
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, n=2,
+                                                 stream=True))
+    by_index: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            by_index[choice.index] = by_index.get(choice.index, "") + (choice.delta.content or "")
+    assert by_index == {0: one.choices[0].message.content, 1: one.choices[0].message.content}
+    text = client.completions.create(model="tiny", prompt=["a", "b"], max_tokens=4, temperature=0, n=2)
+    assert len(text.choices) == 4 and text.choices[0].text == text.choices[1].text
+
+
+def test_api_key_is_required_when_set(tiny_backend, caplog):
+    app = create_app(tiny_backend, view="persona", max_batch=2, model_name="tiny", api_key="s3cret-key")
+    with serve_in_background(app) as url:
+        messages = [{"role": "user", "content": "hi"}]
+        bad = openai.OpenAI(base_url=url, api_key="wrong", max_retries=0, timeout=60)
+        with pytest.raises(openai.AuthenticationError, match="API key"):
+            bad.chat.completions.create(model="tiny", messages=messages, max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        missing = httpx.post(f"{url}/chat/completions", json={"messages": messages}, timeout=60)
+        assert missing.status_code == 401 and "Bearer" in missing.json()["error"]["message"]
+        good = openai.OpenAI(base_url=url, api_key="s3cret-key", max_retries=0, timeout=60)
+        assert good.chat.completions.create(model="tiny", messages=messages, max_tokens=2).choices
+        streamed = list(good.chat.completions.create(model="tiny", messages=messages, max_tokens=2, stream=True))
+        assert streamed and streamed[-1].choices[0].finish_reason
+    assert "s3cret-key" not in caplog.text
 
 
 class RecordingBackend(LocalBackend):

@@ -1,0 +1,62 @@
+"""The Python API: the main entry points under one roof, importable as `from personalign import ...`
+(see docs/python-api.md). Each takes the typed config its command takes, or its fields as keywords."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from personalign.data.io import is_path_source, read_examples, records_file
+from personalign.eval.alignment import AccuracyConfig, AccuracyResult
+from personalign.eval.alignment import evaluate_accuracy as _evaluate_accuracy
+from personalign.eval.generate import GenerateConfig, generate_responses
+from personalign.eval.judge import JudgeResult, judge_runs
+from personalign.llm import make_backend
+from personalign.llm.base import Backend, BackendConfig
+from personalign.persona.infer import InferStats
+from personalign.persona.infer import infer_personas as _infer_personas
+from personalign.config import config_with
+from personalign.train.config import TrainConfig
+from personalign.train.loop import TrainResult
+from personalign.train.loop import train_with as train
+
+__all__ = ["train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
+           "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig"]
+
+
+def _config(model: type, cfg: Any, settings: dict[str, Any]) -> Any:
+    return config_with(model, cfg, settings)
+
+
+def evaluate_accuracy(cfg: AccuracyConfig | dict | None = None, /, **settings: Any) -> AccuracyResult:
+    """Alignment accuracy as `personalign eval accuracy` computes it (in memory; `write_accuracy` writes it)."""
+    if settings.get("data") is not None and not is_path_source(settings["data"]):
+        settings["data"] = records_file(settings["data"])
+    return _evaluate_accuracy(_config(AccuracyConfig, cfg, settings))
+
+
+def generate(cfg: GenerateConfig | dict | None = None, /, *, backend: Backend | None = None, **settings: Any) -> Path:
+    """Generate one response per record into the run directory `out` (as `personalign eval generate`)."""
+    if settings.get("data") is not None and not is_path_source(settings["data"]):
+        settings["data"] = records_file(settings["data"])
+    return generate_responses(_config(GenerateConfig, cfg, settings), backend)
+
+
+def judge(base_dir: str | os.PathLike, test_dir: str | os.PathLike, backend: Backend | BackendConfig | dict,
+          **options: Any) -> JudgeResult:
+    """Pairwise win rate of the test run over the base run under a judge backend (`personalign eval judge`)."""
+    return judge_runs(base_dir, test_dir, _backend(backend), **options)
+
+
+def infer_personas(source: Any, backend: Backend | BackendConfig | dict, out_path: str | os.PathLike,
+                   **options: Any) -> InferStats:
+    """Infer chosen/rejected personas for every record of `source` into `out_path` (`personalign persona infer`)."""
+    if not is_path_source(source):
+        source = records_file(source)
+    return _infer_personas(source, _backend(backend), out_path, **options)
+
+
+def _backend(backend: Backend | BackendConfig | dict) -> Backend:
+    if isinstance(backend, dict):
+        backend = BackendConfig.model_validate(backend)
+    return make_backend(backend) if isinstance(backend, BackendConfig) else backend
