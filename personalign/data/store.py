@@ -146,6 +146,12 @@ class TokenStore:
         return self._table.column("packed_length").to_numpy().astype(np.int64)
 
     @cached_property
+    def first_response_lengths(self) -> np.ndarray:
+        """Token count of each row's first (best) response."""
+        first = pc.list_element(self._table.column("response_ids"), 0)
+        return pc.list_value_length(first).to_numpy().astype(np.int64)
+
+    @cached_property
     def num_responses(self) -> np.ndarray:
         return pc.list_value_length(self._table.column("response_ids")).to_numpy().astype(np.int64)
 

@@ -32,8 +32,9 @@ def precision(settings: ModelSettings, *, bf16_autocast: bool = False) -> str:
 
 
 def scores_path(store: TokenStore, model: str, settings: ModelSettings, *, bf16_autocast: bool = False) -> Path:
-    """The cache file of `model`'s scores of `store`."""
-    key = cache_key(store=store.path.name, model=model_fingerprint(model),
+    """The cache file of `model`'s scores of `store` (rows with extra responses, such as KTO's, carry a
+    `suffix` of their own)."""
+    key = cache_key(store=store.path.name + getattr(store, "suffix", ""), model=model_fingerprint(model),
                     precision=precision(settings, bf16_autocast=bf16_autocast), **settings.kernel_key())
     return store.path / f"logprobs-{key}.safetensors"
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from personalign.data.io import OnInvalid
 from personalign.data.store import StoreSpec, TokenStore
+from personalign.data.tokens import Tokenized
 from personalign.data.views import ViewConfig
 from personalign.models.logprobs import PackedBatch, pack_batch
 from personalign.train.config import TrainConfig
 
-NEEDS = {"dpo": "pair", "pro": "ranking", "sft": "any"}
+NEEDS = {"dpo": "pair", "kto": "pair", "simpo": "pair", "orpo": "pair", "pro": "ranking", "rm": "ranking",
+         "sft": "any"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,45 @@ def run_specs(cfg: TrainConfig) -> list[tuple[str, StoreSpec]]:
     return specs
 
 
-def collate(store: TokenStore, indices: Sequence[int], ref: torch.Tensor | None = None) -> TrainBatch:
+class KtoRows:
+    """A pair store with a third response per row for KTO's KL estimate: row i also scores the chosen
+    response of row i − 1 (wrapping around), a mismatched (prompt, response) pair as TRL's KTOTrainer
+    builds them. Fixed per row, so the reference pass scores them once with the rest."""
+
+    suffix = "+kto-kl"  # part of the reference cache key: these tables have one response more
+
+    def __init__(self, store: TokenStore):
+        self.store, self.path = store, store.path
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def width(self) -> int:
+        return self.store.width + 1
+
+    @property
+    def num_responses(self) -> np.ndarray:
+        return self.store.num_responses + 1
+
+    @property
+    def packed_lengths(self) -> np.ndarray:
+        return self.store.packed_lengths + np.roll(self.store.first_response_lengths, 1)
+
+    def partners(self, indices: Sequence[int]) -> list[int]:
+        return [(i - 1) % len(self.store) for i in indices]
+
+    def examples(self, indices: Sequence[int]) -> list[Tokenized]:
+        own = self.store.examples(indices)
+        others = self.store.examples(self.partners(indices))
+        return [Tokenized(ex.prompt_ids, [*ex.response_ids, other.response_ids[0]], ex.prompt_cut, ex.response_cut)
+                for ex, other in zip(own, others)]
+
+    def rewards(self, indices: Sequence[int]) -> list[list[float] | None]:
+        return self.store.rewards(indices)
+
+
+def collate(store: TokenStore | KtoRows, indices: Sequence[int], ref: torch.Tensor | None = None) -> TrainBatch:
     """Pack rows `indices` of `store` into one batch, with their reference log-probs (rows of `ref`)
     and rewards when the records carry them."""
     packed = pack_batch(store.examples(indices))

@@ -14,10 +14,12 @@ from personalign.data.io import OnInvalid
 from personalign.data.views import ViewConfig
 from personalign.models.lora import LoraSettings
 from personalign.models.settings import ScoringModelSettings
+from personalign.train.losses import REFERENCE_FREE, DpoLossType, dpo_loss_check
 
 Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")
 Strategy = Literal["no", "steps", "epoch"]
+Loss = Literal["dpo", "kto", "simpo", "orpo", "sft", "pro", "rm"]
 
 # TRL / transformers names read as personalign's: alias -> (field, description).
 ALIASES: dict[str, tuple[str, str]] = {
@@ -55,16 +57,34 @@ class TrainConfig(ScoringModelSettings):
     dataset_num_proc: PositiveInt = 1
     """Processes that render and tokenize into the token store."""
 
-    loss: Literal["dpo", "sft", "pro"] = "dpo"
-    """Objective: dpo (pairs, needs a reference), sft (best response), pro (rankings)."""
+    loss: Loss = "dpo"
+    """Objective: dpo and kto (pairs, need a reference); simpo, orpo (pairs), sft (best response), pro
+    (rankings), rm (a reward model: pairs or rankings): reference-free, no reference pass."""
     beta: PositiveFloat = 0.1
-    """DPO temperature."""
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-    """DPO variant (TRL's loss_type)."""
+    """Temperature of dpo, kto, simpo (the SimPO paper uses 2.0-2.5) and ORPO's λ."""
+    loss_type: DpoLossType | list[DpoLossType] = "sigmoid"
+    """DPO variant (TRL's loss_type, every one of TRL 1.16); a list sums them, weighted by loss_weights."""
+    loss_weights: list[float] | None = None
+    """Weights of a loss_type list (TRL's loss_weights); default 1 each."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    """Conservative DPO (sigmoid only)."""
+    """ε of conservative DPO (sigmoid), robust, exo_pair, aot, aot_unpaired and simpo."""
+    discopop_tau: PositiveFloat = 0.05
+    """Temperature of loss_type discopop (TRL's default)."""
     rpo_alpha: NonNegativeFloat | None = None
     """Weight of the chosen-response NLL added to DPO (RPO)."""
+    simpo_gamma: float = 0.5
+    """SimPO's target reward margin γ (TRL CPOConfig's name and default)."""
+    cpo_alpha: NonNegativeFloat = 0.0
+    """simpo: weight of the chosen NLL (TRL CPOConfig defaults to 1.0, i.e. CPO-SimPO; 0 is SimPO itself)."""
+    center_rewards_coefficient: NonNegativeFloat | None = None
+    """rm: weight of TRL's reward-centering term c·mean((r_chosen + r_rejected)²)."""
+    margin_from_rewards: bool = False
+    """rm on pairs: subtract r_best − r_worst of the records' own reward scores from the reward
+    difference, −log σ(Δ − m) (TRL's margin column)."""
+    desirable_weight: PositiveFloat = 1.0
+    """KTO's weight of desirable (chosen) responses."""
+    undesirable_weight: PositiveFloat = 1.0
+    """KTO's weight of undesirable (rejected) responses."""
     sft_weight: NonNegativeFloat = 0.05
     """PRO's NLL weight w."""
 
@@ -169,12 +189,21 @@ class TrainConfig(ScoringModelSettings):
     def _resume(cls, value: Any) -> Any:
         return "latest" if value is True else None if value is False else value
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the objective compares with a reference model (dpo, kto); the others never score one."""
+        return self.loss not in REFERENCE_FREE
+
     @model_validator(mode="after")
     def _loss_options(self) -> TrainConfig:
-        if self.label_smoothing and (self.loss != "dpo" or self.loss_type != "sigmoid"):
-            raise ValueError("label_smoothing applies to loss='dpo' with loss_type='sigmoid' only")
+        if self.loss == "dpo":
+            dpo_loss_check(self.loss_type, self.loss_weights, self.label_smoothing)
+        elif self.label_smoothing and self.loss != "simpo":
+            raise ValueError(f"label_smoothing applies to loss 'dpo' and 'simpo', not {self.loss!r}")
         if self.rpo_alpha and self.loss != "dpo":
             raise ValueError("rpo_alpha applies to loss='dpo' only")
+        if (self.center_rewards_coefficient or self.margin_from_rewards) and self.loss != "rm":
+            raise ValueError("center_rewards_coefficient and margin_from_rewards apply to loss='rm' only")
         return self
 
 

@@ -257,7 +257,7 @@ BAD_OPTIONS = [
     ("saliency-cutoff-0", "persona saliency --data {ws}/personas.jsonl --cutoff 0", ["--cutoff"]),
     ("train-typo-key", "train data={ws}/good.jsonl lr=1e-5", ["lr"]),
     ("train-bad-value", "train data={ws}/good.jsonl learning_rate=fast", ["learning_rate"]),
-    ("train-unknown-loss", "train data={ws}/good.jsonl loss=kto", ["loss"]),
+    ("train-unknown-loss", "train data={ws}/good.jsonl loss=ppo", ["loss"]),
     ("train-no-data", "train max_steps=1", ["data"]),
     ("train-label-smoothing-with-ipo", "train data={ws}/good.jsonl loss_type=ipo label_smoothing=0.1", ["label_smoothing"]),
     ("quickstart-unknown-size", "quickstart --size huge", ["--size", "huge"]),

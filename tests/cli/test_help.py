@@ -28,7 +28,8 @@ def test_train_help_lists_every_config_key_with_type_default_and_description():
     for key, kind, default, description in config_reference(TrainConfig):
         assert f"{key} (" in out, key
     assert "learning_rate (float > 0; default 1e-06): Peak AdamW learning rate." in out
-    assert "loss_type (sigmoid|ipo|hinge; default 'sigmoid')" in out
+    assert "loss (dpo|kto|simpo|orpo|sft|pro|rm; default 'dpo')" in out
+    assert "loss_type (sigmoid|hinge|ipo|exo_pair|" in out and "default 'sigmoid'" in out
     assert "data (str; required)" in out
     assert "model_name_or_path: alias of model" in out and "use_peft: alias of lora" in out
     assert all(description for *_, description in config_reference(TrainConfig)), "a key without a description"

@@ -17,7 +17,15 @@ import torch
 from trl.trainer.dpo_trainer import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
-from personalign.train.losses import dpo_loss, pro_loss, sft_loss
+from trl.experimental.cpo.cpo_trainer import CPOTrainer
+from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+from trl.trainer.kto_trainer import KTOTrainer
+from trl.trainer.reward_trainer import RewardTrainer
+
+from personalign.train.losses import (
+    DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss,
+    simpo_loss,
+)
 
 BATCH, LENGTH = 8, 16
 
@@ -74,7 +82,7 @@ def trl_dpo(p: SimpleNamespace, loss_types: list[str], *, beta: float,
         aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True,
         f_divergence_type="reverse_kl", use_weighting=False,
         loss_types=loss_types, loss_weights=loss_weights or [1.0] * len(loss_types),
-        beta=beta, label_smoothing=label_smoothing,
+        beta=beta, label_smoothing=label_smoothing, args=SimpleNamespace(discopop_tau=0.05),
         _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1,
     )
     inputs = {
@@ -92,12 +100,13 @@ def assert_close(a, b):
                                torch.as_tensor(b, dtype=torch.float64), rtol=0.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+@pytest.mark.parametrize("loss_type", [t for t in DPO_LOSS_TYPES if t != "sft"])
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_dpo_matches_trl(loss_type, beta):
     p = make_pairs(seed=int(beta * 10))
-    out = ours(p, beta=beta, loss_type=loss_type)
-    trl_loss, trl_metrics = trl_dpo(p, [loss_type], beta=beta)
+    smoothing = 0.1 if loss_type in ("exo_pair", "robust", "aot", "aot_unpaired") else 0.0
+    out = ours(p, beta=beta, loss_type=loss_type, label_smoothing=smoothing)
+    trl_loss, trl_metrics = trl_dpo(p, [loss_type], beta=beta, label_smoothing=smoothing)
     assert_close(out.loss, trl_loss)
     for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                  "logps/rejected"):
@@ -127,6 +136,83 @@ def test_dpo_nll_term_matches_trl_sigmoid_plus_sft():
     assert_close(out.loss, trl_loss)
     assert_close(out.loss - ours(p, beta=0.1).loss, 0.7 * nll)
     assert_close(out.metrics["nll"], nll)
+
+
+def test_loss_type_lists_and_the_old_aot_pair_name_match_trl_combinations():
+    p = make_pairs(seed=7)
+    out = ours(p, beta=0.2, loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0])
+    trl_loss, _ = trl_dpo(p, ["sigmoid", "bco_pair", "sft"], beta=0.2, loss_weights=[0.8, 0.2, 1.0])
+    assert_close(out.loss, trl_loss)
+    assert_close(ours(p, beta=0.2, loss_type="aot_pair").loss, trl_dpo(p, ["aot_unpaired"], beta=0.2)[0])
+
+
+def _namespace(**attrs):
+    return SimpleNamespace(accelerator=SimpleNamespace(device=torch.device("cpu")), **attrs)
+
+
+@pytest.mark.parametrize("beta, gamma, smoothing, cpo_alpha", [(2.0, 0.5, 0.0, 0.0), (0.5, 1.0, 0.1, 1.0)])
+def test_simpo_matches_trl_cpo_trainer(beta, gamma, smoothing, cpo_alpha):
+    p = make_pairs(seed=8)
+    out = simpo_loss(p.policy_chosen, p.policy_rejected, p.chosen_n_tokens, p.rejected_n_tokens, beta=beta,
+                     simpo_gamma=gamma, label_smoothing=smoothing, cpo_alpha=cpo_alpha)
+    trainer = _namespace(alpha=0.0, beta=beta, simpo_gamma=gamma, label_smoothing=smoothing, loss_type="simpo")
+    avg_w, avg_l = p.policy_chosen / p.chosen_n_tokens, p.policy_rejected / p.rejected_n_tokens
+    losses, chosen_rewards, rejected_rewards = CPOTrainer.cpo_loss(trainer, avg_w, avg_l)
+    nll = -p.tokens[:BATCH][p.shift[:BATCH]].mean()  # TRL's cross entropy over the chosen tokens
+    assert_close(out.loss, losses.mean() + cpo_alpha * nll)
+    assert_close(out.metrics["rewards/margins"], (chosen_rewards - rejected_rewards).mean())
+
+
+def test_orpo_matches_trl_orpo_trainer():
+    p = make_pairs(seed=9)
+    out = orpo_loss(p.policy_chosen, p.policy_rejected, p.chosen_n_tokens, p.rejected_n_tokens, beta=0.25)
+    avg_w, avg_l = p.policy_chosen / p.chosen_n_tokens, p.policy_rejected / p.rejected_n_tokens
+    losses, _, _, ratio, log_odds = ORPOTrainer.odds_ratio_loss(_namespace(beta=0.25), avg_w, avg_l)
+    nll = -p.tokens[:BATCH][p.shift[:BATCH]].mean()
+    assert_close(out.loss, nll - losses.mean())
+    assert_close(out.metrics["log_odds_ratio"], ratio)
+    assert_close(out.metrics["log_odds_chosen"], log_odds)
+
+
+def trl_kto(tokens, kl_tokens, completion, kl_completion, ref, ref_kl, labels, *, beta, dw, uw):
+    """TRL's KTO loss on fixed per-token log-probs (main and mismatched KL rows), stand-in model as `trl_dpo`."""
+    ids, kl_ids = torch.zeros_like(completion), torch.ones_like(kl_completion)
+
+    def model(*, input_ids, labels, fused_lm_head, **_):
+        log_probs = kl_tokens if input_ids is kl_ids else tokens
+        zeros = torch.zeros_like(log_probs)
+        return FusedCausalLMOutput(log_probs=log_probs, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+
+    trainer = SimpleNamespace(
+        model=SimpleNamespace(training=True), calculate_KL=True, precompute_ref_logps=True, loss_type="kto",
+        accelerator=SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda t: t),
+        aux_loss_enabled=False, beta=beta, desirable_weight=dw, undesirable_weight=uw,
+        _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1,
+    )
+    trainer._compute_kl_logps = lambda m, b: KTOTrainer._compute_kl_logps(trainer, m, b)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": completion,
+             "KL_input_ids": kl_ids, "KL_attention_mask": torch.ones_like(kl_ids), "KL_completion_mask": kl_completion,
+             "label": labels, "ref_logps": ref, "ref_KL_logps": ref_kl}
+    return KTOTrainer._compute_loss(trainer, model, batch, return_outputs=False), trainer._metrics["train"]
+
+
+@pytest.mark.parametrize("dw, uw", [(1.0, 1.0), (1.0, 1.33)])
+def test_kto_matches_trl_kto_trainer(dw, uw):
+    p, q = make_pairs(seed=10), make_pairs(seed=11)  # q's rows: the mismatched (prompt, response) pairs
+    tokens = torch.cat([p.tokens[:BATCH], p.tokens[BATCH:]])
+    labels = torch.tensor([True] * BATCH + [False] * BATCH)
+    policy = tokens.sum(1)
+    ref = torch.cat([p.ref_chosen, p.ref_rejected])
+    kl_policy = q.tokens.sum(1)
+    ref_kl = kl_policy - 0.6 + 0.4 * torch.rand(2 * BATCH, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = kto_loss(policy, ref, labels, kl_policy, ref_kl, beta=0.3, desirable_weight=dw, undesirable_weight=uw)
+    trl_loss, metrics = trl_kto(tokens, q.tokens, p.completion, q.completion, ref, ref_kl, labels,
+                                beta=0.3, dw=dw, uw=uw)
+    assert_close(out.loss, trl_loss)
+    assert_close(out.metrics["kl"], metrics["kl"][-1])
+    assert out.metrics["kl"] > 0.3  # the KL estimate is exercised, not clamped to 0
+    for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert_close(out.metrics[name], metrics[name][-1])
 
 
 def test_dpo_metrics_by_hand():
@@ -249,7 +335,9 @@ def test_sft_gradient_step_lowers_loss():
 
 @pytest.mark.parametrize("call, message", [
     (lambda p: ours(p, loss_type="kto"), "unknown DPO loss_type"),
-    (lambda p: ours(p, loss_type="hinge", label_smoothing=0.1), "sigmoid' only"),
+    (lambda p: ours(p, loss_type="hinge", label_smoothing=0.1), "label_smoothing applies to"),
+    (lambda p: ours(p, loss_type="exo_pair"), "needs label_smoothing > 0"),
+    (lambda p: ours(p, loss_type=["sigmoid", "ipo"], loss_weights=[1.0]), "2 loss types"),
     (lambda p: ours(p, label_smoothing=0.5), r"\[0, 0.5\)"),
     (lambda p: ours(p, nll_weight=0.5), "needs chosen_nll"),
     (lambda p: dpo_loss(p.policy_chosen, p.policy_rejected, p.ref_chosen, p.ref_rejected,
@@ -266,3 +354,58 @@ def test_pro_rejects_unsorted_rewards_and_single_responses():
         pro_loss(s, torch.tensor([[1.0, 2.0, 0.0]]), best_nll=nll)
     with pytest.raises(ValueError, match="2\\+ responses"):
         pro_loss(s, best_nll=nll, mask=torch.tensor([[True, False, False]]))
+
+
+def trl_reward(chosen: torch.Tensor, rejected: torch.Tensor, *, margin=None, center=None):
+    """TRL's RewardTrainer.compute_loss on fixed rewards: a stand-in model returns them as logits."""
+    def model(**_):
+        return SimpleNamespace(logits=torch.cat([chosen, rejected])[:, None])
+
+    trainer = SimpleNamespace(
+        model=SimpleNamespace(training=True), args=SimpleNamespace(center_rewards_coefficient=center),
+        accelerator=SimpleNamespace(gather=lambda t: t, gather_for_metrics=lambda t: t),
+        _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1,
+    )
+    inputs = {"input_ids": torch.zeros(2 * len(chosen), 3), "attention_mask": torch.ones(2 * len(chosen), 3)}
+    if margin is not None:
+        inputs["margin"] = margin
+    loss = RewardTrainer.compute_loss(trainer, model, inputs)
+    return loss, {k: v[-1] for k, v in trainer._metrics["train"].items()}
+
+
+@pytest.mark.parametrize("margin, center", [(False, None), (True, None), (False, 0.01), (True, 0.1)])
+def test_bradley_terry_matches_trl_reward_trainer(margin, center):
+    g = torch.Generator().manual_seed(12)
+    chosen, rejected = torch.randn(BATCH, generator=g, dtype=torch.float64), torch.randn(BATCH, generator=g, dtype=torch.float64)
+    m = torch.rand(BATCH, generator=g, dtype=torch.float64) if margin else None
+    out = reward_loss(torch.stack([chosen, rejected], dim=1), margin=m, center_rewards_coefficient=center)
+    trl_loss, metrics = trl_reward(chosen, rejected, margin=m, center=center)
+    assert_close(out.loss, trl_loss)
+    assert_close(out.metrics["accuracy"], metrics["accuracy"])
+    assert_close(out.metrics["rewards/margins"], metrics["margin"])
+    assert 0 < metrics["accuracy"] < 1
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_plackett_luce_matches_a_naive_loop_and_has_finite_gradients(padded):
+    g = torch.Generator().manual_seed(13)
+    r = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[True] * 4, [True, True, True, False], [True, True, False, False]]) if padded else None
+    r = r.masked_fill(~mask, float("nan")) if padded else r
+    r.requires_grad_()
+    out = reward_loss(r, mask)
+    expected = []
+    for i in range(3):
+        vals = [float(v) for v, ok in zip(r[i].detach(), mask[i] if padded else [True] * 4) if ok]
+        expected.append(sum(math.log(sum(math.exp(v) for v in vals[k:])) - vals[k] for k in range(len(vals) - 1)))
+    assert_close(out.loss, sum(expected) / 3)
+    out.loss.backward()
+    assert torch.isfinite(r.grad).all() and (not padded or (r.grad[~mask] == 0).all())
+
+
+def test_reward_loss_of_a_pair_is_plackett_luce_of_two():
+    r = torch.tensor([[0.3, -0.2], [1.0, 2.0]])
+    padded = torch.tensor([[0.3, -0.2, 0.0], [1.0, 2.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    assert_close(reward_loss(r).loss, reward_loss(padded, mask).loss)
+    assert reward_loss(r).metrics["accuracy"] == 0.5
