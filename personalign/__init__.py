@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 # The Python API (`personalign.api`), loaded on first use so that `import personalign` stays light.
 _API = ("train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
-        "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig")
+        "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig")
 __all__ = ["__version__", *_API]
 
 

@@ -11,6 +11,8 @@ from personalign.eval.alignment import AccuracyConfig, AccuracyResult
 from personalign.eval.alignment import evaluate_accuracy as _evaluate_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.eval.judge import JudgeResult, judge_runs
+from personalign.eval.rm import RmConfig, RmResult
+from personalign.eval.rm import evaluate_rm as _evaluate_rm
 from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig
 from personalign.persona.infer import InferStats
@@ -21,7 +23,7 @@ from personalign.train.loop import TrainResult
 from personalign.train.loop import train_with as train
 
 __all__ = ["train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
-           "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig"]
+           "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig"]
 
 
 def _config(model: type, cfg: Any, settings: dict[str, Any]) -> Any:
@@ -33,6 +35,13 @@ def evaluate_accuracy(cfg: AccuracyConfig | dict | None = None, /, **settings: A
     if settings.get("data") is not None and not is_path_source(settings["data"]):
         settings["data"] = records_file(settings["data"])
     return _evaluate_accuracy(_config(AccuracyConfig, cfg, settings))
+
+
+def evaluate_rm(cfg: RmConfig | dict | None = None, /, **settings: Any) -> RmResult:
+    """Reward-model accuracy as `personalign eval rm` computes it (in memory; `write_rm` writes it)."""
+    if settings.get("data") is not None and not is_path_source(settings["data"]):
+        settings["data"] = records_file(settings["data"])
+    return _evaluate_rm(_config(RmConfig, cfg, settings))
 
 
 def generate(cfg: GenerateConfig | dict | None = None, /, *, backend: Backend | None = None, **settings: Any) -> Path:

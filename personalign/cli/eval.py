@@ -90,13 +90,57 @@ def _print_accuracy(cfg: AccuracyConfig, result, out: Path, n_processes: int) ->
     if result.mode == "alignment":
         ref = result.config["reference_view"]
         console.print(f"reference scored under view {ref['view']}, template {ref['template']}")
-    table = Table(title=f"{title} · view {cfg.view.view}")
+    console.print(_estimates_table(f"{title} · view {cfg.view.view}", result.estimates))
+    console.print(f"wrote {js} and {md} (scored on {n_processes} process{'es' if n_processes > 1 else ''})")
+
+
+def _estimates_table(title: str, estimates) -> Table:
+    """Slice, n, accuracy and 95% interval of each estimate."""
+    table = Table(title=title)
     for col in ("slice", "n", "accuracy", "95% CI"):
         table.add_column(col, justify="right" if col != "slice" else "left")
-    for name, e in result.estimates.items():
-        table.add_row(name, str(e.n), f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]")
-    console.print(table)
-    console.print(f"wrote {js} and {md} (scored on {n_processes} process{'es' if n_processes > 1 else ''})")
+    for name, e in estimates.items():
+        table.add_row(name, str(e.n), f"{e.value:.3f}", escape(f"[{e.low:.3f}, {e.high:.3f}]"))
+    return table
+
+
+@app.command("rm")
+def rm(
+    data: Annotated[Optional[str], typer.Option("--data", help="Pairs or rankings to evaluate (held-out users).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Reward model: a run's final/ trained with loss rm, or a sequence-classification model dir.")] = None,
+    view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view (default: the one the reward model was trained with).")] = None,
+    template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset (default: as trained).")] = None,
+    persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(min=2, help="Token budget for prompt + response.")] = None,
+    limit: Limit = None,
+    on_invalid: OnInvalidOpt = None,
+    out: Annotated[Path, typer.Option(help="Directory for rm.json, rm.md, rewards.jsonl.")] = Path("results/rm"),
+    dtype: DTypeOpt = None,
+    attn_implementation: AttnOpt = None,
+    trust_remote_code: TrustRemoteCode = None,
+    overwrite: Overwrite = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Reward-model accuracy (preferred response rewarded above the other) overall and per slice, 95% intervals."""
+    from personalign.eval.rm import RM_OUTPUTS, RmConfig, evaluate_rm, write_rm
+
+    opts = {"data": data, "model": model, "max_length": max_length, "limit": limit, "on_invalid": on_invalid,
+            "view.view": view, "view.template": template, "view.persona_source": persona_source,
+            **model_options(dtype, attn_implementation, trust_remote_code)}
+    cfg = command_config(RmConfig, config, opts, overrides)
+    check_source(cfg.data, option="--data")
+    check_model_dir(cfg.model, option="--model", kind="any")
+    check_output_dir(out, inputs=[cfg.data], own=RM_OUTPUTS, overwrite=overwrite)
+    with _processes() as state:
+        result = evaluate_rm(cfg)
+        if not state.is_main_process:
+            return
+        js, md, _ = write_rm(result, out)
+        view = result.config["view"]
+        console.print(_estimates_table(f"reward-model accuracy · view {view['view']}, template {view['template']}",
+                                       result.estimates))
+        console.print(f"wrote {js} and {md}")
 
 
 @app.command("suite")
@@ -161,6 +205,8 @@ def generate(
         "--sampling", help="A named preset: greedy | alignx (AlignX's generation scripts: temperature 0.9, top_k 10, "
         "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default 0).")] = None,
+    best_of: Annotated[Optional[int], typer.Option("--best-of", min=1, max=64, help="Personalized best-of-n: sample N responses per record (seeds seed..seed+N-1) and keep the one --reward-model rewards most for that user.")] = None,
+    reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Reward model of --best-of (a run's final/ trained with loss rm); it scores under the view it was trained with.")] = None,
     limit: Limit = None,
     on_invalid: OnInvalidOpt = None,
     dtype: DTypeOpt = None,
@@ -170,7 +216,8 @@ def generate(
     config: ConfigFile = None,
     overrides: Overrides = None,
 ) -> None:
-    """Generate one response per record under a view; rerunning continues a killed run from its cache."""
+    """Generate one response per record under a view (or the best of N by a reward model); rerunning
+    continues a killed run from its cache."""
     from personalign.eval.generate import (
         GENERATE_OUTPUTS, GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses,
     )
@@ -183,7 +230,7 @@ def generate(
             **model_options(dtype, attn_implementation, trust_remote_code, prefix="backend"),
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
             "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed,
-            "few_shot": few_shot, "shots_from": shots_from}
+            "few_shot": few_shot, "shots_from": shots_from, "best_of": best_of, "reward_model": reward_model}
     if sampling is not None:
         if sampling not in SAMPLING_PRESETS:
             raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRESETS)}, got {sampling!r}",
@@ -196,6 +243,8 @@ def generate(
     if cfg.shots_from is not None:
         check_source(cfg.shots_from, option="--shots-from")
     check_backend_config(cfg.backend)
+    if cfg.reward_model is not None:
+        check_model_dir(cfg.reward_model, option="--reward-model", kind="any")
     check_output_dir(cfg.out, inputs=[cfg.data, cfg.shots_from], own=GENERATE_OUTPUTS, overwrite=overwrite)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("generating", total=None)
@@ -203,7 +252,8 @@ def generate(
     if not main_process():
         return
     counts = json.loads((run / SETTINGS_FILE).read_text())["counts"]
-    console.print(f"wrote {counts['records']} responses to {run / GENERATIONS_FILE} ({counts['generated']} generated, "
+    best = f" (each the best of {cfg.best_of} by {cfg.reward_model})" if cfg.best_of > 1 else ""
+    console.print(f"wrote {counts['records']} responses{best} to {run / GENERATIONS_FILE} ({counts['generated']} generated, "
                   f"{counts['reused']} reused from the cache or duplicates); settings in {run / SETTINGS_FILE}")
 
 

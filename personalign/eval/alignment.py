@@ -32,7 +32,30 @@ ACCURACY_OUTPUTS = (ACCURACY_FILE, "accuracy.md", "scores.jsonl")  # what `write
 Protocol = Literal["alignx"]  # AlignX's released evaluation protocol (see `AccuracyConfig.protocol`)
 
 
-class AccuracyConfig(ScoringModelSettings):
+class EvalDataConfig(ScoringModelSettings):
+    """What every scoring evaluation reads and how: the records, their budget, the bootstrap, the cache."""
+
+    data: str
+    """Pairs (or rankings) to evaluate."""
+    columns: dict[str, str] | None = None
+    """Field renames applied when reading, {name in the data: record key}."""
+    max_length: int | None = Field(4096, ge=2)
+    """Token budget of prompt + response."""
+    max_tokens_per_batch: PositiveInt = 8192
+    """Padded-token budget of a scoring batch."""
+    limit: PositiveInt | None = None
+    """Evaluate the first N records only."""
+    on_invalid: OnInvalid = "fail"
+    """fail, or skip bad records (written to <data>.rejects.jsonl and counted)."""
+    n_boot: PositiveInt = 1000
+    """Bootstrap resamples of the intervals."""
+    seed: int = 0
+    """Bootstrap seed."""
+    cache: bool = True
+    """Keep the scores beside the token store (a rerun, or a killed pass, reuses them)."""
+
+
+class AccuracyConfig(EvalDataConfig):
     """`personalign eval accuracy` settings.
 
     The policy is scored under `view`, the reference under `reference_view` (default: the same
@@ -42,20 +65,11 @@ class AccuracyConfig(ScoringModelSettings):
     the policy's method.
     """
 
-    data: str
-    columns: dict[str, str] | None = None  # field renames applied when reading, {name in the data: record key}
     policy: str | None = None
     reference: str | None = None  # None or the policy itself (under the same view): raw log-prob accuracy
     view: ViewConfig = ViewConfig()
     reference_view: ViewConfig | None = None
     protocol: Protocol | None = None
-    max_length: int | None = Field(4096, ge=2)
-    max_tokens_per_batch: PositiveInt = 8192
-    limit: PositiveInt | None = None
-    on_invalid: OnInvalid = "fail"
-    n_boot: PositiveInt = 1000
-    seed: int = 0
-    cache: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -95,10 +109,11 @@ class AccuracyResult:
         }
 
 
-def _store(cfg: AccuracyConfig, view: ViewConfig, tokenizer) -> TokenStore:
-    """The token store of `cfg.data`'s pairs under `view` (built once, by the main process)."""
+def eval_store(cfg: EvalDataConfig, view: ViewConfig, tokenizer, *, need: str = "pair") -> TokenStore:
+    """The token store of `cfg.data`'s pairs (`need` ranking: 2+ responses) under `view`, built once
+    by the main process."""
     view = view if view.max_length else view.model_copy(update={"max_length": cfg.max_length})
-    spec = StoreSpec(view, cfg.max_length, need="pair", limit=cfg.limit, on_invalid=cfg.on_invalid, columns=cfg.columns)
+    spec = StoreSpec(view, cfg.max_length, need=need, limit=cfg.limit, on_invalid=cfg.on_invalid, columns=cfg.columns)
     state = process_state()
     with state.main_process_first():
         store, _ = load_store(cfg.data, spec, tokenizer, progress=state.is_main_process)
@@ -133,7 +148,7 @@ def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
     ref_view = cfg.reference_view or cfg.view
     raw = reference == policy and ref_view == cfg.view
     tokenizer = load_tokenizer(policy)
-    store = _store(cfg, cfg.view, tokenizer)
+    store = eval_store(cfg, cfg.view, tokenizer)
     sources, slices = store.column("source"), store.column("slice")
     pol = _scores(policy, cfg, store)
     ref = None
@@ -141,7 +156,7 @@ def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
         ref_tokenizer = tokenizer if reference == policy else load_tokenizer(reference)
         ref_store = store
         if ref_view != cfg.view or ref_tokenizer is not tokenizer:
-            ref_store = _store(cfg, ref_view, ref_tokenizer)
+            ref_store = eval_store(cfg, ref_view, ref_tokenizer)
             if ref_store.column("source") != sources:
                 raise ValueError(f"{cfg.data}: the reference view renders other records than the policy view")
         ref = _scores(reference, cfg, ref_store)

@@ -58,11 +58,19 @@ class GenerateConfig(StrictModel):
     few_shot: int = Field(0, ge=0)
     shots_from: str | None = None
     shots_seed: int = 0
+    # Personalized best-of-n: best_of samples per record (seeds generation.seed + k), the one the reward
+    # model rewards most under its own view of the record (default: the view it was trained with) kept.
+    best_of: int = Field(1, ge=1, le=64)
+    reward_model: str | None = None
+    reward_view: ViewConfig | None = None
 
     @model_validator(mode="after")
     def _few_shot(self) -> GenerateConfig:
         if self.few_shot and (self.view.view != "persona" or self.view.template != "plain" or not self.shots_from):
             raise ValueError("few_shot needs view 'persona', template 'plain' and shots_from (a training file)")
+        if self.best_of > 1 and (self.reward_model is None or self.generation.temperature == 0):
+            raise ValueError("best_of > 1 needs reward_model and sampling (generation.temperature > 0): greedy "
+                             "decoding gives the same response every time")
         return self
 
 
@@ -129,23 +137,66 @@ def generate_responses(
     chunk = cfg.chunk_size or cfg.backend.requests_per_write
     out.mkdir(parents=True, exist_ok=True)
     state = process_state()
+    samples = []
     with open_cache(out / CACHE_FILE, state) as cache:
-        result = generate_cached(backend, requests, generation, task=TASK, cache=cache, chunk_size=chunk,
-                                 on_progress=on_progress, state=state)
+        for k in range(cfg.best_of):
+            config = generation.model_copy(update={"seed": generation.seed + k}) if cfg.best_of > 1 else generation
+            samples.append(generate_cached(backend, requests, config, task=TASK, cache=cache, chunk_size=chunk,
+                                           on_progress=on_progress, state=state))
     if not state.is_main_process:
         return out
-    for row, response in zip(rows, result.outputs):
-        row["response"] = response
+    candidates = [list(c) for c in zip(*(r.outputs for r in samples))]
+    if cfg.best_of > 1:
+        for row, best in zip(rows, best_of_n(cfg, examples, candidates)):
+            row.update(best)
+    else:
+        for row, (response,) in zip(rows, candidates):
+            row["response"] = response
     write_jsonl(rows, out / GENERATIONS_FILE)
     settings = cfg.model_dump(mode="json") | {
         "generation": generation.model_dump(mode="json"),
         "model": backend.identity,
-        "counts": {"records": len(rows), "generated": result.generated, "reused": result.reused},
+        "counts": {"records": len(rows), "generated": sum(r.generated for r in samples),
+                   "reused": sum(r.reused for r in samples)},
         "seconds": round(time.perf_counter() - started, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_json(out / SETTINGS_FILE, settings)
     return out
+
+
+def best_of_n(cfg: GenerateConfig, examples: list, candidates: list[list[str]]) -> list[dict]:
+    """Per record, the candidate the reward model rewards most under its view of that record (ties: the
+    first), with every candidate and its reward; the rewards come from one packed pass per record."""
+    from personalign.data.tokens import tokenize_pair
+    from personalign.models.rewards import ResponseRewards, load_reward_model
+    from personalign.models.scorer import InMemoryRows, score_store
+
+    rm_cfg = with_trained_view(cfg, cfg.reward_model, field="reward_view")
+    view = rm_cfg.reward_view or cfg.view
+    model, tokenizer = load_reward_model(cfg.reward_model, device=process_state().device)
+    items = [tokenize_pair(tokenizer, build_view(ex, view, tokenizer, i).prompt, cands, view.max_length)
+             for i, (ex, cands) in enumerate(zip(examples, candidates))]
+    table = score_store(ResponseRewards(model), InMemoryRows(items), progress=True)
+    out = []
+    for rewards, cands in zip(table.logps[:, : cfg.best_of].tolist(), candidates):
+        best = max(range(len(cands)), key=rewards.__getitem__)
+        out.append({"response": cands[best], "best_index": best, "candidates": cands, "candidate_rewards": rewards})
+    return out
+
+
+def decoding_label(run_dir: str | Path) -> str | None:
+    """How a run's responses were decoded ("greedy", "sampled (temperature 0.8)", "best of 4 by <reward
+    model>"), from its generation.json; None without one."""
+    path = Path(run_dir) / SETTINGS_FILE
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        temperature = settings["generation"]["temperature"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if settings.get("best_of", 1) > 1:
+        return f"best of {settings['best_of']} by {settings.get('reward_model')}"
+    return "greedy" if temperature == 0 else f"sampled (temperature {temperature})"
 
 
 def read_generations(run_dir: str | Path, *, option: str | None = None) -> list[dict]:

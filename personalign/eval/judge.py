@@ -24,7 +24,7 @@ from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
 from personalign.data.io import write_jsonl
-from personalign.eval.generate import read_generations
+from personalign.eval.generate import decoding_label, read_generations
 from personalign.files import write_json, write_text
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig, Message
 from personalign.llm.judging import JUDGE_GENERATION, SHOTS, agreement, run_judge
@@ -285,7 +285,8 @@ def judge_runs(
         rows.append(row)
     config = {"rubrics": list(rubrics), "generation": gen_config.model_dump(mode="json"), "limit": limit,
               "n_boot": n_boot, "seed": seed, "prompt_version": judge_version(preset, prompt_file), "verdict_mode": verdict_mode,
-              "preset": preset, "prompt_file": prompt_file.source if prompt_file is not None else None}
+              "preset": preset, "prompt_file": prompt_file.source if prompt_file is not None else None,
+              "base_decoding": decoding_label(base_dir), "test_decoding": decoding_label(test_dir)}
     return JudgeResult(str(base_dir), str(test_dir), backend.identity, results, delta, len(pairs), unmatched, config,
                        rows)
 

@@ -3,7 +3,8 @@
 Each file is read as records (.jsonl/.json/.parquet, e.g. a run's generations.jsonl); a row's
 text is (prompt field, response field) rendered through the reward model's chat template as a
 user turn and an assistant turn (or "prompt\\n\\nresponse" without one). The reward of a row is
-σ(logit) of the model's single output; per file and over all files the mean (all files: weighted
+σ(logit) of the model's single output (a reward model trained by personalign is scored as it was
+trained: the prompt through its template, the reward at the response's EOS); per file and over all files the mean (all files: weighted
 by file size, i.e. the mean over all rows) with a bootstrap 95% interval. With a reference field,
 BLEU of the responses against it is sacrebleu's corpus BLEU, per file and over all rows.
 """
@@ -25,6 +26,8 @@ from personalign.config import StrictModel
 from personalign.data.tokens import CONVENTIONS, Convention, prompts_ids
 from personalign.files import write_json
 from personalign.metrics import Estimate, bootstrap
+from personalign.models.card import read_provenance
+from personalign.models.rewards import load_reward_model
 
 PathLike = str | os.PathLike
 REWARD_METRIC = {"personalign": "mean sigmoid(score)", "scaling-alignment": "mean raw score (logit)"}
@@ -62,21 +65,6 @@ class RewardConfig(StrictModel):
     n_boot: PositiveInt = 1000
     convention: Convention = "personalign"
     out: str | None = None  # the reward JSON `personalign report` reads
-
-
-def load_reward_model(model_dir: PathLike, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(model, tokenizer) of a sequence-classification reward model with one label; the pad token is set."""
-    from transformers import AutoModelForSequenceClassification
-
-    from personalign.models.loading import load_tokenizer
-
-    tokenizer = load_tokenizer(model_dir, padding_side="right")
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    if model.config.num_labels != 1:
-        raise ValueError(f"{model_dir}: a reward model needs num_labels=1, got {model.config.num_labels}")
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
 
 
 def reward_text(tokenizer, prompt: str, response: str) -> str:
@@ -128,6 +116,29 @@ def reward_scores(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8
     return scores
 
 
+def _trained_template(model_dir: PathLike) -> str | None:
+    """The prompt template of a reward model trained by personalign (`loss: rm`), else None."""
+    info = read_provenance(model_dir) or {}
+    view = info.get("view")
+    return view.get("template") if info.get("loss") == "rm" and isinstance(view, dict) else None
+
+
+def trained_reward_scores(model, tokenizer, template: str, rows: Sequence[tuple[str, ...]], *,
+                          max_length: int = 2048) -> np.ndarray:
+    """Rewards of (prompt, response) rows from a reward model personalign trained, scored as it was
+    trained: the prompt through its template (view none: a row carries no user context), the response
+    with EOS, the reward at the response's last token (`ResponseRewards`)."""
+    from personalign.data.templates import build_prompt
+    from personalign.data.tokens import tokenize_pair
+    from personalign.models.rewards import ResponseRewards
+    from personalign.models.scorer import InMemoryRows, score_store
+
+    items = [tokenize_pair(tokenizer, build_prompt(template, "none", r[0], tokenizer=tokenizer).text, [r[1]], max_length)
+             for r in rows]
+    table = score_store(ResponseRewards(model), InMemoryRows(items), progress=False)
+    return table.logps[:, 0].double().numpy()
+
+
 def read_fields(path: PathLike, fields: Sequence[str]) -> list[tuple[str, ...]]:
     """`fields` of every record of a file, as strings; a missing or non-string field is an error naming its line."""
     rows = []
@@ -170,16 +181,21 @@ def score_files(
         return seed_bleu(hyps, refs) if seed else sacrebleu.corpus_bleu(hyps, [refs]).score
 
     model, tokenizer = load_reward_model(model_dir)
+    tokenizer.padding_side = "right"
+    trained = _trained_template(model_dir)
     fields = [prompt_field, response_field] + ([reference_field] if reference_field else [])
     per_file, all_rewards, all_hyps, all_refs = [], [], [], []
     for path in files:
         rows = read_fields(path, fields)
         if not rows:
             raise ValueError(f"{path}: no records")
-        render = oasst_text if seed else reward_text
-        texts = [render(tokenizer, r[0], r[1]) for r in rows]
-        scores = reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length,
-                               convention=convention)
+        if trained is not None and not seed:
+            scores = trained_reward_scores(model, tokenizer, trained, rows, max_length=max_length)
+        else:
+            render = oasst_text if seed else reward_text
+            texts = [render(tokenizer, r[0], r[1]) for r in rows]
+            scores = reward_scores(model, tokenizer, texts, batch_size=batch_size, max_length=max_length,
+                                   convention=convention)
         rewards = scores if seed else 1 / (1 + np.exp(-scores))
         hyps, refs = [r[1] for r in rows], [r[2] for r in rows] if reference_field else []
         bleu = bleu_of(hyps, refs) if reference_field else None

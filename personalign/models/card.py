@@ -74,6 +74,8 @@ def model_card(info: dict[str, Any]) -> str:
     view = info.get("view") or {}
     front = ["---", "library_name: " + ("peft" if info.get("adapter") else "transformers"),
              "tags:", "- personalign", f"- {info.get('loss', 'dpo')}", "- personalized-alignment"]
+    if info.get("loss") == "rm":
+        front.append("- reward-model")
     if base and not Path(str(base)).is_absolute():
         front.append(f"base_model: {base}")
     front.append("---")
@@ -96,6 +98,11 @@ def model_card(info: dict[str, Any]) -> str:
         "Prompts must be rendered with the same view and template; `personalign eval` and `personalign serve` "
         "read them from `personalign.json` in this directory.", "",
     ]
+    if info.get("loss") == "rm":
+        lines += ["A reward model (`AutoModelForSequenceClassification`, one label): the reward of a response is "
+                  "the score at its end-of-sequence token, after the prompt rendered as above. Evaluate it with "
+                  "`personalign eval rm`; rerank samples with `personalign eval generate --best-of N --reward-model`.",
+                  ""]
     if rows:
         lines += ["## Final metrics", "", "| metric | value |", "|---|---|", rows, ""]
     if info.get("command"):

@@ -38,8 +38,9 @@ def _peft_checkpointing_probe():
         yield
 
 
-def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
-    """Wrap `model` with fresh LoRA adapters; only the adapter weights stay trainable.
+def apply_lora(model: PreTrainedModel, settings: LoraSettings, *, task_type: str = "CAUSAL_LM") -> PeftModel:
+    """Wrap `model` with fresh LoRA adapters; only the adapter weights stay trainable (and, for
+    task_type SEQ_CLS, the score head, which peft keeps whole: `modules_to_save`).
 
     Adapters start as a no-op (B = 0), so the wrapped model scores exactly like `model`.
     """
@@ -50,7 +51,7 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
         target_modules=settings.target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     with _peft_checkpointing_probe():
         return get_peft_model(model, config)

@@ -31,6 +31,7 @@ from rich.console import Console
 from personalign.progress import work_progress
 from personalign.data.tokens import Tokenized, tokenize_pair
 from personalign.models.logprobs import PackedBatch, length_batches, pack_batch, packed_logprobs
+from personalign.models.rewards import ResponseRewards, is_reward_model
 
 
 class Rows(Protocol):
@@ -141,7 +142,7 @@ def score_store(
     progress: bool = True,
 ) -> ScoreTable:
     """Score every row of `rows` with `model` (a causal LM, a `ResponseLogprobs`, or one wrapped by
-    accelerate), sharded over the processes of `state` (an `Accelerator` or `PartialState`; None =
+    accelerate: summed log-probs; a reward model or `ResponseRewards`: rewards), sharded over the processes of `state` (an `Accelerator` or `PartialState`; None =
     one process). Every process returns the full table. `journal` (a directory) makes the pass
     resumable: finished batches are kept there, and a rerun scores only the rest."""
     state = state or _Single()
@@ -156,12 +157,12 @@ def score_store(
                                                                   batch_size=batch_size)]
     mine = batches[rank::world]
     rounds = math.ceil(len(batches) / world)
-    scorer = model if _returns_logprobs(model) else ResponseLogprobs(model)
+    scorer = model if _is_packed_scorer(model) else (ResponseRewards if is_reward_model(model) else ResponseLogprobs)(model)
     device = next(scorer.parameters()).device
     autocast = getattr(state, "autocast", nullcontext)
     local = _Scored(rows.width)
     bar = work_progress(enabled=progress and state.is_main_process)
-    was_training = scorer.training
+    was_training = model.training  # the caller's module: a fresh wrapper is in training mode
     scorer.eval()
     try:
         with torch.inference_mode(), autocast(), bar:
@@ -176,17 +177,19 @@ def score_store(
                     log.add(idx, sums.float().tolist(), counts.tolist())
                 bar.advance(task, len(idx) * world)
     finally:
-        scorer.train(was_training)
+        model.train(was_training)
         if log is not None:
             log.close()
     parts = gather_object([local.arrays()]) if world > 1 else [local.arrays()]
     return _table(len(rows), rows.width, done, parts)
 
 
-def _returns_logprobs(model: torch.nn.Module) -> bool:
-    while not isinstance(model, ResponseLogprobs) and isinstance(getattr(model, "module", None), torch.nn.Module):
+def _is_packed_scorer(model: torch.nn.Module) -> bool:
+    """Whether `model` (inside `.module` wrappers) already takes packed batches (log-probs or rewards)."""
+    kinds = (ResponseLogprobs, ResponseRewards)
+    while not isinstance(model, kinds) and isinstance(getattr(model, "module", None), torch.nn.Module):
         model = model.module
-    return isinstance(model, ResponseLogprobs)
+    return isinstance(model, kinds)
 
 
 class _Scored:

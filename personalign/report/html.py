@@ -183,7 +183,10 @@ def _context(found: Findings, title: str, max_examples: int) -> dict:
     for label, d, _ in found.judges:
         for name, r in d["rubrics"].items():
             e = r["win_rate"]
-            judge_rows.append({"run": label, "rubric": name, "n": r["n"], "wins": r["wins"], "ties": r["ties"],
+            decoding = (f"{d.get('config', {}).get('test_decoding') or '?'} vs "
+                        f"{d.get('config', {}).get('base_decoding') or '?'}")
+            judge_rows.append({"run": label, "compares": decoding, "rubric": name, "n": r["n"], "wins": r["wins"],
+                               "ties": r["ties"],
                                "losses": r["losses"], "value": _fmt(e["value"]),
                                "ci": f"[{_fmt(e['low'])}, {_fmt(e['high'])}]", "unparseable": r["unparseable"],
                                "missing": r["missing"]})
@@ -252,9 +255,9 @@ img { max-width: 100%; display: block; margin: .6em 0; }
 {% if judge_rows %}<h2>Pairwise judge win rates</h2>
 <p>Each pair judged in both orders; disagreement = tie; win rate = wins / (wins + losses).</p>
 {% if win_plot %}<img src="{{ win_plot }}" alt="wins, ties and losses per rubric">{% endif %}
-<table><tr><th>run</th><th>rubric</th><th>pairs</th><th>wins</th><th>ties</th><th>losses</th><th>win rate</th><th>95% CI</th>
+<table><tr><th>run</th><th>test vs base decoding</th><th>rubric</th><th>pairs</th><th>wins</th><th>ties</th><th>losses</th><th>win rate</th><th>95% CI</th>
 <th>unparseable outputs</th><th>not judged</th></tr>
-{% for r in judge_rows %}<tr><td>{{ r.run }}</td><td>{{ r.rubric }}</td><td class="num">{{ r.n }}</td>
+{% for r in judge_rows %}<tr><td>{{ r.run }}</td><td>{{ r.compares }}</td><td>{{ r.rubric }}</td><td class="num">{{ r.n }}</td>
 <td class="num">{{ r.wins }}</td><td class="num">{{ r.ties }}</td><td class="num">{{ r.losses }}</td>
 <td class="num">{{ r.value }}</td><td>{{ r.ci }}</td><td class="num">{{ r.unparseable }}</td><td class="num">{{ r.missing }}</td></tr>
 {% endfor %}</table>
@@ -329,8 +332,9 @@ def _markdown(ctx: dict, html_name: str) -> str:
               [[r["run"], r["view"], r["mode"], r["slice"], r["n"], r["value"], r["ci"]] for r in ctx["accuracy_rows"]])
     if ctx["judge_rows"]:
         lines += ["## Pairwise judge win rates", ""]
-        table(["run", "rubric", "pairs", "wins", "ties", "losses", "win rate", "95% CI", "unparseable"],
-              [[r["run"], r["rubric"], r["n"], r["wins"], r["ties"], r["losses"], r["value"], r["ci"], r["unparseable"]]
+        table(["run", "test vs base decoding", "rubric", "pairs", "wins", "ties", "losses", "win rate", "95% CI",
+               "unparseable"],
+              [[r["run"], r["compares"], r["rubric"], r["n"], r["wins"], r["ties"], r["losses"], r["value"], r["ci"], r["unparseable"]]
                for r in ctx["judge_rows"]])
         lines += [f"ΔPQ ({_md(d['run'])}) = **{d['value']}**, 95% CI {d['ci']}, {d['n']} pairs." for d in ctx["deltas"]]
         lines.append("")

@@ -28,6 +28,7 @@ from personalign.models.card import command_line, copy_provenance, write_provena
 from personalign.models.loading import load_model, load_tokenizer
 from personalign.models.lora import apply_lora, load_lora, merge_lora
 from personalign.models.scorer import ResponseLogprobs
+from personalign.models.rewards import ResponseRewards, load_reward_model
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "train_config.yaml"
@@ -176,8 +177,11 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bo
         if not base_name:
             raise CorruptFileError("the adapter config names no base_model_name_or_path",
                                    file=src / "adapter_config.json")
-        model = load_lora(AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32), src)
-        tokenizer = load_tokenizer(src if (src / "tokenizer_config.json").is_file() else base_name)
+        if _read_json(src / "adapter_config.json").get("task_type") == "SEQ_CLS":  # a reward model
+            model, tokenizer = load_reward_model(src)
+        else:
+            model = load_lora(AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32), src)
+            tokenizer = load_tokenizer(src if (src / "tokenizer_config.json").is_file() else base_name)
     else:
         if (src / "adapter_config.json").is_file():
             _read_json(src / "adapter_config.json")
@@ -287,10 +291,11 @@ def _zero_weights(checkpoint: Path) -> dict:
 def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
     state = _checkpoint_weights(checkpoint)  # before the model loads: a bad checkpoint fails fast
-    model, tokenizer = load_model(cfg.model, **cfg.load_kwargs())
+    reward = cfg.loss == "rm"
+    model, tokenizer = (load_reward_model if reward else load_model)(cfg.model, **cfg.load_kwargs())
     if cfg.lora is not None:
-        model = apply_lora(model, cfg.lora)
-    wrapped = ResponseLogprobs(model)  # checkpoints hold the state of the module accelerate prepared
+        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
+    wrapped = (ResponseRewards if reward else ResponseLogprobs)(model)  # the state of the module accelerate prepared
     missing, unexpected = wrapped.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(wrapped, k)}
     if cfg.lora is not None:  # adapter-only checkpoints: the frozen base comes from cfg.model

@@ -1,4 +1,4 @@
-"""The training loop (DESIGN §5): one loop for DPO, SFT and PRO, on `accelerate`.
+"""The training loop (DESIGN §5): one loop for every objective (DPO family, KTO, SimPO, ORPO, SFT, PRO), on `accelerate`.
 
 `train(cfg)`:
 
@@ -6,10 +6,12 @@
    (`personalign.data.store`) that every step reads a micro-batch at a time;
 2. reference log-probs from the on-disk cache (`cached_scores`), computed on a miss with the
    *starting* weights — for LoRA that is the base model, i.e. the policy with no adapters. The
-   reference model is never held next to the policy. DPO needs them for training; evaluation
-   uses them for alignment accuracy whatever the loss;
+   reference model is never held next to the policy. Only objectives that compare with a
+   reference (dpo, kto) score one, for training and evaluation; the reference-free ones (simpo,
+   orpo, sft, pro) never do;
 3. LoRA adapters or full fine-tuning, inside `ResponseLogprobs` (the module accelerate prepares,
-   whose forward runs the decoder and the LM head); AdamW, warmup + linear/cosine decay, gradient clipping;
+   whose forward runs the decoder and the LM head) or, for a reward model (loss rm), `ResponseRewards`
+   (decoder and score head, the reward read at each response's last token); AdamW, warmup + linear/cosine decay, gradient clipping;
 4. the data order: each epoch is a permutation seeded by (seed + epoch); optimizer step k of an
    epoch takes the k-th slice of global-batch size (the last slice wraps around to the epoch's
    start, so every step has a full batch), split into gradient-accumulation micro-batches and
@@ -45,15 +47,18 @@ from personalign.models.loading import check_model_dir, load_model, resolve_mode
 from personalign.data.store import TokenStore, load_store
 from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.lora import apply_lora
+from personalign.models.rewards import ResponseRewards, load_reward_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseLogprobs, ScoreTable, batch_kwargs, score_store
 from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
     provenance, resolve_checkpoint, save_checkpoint, save_final, trainable_only,
 )
-from personalign.train.collate import collate, rewards_tensor, run_specs
+from personalign.train.collate import KtoRows, collate, rewards_tensor, run_specs
 from personalign.train.config import TrainConfig
-from personalign.train.losses import LossOutput, dpo_loss, pro_loss, sft_loss
+from personalign.train.losses import (
+    LossOutput, dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss, simpo_loss,
+)
 from personalign.train.trackers import check_trackers, make_trackers
 
 
@@ -76,17 +81,35 @@ class TrainResult:
 
 def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref: torch.Tensor | None,
               rewards: torch.Tensor | None) -> LossOutput:
-    """The configured loss from `[B, R]` summed response log-probs (responses best first)."""
+    """The configured loss from `[B, R]` summed response log-probs, or rewards for rm (responses best
+    first; for kto the last column is the mismatched response of `KtoRows`)."""
     if cfg.loss == "sft":
         return sft_loss(logps[:, 0], n_tokens[:, 0])
+    if cfg.loss == "rm":  # `logps` are the reward model's rewards
+        if cfg.margin_from_rewards and rewards is None:
+            raise ValueError("margin_from_rewards needs records that carry reward scores")
+        margin = rewards[:, 0] - rewards[:, 1] if cfg.margin_from_rewards else None
+        return reward_loss(logps, n_tokens > 0, margin=margin, center_rewards_coefficient=cfg.center_rewards_coefficient)
     if cfg.loss == "pro":
         avg = logps / n_tokens.clamp(min=1)
         return pro_loss(avg, rewards, best_nll=-logps[:, 0], mask=n_tokens > 0, sft_weight=cfg.sft_weight)
+    if cfg.loss == "simpo":
+        return simpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta,
+                          simpo_gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing, cpo_alpha=cfg.cpo_alpha)
+    if cfg.loss == "orpo":
+        return orpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta)
+    if cfg.loss == "kto":
+        rows = logps.shape[0]
+        desirable = torch.arange(2 * rows, device=logps.device) < rows
+        return kto_loss(torch.cat([logps[:, 0], logps[:, 1]]), torch.cat([ref[:, 0], ref[:, 1]]), desirable,
+                        logps[:, 2], ref[:, 2], beta=cfg.beta, desirable_weight=cfg.desirable_weight,
+                        undesirable_weight=cfg.undesirable_weight)
     nll = sft_loss(logps[:, 0], n_tokens[:, 0]).loss if cfg.rpo_alpha else None
     return dpo_loss(
         logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta, loss_type=cfg.loss_type,
-        label_smoothing=cfg.label_smoothing, chosen_n_tokens=n_tokens[:, 0], rejected_n_tokens=n_tokens[:, 1],
-        chosen_nll=nll, nll_weight=cfg.rpo_alpha or 0.0,
+        loss_weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing, discopop_tau=cfg.discopop_tau,
+        chosen_n_tokens=n_tokens[:, 0], rejected_n_tokens=n_tokens[:, 1], chosen_nll=nll,
+        nll_weight=cfg.rpo_alpha or 0.0,
     )
 
 
@@ -97,7 +120,7 @@ def scoring_module(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn
     return model if sharded else accelerator.unwrap_model(model)
 
 
-def score(model, store: TokenStore, cfg: TrainConfig, accelerator: Accelerator, journal: Path | None = None
+def score(model, store: TokenStore | KtoRows, cfg: TrainConfig, accelerator: Accelerator, journal: Path | None = None
           ) -> ScoreTable:
     """`[N, R]` log-probs of every row of `store`, sharded over the processes (all get the table)."""
     return score_store(scoring_module(model, accelerator), store, state=accelerator,
@@ -105,7 +128,7 @@ def score(model, store: TokenStore, cfg: TrainConfig, accelerator: Accelerator, 
                        journal=journal, progress=accelerator.is_main_process)
 
 
-def reference_table(model, store: TokenStore, model_path: str, cfg: TrainConfig, accelerator: Accelerator
+def reference_table(model, store: TokenStore | KtoRows, model_path: str, cfg: TrainConfig, accelerator: Accelerator
                     ) -> tuple[ScoreTable, bool]:
     """Reference log-probs of `store`, from the cache or scored now with `model`; (table, hit)."""
     table, hit = cached_table(scores_path(store, model_path, cfg, bf16_autocast=cfg.bf16),
@@ -118,26 +141,36 @@ def reference_table(model, store: TokenStore, model_path: str, cfg: TrainConfig,
 
 @dataclass(frozen=True)
 class EvalSet:
-    """The eval store with its reference log-probs and rewards."""
+    """The eval rows with their reference log-probs (None for reference-free objectives) and rewards."""
 
-    store: TokenStore
-    ref: ScoreTable
+    store: TokenStore | KtoRows
+    ref: ScoreTable | None
     rewards: torch.Tensor | None
 
 
 def evaluate(model, data: EvalSet, cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
-    """The objective on the eval set, and alignment accuracy `eval/accuracy` (best vs worst response,
-    margin over the reference). For DPO's pairs that is the objective's `rewards/accuracies`, which
-    is therefore not reported twice."""
+    """The objective on the eval set, and alignment accuracy `eval/accuracy`: best vs worst response by
+    the margin over the reference, for reference-free objectives by mean token log-prob, for a reward
+    model by reward. For DPO's
+    pairs that is the objective's `rewards/accuracies`, which is therefore not reported twice."""
     table = score(model, data.store, cfg, accelerator)
-    logps, n_tokens, ref = table.logps, table.n_tokens, data.ref.logps
+    logps, n_tokens = table.logps, table.n_tokens
+    ref = None if data.ref is None else data.ref.logps
     out = objective(cfg, logps, n_tokens, ref, data.rewards)
     metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items() if k != "rewards/accuracies"}
+    if cfg.loss == "kto":  # the last column is the KL estimate's mismatched response
+        logps, n_tokens, ref = logps[:, :-1], n_tokens[:, :-1], ref[:, :-1]
     last = (n_tokens > 0).sum(dim=1) - 1
     if bool((last > 0).all()):
         rows = torch.arange(len(data.store))
-        correct = pair_correct(logps[:, 0].numpy(), logps[rows, last].numpy(),
-                               ref[:, 0].numpy(), ref[rows, last].numpy())
+        if cfg.loss == "rm":
+            correct = (logps[:, 0] > logps[rows, last]).numpy()
+        elif ref is None:
+            avg = logps / n_tokens.clamp(min=1)
+            correct = (avg[:, 0] > avg[rows, last]).numpy()
+        else:
+            correct = pair_correct(logps[:, 0].numpy(), logps[rows, last].numpy(),
+                                   ref[:, 0].numpy(), ref[rows, last].numpy())
         metrics["eval/accuracy"] = float(correct.mean())
     return metrics
 
@@ -213,9 +246,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
 
 @dataclass(frozen=True)
 class TrainData:
-    """The training store, its reference log-probs (DPO), its counts, and the eval set."""
+    """The training rows (the token store; for kto with its KL partners), their reference log-probs
+    (objectives that need one), the store's counts, and the eval set."""
 
-    store: TokenStore
+    store: TokenStore | KtoRows
     ref: ScoreTable | None
     counts: dict[str, int]
     eval: EvalSet | None
@@ -238,18 +272,20 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
                   f"{c['truncated_for_length']} truncated, {c['rejected']} rejected ({'cache' if hit else 'built'})")
     counts = {"records": c["records"], "rejected": c["rejected"], "truncated_for_length": c["truncated_for_length"],
               **{k: v for k, v in c.items() if k.startswith("view_") and k != "view_records"}}
+    rows = KtoRows(store) if cfg.loss == "kto" else store
     ref = None
-    if cfg.loss == "dpo":
-        ref, hit = reference_table(model, store, model_path, cfg, accelerator)
+    if cfg.needs_reference:
+        ref, hit = reference_table(model, rows, model_path, cfg, accelerator)
         console.print(f"reference log-probs of {len(store)} training records: {'cache' if hit else 'computed'}")
     if cfg.eval_data is None:
-        return TrainData(store, ref, counts, None)
+        return TrainData(rows, ref, counts, None)
     with accelerator.main_process_first():
         eval_store, _ = load_store(*specs[1], tokenizer, num_proc=cfg.dataset_num_proc,
                                    progress=accelerator.is_main_process)
-    eval_ref, _ = reference_table(model, eval_store, model_path, cfg, accelerator)
-    rewards = rewards_tensor(eval_store.rewards(range(len(eval_store))), eval_store.width)
-    return TrainData(store, ref, counts, EvalSet(eval_store, eval_ref, rewards))
+    eval_rows = KtoRows(eval_store) if cfg.loss == "kto" else eval_store
+    eval_ref = reference_table(model, eval_rows, model_path, cfg, accelerator)[0] if cfg.needs_reference else None
+    rewards = rewards_tensor(eval_store.rewards(range(len(eval_store))), eval_rows.width)
+    return TrainData(rows, ref, counts, EvalSet(eval_rows, eval_ref, rewards))
 
 
 def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int, *, strict: bool = True
@@ -323,15 +359,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.attn_implementation == "flex_attention" and accelerator.device.type == "cpu":
         raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
                         "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
-    model, tokenizer = load_model(model_path, device=accelerator.device, **cfg.load_kwargs())
+    reward = cfg.loss == "rm"
+    load = load_reward_model if reward else load_model
+    model, tokenizer = load(model_path, device=accelerator.device, **cfg.load_kwargs())
     data = load_data(cfg, model, tokenizer, model_path, accelerator, console)
     n_records = len(data.store)
 
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora is not None:
-        model = apply_lora(model, cfg.lora)
-    model = ResponseLogprobs(model)
+        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
+    model = ResponseRewards(model) if reward else ResponseLogprobs(model)
     model.train()
     plan = StepPlan.of(cfg, n_records, accelerator.num_processes)
     if cfg.lora is not None:

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from personalign.cli import app
 from personalign.data.errors import RecordError
 from personalign.data.io import write_jsonl
-from personalign.eval.reward import load_reward_model, reward_text, score_files
+from personalign.eval.reward import reward_text, score_files
+from personalign.models.rewards import load_reward_model
 from personalign.testing import tiny_tokenizer
 from personalign.report.html import build_report
 
