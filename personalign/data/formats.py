@@ -13,6 +13,8 @@ Recognised per record, so one file may mix them:
   before the last ``Assistant:`` reply, which must be the only difference; TRL's rule (the
   longest common character prefix) would cut inside replies that start alike. Other strings use
   TRL's rule.
+* TRL unpaired preference (KTO): ``prompt``, one ``completion`` (a string or one assistant message)
+  and a boolean ``label`` (desirable or not); read as a one-response record with reward 1 or 0.
 * ScalingAlignment ranking: ``prefix`` (per response, a list of pieces with ``<|prompter|>`` and
   ``<|assistant|>`` markers), ``suffix`` (responses), ``reward``; ``sft_index`` is kept as a field.
 
@@ -45,6 +47,7 @@ def needs_normalizing(raw: dict) -> bool:
     """Cheap test: True unless the record is already in the AlignX form."""
     prompt = raw.get("prompt")
     return (type(prompt) is not str or type(raw.get("chosen")) is list or type(raw.get("rejected")) is list
+            or type(raw.get("completion")) is list
             or type(raw.get("responses")) is list and any(type(r) is list for r in raw["responses"])
             ) and (prompt is not None or "chosen" in raw or "prefix" in raw or "suffix" in raw)
 
@@ -76,7 +79,7 @@ def normalize_record(raw: dict, *, file: str, line: int | None, columns: Mapping
         _split_implicit(at, rec)
     elif type(rec["prompt"]) is list:
         _set_prompt(at, rec, _messages(at, rec["prompt"], "prompt"))
-    for key in ("chosen", "rejected"):
+    for key in ("chosen", "rejected", "completion"):
         if type(rec.get(key)) is list:
             rec[key] = _completion(at, rec[key], key)
     if type(rec.get("responses")) is list:

@@ -15,6 +15,7 @@ PAIRS = "Pair-wise Comparative Feedback"
 GOLD_PERSONA = "ground_truth_persona"
 PROFILE = "profile"
 RESPONSES, REWARDS = "responses", "rewards"
+COMPLETION, LABEL = "completion", "label"  # TRL unpaired preference (KTO): one completion, desirable or not
 
 # Persona columns: canonical name -> accepted aliases (persona-tailoring dataset names).
 PERSONA_KEYS: dict[str, tuple[str, ...]] = {

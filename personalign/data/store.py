@@ -48,10 +48,11 @@ STORE_VERSION = 1
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
 Responses = Literal["all", "best"]  # keep every response (DPO, PRO, scoring) or only the best (SFT)
-Need = Literal["any", "pair", "ranking"]  # what the objective needs: >= 1, exactly 2, >= 2 responses
+Need = Literal["any", "pair", "ranking", "kto"]  # what the objective needs: >= 1, exactly 2, >= 2, 1 or 2 responses
 _NEED = {"pair": (lambda n: n == 2, "exactly 2 responses (a pair)"),
          "ranking": (lambda n: n >= 2, "at least 2 responses (a ranking)"),
-         "any": (lambda n: n >= 1, "at least 1 response")}
+         "any": (lambda n: n >= 1, "at least 1 response"),
+         "kto": (lambda n: n in (1, 2), "a pair, or one completion with a label")}
 SCHEMA = pa.schema([
     ("prompt_ids", pa.list_(pa.int32())),
     ("response_ids", pa.list_(pa.list_(pa.int32()))),
@@ -211,13 +212,16 @@ def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[
         for cfg in _WORKER["configs"]:
             r = build_view(ex, cfg, tokenizer, index)
             n = len(r.responses)
+            undesirable = n == 1 and r.rewards == [0.0] and spec.responses == "best"  # sft: nothing to imitate
+            field_name = "responses" if not ok(n) else "label" if undesirable else "prompt"
             try:
                 if not ok(n):
                     raise ValueError(f"the objective needs {need}, got {n}")
+                if undesirable:
+                    raise ValueError("an undesirable completion (label false) has no response to imitate")
                 responses = r.responses[:1] if spec.responses == "best" else r.responses
                 t = tokenize_pair(tokenizer, r.prompt, responses, spec.max_length)
             except ValueError as e:
-                field_name = "responses" if not ok(n) else "prompt"
                 rejects.append({"source": r.source, "field": field_name, "error": str(e)})
                 continue
             rewards = list(r.rewards[: len(responses)]) if r.rewards is not None else None

@@ -15,9 +15,11 @@ from personalign.data.errors import RecordError
 from personalign.data.formats import needs_normalizing, normalize_record
 from personalign.data.schema import (
     CHOSEN,
+    COMPLETION,
     DEMOGRAPHIC,
     DIRECTION,
     GOLD_PERSONA,
+    LABEL,
     N_DIMENSIONS,
     PAIRS,
     PERSONA_KEYS,
@@ -38,6 +40,7 @@ _DIRECTION_VALUES = frozenset({0, 0.5, 1})
 _ALIAS_OF = {alias: canon for canon, aliases in PERSONA_KEYS.items() for alias in aliases}
 _PAIR_CORE = frozenset({PROMPT, CHOSEN, REJECTED})
 _RANKING_CORE = frozenset({PROMPT, RESPONSES, REWARDS})
+_UNPAIRED_CORE = frozenset({PROMPT, COMPLETION, LABEL})
 
 
 def _kind(value: Any) -> str:
@@ -219,9 +222,10 @@ def _user_and_extra(ctx: _Ctx, raw: dict, core: frozenset[str]) -> tuple[UserCon
         setter = _USER_KEYS.get(key)
         if setter is not None:
             setter(ctx, value, user)
-        elif key in _PAIR_CORE or key in _RANKING_CORE:
-            raise ctx.error(key, f"a {'ranking' if RESPONSES in core else 'pair'} record cannot also have '{key}' "
-                            f"(use either 'chosen'/'rejected' or 'responses'/'rewards')")
+        elif key in _PAIR_CORE or key in _RANKING_CORE or key in _UNPAIRED_CORE:
+            kind = "ranking" if RESPONSES in core else "unpaired" if COMPLETION in core else "pair"
+            raise ctx.error(key, f"a {kind} record cannot also have '{key}' (use one of 'chosen'/'rejected', "
+                            f"'responses'/'rewards' or 'completion'/'label')")
         else:
             extra[key] = value
     return user, extra
@@ -255,6 +259,16 @@ def _ranking(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
     return Example(prompt, responses, rewards, user, extra, source)
 
 
+def _unpaired(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
+    """TRL's unpaired preference record: one completion labelled desirable (reward 1) or not (reward 0)."""
+    completion = _text(ctx, raw.get(COMPLETION), COMPLETION)
+    label = raw.get(LABEL)
+    if type(label) is not bool:
+        raise ctx.error(LABEL, f"expected true or false (is the completion desirable?), got {_show(label)}")
+    user, extra = _user_and_extra(ctx, raw, _UNPAIRED_CORE)
+    return Example(prompt, [completion], [1.0 if label else 0.0], user, extra, source)
+
+
 def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = False,
                columns: Mapping[str, str] | None = None) -> Example:
     """Validate one raw record (pair/AlignX/persona, or ranking if it has `responses`) into an Example;
@@ -274,6 +288,8 @@ def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = Fa
     prompt = _text(ctx, raw.get(PROMPT), PROMPT)
     if raw.get(RESPONSES) is not None:
         return _ranking(ctx, raw, prompt, source)
+    if raw.get(COMPLETION) is not None:
+        return _unpaired(ctx, raw, prompt, source)
     chosen = _text(ctx, raw.get(CHOSEN), CHOSEN)
     rejected = _text(ctx, raw.get(REJECTED), REJECTED)
     if chosen == rejected:
@@ -292,6 +308,8 @@ def to_record(ex: Example) -> dict[str, Any]:
     r = ex.responses
     if len(r) == 2 and ex.rewards is None and r[0] != r[1]:
         rec[CHOSEN], rec[REJECTED] = r[0], r[1]
+    elif len(r) == 1 and ex.rewards in ([1.0], [0.0]):
+        rec[COMPLETION], rec[LABEL] = r[0], ex.rewards == [1.0]
     else:
         rec[RESPONSES] = list(r)
         if ex.rewards is not None:

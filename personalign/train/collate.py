@@ -20,7 +20,7 @@ from personalign.data.views import ViewConfig
 from personalign.models.logprobs import PackedBatch, pack_batch
 from personalign.train.config import TrainConfig
 
-NEEDS = {"dpo": "pair", "kto": "pair", "simpo": "pair", "orpo": "pair", "pro": "ranking", "rm": "ranking",
+NEEDS = {"dpo": "pair", "kto": "kto", "simpo": "pair", "orpo": "pair", "pro": "ranking", "rm": "ranking",
          "sft": "any"}
 
 
@@ -58,9 +58,10 @@ def run_specs(cfg: TrainConfig) -> list[tuple[str, StoreSpec]]:
 
 
 class KtoRows:
-    """A pair store with a third response per row for KTO's KL estimate: row i also scores the chosen
-    response of row i − 1 (wrapping around), a mismatched (prompt, response) pair as TRL's KTOTrainer
-    builds them. Fixed per row, so the reference pass scores them once with the rest."""
+    """A KTO store (pairs, and single completions labelled by reward 1 or 0) with one response more per
+    row for the KL estimate: row i also scores the first response of row i − 1 (wrapping around), a
+    mismatched (prompt, response) pair as TRL's KTOTrainer builds them. Fixed per row, so the
+    reference pass scores them once with the rest. A pair's labels read as rewards [1, 0]."""
 
     suffix = "+kto-kl"  # part of the reference cache key: these tables have one response more
 
@@ -91,8 +92,8 @@ class KtoRows:
         return [Tokenized(ex.prompt_ids, [*ex.response_ids, other.response_ids[0]], ex.prompt_cut, ex.response_cut)
                 for ex, other in zip(own, others)]
 
-    def rewards(self, indices: Sequence[int]) -> list[list[float] | None]:
-        return self.store.rewards(indices)
+    def rewards(self, indices: Sequence[int]) -> list[list[float]]:
+        return [[1.0, 0.0] if r is None else r for r in self.store.rewards(indices)]
 
 
 def collate(store: TokenStore | KtoRows, indices: Sequence[int], ref: torch.Tensor | None = None) -> TrainBatch:

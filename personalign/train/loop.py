@@ -98,11 +98,12 @@ def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref
                           simpo_gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing, cpo_alpha=cfg.cpo_alpha)
     if cfg.loss == "orpo":
         return orpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta)
-    if cfg.loss == "kto":
-        rows = logps.shape[0]
-        desirable = torch.arange(2 * rows, device=logps.device) < rows
-        return kto_loss(torch.cat([logps[:, 0], logps[:, 1]]), torch.cat([ref[:, 0], ref[:, 1]]), desirable,
-                        logps[:, 2], ref[:, 2], beta=cfg.beta, desirable_weight=cfg.desirable_weight,
+    if cfg.loss == "kto":  # each row's last response is its KL partner; the others are labelled by reward
+        last = (n_tokens > 0).sum(dim=1) - 1
+        rows = torch.arange(len(last), device=logps.device)
+        labelled = (n_tokens > 0) & (torch.arange(logps.shape[1], device=logps.device) < last[:, None])
+        return kto_loss(logps[labelled], ref[labelled], rewards[labelled] > 0.5, logps[rows, last], ref[rows, last],
+                        beta=cfg.beta, desirable_weight=cfg.desirable_weight,
                         undesirable_weight=cfg.undesirable_weight)
     nll = sft_loss(logps[:, 0], n_tokens[:, 0]).loss if cfg.rpo_alpha else None
     return dpo_loss(
@@ -158,9 +159,9 @@ def evaluate(model, data: EvalSet, cfg: TrainConfig, accelerator: Accelerator) -
     ref = None if data.ref is None else data.ref.logps
     out = objective(cfg, logps, n_tokens, ref, data.rewards)
     metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items() if k != "rewards/accuracies"}
-    if cfg.loss == "kto":  # the last column is the KL estimate's mismatched response
-        logps, n_tokens, ref = logps[:, :-1], n_tokens[:, :-1], ref[:, :-1]
     last = (n_tokens > 0).sum(dim=1) - 1
+    if cfg.loss == "kto":  # the last response is the KL estimate's mismatched one
+        last = last - 1
     if bool((last > 0).all()):
         rows = torch.arange(len(data.store))
         if cfg.loss == "rm":
@@ -284,7 +285,7 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
                                    progress=accelerator.is_main_process)
     eval_rows = KtoRows(eval_store) if cfg.loss == "kto" else eval_store
     eval_ref = reference_table(model, eval_rows, model_path, cfg, accelerator)[0] if cfg.needs_reference else None
-    rewards = rewards_tensor(eval_store.rewards(range(len(eval_store))), eval_rows.width)
+    rewards = rewards_tensor(eval_rows.rewards(range(len(eval_store))), eval_rows.width)
     return TrainData(rows, ref, counts, EvalSet(eval_rows, eval_ref, rewards))
 
 

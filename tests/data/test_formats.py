@@ -140,3 +140,22 @@ def test_bad_messages_name_the_field(tmp_path):
     with pytest.raises(RecordError) as e:
         list(read_examples(f))
     assert (e.value.field, e.value.line) == ("chosen[0].role", 1)
+
+
+def test_trl_unpaired_kto_records_with_string_or_message_completions(tmp_path):
+    f = jsonl(tmp_path / "unpaired.jsonl", [
+        {"prompt": "Sky colour?", "completion": "Blue.", "label": True},
+        {"prompt": [{"role": "user", "content": "Sky colour?"}],
+         "completion": [{"role": "assistant", "content": "Green."}], "label": False}])
+    good, bad = read_examples(f)
+    assert (good.responses, good.rewards, bad.responses, bad.rewards) == (["Blue."], [1.0], ["Green."], [0.0])
+    assert to_record(good) == {"prompt": "Sky colour?", "completion": "Blue.", "label": True}
+
+
+@pytest.mark.parametrize("row, field", [({"prompt": "p", "completion": "c", "label": "yes"}, "label"),
+                                        ({"prompt": "p", "completion": "c"}, "label"),
+                                        ({"prompt": "p", "chosen": "a", "rejected": "b", "label": True}, "label")])
+def test_bad_unpaired_records_name_the_field(row, field, tmp_path):
+    with pytest.raises(RecordError) as e:
+        list(read_examples(jsonl(tmp_path / "bad.jsonl", [row])))
+    assert e.value.field == field and e.value.line == 1

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -35,7 +36,8 @@ def records() -> list[dict]:
             for i in range(4)]
 
 
-def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thread, free_port):
+@pytest.mark.parametrize("loss", ["dpo", "rm"])
+def test_two_processes_match_one_process(loss, tiny_model_dir, tmp_path, one_torch_thread, free_port):
     # Separate copies of the data: each run scores its own reference log-probs (the 2-process run
     # shards that scoring too), so wrongly gathered references would change its gradients.
     for name in ("one", "two"):
@@ -47,13 +49,13 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thr
                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port), "-m", "personalign", "train", f"model={tiny_model_dir}",
                f"data={tmp_path / 'two' / 'pairs.jsonl'}", "view.view=demo", "per_device_train_batch_size=2",
-               f"output_dir={tmp_path / 'two' / 'run'}", *STEP]
+               f"output_dir={tmp_path / 'two' / 'run'}", f"loss={loss}", *STEP]
     launched = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     try:  # the single-process run, while the launched one starts up
         single = train(load_config(TrainConfig, None, [
             f"model={tiny_model_dir}", f"data={tmp_path / 'one' / 'pairs.jsonl'}", "view.view=demo",
-            "per_device_train_batch_size=4", f"output_dir={tmp_path / 'one' / 'run'}", *STEP]))
+            "per_device_train_batch_size=4", f"output_dir={tmp_path / 'one' / 'run'}", f"loss={loss}", *STEP]))
     finally:
         _, stderr = launched.communicate(timeout=300)
     assert launched.returncode == 0, stderr[-3000:]
@@ -63,6 +65,7 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path, one_torch_thr
     one = load_file(str(single.final_dir / "model.safetensors"))
     two = load_file(str(tmp_path / "two" / "run" / "final" / "model.safetensors"))
     assert max((one[k] - start[k]).abs().max().item() for k in start) > 1e-3
+    assert ("score.weight" in one) == (loss == "rm")  # a reward model's head is trained and saved
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
 
@@ -98,6 +101,7 @@ def test_two_processes_evaluate_and_resume_like_one(tiny_model_dir, tmp_path, on
 
     one = load_file(str(single.final_dir / "model.safetensors"))
     two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    assert ("score.weight" in one) == (loss == "rm")  # a reward model's head is trained and saved
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

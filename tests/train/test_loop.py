@@ -249,3 +249,47 @@ def test_a_reward_model_learns_the_users_preference(lora, tiny_model_dir, pairs,
     assert accuracy > 0.85, f"reward accuracy {accuracy:.2f}"
     assert result.eval_metrics["eval/accuracy"] == pytest.approx(accuracy, abs=1 / 32)
     assert (result.final_dir / ("adapter_config.json" if lora else "model.safetensors")).is_file()
+
+
+def test_kto_trains_on_unpaired_completions_mixed_with_pairs(tiny_model_dir, tmp_path):
+    """TRL's unpaired format (prompt, completion, label) in the same file as pairs: each labelled
+    completion is one KTO example; afterwards the implied reward (log-prob gain over the starting
+    model) of the desirable completions is above that of the undesirable ones."""
+    rows = []
+    for i, r in enumerate(pet_records(32)):
+        if i % 2:
+            rows.append(r)
+        else:
+            rest = {k: v for k, v in r.items() if k not in ("chosen", "rejected")}
+            rows.append(rest | {"completion": r["chosen"] if i % 4 == 0 else r["rejected"], "label": i % 4 == 0})
+    data = tmp_path / "mixed.jsonl"
+    write_jsonl(rows, data)
+    start, tok = load_model(tiny_model_dir)
+    examples = list(read_examples(data))
+    assert sorted({len(ex.responses) for ex in examples}) == [1, 2]
+    result = train(config(tiny_model_dir, data, tmp_path / "kto", loss="kto", num_train_epochs=20))
+    singles = [(ex, ex.rewards[0] == 1.0) for ex in examples if len(ex.responses) == 1]
+    items = [(r.prompt, r.responses) for r in render_views([ex for ex, _ in singles], VIEW, tok)]
+    before = score_responses(start, tok, items, progress=False)
+    after = score_responses(result.policy, tok, items, progress=False)
+    gain = [(a.logp[0] - b.logp[0], good) for (_, good), a, b in zip(singles, after, before)]
+    ordered = [g > b for g, good in gain if good for b, bad in gain if not bad]
+    assert len(ordered) == 64 and sum(ordered) / len(ordered) > 0.85
+    assert "train/kl" in json.loads((result.output_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_sft_rejects_undesirable_completions_and_dpo_rejects_single_ones(tiny_model_dir, tmp_path):
+    from personalign.data.store import load_store
+    from personalign.train.collate import store_spec
+
+    data = tmp_path / "unpaired.jsonl"
+    write_jsonl([{"prompt": "Hi", "completion": "Hello there.", "label": True},
+                 {"prompt": "Hi", "completion": "Go away.", "label": False}, pet_records(1)[0]], data)
+    _, tok = load_model(tiny_model_dir)
+    seen = {}
+    for loss in ("sft", "dpo", "kto"):
+        store, _ = load_store(data, store_spec(VIEW, loss=loss, max_length=96, on_invalid="skip"), tok, progress=False)
+        rejects = tmp_path / "unpaired.rejects.jsonl"  # the rejects of the latest build
+        fields = [json.loads(line)["field"] for line in rejects.read_text().splitlines()] if rejects.is_file() else []
+        seen[loss] = (len(store), fields)
+    assert seen == {"sft": (2, ["label"]), "dpo": (1, ["responses", "responses"]), "kto": (3, [])}
