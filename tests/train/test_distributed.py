@@ -101,7 +101,6 @@ def test_two_processes_evaluate_and_resume_like_one(tiny_model_dir, tmp_path, on
 
     one = load_file(str(single.final_dir / "model.safetensors"))
     two = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
-    assert ("score.weight" in one) == (loss == "rm")  # a reward model's head is trained and saved
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
