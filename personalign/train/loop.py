@@ -1,4 +1,5 @@
-"""The training loop (DESIGN §5): one loop for every objective (DPO family, KTO, SimPO, ORPO, SFT, PRO), on `accelerate`.
+"""The training loop (DESIGN §5): one loop for every objective (DPO family, KTO, SimPO, ORPO, SFT,
+PRO, reward models), on `accelerate`.
 
 `train(cfg)`:
 
@@ -8,7 +9,7 @@
    *starting* weights — for LoRA that is the base model, i.e. the policy with no adapters. The
    reference model is never held next to the policy. Only objectives that compare with a
    reference (dpo, kto) score one, for training and evaluation; the reference-free ones (simpo,
-   orpo, sft, pro) never do;
+   orpo, sft, pro, rm) never do;
 3. LoRA adapters or full fine-tuning, inside `ResponseLogprobs` (the module accelerate prepares,
    whose forward runs the decoder and the LM head) or, for a reward model (loss rm), `ResponseRewards`
    (decoder and score head, the reward read at each response's last token); AdamW, warmup + linear/cosine decay, gradient clipping;
@@ -152,8 +153,8 @@ class EvalSet:
 def evaluate(model, data: EvalSet, cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
     """The objective on the eval set, and alignment accuracy `eval/accuracy`: best vs worst response by
     the margin over the reference, for reference-free objectives by mean token log-prob, for a reward
-    model by reward. For DPO's
-    pairs that is the objective's `rewards/accuracies`, which is therefore not reported twice."""
+    model by reward (kto: pairs only). For DPO's pairs that is the objective's `rewards/accuracies`,
+    which is therefore not reported twice."""
     table = score(model, data.store, cfg, accelerator)
     logps, n_tokens = table.logps, table.n_tokens
     ref = None if data.ref is None else data.ref.logps
