@@ -59,6 +59,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "retrieval": ("sentence_transformers",),
     "report": ("matplotlib", "jinja2"),
     "deepspeed": ("deepspeed",),
+    "memory": ("sqlalchemy",),
 }
 
 

@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("files",),
     ("config", "metrics"),
     ("data",),
+    ("memory",),
     ("models",),
     ("llm",),
     ("train", "eval", "persona", "serve"),

@@ -48,6 +48,7 @@ T_PROFILE = ("tests/data/test_profile.py", "tests/data/test_views.py")
 T_VIEWS = ("tests/data/test_views.py", "tests/data/test_tokens.py")
 T_VERDICT = ("tests/llm/test_verdict.py", "tests/llm/test_logprob_verdict.py")
 T_CHECKPOINTS = ("tests/train/test_checkpoints.py",)
+T_MEMORY = ("tests/memory/test_store.py", "tests/serve/test_memory.py")
 
 MUTANTS = [
     # train/losses.py
@@ -179,6 +180,15 @@ MUTANTS = [
     Mutant("verdict:order-average", "llm/verdict.py", "return (a[0] + b[1]) / 2", "return (a[0] + b[0]) / 2",
            T_VERDICT),
     Mutant("verdict:no-echo-removal", "llm/verdict.py", "    text = _ECHO.sub(\" \", text)\n", "", T_VERDICT),
+    # memory/store.py, serve/memory.py
+    Mutant("memory:export-sees-its-own-label", "memory/store.py", "earlier = doc[\"history\"][:k]",
+           "earlier = doc[\"history\"][:k + 1]", T_MEMORY),
+    Mutant("memory:retries-stored-twice", "memory/store.py", "                if found is not None:\n                    return Written(found[0], False)\n",
+           "", T_MEMORY),
+    Mutant("memory:delete-keeps-history", "memory/store.py", "n = conn.execute(items.delete().where(items.c.user_id == user_id)).rowcount",
+           "n = 0", T_MEMORY),
+    Mutant("memory:scoped-key-reaches-others", "serve/memory.py", "if scope is not None and requested is not None and requested != scope:",
+           "if False:", T_MEMORY),
 ]
 
 

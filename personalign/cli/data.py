@@ -141,6 +141,31 @@ def synth(
     console.print(f"wrote {written} {kind} records to {out} ({size:.1f} MB, seed {seed})", highlight=False)
 
 
+@app.command("export-memory")
+def export_memory(
+    memory: str = typer.Option(..., "--memory", help="The memory database: a SQLAlchemy URL, e.g. sqlite:///users.db."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .json or .parquet."),
+) -> None:
+    """Write the feedback in a memory database as AlignX records, ready for `train`: one per stored pair,
+    whose history is what the user had before it (no record sees its own label)."""
+    from personalign.errors import require_extra
+
+    require_extra("memory", "personalign data export-memory")
+    from personalign.data.io import record_writer
+    from personalign.memory.store import MemoryStore
+
+    check_output_file(out)
+    writer = record_writer(out, option="--out")
+    store = MemoryStore(memory)
+    try:
+        counts = store.counts()
+        written = writer(store.export_records(), out)
+    finally:
+        store.close()
+    console.print(f"wrote {written} records from {counts['users']} users ({counts['items']} history items) to {out}",
+                  highlight=False)
+
+
 @app.command("stats")
 def stats(
     file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset."),

@@ -8,16 +8,16 @@ import typer
 from personalign.cli._common import AttnOpt, DTypeOpt, TrustRemoteCode, command_config, console, model_options
 from personalign.data.templates import TemplateName
 from personalign.errors import require_extra
-from personalign.serve.prompts import ServeView
+from personalign.serve.memory import MemoryView
 
 
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model dir or name (default: embedded SmolLM2).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    view: Annotated[Optional[ServeView], typer.Option(
-        help="How `persona`/`profile` or the system message is rendered (default: the view the model was trained "
-        "with, else persona).")] = None,
+    view: Annotated[Optional[MemoryView], typer.Option(
+        help="How `persona`/`profile` or the system message is rendered; with --memory, the view rendered from "
+        "each user's memory (ica and demo need it). Default: the view the model was trained with, else persona.")] = None,
     template: Annotated[Optional[TemplateName], typer.Option(
         help="Prompt template preset (default: the model's training template, else chat).")] = None,
     api_key: Annotated[Optional[str], typer.Option(
@@ -26,12 +26,28 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Most requests generated together in one batch.")] = 8,
     batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long to wait for more requests to fill a batch.")] = 10.0,
     echo_prompt: Annotated[bool, typer.Option(help="Add the rendered prompt to each response (debugging).")] = False,
+    memory: Annotated[Optional[str], typer.Option(
+        "--memory", help="Per-user memory database (SQLAlchemy URL, e.g. sqlite:///users.db): chats render the view "
+        "from the user's memory (OpenAI `user` field or X-User-Id); /v1/feedback and /v1/users/{id} exist. Keys "
+        "scoped to one user come from $PERSONALIGN_USER_KEYS ({\"key\": \"user id\"}).")] = None,
+    max_prompt_tokens: Annotated[int, typer.Option(min=16, help="--memory: token budget of a rendered prompt "
+                                                   "(history is dropped, oldest first, to fit).")] = 2048,
+    access_log: Annotated[Optional[bool], typer.Option(
+        "--access-log/--no-access-log", help="Log every request line (default: on, off with --memory: request "
+        "paths name users).")] = None,
     dtype: DTypeOpt = None,
     attn_implementation: AttnOpt = None,
     trust_remote_code: TrustRemoteCode = None,
 ) -> None:
     """Serve /v1/models, /v1/chat/completions and /v1/completions (OpenAI-compatible), batching concurrent requests."""
     require_extra("serve", "personalign serve")
+    if view in ("ica", "demo") and memory is None:
+        from personalign.errors import UserError
+
+        raise UserError(f"view {view!r} renders a user's stored history or demographic text: it needs --memory",
+                        option="--view")
+    if memory is not None:
+        require_extra("memory", "personalign serve --memory")
     from personalign.models.loading import check_model_dir
     from personalign.models.settings import ModelSettings
     from personalign.serve.app import check_port
@@ -40,22 +56,36 @@ def serve(
     settings = command_config(ModelSettings, None, model_options(dtype, attn_implementation, trust_remote_code), None)
     check_model_dir(model, option="--model")
     check_port(host, port)
-    view, template = _view_and_template(model, view, template)
-    auth = "; API key required" if api_key else ""
+    from personalign.serve.memory import user_keys_from_env
+
+    user_keys = user_keys_from_env()
+    store = None
+    if memory is not None:
+        from personalign.memory.store import MemoryStore
+
+        store = MemoryStore(memory)  # opened (and migrated) before the model loads
+    view, template = _view_and_template(model, view, template, memory=store is not None)
+    auth = "; API key required" if api_key or user_keys else ""
+    scoped = f", {len(user_keys)} user-scoped keys" if user_keys else ""
+    kept = f"; memory {store.counts()['users']} users" if store is not None else ""
     console.print(f"serving {model or 'the embedded default model'} on http://{host}:{port}/v1 "
-                  f"(view {view}, template {template}{auth})", highlight=False)
+                  f"(view {view}, template {template}{auth}{scoped}{kept})", highlight=False)
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
-               batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key)
+               batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key,
+               memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens,
+               access_log=(store is None) if access_log is None else access_log)
 
 
-def _view_and_template(model: str | None, view: str | None, template: str | None) -> tuple[str, str]:
+def _view_and_template(model: str | None, view: str | None, template: str | None, *, memory: bool = False
+                       ) -> tuple[str, str]:
     """The options given, else what the model was trained with (when it is a view serve renders), else the defaults;
     a warning when the given ones differ from the trained ones."""
     from personalign.models.card import log, trained_view, view_mismatch
+    from personalign.serve.memory import MEMORY_VIEWS
     from personalign.serve.prompts import SERVE_VIEWS
 
     trained = trained_view(model) or {}
-    usable = trained.get("view") in SERVE_VIEWS
+    usable = trained.get("view") in (MEMORY_VIEWS if memory else SERVE_VIEWS)
     chosen = (view or (trained["view"] if usable else "persona"),
               template or (trained.get("template", "chat") if usable else "chat"))
     if (warning := view_mismatch(trained or None, *chosen)) is not None:

@@ -109,11 +109,16 @@ def _set_prompt(at: _Where, rec: dict, messages: list[dict[str, str]], field: st
             raise at.error(f"{field}[{i}].role", "a system message may only come first")
         if not m["content"].strip():
             raise at.error(f"{field}[{i}].content", "expected a non-empty message")
+    rec["prompt"] = messages_prompt(messages)
+
+
+def messages_prompt(messages: list[dict[str, str]]) -> str:
+    """The prompt text of user/assistant turns ending with a user message: one message's text, or an
+    HH-RLHF dialogue that every template renders back as chat turns."""
     if len(messages) == 1:
-        rec["prompt"] = messages[0]["content"]
-        return
+        return messages[0]["content"]
     turns = [f"{SPEAKERS[m['role']]}: {m['content']}" for m in messages]
-    rec["prompt"] = LEAD + LEAD.join(turns) + _REPLY
+    return LEAD + LEAD.join(turns) + _REPLY
 
 
 def _completion(at: _Where, value: list, field: str) -> str:

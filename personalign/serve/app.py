@@ -10,8 +10,8 @@ Besides OpenAI's fields a request may carry `persona` (persona view) or `profile
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
 import json
 import os
 import socket
@@ -29,16 +29,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from personalign.data.templates import check_view
+from personalign.data.views import ViewConfig
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend
 from personalign.models.settings import ModelSettings
 from personalign.serve.batching import Batcher
+from personalign.serve.memory import MEMORY_HEADER, MEMORY_VIEWS, USER_HEADER, KeyRing, allowed_user, memory_prompt
 from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
 
 DEFAULT_MAX_TOKENS = 256
 MAX_N = 16  # choices per request
 API_KEY_ENV = "PERSONALIGN_API_KEY"
+MAX_BODY_BYTES = 1 << 20  # request bodies over 1 MiB get 413
 
 
 class _Body(BaseModel):
@@ -58,6 +61,7 @@ class _Body(BaseModel):
     stream_options: dict[str, Any] | None = None
     persona: str | None = None
     profile: str | None = None
+    user: str | None = None  # OpenAI's end-user id: selects the user's memory
 
 
 class ChatMessage(BaseModel):
@@ -81,6 +85,20 @@ class CompletionBody(_Body):
     prompt: str | list[str]
 
 
+class FeedbackBody(BaseModel):
+    """A preference (prompt, chosen, rejected) or a comment (prompt, comment) for a user; `request_id`
+    (or an `Idempotency-Key` header) makes a retried request count once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = None
+    prompt: str
+    chosen: str | None = None
+    rejected: str | None = None
+    comment: str | None = None
+    request_id: str | None = Field(None, max_length=200)
+
+
 def create_app(
     backend_or_model: LocalBackend | str | os.PathLike | None,
     *,
@@ -93,14 +111,28 @@ def create_app(
     echo_prompt: bool = False,
     model_settings: ModelSettings | None = None,
     api_key: str | None = None,
+    memory: Any = None,
+    user_keys: dict[str, str] | None = None,
+    max_prompt_tokens: int = 2048,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
     `echo_prompt` adds the rendered prompt(s) to each response as `personalign.prompts` (for debugging);
     `model_settings` (dtype, attention kernel, remote code) say how a model named here is loaded.
+    `memory` (a `MemoryStore` or its URL) turns on per-user memory (`personalign.serve.memory`): chats
+    render `view` from the user's memory within `max_prompt_tokens`, and the feedback and user routes
+    exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413.
     """
-    if view not in SERVE_VIEWS:
-        raise ValueError(f"view must be one of {', '.join(SERVE_VIEWS)}; got {view!r}")
+    store = None
+    if memory is not None:
+        from personalign.memory.store import MemoryStore  # sqlalchemy: the `memory` extra
+
+        store = MemoryStore(memory) if isinstance(memory, str) else memory
+    allowed = MEMORY_VIEWS if store is not None else SERVE_VIEWS
+    if view not in allowed:
+        raise ValueError(f"view must be one of {', '.join(allowed)}; got {view!r}"
+                         + ("" if store is not None else " (ica and demo need --memory)"))
     check_view(template, view)
     if isinstance(backend_or_model, LocalBackend):
         backend = backend_or_model
@@ -122,15 +154,41 @@ def create_app(
             await batcher.stop()
 
     app = FastAPI(title="personalign", lifespan=lifespan)
-    expected = f"Bearer {api_key}".encode() if api_key else None
+    keys = KeyRing(api_key, user_keys)
+    memory_view = ViewConfig(view=view, template=template, max_length=max_prompt_tokens) if store is not None else None
 
     @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if expected is not None and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+    async def _guard(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return _error(413, f"request body over {max_body_bytes} bytes")
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            if len(await request.body()) > max_body_bytes:
+                return _error(413, f"request body over {max_body_bytes} bytes")
+        request.state.scope = None
+        if keys.required and request.url.path.startswith("/v1"):
+            ok, request.state.scope = keys.scope(request.headers.get("authorization", ""))
+            if not ok:
                 return _error(401, "invalid or missing API key: send 'Authorization: Bearer <key>'")
         return await call_next(request)
+
+    def acting_user(request: Request, requested: str | None) -> str | None:
+        try:
+            return allowed_user(request.state.scope, requested or request.headers.get(USER_HEADER))
+        except PermissionError as e:
+            raise HTTPException(403, str(e)) from None
+
+    def require_memory() -> None:
+        if store is None:
+            raise HTTPException(404, "this server has no user memory (start it with --memory)")
+
+    async def in_memory(method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a store method off the event loop; a refused request (the store's ValueError) is a 400."""
+        require_memory()
+        try:
+            return await asyncio.to_thread(getattr(store, method), *args, **kwargs)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -147,19 +205,58 @@ def create_app(
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody):
+    async def chat(body: ChatBody, request: Request):
         config = _generation_config(body, body.max_completion_tokens or body.max_tokens or default_max_tokens)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        user_id = acting_user(request, body.user)
+        used = None
         try:
-            block = conditioning(view, body.persona, body.profile)
-            prompt = render_chat(messages, view, template, tokenizer, block)
-        except PromptError as e:
+            if store is not None and body.persona is None and body.profile is None:
+                user = await asyncio.to_thread(store.user_context, user_id) if user_id is not None else None
+                prompt, used = memory_prompt(user, messages, memory_view, tokenizer)
+            else:
+                block = conditioning(view if view in SERVE_VIEWS else "none", body.persona, body.profile)
+                prompt = render_chat(messages, view if view in SERVE_VIEWS else "none", template, tokenizer, block)
+        except (PromptError, ValueError) as e:
             raise HTTPException(400, str(e)) from None
         results = await generate([prompt] * body.n, config)
         reply = _reply("chat.completion", results, [prompt] if echo_prompt else None, body.n)
-        if body.stream:
-            return _stream(reply, _wants_usage(body))
-        return reply
+        response = _stream(reply, _wants_usage(body)) if body.stream else JSONResponse(reply)
+        if used is not None:
+            response.headers[MEMORY_HEADER] = "used" if used else "none"
+        return response
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackBody, request: Request):
+        require_memory()
+        user_id = acting_user(request, body.user)
+        if user_id is None:
+            raise HTTPException(400, "name the user: `user` in the body or an X-User-Id header")
+        request_id = body.request_id or request.headers.get("idempotency-key")
+        pair = body.chosen is not None or body.rejected is not None
+        if pair == (body.comment is not None) or (pair and (body.chosen is None or body.rejected is None)):
+            raise HTTPException(400, "send either `chosen` and `rejected` (a preference) or `comment`")
+        if pair:
+            written = await in_memory("add_pair", user_id, body.prompt, body.chosen, body.rejected,
+                                      request_id=request_id)
+        else:
+            written = await in_memory("add_comment", user_id, body.prompt, body.comment, request_id=request_id)
+        return {"object": "feedback", "id": written.item_id, "created": written.created,
+                "kind": "pair" if pair else "comment"}
+
+    @app.get("/v1/users/{user_id}/history")
+    async def history(user_id: str, request: Request):
+        acting_user(request, user_id)
+        doc = await in_memory("history", user_id)
+        if doc is None:
+            raise HTTPException(404, "no memory for this user")
+        return {"object": "user.history", **doc}
+
+    @app.delete("/v1/users/{user_id}")
+    async def delete_user(user_id: str, request: Request):
+        acting_user(request, user_id)
+        rows = await in_memory("delete_user", user_id)
+        return {"object": "user.deleted", "deleted": rows > 0, "rows": rows}
 
     @app.post("/v1/completions")
     async def completions(body: CompletionBody):
@@ -285,10 +382,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     log_level: str = "info",
+    access_log: bool = True,
     **app_kwargs: Any,
 ) -> None:
     """Load `model` and serve it until interrupted; `app_kwargs` go to `create_app`."""
-    uvicorn.run(create_app(model, **app_kwargs), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(model, **app_kwargs), host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 @contextlib.contextmanager

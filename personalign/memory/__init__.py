@@ -1,0 +1,1 @@
+"""Per-user memory: history, feedback, personas, on a SQL database (`personalign.memory.store`)."""

@@ -1,0 +1,280 @@
+"""Per-user memory in AlignX terms, on a real database through SQLAlchemy (Core, parameterised SQL only).
+
+Tables (schema version `SCHEMA_VERSION`, migrations applied in order at open, each in one
+transaction, recorded in `schema_version`):
+
+* `users`: one row per user id: demographic text, persona, direction vector (JSON), profile.
+* `items`: the user's history in arrival order (`id` grows): a comment (`prompt`, `comment`) or a
+  preference pair (`prompt`, `chosen`, `rejected`), with an optional client `request_id` that is
+  unique per user (a retried write is stored once).
+
+SQLite is the default (a file, nothing to start; WAL journal, synchronous=FULL, so an acknowledged
+write survives a killed process); any SQLAlchemy URL works (e.g. `postgresql+psycopg://...`).
+A write returns only after its transaction commits.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from personalign.errors import UserError
+from personalign.data.schema import DEMOGRAPHIC, DIRECTION, PAIRS, PROFILE, UGC, Comment, Pair, UserContext
+
+SCHEMA_VERSION = 1
+MAX_USER_ID = 200  # characters
+
+metadata = sa.MetaData()
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False),
+                          sa.Column("applied_at", sa.Float, nullable=False))
+users = sa.Table(
+    "users", metadata,
+    sa.Column("user_id", sa.String(MAX_USER_ID), primary_key=True),
+    sa.Column("demographic", sa.Text), sa.Column("persona", sa.Text), sa.Column("profile", sa.Text),
+    sa.Column("direction", sa.Text),  # JSON list of the 90 AlignX dimension values
+    sa.Column("created_at", sa.Float, nullable=False), sa.Column("updated_at", sa.Float, nullable=False),
+)
+items = sa.Table(
+    "items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # "comment" | "pair"
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text), sa.Column("chosen", sa.Text), sa.Column("rejected", sa.Text),
+    sa.Column("request_id", sa.String(200)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("user_id", "request_id", name="uq_items_user_request"),
+)
+
+
+def _v1(conn: sa.Connection) -> None:
+    """Version 1: users and items."""
+    users.create(conn, checkfirst=True)
+    items.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_v1]  # MIGRATIONS[k] takes the schema from version k to k + 1
+
+
+class MemoryRequestError(ValueError):
+    """A request the memory store refuses (bad user id, empty text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An acknowledged write: the item's id, and whether it was new (False: a retried request_id)."""
+
+    item_id: int
+    created: bool
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class MemoryStore:
+    """The memory database at `url` (e.g. `sqlite:///users.db`), migrated to `SCHEMA_VERSION` on open."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = sa.create_engine(url)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+            raise UserError(f"not a usable database URL {_safe(url)!r} ({e}); e.g. sqlite:///users.db",
+                            option="--memory") from None
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            database = self.engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                try:
+                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise UserError(f"cannot open the memory database {_safe(url)!r}: {e.strerror or e}",
+                                    option="--memory") from None
+        try:
+            self.version = self._migrate()
+        except sa.exc.DBAPIError as e:
+            raise UserError(f"cannot open the memory database {_safe(url)!r}: {e.orig}", option="--memory") from None
+
+    def _migrate(self) -> int:
+        with self.engine.begin() as conn:
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            if current > len(MIGRATIONS):
+                raise MemoryRequestError(f"the memory database has schema version {current}, newer than this personalign "
+                                   f"({len(MIGRATIONS)}): upgrade personalign")
+            for version in range(current, len(MIGRATIONS)):
+                MIGRATIONS[version](conn)
+                conn.execute(schema_version.insert().values(version=version + 1, applied_at=time.time()))
+        return len(MIGRATIONS)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _ensure_user(self, conn: sa.Connection, user_id: str) -> None:
+        check_user_id(user_id)
+        now = time.time()
+        exists = conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first()
+        if exists is None:
+            conn.execute(users.insert().values(user_id=user_id, created_at=now, updated_at=now))
+
+    def set_user(self, user_id: str, *, demographic: str | None = None, persona: str | None = None,
+                 profile: str | None = None, direction: list[float] | None = None) -> None:
+        """Create the user if needed and set the given fields (None leaves a field as it is)."""
+        values: dict[str, Any] = {k: v for k, v in (("demographic", demographic), ("persona", persona),
+                                                    ("profile", profile)) if v is not None}
+        if direction is not None:
+            values["direction"] = json.dumps([float(x) for x in direction])
+        with self.engine.begin() as conn:
+            self._ensure_user(conn, user_id)
+            conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time(), **values))
+
+    def add_pair(self, user_id: str, prompt: str, chosen: str, rejected: str, *, request_id: str | None = None
+                 ) -> Written:
+        """Append a preference (chosen over rejected for `prompt`) to the user's history."""
+        for name, text in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+            _check_text(name, text)
+        if chosen == rejected:
+            raise MemoryRequestError("chosen and rejected are the same text")
+        return self._add(user_id, request_id, kind="pair", prompt=prompt, chosen=chosen, rejected=rejected)
+
+    def add_comment(self, user_id: str, prompt: str, comment: str, *, request_id: str | None = None) -> Written:
+        """Append a comment (the user's own text on `prompt`) to the user's history."""
+        _check_text("prompt", prompt)
+        _check_text("comment", comment)
+        return self._add(user_id, request_id, kind="comment", prompt=prompt, comment=comment)
+
+    def _add(self, user_id: str, request_id: str | None, **values: Any) -> Written:
+        with self.engine.begin() as conn:
+            self._ensure_user(conn, user_id)
+            if request_id is not None:
+                found = conn.execute(sa.select(items.c.id).where(items.c.user_id == user_id,
+                                                                 items.c.request_id == request_id)).first()
+                if found is not None:
+                    return Written(found[0], False)
+            result = conn.execute(items.insert().values(user_id=user_id, request_id=request_id,
+                                                        created_at=time.time(), **values))
+            conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time()))
+            return Written(result.inserted_primary_key[0], True)
+
+    def delete_user(self, user_id: str) -> int:
+        """Erase every trace of the user (history and user row); the number of rows deleted."""
+        check_user_id(user_id)
+        with self.engine.begin() as conn:
+            n = conn.execute(items.delete().where(items.c.user_id == user_id)).rowcount
+            n += conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount
+        return n
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def has_user(self, user_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first() is not None
+
+    def history(self, user_id: str) -> dict[str, Any] | None:
+        """The user's fields and history in arrival order (None for an unknown user)."""
+        check_user_id(user_id)
+        with self.engine.connect() as conn:
+            user = conn.execute(sa.select(users).where(users.c.user_id == user_id)).mappings().first()
+            if user is None:
+                return None
+            rows = conn.execute(sa.select(items).where(items.c.user_id == user_id).order_by(items.c.id)).mappings()
+            history = [_item(r) for r in rows]
+        return {"user_id": user_id, "demographic": user["demographic"], "persona": user["persona"],
+                "profile": user["profile"], "direction": json.loads(user["direction"]) if user["direction"] else None,
+                "history": history}
+
+    def user_context(self, user_id: str) -> UserContext | None:
+        """The user's memory as the `UserContext` every view renders (None for an unknown user)."""
+        doc = self.history(user_id)
+        if doc is None:
+            return None
+        return _context(doc, doc["history"])
+
+    def user_ids(self) -> Iterator[str]:
+        with self.engine.connect() as conn:
+            for (user_id,) in conn.execute(sa.select(users.c.user_id).order_by(users.c.user_id)):
+                yield user_id
+
+    def export_records(self) -> Iterator[dict[str, Any]]:
+        """One AlignX record per stored pair: the pair is the record's prompt/chosen/rejected, and its
+        history is what the user had *before* it (earlier comments and pairs only), so no record sees
+        its own label; the user's demographic text, persona and direction come along."""
+        for user_id in self.user_ids():
+            doc = self.history(user_id)
+            for k, item in enumerate(doc["history"]):
+                if item["kind"] != "pair":
+                    continue
+                earlier = doc["history"][:k]
+                record = {"prompt": item["prompt"], "chosen": item["chosen"], "rejected": item["rejected"],
+                          UGC: [{"prompt": i["prompt"], "comment": i["comment"]} for i in earlier
+                                if i["kind"] == "comment"],
+                          PAIRS: [{"prompt": i["prompt"], "chosen": i["chosen"], "rejected": i["rejected"]}
+                                  for i in earlier if i["kind"] == "pair"],
+                          "user_id": user_id, "memory_item": item["id"]}
+                if doc["demographic"]:
+                    record[DEMOGRAPHIC] = doc["demographic"]
+                if doc["persona"]:
+                    record["chosen_persona"] = doc["persona"]
+                if doc["direction"]:
+                    record[DIRECTION] = doc["direction"]
+                if doc["profile"]:
+                    record[PROFILE] = doc["profile"]
+                yield record
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {"users": conn.execute(sa.select(sa.func.count()).select_from(users)).scalar(),
+                    "items": conn.execute(sa.select(sa.func.count()).select_from(items)).scalar()}
+
+
+def _safe(url: str) -> str:
+    """The URL with any password hidden (for messages)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def _item(row: Any) -> dict[str, Any]:
+    base = {"id": row["id"], "kind": row["kind"], "prompt": row["prompt"], "created_at": row["created_at"]}
+    if row["kind"] == "comment":
+        return base | {"comment": row["comment"]}
+    return base | {"chosen": row["chosen"], "rejected": row["rejected"]}
+
+
+def _context(doc: dict[str, Any], history: list[dict[str, Any]]) -> UserContext:
+    user = UserContext()
+    user.ugc = [Comment(i["prompt"], i["comment"]) for i in history if i["kind"] == "comment"]
+    user.pairs = [Pair(i["prompt"], i["chosen"], i["rejected"]) for i in history if i["kind"] == "pair"]
+    user.demographic = doc["demographic"]
+    user.profile = doc["profile"]
+    user.direction = doc["direction"]
+    if doc["persona"]:
+        user.personas["chosen_persona"] = doc["persona"]
+    return user
+
+
+def check_user_id(user_id: Any) -> str:
+    """A user id is a non-empty string of at most `MAX_USER_ID` characters (any characters: the SQL is parameterised)."""
+    if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
+        raise MemoryRequestError(f"a user id is a non-empty string of at most {MAX_USER_ID} characters")
+    return user_id
+
+
+def _check_text(name: str, text: Any) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise MemoryRequestError(f"'{name}' must be a non-empty string")

@@ -1,0 +1,103 @@
+"""Serving from per-user memory: who a request is for, what it may touch, and the prompt it gets.
+
+A chat request names its user with OpenAI's `user` field or an `X-User-Id` header. With a memory
+store, the server renders the view it serves from that user's memory, exactly as training renders
+a record (`personalign.data.views.build_view`, history fitted to the length budget, newest items
+kept): ica from the stored history, pba from the stored profile or the direction vectors of the
+history, persona from the stored persona, demo from the demographic text. A user without memory
+(or without what the view needs) is answered unconditioned, and the `X-Personalign-Memory` response
+header says which happened.
+
+Keys: the server key (`--api-key`, `$PERSONALIGN_API_KEY`) may touch every user; scoped keys
+(`$PERSONALIGN_USER_KEYS`, a JSON object {key: user id}) only their own user: 403 otherwise.
+Keys are compared in constant time and never logged.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import Any, Literal, get_args
+
+from personalign.data.formats import messages_prompt
+from personalign.data.schema import Example, UserContext
+from personalign.data.views import ViewConfig, build_view
+from personalign.errors import UserError
+
+USER_HEADER = "x-user-id"
+MEMORY_HEADER = "X-Personalign-Memory"
+USER_KEYS_ENV = "PERSONALIGN_USER_KEYS"
+MemoryView = Literal["none", "persona", "pba", "ica", "demo"]  # the views a server renders (ica, demo: memory only)
+MEMORY_VIEWS: tuple[str, ...] = get_args(MemoryView)
+
+
+class KeyRing:
+    """The server key (every user) and the scoped keys (one user each)."""
+
+    def __init__(self, api_key: str | None = None, user_keys: dict[str, str] | None = None):
+        self.keys: list[tuple[bytes, str | None]] = []
+        if api_key:
+            self.keys.append((f"Bearer {api_key}".encode(), None))
+        for key, user in (user_keys or {}).items():
+            self.keys.append((f"Bearer {key}".encode(), user))
+
+    @property
+    def required(self) -> bool:
+        return bool(self.keys)
+
+    def scope(self, authorization: str) -> tuple[bool, str | None]:
+        """(authorized, the one user the key may touch, or None for every user)."""
+        given = authorization.encode()
+        found: tuple[bool, str | None] = (False, None)
+        for expected, user in self.keys:  # every key compared, in constant time each
+            if hmac.compare_digest(given, expected) and not found[0]:
+                found = (True, user)
+        return found
+
+
+def user_keys_from_env() -> dict[str, str]:
+    """Scoped keys from `$PERSONALIGN_USER_KEYS` ({key: user id}); a malformed value is a `UserError`."""
+    raw = os.environ.get(USER_KEYS_ENV)
+    if not raw:
+        return {}
+    try:
+        keys = json.loads(raw)
+    except ValueError:
+        keys = None
+    if not isinstance(keys, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                                             for k, v in keys.items()):
+        raise UserError(f"${USER_KEYS_ENV} must be a JSON object {{\"key\": \"user id\", ...}}")
+    return keys
+
+
+def allowed_user(scope: str | None, requested: str | None) -> str | None:
+    """The user a request acts for: the requested one, or the key's own; PermissionError when a scoped
+    key asks for another user."""
+    if scope is not None and requested is not None and requested != scope:
+        raise PermissionError("this key may only read and write its own user's memory")
+    return requested if requested is not None else scope
+
+
+def memory_prompt(user: UserContext | None, messages: list[dict[str, str]], view: ViewConfig, tokenizer: Any
+                  ) -> tuple[str, bool]:
+    """(prompt, memory used) for a chat under `view` from `user`'s memory, rendered as training renders a
+    record; the `none` layout of the same template when there is no memory or nothing the view needs."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if not turns or turns[-1]["role"] != "user":
+        raise ValueError("the last message must come from the user")
+    task = messages_prompt(turns)
+    if user is not None and view.view != "none" and _has_memory(user, view.view):
+        rendered = build_view(Example(task, [" "], None, user, {}, "request"), view, tokenizer)
+        if rendered.missing is None:
+            return rendered.prompt, True
+    none = view.model_copy(update={"view": "none"})
+    return build_view(Example(task, [" "], None, UserContext(), {}, "request"), none, tokenizer).prompt, False
+
+
+def _has_memory(user: UserContext, view: str) -> bool:
+    """Whether `user` holds what `view` renders (pba and demo say so themselves through `missing`)."""
+    if view == "ica":
+        return bool(user.ugc or user.pairs or user.demographic)
+    if view == "persona":
+        return bool(user.persona("chosen"))
+    return True

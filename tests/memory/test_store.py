@@ -1,0 +1,121 @@
+"""The per-user memory store: writes, reads, deletion, injection attempts, migrations, export."""
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from personalign.cli import app
+from personalign.data.io import read_examples
+from personalign.memory.store import SCHEMA_VERSION, MemoryRequestError, MemoryStore
+
+EVIL = ["x'); DROP TABLE items; --", "1 OR 1=1", "u\" ; DELETE FROM users; --", "../../etc/passwd", "ü 🙂 \n\t"]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = MemoryStore(f"sqlite:///{tmp_path / 'users.db'}")
+    yield s
+    s.close()
+
+
+def tables(path) -> dict[str, list[tuple]]:
+    """Every row of every table, read with the sqlite3 module (not the code under test)."""
+    with sqlite3.connect(path) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {n: conn.execute(f'SELECT * FROM "{n}"').fetchall() for n in names}
+
+
+def test_history_keeps_arrival_order_and_a_retried_request_is_stored_once(store):
+    store.add_comment("ann", "Trip report?", "Lisbon was lovely.")
+    first = store.add_pair("ann", "Dinner idea?", "Pasta.", "Nothing.", request_id="r1")
+    again = store.add_pair("ann", "Dinner idea?", "Pasta.", "Nothing.", request_id="r1")
+    store.add_pair("ann", "Book?", "Dune.", "No idea.")
+    store.set_user("ann", demographic="A 30-year-old nurse.", persona="Likes brevity.")
+    doc = store.history("ann")
+    assert [i["kind"] for i in doc["history"]] == ["comment", "pair", "pair"]
+    assert first.created and not again.created and first.item_id == again.item_id
+    assert doc["demographic"] == "A 30-year-old nurse." and doc["persona"] == "Likes brevity."
+    user = store.user_context("ann")
+    assert [p.prompt for p in user.pairs] == ["Dinner idea?", "Book?"] and user.ugc[0].comment == "Lisbon was lovely."
+    assert user.persona("chosen") == "Likes brevity." and store.history("bob") is None
+
+
+def test_deleting_a_user_leaves_nothing_of_them_in_any_table(store, tmp_path):
+    for user in ("ann", "bob"):
+        store.add_pair(user, f"{user}'s question", "yes", "no", request_id="r")
+        store.add_comment(user, "post", f"{user} says hi")
+        store.set_user(user, persona=f"{user} persona", direction=[0.5] * 90)
+    assert store.delete_user("ann") == 3
+    dump = json.dumps(tables(tmp_path / "users.db"))
+    assert "ann" not in dump and "bob" in dump
+    assert store.history("ann") is None and store.history("bob") is not None
+
+
+@pytest.mark.parametrize("evil", EVIL)
+def test_injection_attempts_are_stored_as_text(evil, store, tmp_path):
+    store.add_pair(evil, evil, evil + " chosen", evil + " rejected")
+    store.add_comment("other", "p", "c")
+    assert store.history(evil)["history"][0]["prompt"] == evil
+    rows = tables(tmp_path / "users.db")
+    assert {"users", "items", "schema_version"} <= set(rows) and len(rows["users"]) == 2
+    assert store.delete_user(evil) == 2 and store.history("other") is not None
+
+
+def test_bad_writes_are_refused_and_write_nothing(store, tmp_path):
+    for call in (lambda: store.add_pair("", "p", "a", "b"), lambda: store.add_pair("u" * 201, "p", "a", "b"),
+                 lambda: store.add_pair("u", "p", "same", "same"), lambda: store.add_comment("u", "p", "  ")):
+        with pytest.raises(MemoryRequestError):
+            call()
+    assert store.counts() == {"users": 0, "items": 0}
+
+
+def test_a_sqlite_file_in_a_new_directory_is_created(tmp_path):
+    MemoryStore(f"sqlite:///{tmp_path / 'new' / 'dir' / 'users.db'}").add_comment("ann", "p", "c")
+    assert (tmp_path / "new" / "dir" / "users.db").is_file()
+
+
+def test_schema_versions_are_recorded_and_a_newer_database_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    MemoryStore(url).add_pair("ann", "p", "a", "b")
+    reopened = MemoryStore(url)
+    assert reopened.version == SCHEMA_VERSION and reopened.counts()["items"] == 1
+    assert [r[0] for r in tables(tmp_path / "users.db")["schema_version"]] == list(range(1, SCHEMA_VERSION + 1))
+    with sqlite3.connect(tmp_path / "users.db") as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99, 0)")
+    with pytest.raises(MemoryRequestError, match="newer"):
+        MemoryStore(url)
+
+
+def test_export_gives_each_pair_only_the_history_before_it_and_validates_with_no_rejects(store, tmp_path):
+    store.add_comment("ann", "post 1", "comment 1")
+    store.add_pair("ann", "q1", "c1", "r1")
+    store.add_comment("ann", "post 2", "comment 2")
+    store.add_pair("ann", "q2", "c2", "r2")
+    store.add_pair("bob", "q3", "c3", "r3")
+    store.set_user("ann", demographic="A 41-year-old teacher.")
+    out = tmp_path / "memory.jsonl"
+    res = CliRunner().invoke(app, ["data", "export-memory", "--memory", store.url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["q1", "q2", "q3"]
+    for r in records:  # no record sees its own label, nor anything that came after it
+        seen = {p["prompt"] for p in r["Pair-wise Comparative Feedback"]}
+        assert r["prompt"] not in seen
+    assert [len(r["Pair-wise Comparative Feedback"]) for r in records] == [0, 1, 0]
+    assert [[c["comment"] for c in r["User-Generated Content"]] for r in records] == [["comment 1"],
+                                                                                     ["comment 1", "comment 2"], []]
+    res = CliRunner().invoke(app, ["data", "validate", str(out), "--on-invalid", "skip"])
+    assert res.exit_code == 0, res.output
+    assert len(list(read_examples(out))) == 3 and not (tmp_path / "memory.rejects.jsonl").exists()
+
+
+@pytest.mark.parametrize("url, needle", [("not a url", "not a usable database URL"),
+                                         ("sqlite:///{tmp}/a-file/users.db", "cannot open the memory database"),
+                                         ("postgresql://me:s3cret@localhost/x", "not a usable database URL")])
+def test_a_bad_memory_url_is_one_line_exit_2_without_the_password(url, needle, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    url = url.format(tmp=tmp_path)
+    res = CliRunner().invoke(app, ["data", "export-memory", "--memory", url, "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    assert "s3cret" not in res.output

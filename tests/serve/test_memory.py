@@ -1,0 +1,127 @@
+"""`personalign serve --memory`: chats rendered from each user's memory, feedback, history, deletion, scoped keys."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import httpx
+import pytest
+
+from personalign.data.io import read_examples, write_jsonl
+from personalign.data.views import ViewConfig, build_view
+from personalign.memory.store import MemoryStore
+from personalign.serve.app import create_app, serve_in_background
+
+KEYS = {"ann-key": "ann", "bob-key": "bob"}
+
+
+@pytest.fixture()
+def server(tiny_backend, tmp_path):
+    store = MemoryStore(f"sqlite:///{tmp_path / 'users.db'}")
+    app = create_app(tiny_backend, view="ica", memory=store, api_key="admin", user_keys=KEYS, echo_prompt=True,
+                     model_name="tiny", max_body_bytes=20_000)
+    with serve_in_background(app) as url:
+        yield url, store, tmp_path / "users.db"
+
+
+def call(url: str, method: str, path: str, key: str = "admin", **kwargs) -> httpx.Response:
+    return httpx.request(method, url + path, headers={"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})},
+                         timeout=60, **kwargs)
+
+
+def chat(url: str, key: str = "admin", headers: dict | None = None, **body) -> httpx.Response:
+    return call(url, "POST", "/chat/completions", key, headers=headers or {}, json={"model": "tiny", "max_tokens": 2, "temperature": 0,
+                                                               "messages": [{"role": "user", "content": "Any tip?"}],
+                                                               **body})
+
+
+def test_feedback_is_used_by_the_next_chat_exactly_as_training_renders_it(server, tiny_backend, tmp_path):
+    url, store, _ = server
+    first = chat(url, user="ann")
+    assert first.status_code == 200 and first.headers["X-Personalign-Memory"] == "none"
+    r = call(url, "POST", "/feedback", json={"user": "ann", "prompt": "Weekend plan?", "chosen": "A hike.",
+                                              "rejected": "Stay in."})
+    assert r.status_code == 200 and r.json()["created"] is True
+    call(url, "POST", "/feedback", json={"user": "ann", "prompt": "Lisbon trip", "comment": "Loved the trams."})
+    second = chat(url, user="ann")
+    assert second.headers["X-Personalign-Memory"] == "used"
+    prompt = second.json()["personalign"]["prompts"][0]
+    assert "A hike." in prompt and "Loved the trams." in prompt and "Any tip?" in prompt
+    # the same prompt as a training record with that history, rendered by the training code
+    write_jsonl([{"prompt": "Any tip?", "chosen": "x", "rejected": "y",
+                  "User-Generated Content": [{"prompt": "Lisbon trip", "comment": "Loved the trams."}],
+                  "Pair-wise Comparative Feedback": [{"prompt": "Weekend plan?", "chosen": "A hike.",
+                                                     "rejected": "Stay in."}]}], tmp_path / "rec.jsonl")
+    (ex,) = read_examples(tmp_path / "rec.jsonl")
+    assert prompt == build_view(ex, ViewConfig(view="ica", max_length=2048), tiny_backend.tokenizer).prompt
+    assert chat(url, headers={"X-User-Id": "ann"}).headers["X-Personalign-Memory"] == "used"
+
+
+def test_history_and_retried_feedback_count_once(server):
+    url, _, _ = server
+    body = {"user": "bob", "prompt": "p", "chosen": "a", "rejected": "b", "request_id": "req-1"}
+    ids = {call(url, "POST", "/feedback", json=body).json()["id"] for _ in range(3)}
+    again = call(url, "POST", "/feedback", headers={"Idempotency-Key": "req-2"},
+                 json={"user": "bob", "prompt": "q", "comment": "c"})
+    call(url, "POST", "/feedback", headers={"Idempotency-Key": "req-2"}, json={"user": "bob", "prompt": "q", "comment": "c"})
+    history = call(url, "GET", "/users/bob/history").json()["history"]
+    assert len(ids) == 1 and again.status_code == 200
+    assert [(h["kind"], h["prompt"]) for h in history] == [("pair", "p"), ("comment", "q")]
+    assert call(url, "GET", "/users/nobody/history").status_code == 404
+
+
+def test_scoped_keys_touch_only_their_own_user(server):
+    url, _, _ = server
+    assert call(url, "POST", "/feedback", "ann-key", json={"prompt": "p", "comment": "mine"}).status_code == 200
+    assert call(url, "POST", "/feedback", "ann-key",
+                json={"user": "bob", "prompt": "p", "comment": "not mine"}).status_code == 403
+    assert call(url, "GET", "/users/bob/history", "ann-key").status_code == 403
+    assert call(url, "DELETE", "/users/bob", "ann-key").status_code == 403
+    assert chat(url, "ann-key", user="bob").status_code == 403
+    assert chat(url, "ann-key", headers={"X-User-Id": "bob"}).status_code == 403
+    assert call(url, "GET", "/users/ann/history", "ann-key").json()["history"][0]["comment"] == "mine"
+    assert chat(url, "ann-key").headers["X-Personalign-Memory"] == "used"  # a scoped key acts for its user
+    assert call(url, "GET", "/users/ann/history", "wrong").status_code == 401
+    assert call(url, "GET", "/users/bob/history", "admin").status_code == 404  # nothing was written for bob
+
+
+def test_deleting_a_user_erases_every_trace(server):
+    url, store, db = server
+    for user in ("ann", "bob"):
+        call(url, "POST", "/feedback", json={"user": user, "prompt": f"{user}-q", "chosen": "a", "rejected": "b"})
+    store.set_user("ann", persona="ann-persona")
+    r = call(url, "DELETE", "/users/ann")
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    with sqlite3.connect(db) as conn:
+        dump = json.dumps([conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("users", "items")])
+    assert "ann" not in dump and "bob-q" in dump
+    assert call(url, "GET", "/users/ann/history").status_code == 404
+    assert chat(url, user="ann").headers["X-Personalign-Memory"] == "none"
+
+
+@pytest.mark.parametrize("evil", ["x'); DROP TABLE items; --", "1 OR 1=1", "a/b", "🙂 ' \" ;"])
+def test_injection_attempts_in_user_ids_and_texts_are_plain_text(server, evil):
+    url, store, _ = server
+    r = call(url, "POST", "/feedback", json={"user": evil, "prompt": evil, "chosen": evil + "!", "rejected": evil})
+    assert r.status_code == 200
+    assert store.history(evil)["history"][0]["prompt"] == evil
+    assert store.counts()["users"] == 1 and store.user_context("other") is None
+    if "/" not in evil:
+        path = "/users/" + httpx.URL("http://x/" + evil).raw_path.decode().lstrip("/") + "/history"
+        assert call(url, "GET", path).json()["history"][0]["chosen"] == evil + "!"
+
+
+def test_oversized_bodies_and_malformed_feedback_are_refused(server):
+    url, store, _ = server
+    big = call(url, "POST", "/feedback", json={"user": "ann", "prompt": "p" * 30_000, "comment": "c"})
+    assert big.status_code == 413
+    for body in ({"user": "ann", "prompt": "p"}, {"user": "ann", "prompt": "p", "chosen": "a"},
+                 {"user": "ann", "prompt": "p", "chosen": "a", "rejected": "b", "comment": "c"},
+                 {"prompt": "p", "comment": "c"}, {"user": "", "prompt": "p", "comment": "c"}):
+        assert call(url, "POST", "/feedback", json=body).status_code == 400, body
+    assert store.counts() == {"users": 0, "items": 0}
+
+
+def test_a_server_without_memory_has_no_user_routes(served):
+    r = httpx.post(served + "/feedback", json={"user": "ann", "prompt": "p", "comment": "c"}, timeout=30)
+    assert r.status_code == 404
