@@ -24,9 +24,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from personalign.errors import UserError
-from personalign.data.schema import DEMOGRAPHIC, DIRECTION, PAIRS, PROFILE, UGC, Comment, Pair, UserContext
+from personalign.data.schema import (
+    DEMOGRAPHIC, DIRECTION, N_DIMENSIONS, PAIRS, PROFILE, UGC, Comment, Pair, UserContext,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_USER_ID = 200  # characters
 
 metadata = sa.MetaData()
@@ -39,27 +41,41 @@ users = sa.Table(
     sa.Column("direction", sa.Text),  # JSON list of the 90 AlignX dimension values
     sa.Column("created_at", sa.Float, nullable=False), sa.Column("updated_at", sa.Float, nullable=False),
 )
-items = sa.Table(
-    "items", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False,
-              index=True),
-    sa.Column("kind", sa.String(8), nullable=False),  # "comment" | "pair"
-    sa.Column("prompt", sa.Text, nullable=False),
-    sa.Column("comment", sa.Text), sa.Column("chosen", sa.Text), sa.Column("rejected", sa.Text),
-    sa.Column("request_id", sa.String(200)),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("user_id", "request_id", name="uq_items_user_request"),
-)
+def _items_table(meta: sa.MetaData, *, direction: bool = True) -> sa.Table:
+    """The history table; `direction=False` is its version-1 shape."""
+    columns = [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+                  nullable=False, index=True),
+        sa.Column("kind", sa.String(8), nullable=False),  # "comment" | "pair"
+        sa.Column("prompt", sa.Text, nullable=False),
+        sa.Column("comment", sa.Text), sa.Column("chosen", sa.Text), sa.Column("rejected", sa.Text),
+        sa.Column("request_id", sa.String(200)),
+        sa.Column("created_at", sa.Float, nullable=False),
+    ]
+    if direction:  # version 2: the item's AlignX direction vector (JSON), for pba profiles
+        columns.append(sa.Column("direction", sa.Text))
+    return sa.Table("items", meta, *columns, sa.UniqueConstraint("user_id", "request_id", name="uq_items_user_request"))
+
+
+items = _items_table(metadata)
 
 
 def _v1(conn: sa.Connection) -> None:
-    """Version 1: users and items."""
-    users.create(conn, checkfirst=True)
-    items.create(conn, checkfirst=True)
+    """Version 1: users and items (items as they were then, without `direction`)."""
+    v1 = sa.MetaData()
+    users.to_metadata(v1)
+    _items_table(v1, direction=False)
+    v1.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS = [_v1]  # MIGRATIONS[k] takes the schema from version k to k + 1
+def _v2(conn: sa.Connection) -> None:
+    """Version 2: each history item may carry its direction vector."""
+    if "direction" not in {c["name"] for c in sa.inspect(conn).get_columns("items")}:
+        conn.execute(sa.text("ALTER TABLE items ADD COLUMN direction TEXT"))
+
+
+MIGRATIONS = [_v1, _v2]  # MIGRATIONS[k] takes the schema from version k to k + 1
 
 
 class MemoryRequestError(ValueError):
@@ -137,25 +153,29 @@ class MemoryStore:
         values: dict[str, Any] = {k: v for k, v in (("demographic", demographic), ("persona", persona),
                                                     ("profile", profile)) if v is not None}
         if direction is not None:
-            values["direction"] = json.dumps([float(x) for x in direction])
+            values["direction"] = _direction(direction)
         with self.engine.begin() as conn:
             self._ensure_user(conn, user_id)
             conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time(), **values))
 
-    def add_pair(self, user_id: str, prompt: str, chosen: str, rejected: str, *, request_id: str | None = None
-                 ) -> Written:
-        """Append a preference (chosen over rejected for `prompt`) to the user's history."""
+    def add_pair(self, user_id: str, prompt: str, chosen: str, rejected: str, *, request_id: str | None = None,
+                 direction: list[float] | None = None) -> Written:
+        """Append a preference (chosen over rejected for `prompt`) to the user's history; `direction`
+        (the 90 AlignX values, each 0, 0.5 or 1) feeds the pba profile of later requests."""
         for name, text in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
             _check_text(name, text)
         if chosen == rejected:
             raise MemoryRequestError("chosen and rejected are the same text")
-        return self._add(user_id, request_id, kind="pair", prompt=prompt, chosen=chosen, rejected=rejected)
+        return self._add(user_id, request_id, kind="pair", prompt=prompt, chosen=chosen, rejected=rejected,
+                         direction=_direction(direction))
 
-    def add_comment(self, user_id: str, prompt: str, comment: str, *, request_id: str | None = None) -> Written:
+    def add_comment(self, user_id: str, prompt: str, comment: str, *, request_id: str | None = None,
+                    direction: list[float] | None = None) -> Written:
         """Append a comment (the user's own text on `prompt`) to the user's history."""
         _check_text("prompt", prompt)
         _check_text("comment", comment)
-        return self._add(user_id, request_id, kind="comment", prompt=prompt, comment=comment)
+        return self._add(user_id, request_id, kind="comment", prompt=prompt, comment=comment,
+                         direction=_direction(direction))
 
     def _add(self, user_id: str, request_id: str | None, **values: Any) -> Written:
         with self.engine.begin() as conn:
@@ -220,17 +240,18 @@ class MemoryStore:
                     continue
                 earlier = doc["history"][:k]
                 record = {"prompt": item["prompt"], "chosen": item["chosen"], "rejected": item["rejected"],
-                          UGC: [{"prompt": i["prompt"], "comment": i["comment"]} for i in earlier
-                                if i["kind"] == "comment"],
-                          PAIRS: [{"prompt": i["prompt"], "chosen": i["chosen"], "rejected": i["rejected"]}
+                          UGC: [_with_direction({"prompt": i["prompt"], "comment": i["comment"]}, i)
+                                for i in earlier if i["kind"] == "comment"],
+                          PAIRS: [_with_direction({"prompt": i["prompt"], "chosen": i["chosen"],
+                                                   "rejected": i["rejected"]}, i)
                                   for i in earlier if i["kind"] == "pair"],
                           "user_id": user_id, "memory_item": item["id"]}
                 if doc["demographic"]:
                     record[DEMOGRAPHIC] = doc["demographic"]
                 if doc["persona"]:
                     record["chosen_persona"] = doc["persona"]
-                if doc["direction"]:
-                    record[DIRECTION] = doc["direction"]
+                if item["direction"] or doc["direction"]:  # the pair's own vector (never used for profiles)
+                    record[DIRECTION] = item["direction"] or doc["direction"]
                 if doc["profile"]:
                     record[PROFILE] = doc["profile"]
                 yield record
@@ -249,17 +270,32 @@ def _safe(url: str) -> str:
         return url
 
 
+def _direction(values: list[float] | None) -> str | None:
+    """A direction vector as stored (JSON), checked as AlignX defines it: N values, each 0, 0.5 or 1."""
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) != N_DIMENSIONS or any(
+            type(v) not in (int, float) or v not in (0, 0.5, 1) for v in values):
+        raise MemoryRequestError(f"a direction is a list of {N_DIMENSIONS} values, each 0, 0.5 or 1")
+    return json.dumps(values)
+
+
 def _item(row: Any) -> dict[str, Any]:
-    base = {"id": row["id"], "kind": row["kind"], "prompt": row["prompt"], "created_at": row["created_at"]}
+    base = {"id": row["id"], "kind": row["kind"], "prompt": row["prompt"], "created_at": row["created_at"],
+            "direction": json.loads(row["direction"]) if row["direction"] else None}
     if row["kind"] == "comment":
         return base | {"comment": row["comment"]}
     return base | {"chosen": row["chosen"], "rejected": row["rejected"]}
 
 
+def _with_direction(entry: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    return entry | {DIRECTION: item["direction"]} if item["direction"] else entry
+
+
 def _context(doc: dict[str, Any], history: list[dict[str, Any]]) -> UserContext:
     user = UserContext()
-    user.ugc = [Comment(i["prompt"], i["comment"]) for i in history if i["kind"] == "comment"]
-    user.pairs = [Pair(i["prompt"], i["chosen"], i["rejected"]) for i in history if i["kind"] == "pair"]
+    user.ugc = [Comment(i["prompt"], i["comment"], i["direction"]) for i in history if i["kind"] == "comment"]
+    user.pairs = [Pair(i["prompt"], i["chosen"], i["rejected"], i["direction"]) for i in history if i["kind"] == "pair"]
     user.demographic = doc["demographic"]
     user.profile = doc["profile"]
     user.direction = doc["direction"]

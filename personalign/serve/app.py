@@ -96,6 +96,7 @@ class FeedbackBody(BaseModel):
     chosen: str | None = None
     rejected: str | None = None
     comment: str | None = None
+    direction: list[float] | None = None  # the item's 90 AlignX values (0, 0.5, 1): pba profiles use them
     request_id: str | None = Field(None, max_length=200)
 
 
@@ -238,9 +239,10 @@ def create_app(
             raise HTTPException(400, "send either `chosen` and `rejected` (a preference) or `comment`")
         if pair:
             written = await in_memory("add_pair", user_id, body.prompt, body.chosen, body.rejected,
-                                      request_id=request_id)
+                                      request_id=request_id, direction=body.direction)
         else:
-            written = await in_memory("add_comment", user_id, body.prompt, body.comment, request_id=request_id)
+            written = await in_memory("add_comment", user_id, body.prompt, body.comment, request_id=request_id,
+                                      direction=body.direction)
         return {"object": "feedback", "id": written.item_id, "created": written.created,
                 "kind": "pair" if pair else "comment"}
 

@@ -119,3 +119,39 @@ def test_a_bad_memory_url_is_one_line_exit_2_without_the_password(url, needle, t
     res = CliRunner().invoke(app, ["data", "export-memory", "--memory", url, "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
     assert "s3cret" not in res.output
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path, monkeypatch):
+    from personalign.memory import store as store_module
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+    old = MemoryStore(url)
+    with old.engine.begin() as conn:  # a version-1 writer: items have no direction column
+        conn.exec_driver_sql("INSERT INTO users VALUES ('ann', NULL, NULL, NULL, NULL, 0, 0)")
+        conn.exec_driver_sql("INSERT INTO items (user_id, kind, prompt, comment, created_at) "
+                             "VALUES ('ann', 'comment', 'p', 'old comment', 0)")
+    old.close()
+    assert "direction" not in [r[1] for r in sqlite3.connect(tmp_path / "old.db").execute("PRAGMA table_info(items)")]
+    monkeypatch.undo()
+    new = MemoryStore(url)
+    assert new.version == 2 and new.history("ann")["history"][0]["comment"] == "old comment"
+    new.add_pair("ann", "q", "a", "b", direction=[0.5] * 89 + [1])
+    assert new.user_context("ann").pairs[0].direction[-1] == 1
+    assert [r[0] for r in tables(tmp_path / "old.db")["schema_version"]] == [1, 2]
+
+
+def test_directions_are_checked_stored_and_exported_with_the_history(store, tmp_path):
+    with pytest.raises(MemoryRequestError, match="90 values"):
+        store.add_pair("ann", "q", "a", "b", direction=[0.3] * 90)
+    first, second = [0.5] * 90, [0.5] * 90
+    first[3], second[7] = 1, 0
+    store.add_pair("ann", "q1", "a1", "b1", direction=first)
+    store.add_pair("ann", "q2", "a2", "b2", direction=second)
+    out = tmp_path / "m.jsonl"
+    assert CliRunner().invoke(app, ["data", "export-memory", "--memory", store.url, "--out", str(out)]).exit_code == 0
+    last = json.loads(out.read_text().splitlines()[-1])
+    assert last["Preference Direction"] == second  # the pair's own vector, at the top (never used for profiles)
+    assert last["Pair-wise Comparative Feedback"][0]["Preference Direction"] == first
+    (ex, later) = read_examples(out)
+    assert later.user.pairs[0].direction == first

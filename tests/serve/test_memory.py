@@ -125,3 +125,26 @@ def test_oversized_bodies_and_malformed_feedback_are_refused(server):
 def test_a_server_without_memory_has_no_user_routes(served):
     r = httpx.post(served + "/feedback", json={"user": "ann", "prompt": "p", "comment": "c"}, timeout=30)
     assert r.status_code == 404
+
+
+def test_a_pba_server_builds_the_profile_from_stored_direction_vectors(tiny_backend, tmp_path):
+    store = MemoryStore(f"sqlite:///{tmp_path / 'users.db'}")
+    app = create_app(tiny_backend, view="pba", memory=store, echo_prompt=True, model_name="tiny")
+    direction = [0.5] * 90
+    direction[0], direction[5] = 1, 0
+    with serve_in_background(app) as url:
+        for k in range(2):
+            r = httpx.post(url + "/feedback", timeout=30, json={"user": "ann", "prompt": f"q{k}", "chosen": "a",
+                                                                  "rejected": "b", "direction": direction})
+            assert r.status_code == 200
+        reply = chat(url, user="ann")
+        bad = httpx.post(url + "/feedback", timeout=30, json={"user": "ann", "prompt": "q", "chosen": "a",
+                                                                "rejected": "b", "direction": [2] * 90})
+    assert reply.headers["X-Personalign-Memory"] == "used" and bad.status_code == 400
+    write_jsonl([{"prompt": "Any tip?", "chosen": "x", "rejected": "y", "Pair-wise Comparative Feedback": [
+        {"prompt": f"q{k}", "chosen": "a", "rejected": "b", "Preference Direction": direction} for k in range(2)]}],
+        tmp_path / "rec.jsonl")
+    (ex,) = read_examples(tmp_path / "rec.jsonl")
+    expected = build_view(ex, ViewConfig(view="pba", max_length=2048), tiny_backend.tokenizer)
+    assert expected.missing is None
+    assert reply.json()["personalign"]["prompts"][0] == expected.prompt
