@@ -32,6 +32,14 @@ def serve(
         "scoped to one user come from $PERSONALIGN_USER_KEYS ({\"key\": \"user id\"}).")] = None,
     max_prompt_tokens: Annotated[int, typer.Option(min=16, help="--memory: token budget of a rendered prompt "
                                                    "(history is dropped, oldest first, to fit).")] = 2048,
+    persona_refresh: Annotated[Optional[int], typer.Option(
+        "--persona-refresh", min=1, help="--memory: after every N new pairs of a user, infer a new persona from "
+        "their latest pair in the background (persona view).")] = None,
+    persona_base_url: Annotated[Optional[str], typer.Option(
+        "--persona-base-url", help="--persona-refresh: an OpenAI-compatible server to infer personas with (default: "
+        "a second copy of the served model).")] = None,
+    persona_model: Annotated[Optional[str], typer.Option(
+        "--persona-model", help="--persona-refresh: the model name on --persona-base-url (or a local model).")] = None,
     access_log: Annotated[Optional[bool], typer.Option(
         "--access-log/--no-access-log", help="Log every request line (default: on, off with --memory: request "
         "paths name users).")] = None,
@@ -46,6 +54,11 @@ def serve(
 
         raise UserError(f"view {view!r} renders a user's stored history or demographic text: it needs --memory",
                         option="--view")
+    if persona_refresh is not None and memory is None:
+        from personalign.errors import UserError
+
+        raise UserError("--persona-refresh stores personas in the user memory: it needs --memory",
+                        option="--persona-refresh")
     if memory is not None:
         require_extra("memory", "personalign serve --memory")
     from personalign.models.loading import check_model_dir
@@ -65,6 +78,7 @@ def serve(
 
         store = MemoryStore(memory)  # opened (and migrated) before the model loads
     view, template = _view_and_template(model, view, template, memory=store is not None)
+    refresher = _persona_refresher(store, persona_refresh, persona_base_url, persona_model or model, settings)
     auth = "; API key required" if api_key or user_keys else ""
     scoped = f", {len(user_keys)} user-scoped keys" if user_keys else ""
     kept = f"; memory {store.counts()['users']} users" if store is not None else ""
@@ -72,8 +86,22 @@ def serve(
                   f"(view {view}, template {template}{auth}{scoped}{kept})", highlight=False)
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
                batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key,
-               memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens,
+               memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens, persona_refresh=refresher,
                access_log=(store is None) if access_log is None else access_log)
+
+
+def _persona_refresher(store, every: int | None, base_url: str | None, model: str | None, settings):
+    """The background persona refresh of `--persona-refresh`, on its own backend (None when off)."""
+    if store is None or every is None:
+        return None
+    from personalign.llm import make_backend
+    from personalign.llm.base import BackendConfig
+    from personalign.persona.infer import persona_of
+    from personalign.serve.memory import PersonaRefresher
+
+    kind = {"kind": "openai", "base_url": base_url} if base_url else {"kind": "local", **settings.load_kwargs()}
+    backend = make_backend(BackendConfig(model=model, **kind))
+    return PersonaRefresher(store, lambda pair: persona_of(backend, pair.prompt, pair.chosen, pair.rejected), every)
 
 
 def _view_and_template(model: str | None, view: str | None, template: str | None, *, memory: bool = False

@@ -158,6 +158,14 @@ class MemoryStore:
             self._ensure_user(conn, user_id)
             conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time(), **values))
 
+    def update_user(self, user_id: str, *, persona: str | None = None, profile: str | None = None) -> bool:
+        """Set fields of an existing user only (False when the user does not exist, e.g. was deleted)."""
+        values = {k: v for k, v in (("persona", persona), ("profile", profile)) if v is not None}
+        with self.engine.begin() as conn:
+            done = conn.execute(users.update().where(users.c.user_id == check_user_id(user_id))
+                                .values(updated_at=time.time(), **values)).rowcount
+        return done > 0
+
     def add_pair(self, user_id: str, prompt: str, chosen: str, rejected: str, *, request_id: str | None = None,
                  direction: list[float] | None = None) -> Written:
         """Append a preference (chosen over rejected for `prompt`) to the user's history; `direction`

@@ -196,3 +196,11 @@ def infer_personas(
             for _ in examples():
                 pass
     return stats
+
+
+def persona_of(backend: Backend, prompt: str, preferred: str, other: str, *,
+               gen_config: GenerationConfig = DEFAULT_GENERATION) -> str | None:
+    """One persona, inferred from one preference (the preferred response over the other) with the
+    same prompt and parsing as `infer_personas`; None when the output holds none."""
+    (output,) = backend.generate([infer_messages(prompt, preferred, other)], gen_config, progress=False)
+    return parse_persona(output).persona or None

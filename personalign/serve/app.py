@@ -35,7 +35,9 @@ from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend
 from personalign.models.settings import ModelSettings
 from personalign.serve.batching import Batcher
-from personalign.serve.memory import MEMORY_HEADER, MEMORY_VIEWS, USER_HEADER, KeyRing, allowed_user, memory_prompt
+from personalign.serve.memory import (
+    MEMORY_HEADER, MEMORY_VIEWS, USER_HEADER, KeyRing, PersonaRefresher, allowed_user, memory_prompt,
+)
 from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
 
 DEFAULT_MAX_TOKENS = 256
@@ -116,6 +118,7 @@ def create_app(
     user_keys: dict[str, str] | None = None,
     max_prompt_tokens: int = 2048,
     max_body_bytes: int = MAX_BODY_BYTES,
+    persona_refresh: PersonaRefresher | None = None,
 ) -> FastAPI:
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
@@ -124,6 +127,7 @@ def create_app(
     `memory` (a `MemoryStore` or its URL) turns on per-user memory (`personalign.serve.memory`): chats
     render `view` from the user's memory within `max_prompt_tokens`, and the feedback and user routes
     exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413.
+    `persona_refresh` re-infers a user's persona in the background after new pairs.
     """
     store = None
     if memory is not None:
@@ -153,6 +157,8 @@ def create_app(
             yield
         finally:
             await batcher.stop()
+            if persona_refresh is not None:
+                persona_refresh.close()
 
     app = FastAPI(title="personalign", lifespan=lifespan)
     keys = KeyRing(api_key, user_keys)
@@ -243,6 +249,8 @@ def create_app(
         else:
             written = await in_memory("add_comment", user_id, body.prompt, body.comment, request_id=request_id,
                                       direction=body.direction)
+        if pair and written.created and persona_refresh is not None:
+            persona_refresh.pair_added(user_id)
         return {"object": "feedback", "id": written.item_id, "created": written.created,
                 "kind": "pair" if pair else "comment"}
 
@@ -258,6 +266,8 @@ def create_app(
     async def delete_user(user_id: str, request: Request):
         acting_user(request, user_id)
         rows = await in_memory("delete_user", user_id)
+        if persona_refresh is not None:
+            persona_refresh.forget(user_id)
         return {"object": "user.deleted", "deleted": rows > 0, "rows": rows}
 
     @app.post("/v1/completions")

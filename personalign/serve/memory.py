@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
 from personalign.data.formats import messages_prompt
-from personalign.data.schema import Example, UserContext
+from personalign.data.schema import Example, Pair, UserContext
 from personalign.data.views import ViewConfig, build_view
 from personalign.errors import UserError
 
+log = logging.getLogger("personalign.serve")
 USER_HEADER = "x-user-id"
 MEMORY_HEADER = "X-Personalign-Memory"
 USER_KEYS_ENV = "PERSONALIGN_USER_KEYS"
@@ -101,3 +106,47 @@ def _has_memory(user: UserContext, view: str) -> bool:
     if view == "persona":
         return bool(user.persona("chosen"))
     return True
+
+
+class PersonaRefresher:
+    """Optional persona refresh: after every `every` new pairs of a user, infer a new persona from the
+    user's latest pair with `infer` (any configured backend; see `personalign serve --persona-refresh`)
+    in a background thread, and store it. A user deleted meanwhile stays deleted (the persona is only
+    written to a user that still exists); a failed inference is logged without user text."""
+
+    def __init__(self, store: Any, infer: Callable[[Pair], str | None], every: int):
+        if every < 1:
+            raise ValueError("persona refresh needs every >= 1 new pairs")
+        self.store, self.infer, self.every = store, infer, every
+        self.pending: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persona-refresh")
+        self.refreshed = 0
+
+    def pair_added(self, user_id: str) -> Future | None:
+        """Count a new pair; start a refresh (returned) when the user has `every` since the last one."""
+        with self.lock:
+            n = self.pending.get(user_id, 0) + 1
+            self.pending[user_id] = 0 if n >= self.every else n
+        return self.executor.submit(self.refresh, user_id) if n >= self.every else None
+
+    def forget(self, user_id: str) -> None:
+        with self.lock:
+            self.pending.pop(user_id, None)
+
+    def refresh(self, user_id: str) -> str | None:
+        user = self.store.user_context(user_id)
+        if user is None or not user.pairs:
+            return None
+        try:
+            persona = self.infer(user.pairs[-1])
+        except Exception as e:  # noqa: BLE001 - a backend failure must not take the server down
+            log.warning(f"persona refresh failed ({type(e).__name__}); the stored persona is kept")
+            return None
+        if persona and self.store.update_user(user_id, persona=persona):
+            self.refreshed += 1
+            return persona
+        return None
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)

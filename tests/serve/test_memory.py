@@ -148,3 +148,55 @@ def test_a_pba_server_builds_the_profile_from_stored_direction_vectors(tiny_back
     expected = build_view(ex, ViewConfig(view="pba", max_length=2048), tiny_backend.tokenizer)
     assert expected.missing is None
     assert reply.json()["personalign"]["prompts"][0] == expected.prompt
+
+
+def test_persona_refresh_after_n_pairs_in_the_background_and_never_resurrects_a_deleted_user(tiny_backend, tmp_path):
+    import time
+
+    from personalign.serve.memory import PersonaRefresher
+
+    store = MemoryStore(f"sqlite:///{tmp_path / 'users.db'}")
+    seen = []
+
+    def infer(pair):
+        seen.append(pair.prompt)
+        return f"The user cares about {pair.prompt}."
+
+    refresher = PersonaRefresher(store, infer, every=2)
+    app = create_app(tiny_backend, view="persona", memory=store, echo_prompt=True, model_name="tiny",
+                     persona_refresh=refresher)
+    with serve_in_background(app) as url:
+        for k in range(3):
+            httpx.post(url + "/feedback", timeout=30, json={"user": "ann", "prompt": f"topic-{k}", "chosen": "a",
+                                                              "rejected": "b", "request_id": f"r{k}"})
+        httpx.post(url + "/feedback", timeout=30, json={"user": "ann", "prompt": "topic-1", "chosen": "a",
+                                                          "rejected": "b", "request_id": "r1"})  # a retry: not new
+        deadline = time.monotonic() + 10
+        while store.history("ann")["persona"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.history("ann")["persona"] == "The user cares about topic-1."  # after the 2nd new pair
+        reply = chat(url, user="ann")
+        assert "The user cares about topic-1." in reply.json()["personalign"]["prompts"][0]
+        assert reply.headers["X-Personalign-Memory"] == "used"
+        assert seen == ["topic-1"]
+        httpx.delete(url + "/users/ann", timeout=30)
+    assert refresher.refresh("ann") is None and store.history("ann") is None  # deleted stays deleted
+
+
+def test_persona_of_infers_with_the_persona_inference_prompt(tiny_backend):
+    from personalign.persona.infer import DEFAULT_GENERATION, parse_persona, persona_of
+    from personalign.persona.prompts import infer_messages
+
+    (raw,) = tiny_backend.generate([infer_messages("Weekend?", "A hike.", "Stay in.")], DEFAULT_GENERATION,
+                                   progress=False)
+    assert persona_of(tiny_backend, "Weekend?", "A hike.", "Stay in.") == (parse_persona(raw).persona or None)
+
+
+def test_serve_refuses_persona_refresh_and_memory_views_without_memory():
+    from typer.testing import CliRunner
+
+    from personalign.cli import app as cli
+
+    for args, needle in ((["--persona-refresh", "2"], "--persona-refresh"), (["--view", "ica"], "--view")):
+        res = CliRunner().invoke(cli, ["serve", *args])
+        assert res.exit_code == 2 and needle in res.output and "--memory" in res.output
