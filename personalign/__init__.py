@@ -1,4 +1,9 @@
-"""personalign: personalized preference alignment of language models."""
+"""personalign: personalized preference alignment of language models.
+
+The package's face: it names the Python API (`personalign.api`, loaded on first use, so that
+`import personalign` stays light) and sits above every part it names; no module of the package
+imports it.
+"""
 import os
 
 # OpenMP threads that busy-wait at every barrier make torch up to 20x slower when the cores are
@@ -6,9 +11,8 @@ import os
 # loads (it reads the variable once); an explicit setting by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from personalign.version import __version__
 
-# The Python API (`personalign.api`), loaded on first use so that `import personalign` stays light.
 _API = ("train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
         "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig")
 __all__ = ["__version__", *_API]

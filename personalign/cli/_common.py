@@ -197,9 +197,9 @@ class BoundaryGroup(TyperGroup):
 
 def _print_version(value: bool) -> None:
     if value:
-        import personalign
+        from personalign.version import __version__
 
-        typer.echo(f"personalign {personalign.__version__}")
+        typer.echo(f"personalign {__version__}")
         raise typer.Exit()
 
 

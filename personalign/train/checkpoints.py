@@ -206,10 +206,10 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bo
 
 def provenance(cfg, **extra) -> dict:
     """The `personalign.json` record of a model trained with `cfg` (see `personalign.models.card`)."""
-    import personalign
+    from personalign.version import __version__
     from personalign.files import data_digest
 
-    return {"personalign_version": personalign.__version__, "name": cfg.run_name or Path(cfg.output_dir).resolve().name,
+    return {"personalign_version": __version__, "name": cfg.run_name or Path(cfg.output_dir).resolve().name,
             "base_model": cfg.model or "SmolLM2-135M-Instruct (personalign's embedded default)",
             "loss": cfg.loss, "loss_type": cfg.loss_type, "adapter": cfg.lora is not None,
             "view": cfg.view.model_dump(mode="json"), "max_length": cfg.max_length, "data": cfg.data,
