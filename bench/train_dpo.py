@@ -110,10 +110,11 @@ def lora_hash(model) -> str:
 def child_ours(spec: dict) -> dict:
     import torch
 
+    import personalign.train.checkpoints as checkpoints
     import personalign.train.loop as loop
 
     timing: dict = {}
-    real_reference, real_apply_lora, real_store = loop.reference_table, loop.apply_lora, loop.load_store
+    real_reference, real_apply_lora, real_store = loop.reference_table, checkpoints.apply_lora, loop.load_store
 
     def timed_reference(*args, **kwargs):
         t = time.perf_counter()
@@ -122,8 +123,8 @@ def child_ours(spec: dict) -> dict:
         timing["ref_cache_hit"] = out[1]
         return out
 
-    def hashed_apply_lora(model, settings):
-        wrapped = real_apply_lora(model, settings)
+    def hashed_apply_lora(model, settings, **kwargs):
+        wrapped = real_apply_lora(model, settings, **kwargs)
         timing["lora_init"] = lora_hash(wrapped)
         return wrapped
 
@@ -134,7 +135,8 @@ def child_ours(spec: dict) -> dict:
         timing.setdefault("store_hit", out[1])
         return out
 
-    loop.reference_table, loop.apply_lora, loop.load_store = timed_reference, hashed_apply_lora, timed_store
+    loop.reference_table, loop.load_store = timed_reference, timed_store
+    checkpoints.apply_lora = hashed_apply_lora  # the loop builds its trainable module there
     cfg = our_config(spec)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = loop.train(cfg)
@@ -201,16 +203,9 @@ def child_bound(spec: dict) -> dict:
             "losses": []}
 
 
-def child_trl(spec: dict, precompute: bool) -> dict:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    from personalign.train.loop import epoch_order
-
-    timing: dict = {"step_end": []}
+def step_clock(timing: dict):
+    """A TRL callback that notes when training begins (`train_begin`) and when each step ends (`step_end`)."""
+    from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -218,6 +213,20 @@ def child_trl(spec: dict, precompute: bool) -> dict:
 
         def on_step_end(self, args, state, control, **kwargs):
             timing["step_end"].append(time.perf_counter())
+
+    return Clock()
+
+
+def child_trl(spec: dict, precompute: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from personalign.train.loop import epoch_order
+
+    timing: dict = {"step_end": []}
 
     class Trainer(DPOTrainer):
         def _precompute_ref_logps(self, *args, **kwargs):
@@ -246,7 +255,7 @@ def child_trl(spec: dict, precompute: bool) -> dict:
     order = epoch_order(len(rows), spec["seed"], 0).tolist()  # our epoch-0 permutation: same batches per step
     dataset = Dataset.from_list([rows[i] for i in order])
     trainer = Trainer(model=spec["model"], args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config, callbacks=[Clock()])
+                      peft_config=peft_config, callbacks=[step_clock(timing)])
     lora_init = lora_hash(trainer.model) if spec["lora"] else None
     trainer.train()
     trainer.save_model(str(Path(spec["out"]) / "final"))

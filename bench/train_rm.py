@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from train_dpo import LORA, peak_rss_mb, prepare_data, view_config  # noqa: E402  (bench/ sibling)
+from train_dpo import LORA, peak_rss_mb, prepare_data, step_clock, view_config  # noqa: E402  (bench/ sibling)
 
 
 def child_ours(spec: dict) -> dict:
@@ -71,19 +71,12 @@ def child_trl(spec: dict) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     from personalign.train.loop import epoch_order
 
     timing: dict = {"step_end": []}
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            timing["train_begin"] = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            timing["step_end"].append(time.perf_counter())
 
     args = RewardConfig(
         output_dir=spec["out"], use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
@@ -101,7 +94,7 @@ def child_trl(spec: dict) -> dict:
     rows = [json.loads(line) for line in Path(spec["trl_data"]).read_text().splitlines()]
     order = epoch_order(len(rows), spec["seed"], 0).tolist()
     trainer = RewardTrainer(model=spec["model"], args=args, train_dataset=Dataset.from_list([rows[i] for i in order]),
-                            processing_class=tokenizer, peft_config=peft_config, callbacks=[Clock()])
+                            processing_class=tokenizer, peft_config=peft_config, callbacks=[step_clock(timing)])
     trainer.train()
     wall = time.perf_counter() - wall0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]

@@ -5,6 +5,7 @@ full, ordered result, and only the main process writes files.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from personalign.metrics import Estimate, pair_correct, sliced_accuracy
 from personalign.models.card import with_trained_view
 from personalign.models.loading import load_model, load_tokenizer, process_state, resolve_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
-from personalign.models.scorer import ResponseScores, response_scores, score_store
+from personalign.models.scorer import ResponseScores, ScoreTable, response_scores, score_store
 from personalign.models.settings import ScoringModelSettings
 
 
@@ -120,13 +121,14 @@ def eval_store(cfg: EvalDataConfig, view: ViewConfig, tokenizer, *, need: str = 
     return store
 
 
-def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseScores]:
-    """Scores of `store` under model `name`, sharded over the processes, from the log-prob cache when possible."""
+def scored_table(name: str, cfg: EvalDataConfig, store: TokenStore, *, load: Callable = load_model) -> ScoreTable:
+    """`store` scored by model `name` (loaded with `load`: log-probs of a causal LM, rewards of a reward
+    model), sharded over the processes, resumable, from the score cache when possible."""
     state = process_state()
 
     def compute(journal):
         settings = cfg.model_copy(update={"attn_implementation": cfg.scoring_kernel(cfg.max_length, state.device.type)})
-        model, _ = load_model(name, device=state.device, **settings.load_kwargs())
+        model, _ = load(name, device=state.device, **settings.load_kwargs())
         return score_store(model, store, state=state, max_tokens_per_batch=cfg.max_tokens_per_batch, journal=journal,
                            progress=state.is_main_process)
 
@@ -136,7 +138,12 @@ def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseS
         state.wait_for_everyone()
     else:
         table = compute(None)
-    return response_scores(table, store.truncated().tolist())
+    return table
+
+
+def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseScores]:
+    """Per-record scores of `store` under model `name` (`scored_table`)."""
+    return response_scores(scored_table(name, cfg, store), store.truncated().tolist())
 
 
 def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:

@@ -17,14 +17,12 @@ import numpy as np
 import torch
 from personalign.data.io import write_jsonl
 from personalign.data.views import ViewConfig
-from personalign.eval.alignment import EvalDataConfig, eval_store
+from personalign.eval.alignment import EvalDataConfig, eval_store, scored_table
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, sliced_accuracy
 from personalign.models.card import with_trained_view
-from personalign.models.loading import load_tokenizer, process_state, resolve_model
-from personalign.models.refcache import cached_table, scores_path, table_fits
-from personalign.models.rewards import ResponseRewards, load_reward_model
-from personalign.models.scorer import score_store
+from personalign.models.loading import load_tokenizer, resolve_model
+from personalign.models.rewards import load_reward_model
 
 RM_FILE = "rm.json"
 RM_OUTPUTS = (RM_FILE, "rm.md", "rewards.jsonl")  # what `write_rm` writes
@@ -61,21 +59,7 @@ def evaluate_rm(cfg: RmConfig) -> RmResult:
     cfg = with_trained_view(cfg, cfg.model)
     path = resolve_model(cfg.model)
     store = eval_store(cfg, cfg.view, load_tokenizer(path, trust_remote_code=cfg.trust_remote_code), need="ranking")
-    state = process_state()
-
-    def compute(journal):
-        kernel = cfg.scoring_kernel(cfg.max_length, state.device.type)
-        settings = cfg.model_copy(update={"attn_implementation": kernel})
-        model, _ = load_reward_model(path, device=state.device, **settings.load_kwargs())
-        return score_store(ResponseRewards(model), store, state=state, max_tokens_per_batch=cfg.max_tokens_per_batch,
-                           journal=journal, progress=state.is_main_process)
-
-    if cfg.cache:
-        table, _ = cached_table(scores_path(store, path, cfg), compute, write=state.is_main_process,
-                                fits=table_fits(store), meta={"model": path, "store": store.path.name, "kind": "rewards"})
-        state.wait_for_everyone()
-    else:
-        table = compute(None)
+    table = scored_table(path, cfg, store, load=load_reward_model)  # rewards: the model is a reward model
     counts_per_row = (table.n_tokens > 0).sum(dim=1)
     rows = torch.arange(len(table))
     correct = (table.logps[:, 0] > table.logps[rows, counts_per_row - 1]).numpy().astype(np.float64)

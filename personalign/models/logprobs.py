@@ -213,7 +213,7 @@ def _prompt_cached_hidden(model: torch.nn.Module, batch: PackedBatch, captured: 
     return hidden[rows, torch.where(pred_cols < row_split, pred_cols, pred_cols - row_split + p_max)]
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """Strip DistributedDataParallel-style `.module` wrappers."""
     while isinstance(getattr(model, "module", None), torch.nn.Module):
         model = model.module
@@ -242,7 +242,7 @@ def packed_logprobs(
     rows at a time. Without gradients the prompts are encoded in a pass of their own (see the
     module docstring). Padded response slots have sum 0 and count 0.
     """
-    core = _unwrap(model)
+    core = unwrap(model)
     config = core.config.get_text_config()
     if config._attn_implementation not in MASK_ATTN_IMPLEMENTATIONS:
         raise ValueError(

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
-from personalign.models.logprobs import PackedBatch, packed_attention_mask, packed_block_mask
+from personalign.models.logprobs import PackedBatch, packed_attention_mask, packed_block_mask, unwrap
 from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
 
 
@@ -75,8 +75,7 @@ def load_reward_model(
 
 def _hf_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside DDP-style `.module` wrappers and a PeftModel (LoRA layers stay in it)."""
-    while isinstance(getattr(model, "module", None), torch.nn.Module):
-        model = model.module
+    model = unwrap(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 

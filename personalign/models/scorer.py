@@ -30,7 +30,7 @@ from rich.console import Console
 
 from personalign.progress import work_progress
 from personalign.data.tokens import Tokenized, tokenize_pair
-from personalign.models.logprobs import PackedBatch, length_batches, pack_batch, packed_logprobs
+from personalign.models.logprobs import PackedBatch, length_batches, pack_batch, packed_logprobs, unwrap
 from personalign.models.rewards import ResponseRewards, is_reward_model
 
 
@@ -186,10 +186,7 @@ def score_store(
 
 def _is_packed_scorer(model: torch.nn.Module) -> bool:
     """Whether `model` (inside `.module` wrappers) already takes packed batches (log-probs or rewards)."""
-    kinds = (ResponseLogprobs, ResponseRewards)
-    while not isinstance(model, kinds) and isinstance(getattr(model, "module", None), torch.nn.Module):
-        model = model.module
-    return isinstance(model, kinds)
+    return isinstance(unwrap(model), (ResponseLogprobs, ResponseRewards))
 
 
 class _Scored:

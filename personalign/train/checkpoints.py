@@ -288,14 +288,27 @@ def _zero_weights(checkpoint: Path) -> dict:
                                file=checkpoint / ZERO_MODEL_DIR) from None
 
 
+def load_policy(cfg, name: str | None = None, **kwargs):
+    """(model, tokenizer) a run starts from: a reward model (score head) for loss rm, else the causal LM."""
+    load = load_reward_model if cfg.loss == "rm" else load_model
+    return load(cfg.model if name is None else name, **cfg.load_kwargs(), **kwargs)
+
+
+def trainable_module(model, cfg) -> torch.nn.Module:
+    """The module accelerate prepares: `model` with the run's LoRA adapters (if any) inside the packed
+    scorer of its objective (`ResponseRewards` for loss rm, else `ResponseLogprobs`)."""
+    reward = cfg.loss == "rm"
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
+    return (ResponseRewards if reward else ResponseLogprobs)(model)
+
+
 def _model_from_checkpoint(checkpoint: Path, cfg):
     """Rebuild the policy of a checkpoint: its starting model (+ LoRA) with the saved weights."""
     state = _checkpoint_weights(checkpoint)  # before the model loads: a bad checkpoint fails fast
-    reward = cfg.loss == "rm"
-    model, tokenizer = (load_reward_model if reward else load_model)(cfg.model, **cfg.load_kwargs())
-    if cfg.lora is not None:
-        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
-    wrapped = (ResponseRewards if reward else ResponseLogprobs)(model)  # the state of the module accelerate prepared
+    start, tokenizer = load_policy(cfg)
+    wrapped = trainable_module(start, cfg)  # checkpoints hold the state of the module accelerate prepared
+    model = wrapped.model
     missing, unexpected = wrapped.load_state_dict(state, strict=False)
     tied = {k for k in missing if _is_tied(wrapped, k)}
     if cfg.lora is not None:  # adapter-only checkpoints: the frozen base comes from cfg.model

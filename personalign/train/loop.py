@@ -44,16 +44,14 @@ from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
 from personalign.progress import work_progress
 from personalign.models.card import push_to_hub, write_provenance
-from personalign.models.loading import check_model_dir, load_model, resolve_model
+from personalign.models.loading import check_model_dir, resolve_model
 from personalign.data.store import TokenStore, load_store
 from personalign.models.logprobs import PAD_SEGMENT
-from personalign.models.lora import apply_lora
-from personalign.models.rewards import ResponseRewards, load_reward_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
-from personalign.models.scorer import ResponseLogprobs, ScoreTable, batch_kwargs, score_store
+from personalign.models.scorer import ScoreTable, batch_kwargs, score_store
 from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
-    provenance, resolve_checkpoint, save_checkpoint, save_final, trainable_only,
+    load_policy, provenance, resolve_checkpoint, save_checkpoint, save_final, trainable_module, trainable_only,
 )
 from personalign.train.collate import KtoRows, collate, rewards_tensor, run_specs
 from personalign.train.config import TrainConfig
@@ -361,17 +359,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.attn_implementation == "flex_attention" and accelerator.device.type == "cpu":
         raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
                         "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
-    reward = cfg.loss == "rm"
-    load = load_reward_model if reward else load_model
-    model, tokenizer = load(model_path, device=accelerator.device, **cfg.load_kwargs())
+    model, tokenizer = load_policy(cfg, model_path, device=accelerator.device)
     data = load_data(cfg, model, tokenizer, model_path, accelerator, console)
     n_records = len(data.store)
 
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora is not None:
-        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
-    model = ResponseRewards(model) if reward else ResponseLogprobs(model)
+    model = trainable_module(model, cfg)
     model.train()
     plan = StepPlan.of(cfg, n_records, accelerator.num_processes)
     if cfg.lora is not None:
