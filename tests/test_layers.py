@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("memory",),
     ("models",),
     ("llm",),
+    ("users",),
     ("train", "eval", "persona", "serve"),
     ("report",),
     ("quickstart",),

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("models", "app", "Show and prepare the models personalign can load."),
     "eval": ("eval", "app", "Evaluate policies: alignment accuracy, generation, judge win rates, rewards."),
     "persona": ("persona", "app", "Infer personas, judge them, word saliency, retrieval."),
+    "users": ("users", "app", "User models learned from feedback: train, evaluate with k shots, preference directions."),
 }
 
 

@@ -40,6 +40,15 @@ def serve(
         "a second copy of the served model).")] = None,
     persona_model: Annotated[Optional[str], typer.Option(
         "--persona-model", help="--persona-refresh: the model name on --persona-base-url (or a local model).")] = None,
+    user_model: Annotated[Optional[str], typer.Option(
+        "--user-model", help="--memory: a user-model directory (personalign users train): every new pair refits the "
+        "user's state before the reply; POST /v1/rewards scores responses under it.")] = None,
+    directions: Annotated[Optional[str], typer.Option(
+        "--directions", help="--user-model: a direction-model directory (personalign users directions train): each "
+        "new pair stores its inferred direction vector, so pba renders profiles for users who sent none.")] = None,
+    rerank: Annotated[int, typer.Option(
+        "--rerank", min=0, max=16, help="--user-model: answer chats with the best of N samples under the user's "
+        "reward (send return_candidates: true to see them).")] = 0,
     access_log: Annotated[Optional[bool], typer.Option(
         "--access-log/--no-access-log", help="Log every request line (default: on, off with --memory: request "
         "paths name users).")] = None,
@@ -59,6 +68,15 @@ def serve(
 
         raise UserError("--persona-refresh stores personas in the user memory: it needs --memory",
                         option="--persona-refresh")
+    if (user_model is not None or directions is not None or rerank) and memory is None:
+        from personalign.errors import UserError
+
+        raise UserError("--user-model, --directions and --rerank keep each user's state in the user memory: they "
+                        "need --memory", option="--user-model")
+    if (directions is not None or rerank) and user_model is None:
+        from personalign.errors import UserError
+
+        raise UserError("--directions and --rerank need --user-model", option="--directions" if directions else "--rerank")
     if memory is not None:
         require_extra("memory", "personalign serve --memory")
     from personalign.models.loading import check_model_dir
@@ -79,14 +97,21 @@ def serve(
         store = MemoryStore(memory)  # opened (and migrated) before the model loads
     view, template = _view_and_template(model, view, template, memory=store is not None)
     refresher = _persona_refresher(store, persona_refresh, persona_base_url, persona_model or model, settings)
+    online = None
+    if user_model is not None:
+        from personalign.serve.adapt import OnlineUsers
+
+        online = OnlineUsers(user_model, store, directions=directions)
     auth = "; API key required" if api_key or user_keys else ""
     scoped = f", {len(user_keys)} user-scoped keys" if user_keys else ""
     kept = f"; memory {store.counts()['users']} users" if store is not None else ""
+    kept += f"; user model {online.representation}" + (f", rerank {rerank}" if rerank else "") if online else ""
     console.print(f"serving {model or 'the embedded default model'} on http://{host}:{port}/v1 "
                   f"(view {view}, template {template}{auth}{scoped}{kept})", highlight=False)
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
                batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key,
                memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens, persona_refresh=refresher,
+               user_model=online, rerank=rerank,
                access_log=(store is None) if access_log is None else access_log)
 
 

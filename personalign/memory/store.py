@@ -4,6 +4,8 @@ Tables (schema version `SCHEMA_VERSION`, migrations applied in order at open, ea
 transaction, recorded in `schema_version`):
 
 * `users`: one row per user id: demographic text, persona, direction vector (JSON), profile.
+* `user_states`: a user model's state of the user (docs/user-models.md): which model, the state
+  vector (JSON), how many pairs it was fitted on; deleted with the user.
 * `items`: the user's history in arrival order (`id` grows): a comment (`prompt`, `comment`) or a
   preference pair (`prompt`, `chosen`, `rejected`), with an optional client `request_id` that is
   unique per user (a retried write is stored once).
@@ -28,7 +30,7 @@ from personalign.data.schema import (
     DEMOGRAPHIC, DIRECTION, N_DIMENSIONS, PAIRS, PROFILE, UGC, Comment, Pair, UserContext,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_USER_ID = 200  # characters
 
 metadata = sa.MetaData()
@@ -59,6 +61,14 @@ def _items_table(meta: sa.MetaData, *, direction: bool = True) -> sa.Table:
 
 
 items = _items_table(metadata)
+user_states = sa.Table(
+    "user_states", metadata,
+    sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("model", sa.String(64), primary_key=True),  # the user model's key (its directory's digest)
+    sa.Column("state", sa.Text, nullable=False),  # JSON list of floats
+    sa.Column("pairs", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
 
 
 def _v1(conn: sa.Connection) -> None:
@@ -75,7 +85,12 @@ def _v2(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE items ADD COLUMN direction TEXT"))
 
 
-MIGRATIONS = [_v1, _v2]  # MIGRATIONS[k] takes the schema from version k to k + 1
+def _v3(conn: sa.Connection) -> None:
+    """Version 3: user-model states."""
+    user_states.create(conn, checkfirst=True)
+
+
+MIGRATIONS = [_v1, _v2, _v3]  # MIGRATIONS[k] takes the schema from version k to k + 1
 
 
 class MemoryRequestError(ValueError):
@@ -203,8 +218,36 @@ class MemoryStore:
         check_user_id(user_id)
         with self.engine.begin() as conn:
             n = conn.execute(items.delete().where(items.c.user_id == user_id)).rowcount
+            n += conn.execute(user_states.delete().where(user_states.c.user_id == user_id)).rowcount
             n += conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount
         return n
+
+    def set_state(self, user_id: str, model: str, state: list[float], pairs: int) -> bool:
+        """Store the user's state under user model `model` (False when the user no longer exists)."""
+        blob = json.dumps([float(x) for x in state])
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(users.c.user_id).where(users.c.user_id == check_user_id(user_id))).first() is None:
+                return False
+            where = (user_states.c.user_id == user_id) & (user_states.c.model == model)
+            values = {"state": blob, "pairs": pairs, "updated_at": time.time()}
+            if conn.execute(user_states.update().where(where).values(**values)).rowcount == 0:
+                conn.execute(user_states.insert().values(user_id=user_id, model=model, **values))
+        return True
+
+    def get_state(self, user_id: str, model: str) -> tuple[list[float], int] | None:
+        """(state, pairs fitted on) of the user under `model`, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(user_states.c.state, user_states.c.pairs).where(
+                (user_states.c.user_id == check_user_id(user_id)) & (user_states.c.model == model))).first()
+        return None if row is None else (json.loads(row[0]), int(row[1]))
+
+    def pairs(self, user_id: str, last: int | None = None) -> list[Pair]:
+        """The user's preference pairs in arrival order (only the `last` ones when given)."""
+        with self.engine.connect() as conn:
+            query = sa.select(items).where((items.c.user_id == check_user_id(user_id)) & (items.c.kind == "pair"))
+            rows = list(conn.execute(query.order_by(items.c.id.desc()).limit(last) if last else
+                                     query.order_by(items.c.id.desc())).mappings())
+        return [Pair(r["prompt"], r["chosen"], r["rejected"]) for r in reversed(rows)]
 
     # -- reads -----------------------------------------------------------------------------------
 

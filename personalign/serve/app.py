@@ -102,6 +102,16 @@ class FeedbackBody(BaseModel):
     request_id: str | None = Field(None, max_length=200)
 
 
+class RewardsBody(BaseModel):
+    """Responses to score under a user's model (`--user-model`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = None
+    prompt: str
+    responses: list[str] = Field(min_length=1, max_length=MAX_N)
+
+
 def create_app(
     backend_or_model: LocalBackend | str | os.PathLike | None,
     *,
@@ -119,6 +129,8 @@ def create_app(
     max_prompt_tokens: int = 2048,
     max_body_bytes: int = MAX_BODY_BYTES,
     persona_refresh: PersonaRefresher | None = None,
+    user_model: Any = None,
+    rerank: int = 0,
 ) -> FastAPI:
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
@@ -128,6 +140,8 @@ def create_app(
     render `view` from the user's memory within `max_prompt_tokens`, and the feedback and user routes
     exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413.
     `persona_refresh` re-infers a user's persona in the background after new pairs.
+    `user_model` (an `OnlineUsers`, needs `memory`) refits each user's state on every new pair and
+    serves `/v1/rewards`; `rerank` > 1 answers chats with the best of that many samples under it.
     """
     store = None
     if memory is not None:
@@ -226,8 +240,11 @@ def create_app(
                 prompt = render_chat(messages, view if view in SERVE_VIEWS else "none", template, tokenizer, block)
         except (PromptError, ValueError) as e:
             raise HTTPException(400, str(e)) from None
-        results = await generate([prompt] * body.n, config)
-        reply = _reply("chat.completion", results, [prompt] if echo_prompt else None, body.n)
+        if rerank > 1 and user_model is not None:
+            reply = await reranked(prompt, messages, config, body, user_id)
+        else:
+            results = await generate([prompt] * body.n, config)
+            reply = _reply("chat.completion", results, [prompt] if echo_prompt else None, body.n)
         response = _stream(reply, _wants_usage(body)) if body.stream else JSONResponse(reply)
         if used is not None:
             response.headers[MEMORY_HEADER] = "used" if used else "none"
@@ -244,15 +261,47 @@ def create_app(
         if pair == (body.comment is not None) or (pair and (body.chosen is None or body.rejected is None)):
             raise HTTPException(400, "send either `chosen` and `rejected` (a preference) or `comment`")
         if pair:
+            direction = body.direction
+            if direction is None and user_model is not None:
+                direction = await asyncio.to_thread(user_model.direction, body.prompt, body.chosen, body.rejected)
             written = await in_memory("add_pair", user_id, body.prompt, body.chosen, body.rejected,
-                                      request_id=request_id, direction=body.direction)
+                                      request_id=request_id, direction=direction)
         else:
             written = await in_memory("add_comment", user_id, body.prompt, body.comment, request_id=request_id,
                                       direction=body.direction)
         if pair and written.created and persona_refresh is not None:
             persona_refresh.pair_added(user_id)
-        return {"object": "feedback", "id": written.item_id, "created": written.created,
-                "kind": "pair" if pair else "comment"}
+        reply = {"object": "feedback", "id": written.item_id, "created": written.created,
+                 "kind": "pair" if pair else "comment"}
+        if pair and user_model is not None:  # the user's state is refitted before the reply
+            reply["refit"] = await asyncio.to_thread(user_model.refit, user_id)
+        return reply
+
+    @app.post("/v1/rewards")
+    async def rewards(body: RewardsBody, request: Request):
+        if user_model is None:
+            raise HTTPException(404, "this server has no user model (start it with --user-model)")
+        user_id = acting_user(request, body.user)
+        scores, pairs = await asyncio.to_thread(user_model.rewards, user_id, body.prompt, body.responses)
+        return {"object": "rewards", "user": user_id, "rewards": scores, "fitted_on_pairs": pairs,
+                "representation": user_model.representation}
+
+    async def reranked(prompt: str, messages: list[dict], config: GenerationConfig, body: ChatBody,
+                       user_id: str | None) -> dict[str, Any]:
+        """The best of `rerank` samples under the user's reward, as a one-choice reply."""
+        if body.n != 1:
+            raise HTTPException(400, "n must be 1 when the server reranks (--rerank)")
+        if body.temperature is None:
+            config = config.model_copy(update={"temperature": 1.0})
+        results = await generate([prompt] * rerank, config)
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        scores, _ = await asyncio.to_thread(user_model.rewards, user_id, question, [r.text for r in results])
+        best = max(range(len(results)), key=scores.__getitem__)
+        reply = _reply("chat.completion", [results[best]], [prompt] if echo_prompt else None)
+        if body.model_extra and body.model_extra.get("return_candidates"):
+            reply.setdefault("personalign", {})["candidates"] = [
+                {"text": r.text, "reward": s} for r, s in zip(results, scores)]
+        return reply
 
     @app.get("/v1/users/{user_id}/history")
     async def history(user_id: str, request: Request):

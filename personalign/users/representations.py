@@ -1,0 +1,356 @@
+"""User representations (DESIGN §12): a reward r_u(x, y) = f(φ(x, y), s_u) per user, where s_u is a
+small state fitted from the user's pairs while the shared part stays frozen.
+
+Every representation has the same three operations, batched over users:
+
+* `fit(chosen, rejected, mask, settings)`: learn the shared part on seen users' pairs ([U, P, d], mask [U, P]);
+* `adapt(chosen, rejected, mask)`: the state s_u of each user from its shots ([U, k, d]; k = 0 gives the
+  population state);
+* `reward(state, features)`: r_u of responses ([U, S], [U, n, d] -> [U, n]).
+
+Deliberate differences from each method's public code are listed in docs/fidelity.md.
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from personalign.config import StrictModel
+
+Representation = Literal["bt", "mean-diff", "lowrank", "mixture", "embedding", "latent"]
+REPRESENTATIONS: tuple[str, ...] = ("bt", "mean-diff", "lowrank", "mixture", "embedding", "latent")
+
+
+class FitSettings(StrictModel):
+    """How the shared part is learned (TRL's names where they exist)."""
+
+    learning_rate: float | None = None  # None: the representation's own default
+    max_steps: int | None = None
+    per_device_train_batch_size: int = 256  # users per step (latent)
+    weight_decay: float = 0.0
+    adapt_steps: int = 300  # few-shot fit of a user's state (lowrank, mixture, embedding)
+    adapt_learning_rate: float = 0.1
+    seed: int = 0
+
+
+def bt_loss(margin: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Bradley–Terry: mean −log σ(r(y_w) − r(y_l)) over the (masked) pairs."""
+    loss = -F.logsigmoid(margin)
+    if mask is None:
+        return loss.mean()
+    mask = mask.to(loss.dtype)
+    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over dim 1 of [U, k, ...] where mask [U, k]; zero for a user with no entries."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def _adam_fit(params: list[Tensor], loss_fn, steps: int, lr: float) -> None:
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+
+
+class UserModel(nn.Module):
+    """Base class: a representation's shared parameters, its state size and its three operations."""
+
+    name: ClassVar[str]
+    default_lr: ClassVar[float] = 1e-2
+    default_steps: ClassVar[int] = 500
+
+    def __init__(self, dim: int, k: int):
+        super().__init__()
+        self.dim, self.k = dim, k
+
+    @property
+    def state_dim(self) -> int:
+        return 0
+
+    def adapt(self, chosen: Tensor, rejected: Tensor, mask: Tensor) -> Tensor:
+        return chosen.new_zeros(chosen.shape[0], self.state_dim)
+
+    def reward(self, state: Tensor, features: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def margin(self, state: Tensor, chosen: Tensor, rejected: Tensor) -> Tensor:
+        return self.reward(state, chosen) - self.reward(state, rejected)
+
+    def fit(self, chosen: Tensor, rejected: Tensor, mask: Tensor, settings: FitSettings) -> dict[str, float]:
+        return {}
+
+    def _steps_lr(self, settings: FitSettings) -> tuple[int, float]:
+        return settings.max_steps or self.default_steps, settings.learning_rate or self.default_lr
+
+
+class BT(UserModel):
+    """`bt`, one reward for everyone (Bradley & Terry 1952): r(x, y) = w·φ(x, y), w fitted by the BT
+    likelihood with an L2 penalty `weight_decay`·‖w‖² on every pair of every user."""
+
+    name = "bt"
+
+    def __init__(self, dim: int, k: int = 1):
+        super().__init__(dim, k)
+        self.w = nn.Parameter(torch.zeros(dim))
+
+    def reward(self, state: Tensor, features: Tensor) -> Tensor:
+        return features @ self.w
+
+    def fit(self, chosen, rejected, mask, settings):
+        steps, lr = self._steps_lr(settings)
+        diff = chosen - rejected
+        _adam_fit([self.w], lambda: bt_loss(diff @ self.w, mask) + settings.weight_decay * self.w.pow(2).sum(),
+                  steps, lr)
+        return {"loss": float(bt_loss(diff @ self.w, mask))}
+
+
+class MeanDiff(UserModel):
+    """`mean-diff`, no training: w_u = mean over the user's shots of φ(y_w) − φ(y_l), r_u = w_u·φ.
+    With no shots w_u = 0 and every pair ties."""
+
+    name = "mean-diff"
+
+    @property
+    def state_dim(self) -> int:
+        return self.dim
+
+    def adapt(self, chosen, rejected, mask):
+        return masked_mean(chosen - rejected, mask)
+
+    def reward(self, state, features):
+        return torch.einsum("ud,und->un", state, features)
+
+
+class _PerUserFit(UserModel):
+    """Representations whose state is a per-user parameter fitted by gradient with the shared part
+    frozen (LoRe's `PersonalizeBatch`); jointly learned with the shared part on seen users."""
+
+    def init_state(self, n: int) -> Tensor:
+        return torch.zeros(n, self.state_dim)
+
+    def state_penalty(self, state: Tensor) -> Tensor:
+        return state.new_zeros(())
+
+    adapt_steps: int = 300
+    adapt_lr: float = 0.1
+
+    def adapt(self, chosen, rejected, mask):
+        steps, lr = self.adapt_steps, self.adapt_lr
+        state = self.init_state(chosen.shape[0]).to(chosen)
+        if mask.sum() == 0:
+            return state
+        state.requires_grad_(True)
+        frozen = [p.requires_grad for p in self.parameters()]
+        for p in self.parameters():
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                _adam_fit([state], lambda: bt_loss(self.margin(state, chosen, rejected), mask)
+                          + self.state_penalty(state), steps, lr)
+        finally:
+            for p, f in zip(self.parameters(), frozen):
+                p.requires_grad_(f)
+        return state.detach()
+
+    def fit(self, chosen, rejected, mask, settings):
+        steps, lr = self._steps_lr(settings)
+        self.adapt_steps, self.adapt_lr = settings.adapt_steps, settings.adapt_learning_rate
+        states = nn.Parameter(self.init_state(chosen.shape[0]).normal_(0.0, 0.01))
+        params = [*self.parameters(), states]
+        loss = lambda: (bt_loss(self.margin(states, chosen, rejected), mask) + self.state_penalty(states)
+                        + self.shared_penalty(settings))
+        _adam_fit(params, loss, steps, lr)
+        return {"loss": float(bt_loss(self.margin(states, chosen, rejected), mask))}
+
+    def shared_penalty(self, settings: FitSettings) -> Tensor:
+        return settings.weight_decay * sum(p.pow(2).sum() for p in self.parameters())
+
+
+class LowRank(_PerUserFit):
+    """`lowrank`, LoRe (Bose et al. 2025; facebookresearch/LoRe `LoRe`, `PersonalizeBatch`):
+    r_u(x, y) = φ(x, y)·V·softmax(w_u) / 100, a shared basis V ∈ R^{d×K} and user weights on the
+    simplex; V and every seen user's w_u learned jointly by the BT likelihood (Adam), then for a new
+    user V is frozen and w_u fitted from its shots. K = 1 is `bt`."""
+
+    name = "lowrank"
+    default_lr = 0.5  # LoRe's joint learning rate
+    default_steps = 1000
+
+    def __init__(self, dim: int, k: int = 16):
+        super().__init__(dim, k)
+        self.V = nn.Parameter(torch.randn(dim, k, generator=torch.Generator().manual_seed(0)))
+
+    @property
+    def state_dim(self) -> int:
+        return self.k
+
+    def weights(self, state: Tensor) -> Tensor:
+        return F.softmax(state, dim=-1)
+
+    def reward(self, state, features):
+        return torch.einsum("und,dk,uk->un", features, self.V, self.weights(state)) / 100.0
+
+
+class Mixture(_PerUserFit):
+    """`mixture`, PAL (Chen et al., ICLR 2025; RamyaLab/pluralistic-alignment `pal_rm_b`, `pal_rm_a`):
+    a shared projection f(φ) = Aφ ∈ R^p and K prototypes P_k ∈ R^p; a user's ideal point is
+    u = Σ_k softmax(w_u)_k P_k. PAL-B (`variant='b'`, the "angle" learner):
+    r_u = s·cos(f(φ), u) with s = exp(logit_scale) ≤ 100; PAL-A (`variant='a'`, "dist"):
+    r_u = −‖f(φ) − u‖."""
+
+    name = "mixture"
+    default_lr = 1e-2
+    default_steps = 1000
+
+    def __init__(self, dim: int, k: int = 8, width: int = 64, variant: Literal["a", "b"] = "b"):
+        super().__init__(dim, k)
+        g = torch.Generator().manual_seed(0)
+        self.variant = variant
+        self.A = nn.Parameter(torch.randn(dim, width, generator=g) / math.sqrt(dim))
+        self.P = nn.Parameter(torch.randn(k, width, generator=g))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    @property
+    def state_dim(self) -> int:
+        return self.k
+
+    def reward(self, state, features):
+        f = features @ self.A
+        u = F.softmax(state, dim=-1) @ self.P
+        if self.variant == "a":
+            return -torch.linalg.vector_norm(f - u.unsqueeze(1), dim=-1)
+        scale = self.logit_scale.exp().clamp(max=100.0)
+        return scale * torch.einsum("unp,up->un", F.normalize(f, dim=-1), F.normalize(u, dim=-1))
+
+
+class Embedding(_PerUserFit):
+    """`embedding`, P-RLHF (Li et al. 2024): a user model of a generic embedding e_0 shared by every
+    user plus an individual embedding e_u of each seen user (zero for an unseen one), combined with
+    φ by r_u = φ·w_0 + (φ U)·(e_0 + e_u), U ∈ R^{d×K}; e_u carries an L2 penalty `user_l2`. A new
+    user's e_u is fitted from its shots with everything else frozen."""
+
+    name = "embedding"
+    default_lr = 1e-2
+    default_steps = 1000
+    user_l2 = 1e-3
+
+    def __init__(self, dim: int, k: int = 16):
+        super().__init__(dim, k)
+        g = torch.Generator().manual_seed(0)
+        self.w0 = nn.Parameter(torch.zeros(dim))
+        self.U = nn.Parameter(torch.randn(dim, k, generator=g) / math.sqrt(dim))
+        self.e0 = nn.Parameter(torch.zeros(k))
+
+    @property
+    def state_dim(self) -> int:
+        return self.k
+
+    def state_penalty(self, state):
+        return self.user_l2 * state.pow(2).sum(-1).mean()
+
+    def reward(self, state, features):
+        return features @ self.w0 + torch.einsum("und,dk,uk->un", features, self.U, self.e0 + state)
+
+
+class Latent(UserModel):
+    """`latent`, VPL (Poddar et al., NeurIPS 2024; WEIRDLabUW/vpl_llm `VAEModel`): an encoder
+    q(z | C) = N(μ, diag σ²) over the user's context pairs C, μ = mean_i P·n_i with
+    n_i = normalize(φ(y_w,i) − φ(y_l,i)) and log σ² = L·μ, a reward r(y, z) = φ·w_0 + (Q φ)·z,
+    trained on seen users by the ELBO: E_q[−log σ(r(y_w, z) − r(y_l, z))] + β·KL(q ‖ N(0, I)),
+    on episodes (a random context of 0..k_max of a user's pairs, the target another of its pairs).
+    P and Q start at the identity (so training starts from normalised mean-diff) and carry an L2
+    penalty `anchor` towards it; z of a new user is μ of its shots (0 with no shots)."""
+
+    name = "latent"
+    default_lr = 1e-3
+    default_steps = 1500
+    beta = 1e-4
+    anchor = 1e-2
+
+    def __init__(self, dim: int, k: int | None = None):
+        k = k or dim
+        super().__init__(dim, k)
+        eye = torch.eye(dim, k)
+        self.P = nn.Parameter(eye.clone())
+        self.Q = nn.Parameter(eye.clone())
+        self.L = nn.Parameter(torch.zeros(k, k))
+        self.log_var0 = nn.Parameter(torch.full((k,), -4.0))
+        self.w0 = nn.Parameter(torch.zeros(dim))
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    @property
+    def state_dim(self) -> int:
+        return self.k
+
+    def encode(self, chosen: Tensor, rejected: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """μ, log σ² of q(z | C): [U, K] each."""
+        n = F.normalize(chosen - rejected, dim=-1) @ self.P
+        mu = masked_mean(n, mask)
+        return mu, mu @ self.L + self.log_var0
+
+    def adapt(self, chosen, rejected, mask):
+        return self.encode(chosen, rejected, mask)[0]
+
+    def reward(self, state, features):
+        return features @ self.w0 + self.scale * torch.einsum("unk,uk->un", features @ self.Q, state)
+
+    def elbo_loss(self, context: tuple[Tensor, Tensor, Tensor], target: tuple[Tensor, Tensor],
+                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(BT term with z sampled by the reparameterisation, KL(q ‖ N(0, I)) summed over dims, mean over users)."""
+        mu, log_var = self.encode(*context)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        z = mu + torch.exp(0.5 * log_var) * eps
+        bt = bt_loss(self.margin(z, target[0].unsqueeze(1), target[1].unsqueeze(1)).squeeze(1))
+        kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1).mean()
+        return bt, kl
+
+    def fit(self, chosen, rejected, mask, settings):
+        steps, lr = self._steps_lr(settings)
+        g = torch.Generator().manual_seed(settings.seed)
+        eye = torch.eye(self.dim, self.k)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        counts = mask.sum(1)
+        usable = torch.nonzero(counts >= 2).squeeze(1)
+        if usable.numel() == 0:
+            raise ValueError("latent needs users with at least 2 pairs to train")
+        bt = kl = torch.zeros(())
+        for _ in range(steps):
+            pick = usable[torch.randint(0, usable.numel(), (settings.per_device_train_batch_size,), generator=g)]
+            c, r, m, n = chosen[pick], rejected[pick], mask[pick], counts[pick]
+            order = torch.argsort(torch.rand(m.shape, generator=g) - m.float() * 2, dim=1)  # valid pairs first
+            c = torch.gather(c, 1, order.unsqueeze(-1).expand_as(c))
+            r = torch.gather(r, 1, order.unsqueeze(-1).expand_as(r))
+            k = (torch.rand(n.shape, generator=g) * n).long()  # context size 0..n-1; pair k is the target
+            pos = torch.arange(m.shape[1]).unsqueeze(0)
+            ctx_mask = pos < k.unsqueeze(1)
+            rows = torch.arange(c.shape[0])
+            bt, kl = self.elbo_loss((c, r, ctx_mask), (c[rows, k], r[rows, k]), g)
+            anchor = self.anchor * ((self.P - eye).pow(2).sum() + (self.Q - eye).pow(2).sum())
+            loss = bt + self.beta * kl + anchor + settings.weight_decay * self.w0.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return {"loss": float(bt), "kl": float(kl)}
+
+
+MODELS: dict[str, type[UserModel]] = {
+    "bt": BT, "mean-diff": MeanDiff, "lowrank": LowRank, "mixture": Mixture, "embedding": Embedding, "latent": Latent,
+}
+DEFAULT_K = {"bt": 1, "mean-diff": 0, "lowrank": 16, "mixture": 8, "embedding": 16, "latent": None}
+
+
+def make_model(name: str, dim: int, k: int | None = None) -> UserModel:
+    """A fresh representation `name` for features of dimension `dim` (K from `DEFAULT_K` unless given)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
+    k = DEFAULT_K[name] if k is None else k
+    return MODELS[name](dim, k) if name not in ("bt", "mean-diff") else MODELS[name](dim, k or 1)
