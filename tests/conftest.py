@@ -95,3 +95,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def synth_users(tmp_path_factory) -> dict[str, Path]:
+    """Synthetic users (`data synth`): 160 to train on, 60 held out, with their MiniLM features cached
+    beside them (computed once per session), and a `mean-diff` and a `latent` user model trained on them."""
+    from personalign.data.io import write_jsonl
+    from personalign.data.synth import synth_records
+    from personalign.users.train import UsersTrainConfig, train_user_model
+
+    root = tmp_path_factory.mktemp("synth-users")
+    paths = {"train": root / "train.jsonl", "test": root / "test.jsonl"}
+    write_jsonl(synth_records(160, seed=21), paths["train"])
+    write_jsonl(synth_records(60, seed=22), paths["test"])
+    for rep in ("mean-diff", "latent"):
+        paths[rep] = root / rep
+        train_user_model(UsersTrainConfig(data=str(paths["train"]), out=str(paths[rep]), representation=rep,
+                                          fit={"max_steps": 300}), progress=False)
+    return paths

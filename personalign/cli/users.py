@@ -116,7 +116,7 @@ def directions_train(
     check_source(cfg.data, option="--data")
     result = train_directions(cfg)
     console.print(f"{result.items} items ({result.held_out} held out): mean absolute error {result.mae:.3f}, "
-                  f"sign agreement on non-neutral dimensions {result.sign_agreement:.3f} "
+                  f"same side where both take one {result.sign_agreement:.3f}, sides found {result.recall:.3f} "
                   f"(predicting neutral: {result.baseline_mae:.3f} MAE)")
     console.print(f"wrote {result.out_dir}")
 

@@ -19,6 +19,7 @@ from personalign.data.schema import DIRECTION, N_DIMENSIONS, PAIRS
 from personalign.errors import EmptyError, ModelError
 from personalign.files import atomic_write, check_output_dir, check_output_file, data_digest, read_json_object, write_json
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features
+from personalign.users.population import group_users
 
 CONFIG_FILE, WEIGHTS_FILE = "directions.json", "directions.safetensors"
 KIND = "personalign-direction-model"
@@ -44,7 +45,8 @@ class TrainedDirections:
     held_out: int
     mae: float
     baseline_mae: float
-    sign_agreement: float
+    sign_agreement: float  # where both the prediction and the truth take a side: the same side
+    recall: float  # share of the truth's non-neutral values predicted non-neutral
 
 
 class DirectionHead(torch.nn.Module):
@@ -63,12 +65,12 @@ class DirectionHead(torch.nn.Module):
 
 
 def _items(data: str, spec: FeatureSpec, limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """φ(y_w), φ(y_l) and the direction of every history pair with one (features shared with `load_population`)."""
     table = TextTable(with_prompt=spec.encoder == "causal-lm")
+    examples = list(read_examples(data) if limit is None else (ex for _, ex in zip(range(limit), read_examples(data))))
+    group_users(iter(examples), table)  # the same texts in the same order as the user models' features
     rows_w, rows_l, targets = [], [], []
-    examples = read_examples(data)
-    for i, ex in enumerate(examples):
-        if limit is not None and i >= limit:
-            break
+    for ex in examples:
         for p in ex.user.pairs:
             if p.direction is not None:
                 rows_w.append(table.add(p.prompt, p.chosen))
@@ -76,7 +78,8 @@ def _items(data: str, spec: FeatureSpec, limit: int | None) -> tuple[np.ndarray,
                 targets.append(p.direction)
     if not targets:
         raise EmptyError(f"no history pair carries '{DIRECTION}': nothing to learn directions from", file=data)
-    feats = cached_features(data, data_digest(data) + f":directions:{limit}", spec, table)
+    digest = data_digest(data) + (f":limit={limit}" if limit is not None else "")
+    feats = cached_features(data, digest, spec, table)
     return np.asarray(feats[rows_w]), np.asarray(feats[rows_l]), np.asarray(targets, np.float32)
 
 
@@ -99,9 +102,10 @@ def train_directions(cfg: DirectionsConfig) -> TrainedDirections:
         opt.step()
     idx = test if n_test else train
     pred, true = head.predict(c[idx], r[idx]), torch.from_numpy(y)[idx]
-    active = true != 0.5
+    both = (true != 0.5) & (pred != 0.5)
     mae = float((pred - true).abs().mean())
-    sign = float(((pred - 0.5) * (true - 0.5) > 0)[active].float().mean()) if active.any() else float("nan")
+    sign = float((pred == true)[both].float().mean()) if both.any() else float("nan")
+    recall = float(both.sum() / (true != 0.5).sum().clamp_min(1))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
@@ -109,9 +113,9 @@ def train_directions(cfg: DirectionsConfig) -> TrainedDirections:
     atomic_write(out / WEIGHTS_FILE, lambda p: save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(p)))
     write_json(out / CONFIG_FILE, {"kind": KIND, "dim": int(c.shape[1]), "features": cfg.features.model_dump(),
                                    "data": cfg.data, "items": len(y), "held_out": n_test,
-                                   "metrics": {"mae": mae, "sign_agreement": sign,
+                                   "metrics": {"mae": mae, "sign_agreement": sign, "recall": recall,
                                                "baseline_mae": float((true - 0.5).abs().mean())}})
-    return TrainedDirections(out, len(y), n_test, mae, float((true - 0.5).abs().mean()), sign)
+    return TrainedDirections(out, len(y), n_test, mae, float((true - 0.5).abs().mean()), sign, recall)
 
 
 def load_directions(directory: str | os.PathLike, option: str = "--directions") -> tuple[DirectionHead, FeatureSpec]:

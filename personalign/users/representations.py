@@ -110,7 +110,7 @@ class BT(UserModel):
         diff = chosen - rejected
         _adam_fit([self.w], lambda: bt_loss(diff @ self.w, mask) + settings.weight_decay * self.w.pow(2).sum(),
                   steps, lr)
-        return {"loss": float(bt_loss(diff @ self.w, mask))}
+        return {"loss": float(bt_loss(diff @ self.w.detach(), mask))}
 
 
 class MeanDiff(UserModel):
