@@ -14,7 +14,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from personalign.version import __version__
 
 _API = ("train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
-        "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig")
+        "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig",
+        "train_user_model", "UsersTrainConfig", "evaluate_user_model", "UsersEvalConfig", "load_user_model", "USER_MODELS")
 __all__ = ["__version__", *_API]
 
 

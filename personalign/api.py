@@ -21,9 +21,17 @@ from personalign.config import config_with
 from personalign.train.config import TrainConfig
 from personalign.train.loop import TrainResult
 from personalign.train.loop import train_with as train
+from personalign.users.evaluate import UsersEvalConfig, UsersEvalResult
+from personalign.users.evaluate import evaluate_user_model as _evaluate_user_model
+from personalign.users.model_dir import load_user_model
+from personalign.users.representations import MODELS as USER_MODELS
+from personalign.users.train import TrainedUserModel, UsersTrainConfig
+from personalign.users.train import train_user_model as _train_user_model
 
 __all__ = ["train", "TrainConfig", "TrainResult", "evaluate_accuracy", "AccuracyConfig", "generate", "GenerateConfig",
-           "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig"]
+           "judge", "infer_personas", "read_examples", "make_backend", "BackendConfig", "evaluate_rm", "RmConfig",
+           "train_user_model", "UsersTrainConfig", "evaluate_user_model", "UsersEvalConfig", "load_user_model",
+           "USER_MODELS"]
 
 
 def _config(model: type, cfg: Any, settings: dict[str, Any]) -> Any:
@@ -42,6 +50,16 @@ def evaluate_rm(cfg: RmConfig | dict | None = None, /, **settings: Any) -> RmRes
     if settings.get("data") is not None and not is_path_source(settings["data"]):
         settings["data"] = records_file(settings["data"])
     return _evaluate_rm(_config(RmConfig, cfg, settings))
+
+
+def train_user_model(cfg: UsersTrainConfig | dict | None = None, /, **settings: Any) -> TrainedUserModel:
+    """Learn a user model on seen users and write its directory (`personalign users train`)."""
+    return _train_user_model(_config(UsersTrainConfig, cfg, settings), progress=False)
+
+
+def evaluate_user_model(cfg: UsersEvalConfig | dict | None = None, /, **settings: Any) -> UsersEvalResult:
+    """A user model's accuracy on unseen users at each number of shots (`personalign users eval`, in memory)."""
+    return _evaluate_user_model(_config(UsersEvalConfig, cfg, settings), progress=False)
 
 
 def generate(cfg: GenerateConfig | dict | None = None, /, *, backend: Backend | None = None, **settings: Any) -> Path:

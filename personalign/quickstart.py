@@ -1,8 +1,10 @@
 """The quickstart: the whole method on bundled data and the embedded model, offline.
 
-data (synthetic AlignX users + a P-Soups slice) -> validate -> stats -> views -> persona inference
--> LoRA DPO on the ICA view (reference log-probs cached once) -> alignment accuracy before/after on
-held-out users -> personalized generations -> HTML report. Every stage writes under `out_dir`.
+data (synthetic AlignX users + a P-Soups slice) -> validate -> user models (the headline: a learned
+user model against one reward for everyone, on the same held-out users) -> stats -> views -> persona
+inference -> LoRA DPO on the ICA view (reference log-probs cached once) -> alignment accuracy
+before/after on held-out users -> personalized generations -> HTML report. Every stage writes under
+`out_dir`.
 """
 from __future__ import annotations
 
@@ -45,13 +47,18 @@ class QuickstartSize(StrictModel):
     max_length: int
     generations: int
     new_tokens: int
+    user_model_train: int  # synthetic users the user models learn from
+    user_model_heldout: int  # unseen users of the headline
+    user_model_steps: int
 
 
 SIZES = {
     "tiny": QuickstartSize(train_users=8, heldout_users=6, persona_records=2, steps=2, batch=2, max_length=320,
-                           generations=2, new_tokens=16),
+                           generations=2, new_tokens=16, user_model_train=80, user_model_heldout=50,
+                           user_model_steps=400),
     "default": QuickstartSize(train_users=24, heldout_users=16, persona_records=4, steps=6, batch=4, max_length=320,
-                              generations=4, new_tokens=32),
+                              generations=4, new_tokens=32, user_model_train=160, user_model_heldout=100,
+                              user_model_steps=800),
 }
 
 
@@ -66,7 +73,9 @@ class QuickstartConfig(StrictModel):
     seed: int = 0
 
 
-QUICKSTART_OUTPUTS = ("data", "personas", "accuracy-*", "train", "generations-*", "report.html", "report.md")
+QUICKSTART_OUTPUTS = ("data", "personas", "accuracy-*", "train", "generations-*", "report.html", "report.md",
+                      "user-models", "headline.json")
+HEADLINE_SHOTS = 4
 
 
 @dataclass
@@ -99,6 +108,10 @@ def _write_data(cfg: QuickstartConfig, size: QuickstartSize, out: Path, result: 
     result.files["heldout"] = data / "synth-heldout.jsonl"
     write_jsonl(synth_records(size.train_users, seed=cfg.seed), result.files["train"])
     write_jsonl(synth_records(size.heldout_users, seed=cfg.seed + 10_000), result.files["heldout"])
+    result.files["users-train"] = data / "users-train.jsonl"
+    result.files["users-heldout"] = data / "users-heldout.jsonl"
+    write_jsonl(synth_records(size.user_model_train, seed=cfg.seed + 20_000), result.files["users-train"])
+    write_jsonl(synth_records(size.user_model_heldout, seed=cfg.seed + 30_000), result.files["users-heldout"])
     shared = shared_data_dir()
     if shared is not None:
         records = json.loads((shared / "p-soups" / "friendly_unfriendly.json").read_text(encoding="utf-8"))
@@ -182,6 +195,45 @@ def _compare(result: QuickstartResult, before, after) -> dict:
     return comparison
 
 
+def _user_models(console: Console, result: QuickstartResult, size: QuickstartSize, seed: int) -> dict:
+    """The headline: `latent` (a learned user model, adapted to each held-out user from its 4 past
+    pairs and its own texts) against `bt` (one reward for everyone) on the same held-out users, with
+    the paired difference and its 95% interval; written to `headline.json`."""
+    from personalign.metrics import paired_difference
+    from personalign.users.evaluate import UsersEvalConfig, evaluate_user_model, write_users_accuracy
+    from personalign.users.train import UsersTrainConfig, train_user_model
+
+    root = result.out_dir / "user-models"
+    per_user = {}
+    for rep in ("bt", "latent"):
+        model_dir = root / rep
+        train_user_model(UsersTrainConfig(data=str(result.files["users-train"]), out=str(model_dir), representation=rep,
+                                          fit={"max_steps": size.user_model_steps, "seed": seed}), progress=True)
+        ecfg = UsersEvalConfig(model=str(model_dir), data=str(result.files["users-heldout"]),
+                               out=str(root / f"accuracy-{rep}"), shots=[0, 1, 2, HEADLINE_SHOTS])
+        evaluated = evaluate_user_model(ecfg, progress=False)
+        write_users_accuracy(evaluated, ecfg)
+        last = evaluated.curve[-1]
+        per_user[rep] = ({u: c / n for u, c, n in last.per_user}, last.overall)
+    users = sorted(per_user["latent"][0])
+    diff = paired_difference([per_user["latent"][0][u] for u in users], [per_user["bt"][0][u] for u in users],
+                             n_boot=2000, seed=seed)
+    headline = {"metric": f"pairwise accuracy on held-out users after {HEADLINE_SHOTS} shots (user model: r_u(chosen) "
+                          "> r_u(rejected))",
+                "personalized": {"representation": "latent", **per_user["latent"][1].as_dict()},
+                "unpersonalized": {"representation": "bt", **per_user["bt"][1].as_dict()},
+                "difference": diff.value, "ci": [diff.low, diff.high], "n": diff.n}
+    write_json(result.out_dir / "headline.json", headline)
+    console.print(escape(_headline_line(headline)), highlight=False)
+    return headline
+
+
+def _headline_line(h: dict) -> str:
+    return (f"personalized (latent user model) vs unpersonalized (bt) on {h['n']} held-out users: "
+            f"{h['personalized']['value']:.3f} vs {h['unpersonalized']['value']:.3f}; paired Δ {h['difference']:+.3f} "
+            f"[{h['ci'][0]:+.3f}, {h['ci'][1]:+.3f}] (95%)")
+
+
 def _train(result: QuickstartResult, size: QuickstartSize, cfg: QuickstartConfig):
     from personalign.models.lora import LoraSettings
     from personalign.train.config import TrainConfig
@@ -223,7 +275,9 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
         _write_data(cfg, size, result.out_dir, result)
     with _stage(console, result, "2. validate"):
         loaded = _validate(console, result)
-    with _stage(console, result, "3. model: the embedded SmolLM2-135M-Instruct"):
+    with _stage(console, result, "3. user models: learned per user vs one reward for everyone (held-out users)"):
+        headline = _user_models(console, result, size, cfg.seed)
+    with _stage(console, result, "3b. model: the embedded SmolLM2-135M-Instruct"):
         base_path = resolve_model(cfg.model)
         model, tokenizer = load_model(base_path)
         base = LocalBackend(model, tokenizer, batch_size=8)
@@ -256,8 +310,12 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
         summary.add_row(name, f"{secs:.1f}")
     console.print(summary)
     b, a, d = comparison["before"], comparison["after"], comparison["difference"]
+    console.print(Text("headline: " + _headline_line(headline), style="bold"), highlight=False)
+    null = "" if d["low"] > 0 or d["high"] < 0 else (" — a null result at this size: the interval includes 0 (a "
+                                                      "policy learns to read user history at the papers' scale)")
     console.print(escape(f"raw log-prob accuracy, base → trained: {b['value']:.3f} → {a['value']:.3f}; paired "
-                         f"Δ {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95%, n={d['n']})"), highlight=False)
+                         f"Δ {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95%, n={d['n']}){null}"),
+                  highlight=False)
     console.print(f"alignment accuracy, trained over base: {comparison['alignment_accuracy_after']['value']:.3f}",
                   highlight=False)
     console.print(f"report: [bold]{result.report}[/]")

@@ -241,14 +241,6 @@ class MemoryStore:
                 (user_states.c.user_id == check_user_id(user_id)) & (user_states.c.model == model))).first()
         return None if row is None else (json.loads(row[0]), int(row[1]))
 
-    def pairs(self, user_id: str, last: int | None = None) -> list[Pair]:
-        """The user's preference pairs in arrival order (only the `last` ones when given)."""
-        with self.engine.connect() as conn:
-            query = sa.select(items).where((items.c.user_id == check_user_id(user_id)) & (items.c.kind == "pair"))
-            rows = list(conn.execute(query.order_by(items.c.id.desc()).limit(last) if last else
-                                     query.order_by(items.c.id.desc())).mappings())
-        return [Pair(r["prompt"], r["chosen"], r["rejected"]) for r in reversed(rows)]
-
     # -- reads -----------------------------------------------------------------------------------
 
     def has_user(self, user_id: str) -> bool:

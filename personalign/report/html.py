@@ -57,11 +57,12 @@ class Findings:
     saliency: list[tuple[str, dict]] = field(default_factory=list)
     diversity: list[tuple[str, dict]] = field(default_factory=list)
     rewards: list[tuple[str, dict]] = field(default_factory=list)
+    users: list[tuple[str, dict]] = field(default_factory=list)  # user-model accuracy vs shots
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): listed in the report
 
     def empty(self) -> bool:
         return not (self.accuracy or self.judges or self.generations or self.training or self.saliency
-                    or self.diversity or self.rewards)
+                    or self.diversity or self.rewards or self.users)
 
 
 def _read_jsonl(path: Path, found: Findings) -> list[dict]:
@@ -135,6 +136,12 @@ def _classify(found: Findings, path: Path, label: str) -> None:
         found.generations.append((label, data, path.with_name(GENERATIONS_FILE)))
     elif data.get("kind") == "diversity" and isinstance(data.get("curves"), dict):
         found.diversity.append((label, data))
+    elif path.name == ACCURACY_FILE and data.get("kind") == "user-model-accuracy":
+        if isinstance(data.get("curve"), list) and all(
+                isinstance(c, dict) and {"shots", "accuracy", "ci", "n"} <= c.keys() for c in data["curve"]):
+            found.users.append((label, data))
+        else:
+            found.unreadable.append((str(path), "a user-model accuracy file without its curve (shots, accuracy, ci, n)"))
     elif data.get("kind") == "reward":
         found.rewards.append((label, data))
     elif _is_saliency(data):
@@ -210,7 +217,12 @@ def _context(found: Findings, title: str, max_examples: int) -> dict:
         final_metrics.append({"run": label, "step": rows[-1].get("step") if rows else None,
                               "metrics": ", ".join(f"{k}={_fmt(v, 4)}" for k, v in last.items())})
     caption, examples = _examples(found, max_examples)
+    users_series = [(f"{label} · {d.get('representation', '?')}", d["curve"]) for label, d in found.users]
+    users_rows = [{"run": label, "representation": d.get("representation", "?"), "shots": c["shots"], "n": c["n"],
+                   "value": _fmt(c["accuracy"]), "ci": f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]",
+                   "skipped": c.get("skipped", 0)} for label, d in found.users for c in d["curve"]]
     return {
+        "users_plot": plots.shots_plot(users_series) if users_series else None, "users_rows": users_rows,
         "title": title, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "accuracy_plot": plots.accuracy_plot(acc_series) if acc_series else None, "accuracy_rows": accuracy_rows,
         "win_plot": plots.win_rate_plot(bars) if bars else None, "judge_rows": judge_rows, "deltas": deltas,
@@ -244,6 +256,14 @@ img { max-width: 100%; display: block; margin: .6em 0; }
 <body>
 <h1>{{ title }}</h1>
 <p class="muted">generated {{ created }} by personalign</p>
+
+{% if users_rows %}<h2>User models: accuracy vs shots</h2>
+<p>Each unseen user gives k pairs (shots); its next pairs are scored by its reward r_u. Intervals resample users.</p>
+{% if users_plot %}<img src="{{ users_plot }}" alt="user-model accuracy vs shots with 95% intervals">{% endif %}
+<table><tr><th>run</th><th>representation</th><th>shots</th><th>users</th><th>accuracy</th><th>95% CI</th><th>users skipped</th></tr>
+{% for r in users_rows %}<tr><td>{{ r.run }}</td><td>{{ r.representation }}</td><td class="num">{{ r.shots }}</td>
+<td class="num">{{ r.n }}</td><td class="num">{{ r.value }}</td><td>{{ r.ci }}</td><td class="num">{{ r.skipped }}</td></tr>
+{% endfor %}</table>{% endif %}
 
 {% if accuracy_rows %}<h2>Alignment accuracy</h2>
 {% if accuracy_plot %}<img src="{{ accuracy_plot }}" alt="accuracy by slice with 95% intervals">{% endif %}
@@ -326,6 +346,11 @@ def _markdown(ctx: dict, html_name: str) -> str:
         lines.extend("| " + " | ".join(_md(c) for c in row) + " |" for row in rows)
         lines.append("")
 
+    if ctx["users_rows"]:
+        lines += ["## User models: accuracy vs shots", ""]
+        table(["run", "representation", "shots", "users", "accuracy", "95% CI", "users skipped"],
+              [[r["run"], r["representation"], r["shots"], r["n"], r["value"], r["ci"], r["skipped"]]
+               for r in ctx["users_rows"]])
     if ctx["accuracy_rows"]:
         lines += ["## Alignment accuracy", ""]
         table(["run", "view", "mode", "slice", "n", "accuracy", "95% CI"],

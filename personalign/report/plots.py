@@ -43,6 +43,23 @@ def _short(label: str, width: int = 40) -> str:
     return label if len(label) <= width else "…" + label[-(width - 1):]
 
 
+def shots_plot(series: Sequence[tuple[str, list[dict]]]) -> str:
+    """User-model accuracy vs shots with 95% intervals, one line per (label, [{shots, accuracy, ci}])."""
+    fig = Figure(layout="constrained", figsize=(6.5, 4.0))
+    ax = fig.subplots()
+    for k, (label, curve) in enumerate(series):
+        xs = [c["shots"] for c in curve]
+        ys = [c["accuracy"] for c in curve]
+        errors = [[max(0.0, c["accuracy"] - c["ci"][0]) for c in curve], [max(0.0, c["ci"][1] - c["accuracy"]) for c in curve]]
+        ax.errorbar(xs, ys, yerr=errors, fmt="-o", capsize=4, color=COLORS[k % len(COLORS)], label=_short(label))
+    ax.axhline(0.5, color="#999999", lw=0.8, ls="--")
+    ax.set_xlabel("shots (pairs the user gave)")
+    ax.set_ylabel("accuracy on the user's next pairs")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="lower right")
+    return to_data_uri(fig)
+
+
 def accuracy_plot(series: Sequence[tuple[str, dict]]) -> str:
     """Accuracy by slice with 95% intervals, one series per (label, {slice: {value, low, high, n}})."""
     slices = list(dict.fromkeys(s for _, acc in series for s in acc))

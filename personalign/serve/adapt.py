@@ -1,6 +1,6 @@
 """A user model in the server (`personalign serve --user-model DIR`, docs/user-models.md): each
 user's state lives in the memory database and is refitted from the user's latest pairs on every new
-pair, before the feedback reply (the shared part is frozen, so a refit is one encoder call for the
+pair, before the feedback reply; comments refit it too (the shared part is frozen, so a refit is one encoder call for the
 new texts and a few hundred small optimizer steps at most). `/v1/rewards` scores responses under a
 user's state (the population state for users with no pairs); `--rerank N` answers a chat with the
 best of N samples under it; `--directions DIR` gives each new pair its inferred direction vector.
@@ -20,6 +20,7 @@ import torch
 from personalign.errors import ModelError
 from personalign.users.features import Featurizer
 from personalign.users.model_dir import CONFIG_FILE, WEIGHTS_FILE, load_user_model
+from personalign.users.representations import UserTexts
 
 MAX_REFIT_PAIRS = 64  # a state is fitted on the user's latest pairs, at most this many
 FEATURE_CACHE = 4096  # texts whose features are kept in memory
@@ -67,6 +68,8 @@ class OnlineUsers:
 
     def features(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """φ of each (prompt, response), [n, d], from the in-memory cache or one encoder call."""
+        if not responses:
+            return torch.zeros(0, self.model.dim)
         keys = [(p if self.spec.encoder == "causal-lm" else "", r) for p, r in zip(prompts, responses)]
         with self._lock:
             todo = [k for k in dict.fromkeys(keys) if k not in self._cache]
@@ -88,18 +91,23 @@ class OnlineUsers:
         return self.head.predict(f[:1], f[1:])[0].tolist()
 
     def refit(self, user_id: str) -> dict[str, Any]:
-        """Fit the user's state on its latest pairs and store it; {"pairs", "ms", "stored"}."""
+        """Fit the user's state on its latest pairs (and its comments and demographic text) and store it;
+        {"pairs", "ms", "stored"}."""
         t0 = time.perf_counter()
-        pairs = self.store.pairs(user_id, last=self.max_pairs)
-        if pairs:
-            f = self.features([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-            chosen, rejected = f[:len(pairs)].unsqueeze(0), f[len(pairs):].unsqueeze(0)
-            with torch.enable_grad():
-                state = self.model.adapt(chosen, rejected, torch.ones(1, len(pairs), dtype=torch.bool))[0].detach()
-        else:
-            state = self.population
-        stored = self.store.set_state(user_id, self.key, state.tolist(), len(pairs))
-        return {"pairs": len(pairs), "ms": round(1000 * (time.perf_counter() - t0), 2), "stored": stored}
+        user = self.store.user_context(user_id)
+        pairs = user.pairs[-self.max_pairs:] if user is not None else []
+        texts = ([(c.prompt, c.comment, 0) for c in user.ugc[-self.max_pairs:]]
+                 + ([("", user.demographic, 1)] if user.demographic else [])) if user is not None else []
+        f = self.features([p.prompt for p in pairs] * 2 + [t[0] for t in texts],
+                          [p.chosen for p in pairs] + [p.rejected for p in pairs] + [t[1] for t in texts])
+        n = len(pairs)
+        own = UserTexts(f[2 * n:].unsqueeze(0), torch.tensor([[t[2] for t in texts]], dtype=torch.long).reshape(1, -1),
+                        torch.ones(1, len(texts), dtype=torch.bool))
+        with torch.enable_grad():
+            state = self.model.adapt(f[:n].unsqueeze(0), f[n:2 * n].unsqueeze(0), torch.ones(1, n, dtype=torch.bool),
+                                     own)[0].detach()
+        stored = self.store.set_state(user_id, self.key, state.tolist(), n)
+        return {"pairs": n, "ms": round(1000 * (time.perf_counter() - t0), 2), "stored": stored}
 
     def state(self, user_id: str | None) -> tuple[torch.Tensor, int]:
         """(the user's stored state, pairs it was fitted on), or the population state and 0."""

@@ -273,7 +273,7 @@ def create_app(
             persona_refresh.pair_added(user_id)
         reply = {"object": "feedback", "id": written.item_id, "created": written.created,
                  "kind": "pair" if pair else "comment"}
-        if pair and user_model is not None:  # the user's state is refitted before the reply
+        if user_model is not None:  # the user's state is refitted before the reply
             reply["refit"] = await asyncio.to_thread(user_model.refit, user_id)
         return reply
 

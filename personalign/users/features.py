@@ -158,15 +158,16 @@ def cached_features(data: str | os.PathLike, digest: str, spec: FeatureSpec, tab
     prompts, responses = table.texts()
     featurizer = featurizer or Featurizer(spec, device=str(state.device) if world > 1 else None)
     mine = list(range(rank, len(table), world))
-    parts = []
+    # longest first over the whole file (not per batch): batches pad little, and a memory error shows at once
+    order = sorted(range(len(mine)), key=lambda j: -(len(prompts[mine[j]]) + len(responses[mine[j]])))
+    part = np.zeros((len(mine), featurizer.dim), np.float32)
     step = spec.batch_size * 4
     with work_progress(enabled=progress and state.is_main_process) as bar:
         task = bar.add_task(f"features ({spec.encoder})", total=len(mine))
-        for start in range(0, len(mine), step):
-            rows = mine[start:start + step]
-            parts.append(featurizer.encode([prompts[i] for i in rows], [responses[i] for i in rows]))
-            bar.advance(task, len(rows))
-    part = np.concatenate(parts) if parts else np.zeros((0, featurizer.dim), np.float32)
+        for start in range(0, len(order), step):
+            js = order[start:start + step]
+            part[js] = featurizer.encode([prompts[mine[j]] for j in js], [responses[mine[j]] for j in js])
+            bar.advance(task, len(js))
     directory.mkdir(parents=True, exist_ok=True)
     if world > 1:
         np.save(directory / f"part-{rank}.npy", part)

@@ -28,7 +28,7 @@ def save_user_model(directory: str | os.PathLike, model: UserModel, spec: Featur
     if tensors:
         atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
     extra = {"adapt_steps": getattr(model, "adapt_steps", None), "adapt_lr": getattr(model, "adapt_lr", None),
-             "variant": getattr(model, "variant", None)}
+             "variant": getattr(model, "variant", None), "context": getattr(model, "context", None)}
     config = {"kind": KIND, "representation": model.name, "k": model.k, "dim": model.dim,
               "features": spec.model_dump(), **{k: v for k, v in extra.items() if v is not None}, **info}
     write_json(directory / CONFIG_FILE, config)
@@ -58,8 +58,8 @@ def load_user_model(directory: str | os.PathLike, option: str = "--model") -> tu
 
     path = Path(directory)
     config = read_config(path, option)
-    model = make_model(config["representation"], int(config["dim"]), config.get("k"))
-    for name in ("adapt_steps", "adapt_lr", "variant"):
+    model = make_model(config["representation"], int(config["dim"]), config.get("k"), config.get("context") or "all")
+    for name in ("adapt_steps", "adapt_lr", "variant", "context"):
         if name in config:
             setattr(model, name, config[name])
     if model.state_dict():

@@ -4,6 +4,8 @@ Records group by `user_id` when they carry one: the user's pairs are its records
 file order, the first k the shots and the rest the test. A record without `user_id` is one user:
 its history pairs (`Pair-wise Comparative Feedback`) are the shot pool (the first k are the shots)
 and its target pair the test. Ranking records give their best and worst response as the pair.
+A user's own texts (its comments and demographic text; for a `user_id` group, those of its first
+record) are kept beside its pairs for the representations that read them (`latent`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class UserPairs:
     rejected: list[int] = field(default_factory=list)
     slice: str = "none"
     n_history: int | None = None
+    texts: list[int] = field(default_factory=list)  # the user's own texts (comments, demographic) as rows
+    text_kinds: list[int] = field(default_factory=list)  # their kind ids (`TEXT_KINDS`)
 
     def split(self, shots: int) -> tuple[list[int], list[int]] | None:
         """(shot pair indices, test pair indices), or None when the user has fewer than `shots` shots or no test."""
@@ -61,6 +65,10 @@ class Population:
         return (np.asarray(self.features[[user.chosen[i] for i in idx]], np.float32),
                 np.asarray(self.features[[user.rejected[i] for i in idx]], np.float32))
 
+    def text_features(self, user: UserPairs) -> np.ndarray:
+        """φ of the user's own texts: [len(user.texts), d]."""
+        return np.asarray(self.features[user.texts], np.float32)
+
 
 def _pair(ex: Example) -> tuple[str, str]:
     if len(ex.responses) < 2:
@@ -69,6 +77,16 @@ def _pair(ex: Example) -> tuple[str, str]:
                         line=int(ex.source.rpartition(":")[2]) if ex.source.rpartition(":")[2].isdigit() else None,
                         field="chosen/rejected")
     return ex.chosen, ex.rejected
+
+
+def add_texts(user: UserPairs, ex: Example, table: TextTable) -> None:
+    """The record's comments and demographic text as the user's own texts."""
+    for c in ex.user.ugc:
+        user.texts.append(table.add(c.prompt, c.comment))
+        user.text_kinds.append(0)
+    if ex.user.demographic:
+        user.texts.append(table.add("", ex.user.demographic))
+        user.text_kinds.append(1)
 
 
 def group_users(examples: Iterator[Example], table: TextTable) -> list[UserPairs]:
@@ -80,6 +98,7 @@ def group_users(examples: Iterator[Example], table: TextTable) -> list[UserPairs
         uid = ex.extra.get(USER_ID)
         if uid is None:
             user = UserPairs(user=f"record-{n}", slice=ex.user.slice, n_history=len(ex.user.pairs))
+            add_texts(user, ex, table)
             for p in ex.user.pairs:
                 user.chosen.append(table.add(p.prompt, p.chosen))
                 user.rejected.append(table.add(p.prompt, p.rejected))
@@ -88,6 +107,7 @@ def group_users(examples: Iterator[Example], table: TextTable) -> list[UserPairs
             user = grouped.get(str(uid))
             if user is None:
                 user = grouped[str(uid)] = UserPairs(user=str(uid), slice=ex.user.slice)
+                add_texts(user, ex, table)
                 users.append(user)
         user.chosen.append(table.add(ex.prompt, chosen))
         user.rejected.append(table.add(ex.prompt, rejected))

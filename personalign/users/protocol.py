@@ -13,7 +13,7 @@ import torch
 
 from personalign.metrics import SLICES, Estimate
 from personalign.users.population import Population, UserPairs
-from personalign.users.representations import UserModel
+from personalign.users.representations import UserModel, UserTexts
 
 
 def padded(pop: Population, users: list[UserPairs], idx: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -27,6 +27,19 @@ def padded(pop: Population, users: list[UserPairs], idx: list[list[int]]) -> tup
             c, r = pop.pair_features(user, rows)
             chosen[u, :len(rows)], rejected[u, :len(rows)], mask[u, :len(rows)] = c, r, True
     return torch.from_numpy(chosen), torch.from_numpy(rejected), torch.from_numpy(mask)
+
+
+def user_texts(pop: Population, users: list[UserPairs]) -> UserTexts:
+    """The users' own texts as padded features [U, T, d], kinds [U, T] and mask [U, T]."""
+    width = max((len(u.texts) for u in users), default=0)
+    feats = np.zeros((len(users), width, pop.dim), np.float32)
+    kinds = np.zeros((len(users), width), np.int64)
+    mask = np.zeros((len(users), width), bool)
+    for i, user in enumerate(users):
+        n = len(user.texts)
+        if n:
+            feats[i, :n], kinds[i, :n], mask[i, :n] = pop.text_features(user), user.text_kinds, True
+    return UserTexts(torch.from_numpy(feats), torch.from_numpy(kinds), torch.from_numpy(mask))
 
 
 def pair_scores(margins: torch.Tensor) -> np.ndarray:
@@ -66,16 +79,6 @@ class ShotResult:
                 "slices": {k: v.as_dict() for k, v in self.slices.items()}}
 
 
-def states_for(model: UserModel, pop: Population, users: list[UserPairs], shots: list[list[int]],
-               batch: int = 1024) -> torch.Tensor:
-    """Each user's state from its shot pairs, in batches of users."""
-    parts = []
-    for start in range(0, len(users), batch):
-        c, r, m = padded(pop, users[start:start + batch], shots[start:start + batch])
-        parts.append(model.adapt(c, r, m).detach())
-    return torch.cat(parts) if parts else torch.zeros(0, model.state_dim)
-
-
 def score_users(model: UserModel, pop: Population, users: list[UserPairs], shots: list[list[int]],
                 tests: list[list[int]], batch: int = 1024) -> list[np.ndarray]:
     """Per user, the pair scores (1, ½, 0) of its test pairs under the state fitted on its shots."""
@@ -85,7 +88,7 @@ def score_users(model: UserModel, pop: Population, users: list[UserPairs], shots
             sl = slice(start, start + batch)
             c, r, m = padded(pop, users[sl], shots[sl])
             with torch.enable_grad():
-                state = model.adapt(c, r, m).detach()
+                state = model.adapt(c, r, m, user_texts(pop, users[sl])).detach()
             tc, tr, tm = padded(pop, users[sl], tests[sl])
             scores = pair_scores(model.margin(state, tc, tr))
             out += [scores[u][tm[u].numpy()] for u in range(len(scores))]

@@ -13,6 +13,7 @@ Deliberate differences from each method's public code are listed in docs/fidelit
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
@@ -23,6 +24,33 @@ from personalign.config import StrictModel
 
 Representation = Literal["bt", "mean-diff", "lowrank", "mixture", "embedding", "latent"]
 REPRESENTATIONS: tuple[str, ...] = ("bt", "mean-diff", "lowrank", "mixture", "embedding", "latent")
+
+
+TEXT_KINDS = ("comment", "demographic")  # a user's own texts besides pairs, by kind id
+
+
+@dataclass
+class UserTexts:
+    """Features of users' own texts besides their pairs (comments, demographic): [U, T, d], their kind
+    ids (`TEXT_KINDS`) [U, T] and mask [U, T]."""
+
+    features: Tensor
+    kinds: Tensor
+    mask: Tensor
+
+    def select(self, idx: Tensor) -> UserTexts:
+        return UserTexts(self.features[idx], self.kinds[idx], self.mask[idx])
+
+    def kind_means(self) -> Tensor:
+        """[U, n_kinds, d]: each user's mean text feature of each kind (zero where it has none)."""
+        out = []
+        for j in range(len(TEXT_KINDS)):
+            out.append(masked_mean(self.features, self.mask & (self.kinds == j)))
+        return torch.stack(out, dim=1)
+
+    def kind_present(self) -> Tensor:
+        """[U, n_kinds] bool: the user has a text of that kind."""
+        return torch.stack([(self.mask & (self.kinds == j)).any(1) for j in range(len(TEXT_KINDS))], dim=1)
 
 
 class FitSettings(StrictModel):
@@ -76,7 +104,7 @@ class UserModel(nn.Module):
     def state_dim(self) -> int:
         return 0
 
-    def adapt(self, chosen: Tensor, rejected: Tensor, mask: Tensor) -> Tensor:
+    def adapt(self, chosen: Tensor, rejected: Tensor, mask: Tensor, texts: UserTexts | None = None) -> Tensor:
         return chosen.new_zeros(chosen.shape[0], self.state_dim)
 
     def reward(self, state: Tensor, features: Tensor) -> Tensor:
@@ -85,7 +113,8 @@ class UserModel(nn.Module):
     def margin(self, state: Tensor, chosen: Tensor, rejected: Tensor) -> Tensor:
         return self.reward(state, chosen) - self.reward(state, rejected)
 
-    def fit(self, chosen: Tensor, rejected: Tensor, mask: Tensor, settings: FitSettings) -> dict[str, float]:
+    def fit(self, chosen: Tensor, rejected: Tensor, mask: Tensor, settings: FitSettings,
+            texts: UserTexts | None = None) -> dict[str, float]:
         return {}
 
     def _steps_lr(self, settings: FitSettings) -> tuple[int, float]:
@@ -105,7 +134,7 @@ class BT(UserModel):
     def reward(self, state: Tensor, features: Tensor) -> Tensor:
         return features @ self.w
 
-    def fit(self, chosen, rejected, mask, settings):
+    def fit(self, chosen, rejected, mask, settings, texts=None):
         steps, lr = self._steps_lr(settings)
         diff = chosen - rejected
         _adam_fit([self.w], lambda: bt_loss(diff @ self.w, mask) + settings.weight_decay * self.w.pow(2).sum(),
@@ -123,7 +152,7 @@ class MeanDiff(UserModel):
     def state_dim(self) -> int:
         return self.dim
 
-    def adapt(self, chosen, rejected, mask):
+    def adapt(self, chosen, rejected, mask, texts=None):
         return masked_mean(chosen - rejected, mask)
 
     def reward(self, state, features):
@@ -143,7 +172,7 @@ class _PerUserFit(UserModel):
     adapt_steps: int = 300
     adapt_lr: float = 0.1
 
-    def adapt(self, chosen, rejected, mask):
+    def adapt(self, chosen, rejected, mask, texts=None):
         steps, lr = self.adapt_steps, self.adapt_lr
         state = self.init_state(chosen.shape[0]).to(chosen)
         if mask.sum() == 0:
@@ -161,7 +190,7 @@ class _PerUserFit(UserModel):
                 p.requires_grad_(f)
         return state.detach()
 
-    def fit(self, chosen, rejected, mask, settings):
+    def fit(self, chosen, rejected, mask, settings, texts=None):
         steps, lr = self._steps_lr(settings)
         self.adapt_steps, self.adapt_lr = settings.adapt_steps, settings.adapt_learning_rate
         states = nn.Parameter(self.init_state(chosen.shape[0]).normal_(0.0, 0.01))
@@ -263,25 +292,34 @@ class Embedding(_PerUserFit):
 
 class Latent(UserModel):
     """`latent`, VPL (Poddar et al., NeurIPS 2024; WEIRDLabUW/vpl_llm `VAEModel`): an encoder
-    q(z | C) = N(μ, diag σ²) over the user's context pairs C, μ = mean_i P·n_i with
-    n_i = normalize(φ(y_w,i) − φ(y_l,i)) and log σ² = L·μ, a reward r(y, z) = φ·w_0 + (Q φ)·z,
-    trained on seen users by the ELBO: E_q[−log σ(r(y_w, z) − r(y_l, z))] + β·KL(q ‖ N(0, I)),
-    on episodes (a random context of 0..k_max of a user's pairs, the target another of its pairs).
-    P and Q start at the identity (so training starts from normalised mean-diff) and carry an L2
-    penalty `anchor` towards it; z of a new user is μ of its shots (0 with no shots)."""
+    q(z | C) = N(μ, diag σ²) over the user's context C, a reward r(y, z) = φ·w_0 + s·(Q φ)·z, trained
+    on seen users by the ELBO E_q[−log σ(r(y_w, z) − r(y_l, z))] + β·KL(q ‖ N(0, I)) on episodes (a
+    random context of 0..n−1 of a user's pairs, the target another of its pairs).
+
+    The context is the user's pairs, μ = mean_i P·n_i with n_i = normalize(φ(y_w,i) − φ(y_l,i)), and
+    with `context='all'` also the user's own texts: μ += t·Σ_kind C_kind·(mean φ of its texts of that
+    kind − the population's mean), for comments and the demographic text (`TEXT_KINDS`), C fitted by
+    ridge regression on the seen users before the ELBO training (`fit_text_maps`), the weight t learned
+    with the rest; log σ² = L·μ + b. P and Q start at the identity (training starts from normalised
+    mean-diff) with an L2 penalty `anchor` towards it. A new user's z is μ of its context (0 with none)."""
 
     name = "latent"
     default_lr = 1e-3
     default_steps = 1500
     beta = 1e-4
     anchor = 1e-2
+    ridge = 0.1
 
-    def __init__(self, dim: int, k: int | None = None):
+    def __init__(self, dim: int, k: int | None = None, context: Literal["pairs", "all"] = "all"):
         k = k or dim
         super().__init__(dim, k)
+        self.context = context
         eye = torch.eye(dim, k)
         self.P = nn.Parameter(eye.clone())
         self.Q = nn.Parameter(eye.clone())
+        self.register_buffer("C", torch.zeros(len(TEXT_KINDS), dim, k))
+        self.register_buffer("text_mean", torch.zeros(len(TEXT_KINDS), dim))
+        self.text_weight = nn.Parameter(torch.tensor(1.0))
         self.L = nn.Parameter(torch.zeros(k, k))
         self.log_var0 = nn.Parameter(torch.full((k,), -4.0))
         self.w0 = nn.Parameter(torch.zeros(dim))
@@ -291,21 +329,25 @@ class Latent(UserModel):
     def state_dim(self) -> int:
         return self.k
 
-    def encode(self, chosen: Tensor, rejected: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, chosen: Tensor, rejected: Tensor, mask: Tensor, texts: UserTexts | None = None
+               ) -> tuple[Tensor, Tensor]:
         """μ, log σ² of q(z | C): [U, K] each."""
-        n = F.normalize(chosen - rejected, dim=-1) @ self.P
-        mu = masked_mean(n, mask)
+        mu = masked_mean(F.normalize(chosen - rejected, dim=-1) @ self.P, mask)
+        if self.context == "all" and texts is not None:
+            centred = (texts.kind_means() - self.text_mean) * texts.kind_present().unsqueeze(-1)
+            mu = mu + self.text_weight * torch.einsum("ujd,jdk->uk", centred, self.C)
         return mu, mu @ self.L + self.log_var0
 
-    def adapt(self, chosen, rejected, mask):
-        return self.encode(chosen, rejected, mask)[0]
+    def adapt(self, chosen, rejected, mask, texts=None):
+        return self.encode(chosen, rejected, mask, texts)[0]
 
     def reward(self, state, features):
         return features @ self.w0 + self.scale * torch.einsum("unk,uk->un", features @ self.Q, state)
 
-    def elbo_loss(self, context: tuple[Tensor, Tensor, Tensor], target: tuple[Tensor, Tensor],
+    def elbo_loss(self, context: tuple, target: tuple[Tensor, Tensor],
                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(BT term with z sampled by the reparameterisation, KL(q ‖ N(0, I)) summed over dims, mean over users)."""
+        """(BT term with z sampled by the reparameterisation, KL(q ‖ N(0, I)) summed over dims, mean over users);
+        `context` is (chosen, rejected, mask[, texts])."""
         mu, log_var = self.encode(*context)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         z = mu + torch.exp(0.5 * log_var) * eps
@@ -313,9 +355,22 @@ class Latent(UserModel):
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1).mean()
         return bt, kl
 
-    def fit(self, chosen, rejected, mask, settings):
+    def fit_text_maps(self, chosen: Tensor, rejected: Tensor, mask: Tensor, texts: UserTexts) -> None:
+        """C by ridge regression of each seen user's mean P·n_i (over all its pairs) on the centred mean
+        features of its texts of each kind (concatenated); λ = `ridge`·trace(XᵀX)/columns."""
+        present = texts.kind_present().unsqueeze(-1).float()
+        self.text_mean.copy_((texts.kind_means() * present).sum(0) / present.sum(0).clamp_min(1.0))
+        x = ((texts.kind_means() - self.text_mean) * present).flatten(1).double()  # [U, kinds·d]
+        y = masked_mean(F.normalize(chosen - rejected, dim=-1) @ self.P.detach(), mask).double()
+        lam = self.ridge * float((x * x).sum()) / x.shape[1]
+        gram = x.T @ x + max(lam, 1e-6) * torch.eye(x.shape[1], dtype=x.dtype)
+        self.C.copy_(torch.linalg.solve(gram, x.T @ y).float().view(len(TEXT_KINDS), self.dim, self.k))
+
+    def fit(self, chosen, rejected, mask, settings, texts=None):
         steps, lr = self._steps_lr(settings)
         g = torch.Generator().manual_seed(settings.seed)
+        if texts is not None and self.context == "all":
+            self.fit_text_maps(chosen, rejected, mask, texts)
         eye = torch.eye(self.dim, self.k)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         counts = mask.sum(1)
@@ -330,16 +385,16 @@ class Latent(UserModel):
             c = torch.gather(c, 1, order.unsqueeze(-1).expand_as(c))
             r = torch.gather(r, 1, order.unsqueeze(-1).expand_as(r))
             k = (torch.rand(n.shape, generator=g) * n).long()  # context size 0..n-1; pair k is the target
-            pos = torch.arange(m.shape[1]).unsqueeze(0)
-            ctx_mask = pos < k.unsqueeze(1)
+            ctx_mask = torch.arange(m.shape[1]).unsqueeze(0) < k.unsqueeze(1)
             rows = torch.arange(c.shape[0])
-            bt, kl = self.elbo_loss((c, r, ctx_mask), (c[rows, k], r[rows, k]), g)
+            ctx = (c, r, ctx_mask, texts.select(pick) if texts is not None else None)
+            bt, kl = self.elbo_loss(ctx, (c[rows, k], r[rows, k]), g)
             anchor = self.anchor * ((self.P - eye).pow(2).sum() + (self.Q - eye).pow(2).sum())
             loss = bt + self.beta * kl + anchor + settings.weight_decay * self.w0.pow(2).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return {"loss": float(bt), "kl": float(kl)}
+        return {"loss": float(bt.detach()), "kl": float(kl.detach()), "text_weight": float(self.text_weight.detach())}
 
 
 MODELS: dict[str, type[UserModel]] = {
@@ -348,9 +403,12 @@ MODELS: dict[str, type[UserModel]] = {
 DEFAULT_K = {"bt": 1, "mean-diff": 0, "lowrank": 16, "mixture": 8, "embedding": 16, "latent": None}
 
 
-def make_model(name: str, dim: int, k: int | None = None) -> UserModel:
-    """A fresh representation `name` for features of dimension `dim` (K from `DEFAULT_K` unless given)."""
+def make_model(name: str, dim: int, k: int | None = None, context: str = "all") -> UserModel:
+    """A fresh representation `name` for features of dimension `dim` (K from `DEFAULT_K` unless given);
+    `context` is `latent`'s ('pairs' or 'all': pairs and the user's own texts)."""
     if name not in MODELS:
         raise ValueError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
     k = DEFAULT_K[name] if k is None else k
+    if name == "latent":
+        return Latent(dim, k, context=context)
     return MODELS[name](dim, k) if name not in ("bt", "mean-diff") else MODELS[name](dim, k or 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -17,7 +18,7 @@ from personalign.metrics import Estimate
 from personalign.users.features import FeatureSpec
 from personalign.users.model_dir import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, save_user_model
 from personalign.users.population import Population, load_population
-from personalign.users.protocol import padded, score_users, user_bootstrap
+from personalign.users.protocol import padded, score_users, user_bootstrap, user_texts
 from personalign.users.representations import FitSettings, Representation, UserModel, make_model
 
 OWN_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
@@ -31,6 +32,7 @@ class UsersTrainConfig(StrictModel):
     representation: Representation = "latent"
     features: FeatureSpec = FeatureSpec()
     k: int | None = None  # the representation's size: rank, prototypes, embedding or latent dimension
+    context: Literal["pairs", "all"] = "all"  # latent: encode the user's pairs only, or also its comments and demographic
     seen_holdout: bool = True
     limit: int | None = None
     on_invalid: OnInvalid = "fail"
@@ -57,7 +59,7 @@ def fit_population(model: UserModel, pop: Population, settings: FitSettings, *, 
     n = [len(u.chosen) for u in users]
     train_idx = [list(range(k - 1)) if holdout and k >= 2 else list(range(k)) for k in n]
     c, r, m = padded(pop, users, train_idx)
-    metrics = model.fit(c, r, m, settings)
+    metrics = model.fit(c, r, m, settings, user_texts(pop, users))
     model.eval()
     if not holdout:
         return metrics, None
@@ -81,7 +83,7 @@ def train_user_model(cfg: UsersTrainConfig, *, progress: bool = True) -> Trained
         raise UserError("K must be at least 1", option="--k")
     t0 = time.perf_counter()
     pop = load_population(cfg.data, cfg.features, limit=cfg.limit, on_invalid=cfg.on_invalid, progress=progress)
-    model = make_model(cfg.representation, pop.dim, cfg.k)
+    model = make_model(cfg.representation, pop.dim, cfg.k, cfg.context)
     metrics, seen = fit_population(model, pop, cfg.fit, holdout=cfg.seen_holdout)
     if seen is not None:
         metrics = {**metrics, "seen_accuracy": seen.value, "seen_ci_low": seen.low, "seen_ci_high": seen.high}
