@@ -70,8 +70,17 @@ def test_quickstart_tiny(default_model_dir, browser, tmp_path):
     assert comparison["difference"]["value"] == pytest.approx(hand)
     assert comparison["difference"]["low"] <= hand <= comparison["difference"]["high"]
     assert "raw log-prob accuracy, base → trained" in res.output
+    # the headline: a learned user model against one reward for everyone, on the same held-out users
+    headline = json.loads((out / "headline.json").read_text())
+    assert {"metric", "personalized", "unpersonalized", "difference", "ci", "n"} <= headline.keys()
+    assert headline["n"] == size.user_model_heldout and headline["ci"][0] > 0, headline
+    latent = [json.loads(r) for r in (out / "user-models" / "accuracy-latent" / "per_user.jsonl").read_text().splitlines()]
+    bt = [json.loads(r) for r in (out / "user-models" / "accuracy-bt" / "per_user.jsonl").read_text().splitlines()]
+    at4 = [(a["correct"] / a["pairs"]) - (b["correct"] / b["pairs"]) for a, b in zip(latent, bt) if a["shots"] == 4]
+    assert headline["difference"] == pytest.approx(sum(at4) / len(at4))  # the paired difference by hand
+    assert "headline: personalized" in res.output.replace("\n", " ")
     page = report.read_text()
-    for heading in ("Alignment accuracy", "Training curves", "Generation runs"):
+    for heading in ("User models: accuracy vs shots", "Alignment accuracy", "Training curves", "Generation runs"):
         assert f"<h2>{heading}</h2>" in page
 
     png = browser.screenshot(report, tmp_path / "report.png", tmp_path)

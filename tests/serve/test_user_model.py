@@ -80,3 +80,17 @@ def test_rewards_refuse_bad_bodies(server):
     assert call(url, "POST", "/rewards", json={"user": "ann", "prompt": "p", "responses": []}).status_code == 400
     assert call(url, "POST", "/rewards", json={"user": "ann", "prompt": "p", "responses": ["a"] * 17}).status_code == 400
     assert call(url, "POST", "/rewards", json={"user": "ann", "responses": ["a"]}).status_code == 400
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--user-model", "x"], "need --memory"),
+    (["--memory", "sqlite:///{tmp}/u.db", "--rerank", "3"], "need --user-model"),
+    (["--memory", "sqlite:///{tmp}/u.db", "--user-model", "{tmp}"], "not a user-model directory"),
+])
+def test_serve_refuses_user_model_options_it_cannot_honour(args, needle, tmp_path):
+    from typer.testing import CliRunner
+
+    from personalign.cli import app
+
+    res = CliRunner().invoke(app, ["serve", *[a.format(tmp=tmp_path) for a in args]])
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
