@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from personalign.users.representations import (
-    BT, FitSettings, Latent, LowRank, MeanDiff, REPRESENTATIONS, make_model,
+    BT, FitSettings, Latent, LowRank, MeanDiff, REPRESENTATIONS, UserTexts, make_model,
 )
 
 D = 8
@@ -127,3 +127,56 @@ def test_bt_is_the_same_for_every_user():
     f = torch.randn(2, 3, D)
     state = model.adapt(torch.randn(2, 4, D), torch.randn(2, 4, D), torch.ones(2, 4, dtype=torch.bool))
     np.testing.assert_allclose(model.reward(state, f).detach().numpy(), (f @ model.w).detach().numpy(), atol=1e-6)
+
+
+def test_each_reward_formula_matches_numpy():
+    """r_u of lowrank, mixture (PAL-A and PAL-B), embedding and latent against their formulas written in numpy."""
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(2, 3, D)).astype(np.float32)
+    softmax = lambda w: np.exp(w) / np.exp(w).sum(-1, keepdims=True)  # noqa: E731
+    normalize = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    state = rng.normal(size=(2, 4)).astype(np.float32)
+    lowrank = make_model("lowrank", D, 4)
+    V = lowrank.V.detach().numpy()
+    expected = np.einsum("und,dk,uk->un", f, V, softmax(state)) / 100
+    np.testing.assert_allclose(lowrank.reward(torch.from_numpy(state), torch.from_numpy(f)).detach(), expected, rtol=1e-4, atol=1e-5)
+    for variant in ("a", "b"):
+        mix = make_model("mixture", D, 4)
+        mix.variant = variant
+        A, P, s = mix.A.detach().numpy(), mix.P.detach().numpy(), min(np.exp(float(mix.logit_scale)), 100.0)
+        u = softmax(state) @ P
+        proj = f @ A
+        expected = (s * np.einsum("unp,up->un", normalize(proj), normalize(u)) if variant == "b"
+                    else -np.linalg.norm(proj - u[:, None], axis=-1))
+        np.testing.assert_allclose(mix.reward(torch.from_numpy(state), torch.from_numpy(f)).detach(), expected, rtol=1e-4, atol=1e-4)
+    emb = make_model("embedding", D, 4)
+    with torch.no_grad():
+        emb.w0.normal_()
+        emb.e0.normal_()
+    w0, U, e0 = (t.detach().numpy() for t in (emb.w0, emb.U, emb.e0))
+    expected = f @ w0 + np.einsum("und,dk,uk->un", f, U, e0 + state)
+    np.testing.assert_allclose(emb.reward(torch.from_numpy(state), torch.from_numpy(f)).detach(), expected, rtol=1e-4, atol=1e-4)
+    lat = make_model("latent", D)
+    with torch.no_grad():
+        lat.Q.normal_()
+        lat.w0.normal_()
+    z = rng.normal(size=(2, D)).astype(np.float32)
+    expected = f @ lat.w0.detach().numpy() + float(lat.scale) * np.einsum("und,dk,uk->un", f, lat.Q.detach().numpy(), z)
+    np.testing.assert_allclose(lat.reward(torch.from_numpy(z), torch.from_numpy(f)).detach(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_latent_reads_a_users_own_texts_through_the_ridge_maps():
+    """With context 'all', a user's comments move z by t·C·(mean comment − population mean); with 'pairs' they do not."""
+    g = torch.Generator().manual_seed(11)
+    c, r, m = torch.randn(50, 3, D, generator=g), torch.randn(50, 3, D, generator=g), torch.ones(50, 3, dtype=torch.bool)
+    texts = UserTexts(torch.randn(50, 2, D, generator=g), torch.tensor([[0, 1]] * 50), torch.ones(50, 2, dtype=torch.bool))
+    for context in ("all", "pairs"):
+        model = Latent(D, context=context)
+        model.fit(c, r, m, FitSettings(max_steps=5), texts)
+        with_texts = model.adapt(c[:2, :0], r[:2, :0], m[:2, :0], texts.select(torch.arange(2)))
+        if context == "pairs":
+            assert torch.count_nonzero(with_texts) == 0
+            continue
+        means = texts.features[:2]  # one text of each kind per user
+        expected = float(model.text_weight) * torch.einsum("ujd,jdk->uk", means - model.text_mean, model.C)
+        torch.testing.assert_close(with_texts, expected.detach(), rtol=1e-4, atol=1e-5)
