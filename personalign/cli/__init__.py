@@ -16,8 +16,8 @@ from personalign.cli._common import BoundaryGroup, new_app, root_options
 
 # name -> (module, attribute: a typer app (a group) or a function (a command), one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "quickstart": ("quickstart", "quickstart", "Run the whole method offline: data, validation, views, personas, "
-                   "LoRA DPO, accuracy before/after, generations, report."),
+    "quickstart": ("quickstart", "quickstart", "Run the whole method offline: data, validation, user models (the "
+                   "headline), views, personas, LoRA DPO, accuracy before/after, generations, report."),
     "train": ("train", "train", "Train a policy with DPO, SFT or PRO; resumable, and scales with "
               "`accelerate launch -m personalign train`."),
     "export": ("train", "export", "Write a trained policy as a Hugging Face model directory (adapter, or merged "

@@ -15,7 +15,7 @@ def quickstart(
     seed: int = typer.Option(0, help="Seed for synthetic data."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run in a directory that holds other files."),
 ) -> None:
-    """Run the whole method offline: data, validation, views, personas, LoRA DPO, accuracy before/after, generations, report."""
+    """Run the whole method offline: data, validation, user models (the headline), views, personas, LoRA DPO, accuracy before/after, generations, report."""
     cfg = command_config(QuickstartConfig, None, {"out_dir": out, "size": size, "model": model, "seed": seed,
                                                   "overwrite": overwrite}, None)
     run_quickstart(cfg, console)

@@ -10,7 +10,7 @@ from personalign.config import StrictModel
 from personalign.data.io import OnInvalid, write_jsonl
 from personalign.errors import EmptyError, UserError
 from personalign.files import check_output_dir, write_json, write_text
-from personalign.users.features import FeatureSpec
+from personalign.users.features import FeatureSpec, Featurizer
 from personalign.users.model_dir import load_user_model
 from personalign.users.population import load_population
 from personalign.users.protocol import ShotResult, evaluate_shots
@@ -55,10 +55,12 @@ def evaluate_user_model(cfg: UsersEvalConfig, *, progress: bool = True) -> Users
     model, spec, config = load_user_model(cfg.model)
     if cfg.features is not None:
         spec = FeatureSpec.parse(cfg.features)
-    pop = load_population(cfg.data, spec, limit=cfg.limit, on_invalid=cfg.on_invalid, progress=progress)
-    if pop.dim != model.dim:
-        raise UserError(f"features of dimension {pop.dim} ({spec.encoder}), but the user model was trained on "
+    featurizer = Featurizer(spec)  # checked before any feature is computed
+    if featurizer.dim != model.dim:
+        raise UserError(f"features of dimension {featurizer.dim} ({spec.encoder}), but the user model was trained on "
                         f"dimension {model.dim}", option="--features" if cfg.features else "--model")
+    pop = load_population(cfg.data, spec, limit=cfg.limit, on_invalid=cfg.on_invalid, progress=progress,
+                          featurizer=featurizer)
     curve = []
     for shots in cfg.shots:
         result = evaluate_shots(model, pop, shots, n_boot=cfg.n_boot, seed=cfg.seed)
