@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from personalign.cli._common import ConfigFile, Limit, OnInvalidOpt, Overrides, Overwrite, command_config, console, new_app
+from personalign.cli._common import (
+    ConfigFile, Limit, OnInvalidOpt, Overrides, Overwrite, command_config, console, main_process, new_app,
+)
 from personalign.data.io import check_source
 from personalign.users.representations import Representation
 
@@ -55,6 +57,8 @@ def train(
     cfg = command_config(UsersTrainConfig, config, opts, overrides)
     check_source(cfg.data, option="--data")
     result = train_user_model(cfg)
+    if not main_process():
+        return
     table = Table("representation", "K", "users", "pairs", "seen-user accuracy (held-out pair)", "seconds",
                   title="user model")
     seen = f"{result.seen.value:.3f} [{result.seen.low:.3f}, {result.seen.high:.3f}]" if result.seen else "n/a"
@@ -109,7 +113,6 @@ def directions_train(
 ) -> None:
     """Learn a head on φ(y_w) − φ(y_l) that predicts an item's 90-dimension direction vector."""
     from personalign.users.directions import DirectionsConfig, train_directions
-
     from personalign.users.features import FeatureSpec
 
     cfg = DirectionsConfig(data=data, out=str(out), features=FeatureSpec.parse(features), max_steps=max_steps,
@@ -127,11 +130,10 @@ def directions_annotate(
     model: Annotated[str, typer.Option("--model", help="A direction-model directory (users directions train).")],
     data: Annotated[str, typer.Option("--data", help="Records whose history pairs lack direction vectors.")],
     out: Annotated[Path, typer.Option("--out", help="Records file to write (.jsonl), every history pair with a vector.")],
-    overwrite: Overwrite = False,
 ) -> None:
     """Fill in the 'Preference Direction' of every history pair (and the record's mean), so `pba` renders profiles."""
     from personalign.users.directions import annotate_records
 
     check_source(data, option="--data")
-    n, filled = annotate_records(model, data, out, overwrite=overwrite)
+    n, filled = annotate_records(model, data, out)
     console.print(f"{n} records, {filled} history pairs given a direction vector -> {out}")

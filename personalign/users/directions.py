@@ -133,7 +133,7 @@ def load_directions(directory: str | os.PathLike, option: str = "--directions") 
     return head, FeatureSpec.model_validate(config["features"])
 
 
-def annotate_records(model: str | os.PathLike, data: str, out: str | os.PathLike, *, overwrite: bool = False) -> tuple[int, int]:
+def annotate_records(model: str | os.PathLike, data: str, out: str | os.PathLike) -> tuple[int, int]:
     """Write `data`'s records to `out` with a predicted direction on every history pair that has none."""
     check_output_file(out, inputs=[data, model])
     head, spec = load_directions(model, option="--model")

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from personalign.errors import CorruptFileError, ModelError
 from personalign.files import atomic_write, read_json_object, write_json, write_text
@@ -95,6 +94,3 @@ def _card(config: dict[str, Any]) -> str:
         lines += ["## Command", "", "```bash", config["command"], "```", ""]
     return "\n".join(lines)
 
-
-def state_to_list(state: torch.Tensor) -> list[float]:
-    return [float(x) for x in state.reshape(-1).tolist()]

@@ -1,6 +1,7 @@
 """`personalign users train`: learn a representation's shared part on seen users and write a
 self-describing model directory; the last pair of every seen user with at least two is held out and
-scored (the seen-user protocol) unless `seen_holdout` is 0."""
+scored (the seen-user protocol) unless `seen_holdout` is false. Under `accelerate launch` the
+processes share the feature computation; the fit is small and deterministic, and the main process writes."""
 from __future__ import annotations
 
 import time
@@ -91,5 +92,9 @@ def train_user_model(cfg: UsersTrainConfig, *, progress: bool = True) -> Trained
     info = {"data": cfg.data, "data_digest": pop.digest, "users": len(pop.users), "pairs": pairs,
             "fit": cfg.fit.model_dump(), "metrics": metrics, "personalign_version": __version__,
             "command": command_line(), "rejected_records": pop.counts.rejected}
-    out = save_user_model(cfg.out, model, cfg.features, info)
+    from personalign.models.loading import process_state
+
+    out = Path(cfg.out)
+    if process_state().is_main_process:  # under `accelerate launch` the processes shared the features; one writes
+        save_user_model(out, model, cfg.features, info)
     return TrainedUserModel(model, out, len(pop.users), pairs, seen, metrics, time.perf_counter() - t0)
