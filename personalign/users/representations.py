@@ -198,7 +198,7 @@ class _PerUserFit(UserModel):
         loss = lambda: (bt_loss(self.margin(states, chosen, rejected), mask) + self.state_penalty(states)
                         + self.shared_penalty(settings))
         _adam_fit(params, loss, steps, lr)
-        return {"loss": float(bt_loss(self.margin(states, chosen, rejected), mask))}
+        return {"loss": float(bt_loss(self.margin(states, chosen, rejected), mask).detach())}
 
     def shared_penalty(self, settings: FitSettings) -> Tensor:
         return settings.weight_decay * sum(p.pow(2).sum() for p in self.parameters())
