@@ -39,6 +39,7 @@ def train(
     features: Features = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Size of the representation: lowrank rank, mixture prototypes, embedding or latent dimension.")] = None,
     context: Annotated[Optional[str], typer.Option("--context", help="latent: pairs (the user's pairs only) or all (default: also its comments and demographic text).")] = None,
+    variant: Annotated[Optional[str], typer.Option("--variant", help="mixture: b (PAL-B, default) or a (PAL-A).")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Optimizer steps of the shared part (default per representation).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", help="Adam learning rate (default per representation).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
@@ -51,7 +52,7 @@ def train(
     """Learn a user model's shared part on seen users; write a self-describing model directory."""
     from personalign.users.train import UsersTrainConfig, train_user_model
 
-    opts = {"data": data, "out": out, "representation": representation, "k": k, "context": context, "limit": limit,
+    opts = {"data": data, "out": out, "representation": representation, "k": k, "context": context, "variant": variant, "limit": limit,
             "on_invalid": on_invalid, "overwrite": overwrite or None, "fit.max_steps": max_steps,
             "fit.learning_rate": learning_rate, "fit.seed": seed, **_features_options(features)}
     cfg = command_config(UsersTrainConfig, config, opts, overrides)

@@ -57,7 +57,8 @@ def load_user_model(directory: str | os.PathLike, option: str = "--model") -> tu
 
     path = Path(directory)
     config = read_config(path, option)
-    model = make_model(config["representation"], int(config["dim"]), config.get("k"), config.get("context") or "all")
+    model = make_model(config["representation"], int(config["dim"]), config.get("k"), config.get("context") or "all",
+                       config.get("variant") or "b")
     for name in ("adapt_steps", "adapt_lr", "variant", "context"):
         if name in config:
             setattr(model, name, config[name])

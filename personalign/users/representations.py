@@ -403,12 +403,15 @@ MODELS: dict[str, type[UserModel]] = {
 DEFAULT_K = {"bt": 1, "mean-diff": 0, "lowrank": 16, "mixture": 8, "embedding": 16, "latent": None}
 
 
-def make_model(name: str, dim: int, k: int | None = None, context: str = "all") -> UserModel:
+def make_model(name: str, dim: int, k: int | None = None, context: str = "all", variant: str = "b") -> UserModel:
     """A fresh representation `name` for features of dimension `dim` (K from `DEFAULT_K` unless given);
-    `context` is `latent`'s ('pairs' or 'all': pairs and the user's own texts)."""
+    `context` is `latent`'s ('pairs' or 'all': pairs and the user's own texts), `variant` `mixture`'s
+    ('b': PAL-B, 'a': PAL-A)."""
     if name not in MODELS:
         raise ValueError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
     k = DEFAULT_K[name] if k is None else k
     if name == "latent":
         return Latent(dim, k, context=context)
+    if name == "mixture":
+        return Mixture(dim, k, variant=variant)
     return MODELS[name](dim, k) if name not in ("bt", "mean-diff") else MODELS[name](dim, k or 1)

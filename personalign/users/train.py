@@ -34,6 +34,7 @@ class UsersTrainConfig(StrictModel):
     features: FeatureSpec = FeatureSpec()
     k: int | None = None  # the representation's size: rank, prototypes, embedding or latent dimension
     context: Literal["pairs", "all"] = "all"  # latent: encode the user's pairs only, or also its comments and demographic
+    variant: Literal["a", "b"] = "b"  # mixture: PAL-B (cosine to a mixed ideal point) or PAL-A (distance)
     seen_holdout: bool = True
     limit: int | None = None
     on_invalid: OnInvalid = "fail"
@@ -84,7 +85,7 @@ def train_user_model(cfg: UsersTrainConfig, *, progress: bool = True) -> Trained
         raise UserError("K must be at least 1", option="--k")
     t0 = time.perf_counter()
     pop = load_population(cfg.data, cfg.features, limit=cfg.limit, on_invalid=cfg.on_invalid, progress=progress)
-    model = make_model(cfg.representation, pop.dim, cfg.k, cfg.context)
+    model = make_model(cfg.representation, pop.dim, cfg.k, cfg.context, cfg.variant)
     metrics, seen = fit_population(model, pop, cfg.fit, holdout=cfg.seen_holdout)
     if seen is not None:
         metrics = {**metrics, "seen_accuracy": seen.value, "seen_ci_low": seen.low, "seen_ci_high": seen.high}
