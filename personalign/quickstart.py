@@ -54,8 +54,8 @@ class QuickstartSize(StrictModel):
 
 SIZES = {
     "tiny": QuickstartSize(train_users=8, heldout_users=6, persona_records=2, steps=2, batch=2, max_length=320,
-                           generations=2, new_tokens=16, user_model_train=80, user_model_heldout=80,
-                           user_model_steps=400),
+                           generations=2, new_tokens=16, user_model_train=60, user_model_heldout=60,
+                           user_model_steps=300),
     "default": QuickstartSize(train_users=24, heldout_users=16, persona_records=4, steps=6, batch=4, max_length=320,
                               generations=4, new_tokens=32, user_model_train=120, user_model_heldout=100,
                               user_model_steps=800),

@@ -99,7 +99,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def synth_users(tmp_path_factory) -> dict[str, Path]:
-    """Synthetic users (`data synth`): 160 to train on, 60 held out, with their MiniLM features cached
+    """Synthetic users (`data synth`): 100 to train on, 60 held out, with their MiniLM features cached
     beside them (computed once per session), and a `mean-diff` and a `latent` user model trained on them."""
     from personalign.data.io import write_jsonl
     from personalign.data.synth import synth_records
@@ -107,7 +107,7 @@ def synth_users(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("synth-users")
     paths = {"train": root / "train.jsonl", "test": root / "test.jsonl"}
-    write_jsonl(synth_records(160, seed=21), paths["train"])
+    write_jsonl(synth_records(100, seed=21), paths["train"])
     write_jsonl(synth_records(60, seed=22), paths["test"])
     for rep in ("mean-diff", "latent"):
         paths[rep] = root / rep

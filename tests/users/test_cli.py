@@ -30,7 +30,7 @@ def test_a_learned_user_model_separates_unseen_users_and_bt_does_not(synth_users
               str(tmp_path / "bt"))
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "bt" / "usermodel.json").read_text())
-    assert config["representation"] == "bt" and config["features"]["encoder"] == "minilm" and config["users"] == 160
+    assert config["representation"] == "bt" and config["features"]["encoder"] == "minilm" and config["users"] == 100
     assert "## Command" in (tmp_path / "bt" / "README.md").read_text()
     run("users", "eval", "--model", str(tmp_path / "bt"), "--data", str(synth_users["test"]), "--out",
         str(tmp_path / "bt-eval"))
