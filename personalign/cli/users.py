@@ -132,7 +132,7 @@ def directions_annotate(
     data: Annotated[str, typer.Option("--data", help="Records whose history pairs lack direction vectors.")],
     out: Annotated[Path, typer.Option("--out", help="Records file to write (.jsonl), every history pair with a vector.")],
 ) -> None:
-    """Fill in the 'Preference Direction' of every history pair (and the record's mean), so `pba` renders profiles."""
+    """Fill in the 'Preference Direction' of every history pair that has none, so `pba` renders profiles."""
     from personalign.users.directions import annotate_records
 
     check_source(data, option="--data")

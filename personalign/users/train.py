@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from personalign.config import StrictModel
@@ -69,8 +70,6 @@ def fit_population(model: UserModel, pop: Population, settings: FitSettings, *, 
     if not held:
         return metrics, None
     scores = score_users(model, pop, [users[i] for i in held], [train_idx[i] for i in held], [[n[i] - 1] for i in held])
-    import numpy as np
-
     correct = np.array([s.sum() for s in scores])
     return metrics, user_bootstrap(correct, np.ones(len(scores)))
 
