@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,13 +30,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_memory_load import free_port, wait_until_serving  # noqa: E402
+
 KEY = "adapt-bench-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(work: Path, model_dir: Path, port: int) -> subprocess.Popen:
@@ -48,18 +44,7 @@ def start_server(work: Path, model_dir: Path, port: int) -> subprocess.Popen:
            f"sqlite:///{work / 'users.db'}", "--user-model", str(model_dir), "--view", "ica", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=open(work / "server.log", "a"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see {work / 'server.log'}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
-                         timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("the server did not start within 180 s")
+    return wait_until_serving(proc, port, work / "server.log", KEY)
 
 
 def simulate(base: str, uid: str, record: dict) -> dict:

@@ -51,17 +51,23 @@ def start_server(model: str, url: str, port: int, log: Path) -> subprocess.Popen
     cmd = [sys.executable, "-m", "personalign", "serve", "--model", model, "--memory", url, "--port", str(port),
            "--view", "ica", "--echo-prompt", "--max-batch", "8", "--batch-window-ms", "5"]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
+    return wait_until_serving(proc, port, log, KEY)
+
+
+def wait_until_serving(proc: subprocess.Popen, port: int, log: Path, key: str, limit: float = 180) -> subprocess.Popen:
+    """`proc` once its /v1/models answers on `port`; its whole process group is killed if it does not within `limit` s."""
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with {proc.returncode}; see {log}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"},
                          timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise SystemExit(f"the server did not start within 180 s; see {log}")
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit(f"the server did not start within {limit:.0f} s; see {log}")
 
 
 def percentile(values: list[float], q: float) -> float:
