@@ -89,12 +89,11 @@ def default_model_dir() -> Path:
 
 @pytest.fixture()
 def free_port() -> int:
-    """A loopback port the OS picked as free; pass it explicitly (e.g. `--main_process_port`), never a fixed one."""
-    import socket
+    """A loopback port the OS picked as free; pass it explicitly, never a fixed one. A child that binds it
+    later may find it taken: launches retry on conflict (`tests/procs.py`)."""
+    from procs import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 `python fake_llm.py DATA OUT CACHE DELAY [PARK_AFTER]` infers personas with `RuleBackend(echo_preferred,
 delay=DELAY)` in chunks of 2 and prints the InferStats as JSON; with PARK_AFTER it parks (sleeps until
-killed) before answering request PARK_AFTER + 1 (used by the kill/resume test).
+killed, after touching `CACHE.parked`) before answering request PARK_AFTER + 1 (the kill/resume test).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from personalign.llm.base import GenerationConfig, Request
 
@@ -19,8 +20,9 @@ class RuleBackend:
     """Answers every request with `rule(last user message)`; records what it was asked."""
 
     def __init__(self, rule: Callable[[str], str], identity: str = "fake-rule", delay: float = 0.0,
-                 park_after: int | None = None):
+                 park_after: int | None = None, parked: Path | None = None):
         self.rule, self._identity, self.delay, self.park_after = rule, identity, delay, park_after
+        self.parked = parked
         self.calls: list[list[Request]] = []
 
     @property
@@ -32,6 +34,8 @@ class RuleBackend:
         out = []
         for r in requests:
             if self.park_after is not None and self.n_requests - len(requests) + len(out) >= self.park_after:
+                if self.parked is not None:
+                    self.parked.touch()
                 time.sleep(600)  # parked until killed
             time.sleep(self.delay)
             out.append(self.rule(r if isinstance(r, str) else r[-1]["content"]))
@@ -69,7 +73,7 @@ def main() -> None:
 
     data, out, cache, delay = sys.argv[1:5]
     park_after = int(sys.argv[5]) if len(sys.argv) > 5 else None
-    backend = RuleBackend(echo_preferred, delay=float(delay), park_after=park_after)
+    backend = RuleBackend(echo_preferred, delay=float(delay), park_after=park_after, parked=Path(cache + ".parked"))
     stats = infer_personas(data, backend, out, cache_path=cache, chunk_size=2)
     print(json.dumps(stats.as_dict()))
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import procs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(cmd: list, cwd: Path, env: dict) -> str:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = procs.run([str(c) for c in cmd], cwd=cwd, env=env, timeout=600)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 

@@ -1,10 +1,13 @@
 """Mutation testing of personalign's core: apply named mutations one at a time, run the tests that
 should notice, and report which mutants the suite kills (`make mutants`).
 
-Each mutant replaces one exact snippet (it must occur exactly once) in one module, runs the listed
-test files with `pytest -x -q` (the `-p no:randomly` order), and counts as killed when pytest fails
-or runs past the time limit. The file is restored from memory after every mutant, also on Ctrl-C
-or an error; `git diff` stays clean.
+Nothing touches the checkout: the tracked and untracked (not ignored) files are copied into a
+temporary directory, which comes first on PYTHONPATH, and every mutant is applied there. The listed
+tests run first on the unmutated copy (the baseline); if any fails the harness refuses to score.
+Each mutant replaces one exact snippet (it must occur exactly once) in one module and runs its test
+files with `pytest -x -q` in a fixed order. A mutant is *killed* only when pytest reports a test
+failure (exit 1); a collection or usage error, an empty selection (exit 2-5) is an *error*, and a
+run past `--timeout` a *timeout*: neither counts as killed.
 
     python tools/mutants.py                 # every mutant
     python tools/mutants.py --only loop     # mutants whose id contains "loop"
@@ -15,8 +18,11 @@ The score per module and the explanation of every survivor are recorded in docs/
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -49,6 +55,11 @@ T_VIEWS = ("tests/data/test_views.py", "tests/data/test_tokens.py")
 T_VERDICT = ("tests/llm/test_verdict.py", "tests/llm/test_logprob_verdict.py")
 T_CHECKPOINTS = ("tests/train/test_checkpoints.py",)
 T_MEMORY = ("tests/memory/test_store.py", "tests/serve/test_memory.py")
+T_AUTH = ("tests/serve/test_memory.py", "tests/serve/test_app.py")
+T_BEST_OF = ("tests/eval/test_rm.py",)
+T_GEN_CACHE = ("tests/llm/test_cache.py", "tests/eval/test_generate.py")
+T_COLLATE = ("tests/train/test_collate.py", "tests/train/test_objective.py")
+T_REWARDS = ("tests/models/test_rewards.py",)
 
 MUTANTS = [
     # train/losses.py
@@ -189,54 +200,127 @@ MUTANTS = [
            "n = 0", T_MEMORY),
     Mutant("memory:scoped-key-reaches-others", "serve/memory.py", "if scope is not None and requested is not None and requested != scope:",
            "if False:", T_MEMORY),
+    Mutant("memory:scoped-key-without-user-acts-for-none", "serve/memory.py",
+           "return requested if requested is not None else scope", "return requested", T_MEMORY),
+    # serve auth, best-of-n, the generation cache, the collator, reward pooling
+    Mutant("serve:any-bearer-accepted", "serve/memory.py", "if hmac.compare_digest(given, expected) and not found[0]:",
+           "if given.startswith(b\"Bearer \") and not found[0]:", T_AUTH),
+    Mutant("best-of:least-rewarded", "eval/generate.py", "best = max(range(len(cands)), key=rewards.__getitem__)",
+           "best = min(range(len(cands)), key=rewards.__getitem__)", T_BEST_OF),
+    Mutant("best-of:first-candidate", "eval/generate.py", "best = max(range(len(cands)), key=rewards.__getitem__)",
+           "best = 0", T_BEST_OF),
+    Mutant("gen-cache:settings-blind-key", "llm/cache.py", "keys = [cache_key(backend.identity, task, settings, r)",
+           "keys = [cache_key(backend.identity, task, r)", T_GEN_CACHE),
+    Mutant("gen-cache:not-durable", "llm/cache.py", "    def add(self, items: Sequence[tuple[str, str]]) -> None:\n",
+           "    def add(self, items: Sequence[tuple[str, str]]) -> None:\n        return\n", T_GEN_CACHE),
+    Mutant("collate:reference-rows-by-position", "train/collate.py",
+           "ref[torch.as_tensor(list(indices), dtype=torch.long), :width]", "ref[: len(indices), :width]", T_COLLATE),
+    Mutant("collate:kto-partner-is-self", "train/collate.py", "return [(i - 1) % len(self.store) for i in indices]",
+           "return list(indices)", T_COLLATE),
+    Mutant("rewards:pooled-before-last-token", "models/rewards.py", "batch.pred_cols + 1, reduce=\"amax\")",
+           "batch.pred_cols, reduce=\"amax\")", T_REWARDS),
 ]
 
 
-def run_mutant(m: Mutant, timeout: float) -> tuple[str, float]:
-    path = PKG / m.module
+OUTCOMES = ("killed", "survived", "error", "timeout")
+
+
+def outcome(returncode: int | None) -> str:
+    """A pytest exit status as a mutant's fate: only a test failure (1) kills; None is a timeout."""
+    if returncode is None:
+        return "timeout"
+    return {0: "survived", 1: "killed"}.get(returncode, "error")
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The checkout's tracked and untracked, not ignored, files copied under `dest`."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def pytest(root: Path, tests: tuple[str, ...], timeout: float) -> int | None:
+    """pytest's exit status on `tests` in the copy at `root` (None past `timeout`), its process group
+    killed on the way out."""
+    env = {**os.environ, "PYTHONPATH": str(root), "PERSONALIGN_HOME": os.environ.get(
+        "PERSONALIGN_HOME", str(REPO / ".cache" / "personalign-test"))}
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:random_order",
+           "-p", "no:cacheprovider", *tests]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def run_mutant(m: Mutant, root: Path, timeout: float) -> tuple[str, float]:
+    path = root / "personalign" / m.module
     original = path.read_text()
     if original.count(m.old) != 1:
         return f"stale ({original.count(m.old)} matches)", 0.0
     started = time.perf_counter()
     try:
         path.write_text(original.replace(m.old, m.new))
-        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *m.tests]
-        try:
-            rc = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout).returncode
-            outcome = "killed" if rc != 0 else "survived"
-        except subprocess.TimeoutExpired:
-            outcome = "killed (timeout)"
+        fate = outcome(pytest(root, m.tests, timeout))
     finally:
         path.write_text(original)
-    return outcome, time.perf_counter() - started
+    return fate, time.perf_counter() - started
+
+
+def table(results: list[tuple[Mutant, str]]) -> str:
+    """Killed / survived / error / timeout per module, as a markdown table."""
+    by_module: dict[str, list[str]] = defaultdict(list)
+    for m, fate in results:
+        by_module[m.module].append(fate)
+    lines = ["| module | mutants | killed | survived | error | timeout | score |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for module, fates in [*sorted(by_module.items()), ("**all**", [f for _, f in results])]:
+        counts = [sum(f == o for f in fates) for o in OUTCOMES]
+        name = module if module.startswith("**") else f"`{module}`"
+        lines.append(f"| {name} | {len(fates)} | " + " | ".join(map(str, counts)) + f" | {counts[0] / len(fates):.0%} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="Run the mutants whose id contains this text.")
     parser.add_argument("--list", action="store_true")
-    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds per mutant (past it: killed).")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds per mutant (past it: a timeout).")
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if not args.only or args.only in m.id]
     if args.list:
         for m in chosen:
             print(f"{m.id:45} {m.module:22} {' '.join(m.tests)}")
         return
-    by_module: dict[str, list[tuple[Mutant, str]]] = defaultdict(list)
-    for m in chosen:
-        outcome, seconds = run_mutant(m, args.timeout)
-        by_module[m.module].append((m, outcome))
-        print(f"{outcome:18} {seconds:6.1f}s  {m.id}", flush=True)
-    print("\n| module | mutants | killed | score |\n|---|---:|---:|---:|")
-    total = killed = 0
-    for module, rows in sorted(by_module.items()):
-        k = sum(o.startswith("killed") for _, o in rows)
-        total, killed = total + len(rows), killed + k
-        print(f"| `{module}` | {len(rows)} | {k} | {k / len(rows):.0%} |")
-    print(f"| **all** | {total} | {killed} | {killed / max(total, 1):.0%} |")
-    survivors = [m.id for rows in by_module.values() for m, o in rows if not o.startswith("killed")]
-    print("\nsurvivors: " + (", ".join(survivors) if survivors else "none"))
-    sys.exit(1 if any(o.startswith("stale") for rows in by_module.values() for _, o in rows) else 0)
+    if not chosen:
+        sys.exit(f"no mutant id contains {args.only!r}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="personalign-mutants-") as tmp:
+        root = copy_checkout(Path(tmp))
+        tests = tuple(sorted({t for m in chosen for t in m.tests}))
+        base = pytest(root, tests, args.timeout * 2)
+        print(f"baseline: {len(tests)} test files on the unmutated copy: {outcome(base)} "
+              f"(pytest exit {base}, {time.perf_counter() - started:.0f}s)", flush=True)
+        if base != 0:
+            sys.exit("the listed tests do not pass on unmutated code: no score (run them to see why)")
+        results = []
+        for m in chosen:
+            fate, seconds = run_mutant(m, root, args.timeout)
+            results.append((m, fate))
+            print(f"{fate:18} {seconds:6.1f}s  {m.id}", flush=True)
+    print("\n" + table(results))
+    survivors = [m.id for m, fate in results if fate != "killed"]
+    print(f"\nnot killed: {', '.join(survivors) if survivors else 'none'}  ({time.perf_counter() - started:.0f}s)")
+    sys.exit(1 if any(fate.startswith("stale") for _, fate in results) else 0)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,11 @@ def prepare_default_model(force: bool = False, *, progress: bool = True) -> Path
             final.rename(stale)
             shutil.rmtree(stale)
         if not final.exists():
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError:  # another process prepared it meanwhile
+                if not is_prepared(final):
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     console.print(f"prepared {DEFAULT_MODEL} in {time.perf_counter() - started:.0f} s -> {final}")

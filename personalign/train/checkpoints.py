@@ -29,6 +29,7 @@ from personalign.models.loading import load_model, load_tokenizer
 from personalign.models.lora import apply_lora, load_lora, merge_lora
 from personalign.models.scorer import ResponseLogprobs
 from personalign.models.rewards import ResponseRewards, load_reward_model
+from personalign.train.sharding import FSDP_MODEL_DIR, full_state_dict, is_sharded, save_sharded
 
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "train_config.yaml"
@@ -40,7 +41,6 @@ TRAIN_OUTPUTS = ("checkpoint-*", FINAL_DIR, METRICS_FILE, CONFIG_FILE, "tensorbo
                  "runs", "*.tmp", "wandb", "mlruns", "trackio")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 POLICY_PREFIX = "model."  # `ResponseLogprobs.model`
-FSDP_MODEL_DIR = "pytorch_model_fsdp"  # accelerate's sharded model state: <checkpoint>/pytorch_model_fsdp_<i>/
 ZERO_MODEL_DIR = "pytorch_model"  # accelerate's DeepSpeed checkpoint tag: <checkpoint>/pytorch_model/ (ZeRO partitions)
 
 
@@ -106,13 +106,17 @@ def trainable_only(model: torch.nn.Module):
     return hook
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, config) -> Path:
-    """Save the accelerate state of every process plus the trainer state; returns the directory."""
+def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, config, prepared: tuple) -> Path:
+    """Save the accelerate state of every process plus the trainer state; returns the directory.
+    `prepared` is (model, optimizer, scheduler): a model sharded by `sharding.shard` is saved by it."""
     final, tmp = output_dir / f"checkpoint-{step}", output_dir / f"checkpoint-{step}.tmp"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
+    if is_sharded(prepared[0]):
+        save_sharded(accelerator, *prepared, tmp)
+    else:
+        accelerator.save_state(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
@@ -146,7 +150,7 @@ def save_final(accelerator, model, tokenizer, directory: Path) -> Path:
     if hasattr(unwrapped, "peft_config"):
         unwrapped.save_pretrained(directory, is_main_process=accelerator.is_main_process, safe_serialization=True)
     else:
-        state_dict = _policy_state(accelerator.get_state_dict(model))
+        state_dict = _policy_state(full_state_dict(model) if is_sharded(model) else accelerator.get_state_dict(model))
         unwrapped.save_pretrained(directory, is_main_process=accelerator.is_main_process, state_dict=state_dict,
                                   save_function=accelerator.save, safe_serialization=True)
     if accelerator.is_main_process:

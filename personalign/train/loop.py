@@ -58,6 +58,7 @@ from personalign.train.config import TrainConfig
 from personalign.train.losses import (
     LossOutput, dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss, simpo_loss,
 )
+from personalign.train.sharding import cpu_fsdp_requested, is_sharded, load_sharded, shard
 from personalign.train.trackers import check_trackers, make_trackers
 
 
@@ -116,7 +117,7 @@ def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref
 def scoring_module(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
     """The module to score with, without gradients: the prepared one where every forward runs collectives
     (FSDP, DeepSpeed: all ranks score in step), else the unwrapped one (no DDP hooks per forward)."""
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) or is_sharded(model)
     return model if sharded else accelerator.unwrap_model(model)
 
 
@@ -198,7 +199,7 @@ def check_run(cfg: TrainConfig) -> Path | None:
     check_source(cfg.data, option="data")
     if cfg.eval_data is not None:
         check_source(cfg.eval_data, option="eval_data")
-    check_model_dir(cfg.model, option="model")
+    check_model_dir(cfg.model, option="model", kind="any" if cfg.loss == "rm" else "causal")  # rm: a causal LM or an RM
     check_output_dir(cfg.output_dir, inputs=[cfg.data, cfg.eval_data], own=TRAIN_OUTPUTS,
                      overwrite=cfg.overwrite_output_dir, option="output_dir")
     if cfg.resume_from_checkpoint is None:
@@ -288,16 +289,20 @@ def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: 
     return TrainData(rows, ref, counts, EvalSet(eval_rows, eval_ref, rewards))
 
 
-def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int, *, strict: bool = True
-               ) -> int:
-    """Load a checkpoint's model, optimizer, schedule and RNG state; returns its step. `strict=False`
-    for adapter-only (LoRA) checkpoints: the frozen base weights are the ones already loaded."""
+def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int, prepared: tuple, *,
+               strict: bool = True) -> int:
+    """Load a checkpoint's model, optimizer, schedule and RNG state into `prepared` (model, optimizer,
+    scheduler); returns its step. `strict=False` for adapter-only (LoRA) checkpoints: the frozen base
+    weights are the ones already loaded."""
     state = read_state(checkpoint)
     if (state["global_batch"], state["records"]) != (plan.global_batch, n_records):
         raise ValueError(f"{checkpoint} was saved with global batch {state['global_batch']} on "
                          f"{state['records']} records; this run has {plan.global_batch} on {n_records}")
     try:
-        accelerator.load_state(checkpoint, strict=strict)
+        if is_sharded(prepared[0]):
+            load_sharded(accelerator, *prepared, checkpoint)
+        else:
+            accelerator.load_state(checkpoint, strict=strict)
     except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a damaged file
         raise CorruptFileError(f"cannot load the checkpoint ({type(e).__name__}: {e}); resume from another "
                                "checkpoint or delete this one", file=checkpoint) from None
@@ -336,6 +341,19 @@ class MetricWindow:
         return metrics
 
 
+def prepare(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, plan: StepPlan) -> tuple:
+    """(model, optimizer, scheduler) prepared by accelerate; for FSDP on CPU processes, which accelerate
+    cannot shard, the model is sharded here (`sharding.shard`) and only the optimizer and scheduler are
+    prepared."""
+    if not cpu_fsdp_requested(accelerator):
+        return accelerator.prepare(model, *build_optimizer(model, cfg, plan.total))
+    if cfg.lora is not None:
+        raise UserError("FSDP on CPU processes shards full fine-tuning only: launch a LoRA run without --use_fsdp",
+                        option="lora")
+    model = shard(model, accelerator.num_processes)
+    return (model, *accelerator.prepare(*build_optimizer(model, cfg, plan.total)))
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a policy as configured; see the module docstring for the steps."""
     started = time.perf_counter()
@@ -370,8 +388,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     plan = StepPlan.of(cfg, n_records, accelerator.num_processes)
     if cfg.lora is not None:
         accelerator.register_save_state_pre_hook(trainable_only(model))
-    model, optimizer, scheduler = accelerator.prepare(model, *build_optimizer(model, cfg, plan.total))
-    start = 0 if resume is None else resume_run(accelerator, resume, plan, n_records, strict=cfg.lora is None)
+    model, optimizer, scheduler = prepare(accelerator, model, cfg, plan)
+    start = 0 if resume is None else resume_run(accelerator, resume, plan, n_records, (model, optimizer, scheduler),
+                                                strict=cfg.lora is None)
     if resume is not None:
         console.print(f"resumed from {resume} at step {start}")
     if main:
@@ -432,7 +451,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 metric = _checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
                 state = {"step": done, "epoch": done / plan.steps_per_epoch, "global_batch": plan.global_batch,
                          "records": n_records, "metric": metric}
-                path = save_checkpoint(accelerator, out, done, state, cfg)
+                path = save_checkpoint(accelerator, out, done, state, cfg, (model, optimizer, scheduler))
                 since_save = []
                 if main:
                     pruned = prune_checkpoints(out, cfg.save_total_limit)

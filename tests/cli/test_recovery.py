@@ -162,7 +162,7 @@ def test_unreachable_server_then_a_running_one(tmp_path, pairs, tiny_lm, free_po
     res = cli("persona", "infer", "--data", pairs, "--out", tmp_path / "p.jsonl", "--backend", "openai",
               "--model", "tiny", "--base-url", url, "--max-new-tokens", "2", code=2)
     assert "cannot reach the server" in res.stderr
-    with serve_in_background(create_app(LocalBackend(*tiny_lm), view="none"), port=free_port) as served:
+    with serve_in_background(create_app(LocalBackend(*tiny_lm), view="none")) as served:
         cli("persona", "infer", "--data", pairs, "--out", tmp_path / "p.jsonl", "--backend", "openai",
             "--model", "tiny", "--base-url", served, "--max-new-tokens", "2")
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == len(PAIRS)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from personalign.data.store import META_FILE, StoreSpec, build_token_store, open_store, store_path
-from personalign.data.tokens import tokenize_pair
-from personalign.data.views import ViewConfig, render_views
+from personalign.data.views import ViewConfig, build_view
 from personalign.data.io import read_examples
 from personalign.testing import tiny_tokenizer
 
@@ -33,13 +32,23 @@ def test_rows_are_the_view_rendered_and_tokenized(data):
     tok = tiny_tokenizer()
     store, hit = build_token_store(data, tok, StoreSpec(ICA, 400, need="pair"), progress=False)
     assert not hit and len(store) == 40
-    expected = [tokenize_pair(tok, r.prompt, r.responses, 400)
-                for r in render_views(read_examples(data), ICA.model_copy(update={"max_length": 400}), tok)]
-    assert store.examples([5, 0, 39]) == [expected[5], expected[0], expected[39]]
-    assert store.packed_lengths.tolist() == [t.packed_length for t in expected]
+    # expected ids built by hand from the tokenizer (not by the store's `tokenize_pair`): the prompt with the
+    # tokenizer's own special tokens, each response without, then EOS; nothing here is long enough to cut
+    eos = tok.eos_token_id
+    expected, view = [], ICA.model_copy(update={"max_length": 400})  # the store fits history to its max_length
+    for i, (rec, ex) in enumerate(zip(records(40), read_examples(data))):
+        prompt = build_view(ex, view, tok, i).prompt
+        assert rec["prompt"] in prompt
+        responses = [tok(r, add_special_tokens=False)["input_ids"] + [eos] for r in (rec["chosen"], rec["rejected"])]
+        expected.append((tok(prompt)["input_ids"], responses))
+    got = store.examples([5, 0, 39])
+    assert [(t.prompt_ids, t.response_ids) for t in got] == [expected[5], expected[0], expected[39]]
+    assert all(t.prompt_cut == 0 and t.response_cut == 0 for t in store.examples(range(40)))
+    lengths = [len(p) + sum(map(len, rs)) for p, rs in expected]
+    assert store.packed_lengths.tolist() == lengths
     assert store.column("source")[3].endswith("pairs.jsonl:4")
     c = store.counts
-    assert (c["records"], c["tokens"], c["rejected"]) == (40, sum(t.packed_length for t in expected), 0)
+    assert (c["records"], c["tokens"], c["rejected"]) == (40, sum(lengths), 0)
     assert c["prompt_tokens"] + c["response_tokens"] == c["tokens"]
 
 

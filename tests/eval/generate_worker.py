@@ -2,7 +2,8 @@
 
 `python -m torch.distributed.run --nproc_per_node 2 THIS DATA OUT CALLS [PARK_AFTER]`: each process
 answers with a rule backend that appends every request it is asked to `CALLS.rank<r>`; with
-PARK_AFTER a process parks (sleeps until killed) after answering that many requests.
+PARK_AFTER a process parks (writes `CALLS.rank<r>.parked`, then sleeps until killed) after answering
+that many requests.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Recording:
         out = []
         for r in requests:
             if self.park_after is not None and self.answered >= self.park_after:
+                self.log.with_name(self.log.name + ".parked").touch()
                 time.sleep(600)
             text = r if isinstance(r, str) else r[-1]["content"]
             with open(self.log, "a") as f:

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from plain import agreement_slack, plain_scores
+from procs import retry_on_port_conflict, run
 
 from personalign.data.io import write_jsonl
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.models.loading import load_model
-from personalign.models.scorer import score_responses
 from personalign.testing import save_tiny
 
 WORDS = "red blue green small large quick slow happy calm bright dark warm cold".split()
@@ -50,13 +51,11 @@ def test_raw_accuracy_matches_direct_scoring(pair_file, tiny_model_dir, tmp_path
     res = evaluate_accuracy(cfg)
     assert res.mode == "raw" and res.reference is None
     model, tok = load_model(tiny_model_dir)
-    from personalign.data.io import read_examples
-    from personalign.data.views import ViewConfig, render_views
+    from personalign.data.views import ViewConfig
 
-    rendered = list(render_views(read_examples(pair_file), ViewConfig(max_length=4096), tok))
-    scores = score_responses(model, tok, [(r.prompt, r.responses) for r in rendered], progress=False)
-    expected = np.mean([s.logp[0] > s.logp[1] for s in scores])
-    assert res.estimates["overall"].value == pytest.approx(expected)
+    margins = [s.logp[0] - s.logp[1] for s in plain_scores(model, tok, pair_file, ViewConfig(max_length=4096))]
+    expected = np.mean([m > 0 for m in margins])  # from plain forwards; only near-ties may differ
+    assert abs(res.estimates["overall"].value - expected) <= agreement_slack(margins) / len(margins)
     assert {"pairs", "ugc", "none"} <= set(res.estimates)
     js, md, sc = write_accuracy(res, tmp_path)
     assert json.loads(js.read_text())["mode"] == "raw"
@@ -79,22 +78,23 @@ def test_reference_mode_uses_margin_and_cache(pair_file, tiny_model_dir, second_
     assert sorted((tmp_path / ".personalign-cache").glob("tokens-*/*.safetensors")) == cached  # nothing new
 
 
-def _run(cmd: list[str], cwd: Path, **env: str) -> str:
+def _run(cmd: list[str] | Callable[[int], list[str]], cwd: Path, **env: str) -> str:
+    """Run `cmd`, or `cmd(port)` on a free port (another one if that was taken meanwhile)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", **env)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = retry_on_port_conflict(lambda port: run(cmd(port) if callable(cmd) else cmd, cwd=cwd, env=env, timeout=600))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
-def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, second_model_dir, tmp_path, free_port):
+def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, second_model_dir, tmp_path):
     common = ["eval", "accuracy", "--data", str(pair_file), "--policy", str(second_model_dir),
               "--reference", str(tiny_model_dir), "cache=false"]
     single = _run([sys.executable, "-m", "personalign", *common, "--out", str(tmp_path / "one")], tmp_path)
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     # accelerate's `--cpu` runs several processes only under MPI; this starts two gloo processes on CPU
-    sharded = _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port",
-                    str(free_port), "-m", "personalign", *common,
-                    "--out", str(tmp_path / "two")], tmp_path, ACCELERATE_USE_CPU="true")
+    sharded = _run(lambda port: [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port",
+                                 str(port), "-m", "personalign", *common, "--out", str(tmp_path / "two")],
+                   tmp_path, ACCELERATE_USE_CPU="true")
     assert "scored on 1 process)" in single and "scored on 2 processes" in sharded
     one, two = (tmp_path / "one" / "accuracy.json").read_bytes(), (tmp_path / "two" / "accuracy.json").read_bytes()
     assert one == two

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
 
 import pytest
+from procs import launched, wait_for
 
 from personalign.data.io import read_examples, write_jsonl
 from personalign.data.views import ViewConfig, build_view
@@ -112,12 +111,13 @@ KILL_SCRIPT = textwrap.dedent("""
     from personalign.data.views import ViewConfig
     from personalign.eval.generate import GenerateConfig, generate_responses
 
-    class Parking:  # answers 2 requests, then parks until killed: the kill never races the work
+    class Parking:  # answers 2 requests, then says so and parks until killed: the kill never races the work
         identity = "fake-echo"
         calls = 0
         def generate(self, requests, config, *, progress=True):
             Parking.calls += 1
             if Parking.calls > 2:
+                open(sys.argv[3], "w").close()
                 time.sleep(600)
             return ["echo: " + (r if isinstance(r, str) else r[-1]["content"]) for r in requests]
 
@@ -131,16 +131,10 @@ def test_a_killed_run_resumes_from_its_cache(data, tmp_path):
     out = tmp_path / "run"
     script = tmp_path / "slow.py"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(data), str(out)])
+    with launched([sys.executable, str(script), str(data), str(out), str(tmp_path / "parked")]) as proc:
+        wait_for(tmp_path / "parked", proc, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     cache = out / CACHE_FILE
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 2):
-            assert proc.poll() is None, "the generating process ended early"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
     stored = len(cache.read_text().splitlines())
     assert stored == 2, "the run parks after 2 stored generations"
     backend = EchoBackend()

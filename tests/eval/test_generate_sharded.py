@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from procs import free_port, launched, retry_on_port_conflict, run, wait_for
 
 from personalign.data.io import write_jsonl
 from personalign.eval.generate import CACHE_FILE, read_generations
@@ -22,12 +22,17 @@ def records(n: int) -> list[dict]:
              "ground_truth_persona": f"The user is person {i}."} for i in range(n)]
 
 
-def launch(data: Path, out: Path, calls: Path, port: int, park_after: int | None = None) -> subprocess.Popen:
+def command(data: Path, out: Path, calls: Path, port: int, park_after: int | None = None) -> list[str]:
     extra = [] if park_after is None else [str(park_after)]
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             str(port), str(HERE / "generate_worker.py"), str(data), str(out), str(calls), *extra],
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+            str(HERE / "generate_worker.py"), str(data), str(out), str(calls), *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+
+
+def launch(data: Path, out: Path, calls: Path) -> subprocess.CompletedProcess:
+    return retry_on_port_conflict(lambda port: run(command(data, out, calls, port), env=ENV, timeout=300))
 
 
 def asked(calls: Path) -> list[list[str]]:
@@ -35,12 +40,11 @@ def asked(calls: Path) -> list[list[str]]:
             for p in (calls.with_name(calls.name + f".rank{r}") for r in (0, 1))]
 
 
-def test_two_processes_answer_every_record_once(tmp_path, free_port):
+def test_two_processes_answer_every_record_once(tmp_path):
     data = tmp_path / "data.jsonl"
     write_jsonl(records(9), data)
-    proc = launch(data, tmp_path / "run", tmp_path / "calls", free_port)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    proc = launch(data, tmp_path / "run", tmp_path / "calls")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = asked(tmp_path / "calls")
     assert rank0 and rank1 and not set(rank0) & set(rank1) and len(rank0) + len(rank1) == 9
     rows = read_generations(tmp_path / "run")
@@ -50,35 +54,20 @@ def test_two_processes_answer_every_record_once(tmp_path, free_port):
     assert len((tmp_path / "run" / CACHE_FILE).read_text().splitlines()) == 9
 
 
-def kill_workers(marker: Path) -> None:
-    """SIGKILL the parked workers of a killed launch (the elastic agent runs them in their own session)."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if str(marker).encode() in cmdline.read_bytes():
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
-
-
-def test_a_killed_launch_resumes_without_repeats(tmp_path, free_port):
+def test_a_killed_launch_resumes_without_repeats(tmp_path):
     data = tmp_path / "data.jsonl"
     write_jsonl(records(10), data)
-    proc = launch(data, tmp_path / "run", tmp_path / "calls", free_port, park_after=2)
-    deadline = time.monotonic() + 120
-    while sum(map(len, asked(tmp_path / "calls"))) < 4 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kill_workers(tmp_path / "calls")
+    parked = [tmp_path / f"calls.rank{r}.parked" for r in (0, 1)]
+    parking = command(data, tmp_path / "run", tmp_path / "calls", free_port(), park_after=2)
+    with launched(parking, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:  # both park, then die
+        wait_for(parked[0], proc, timeout=120, ready=lambda: all(p.exists() for p in parked))
     first = sum(asked(tmp_path / "calls"), [])
     assert len(first) == 4 and not (tmp_path / "run" / "generations.jsonl").exists()
 
     for p in tmp_path.glob("calls.rank*"):
         p.unlink()
-    resumed = launch(data, tmp_path / "run", tmp_path / "calls", free_port)
-    _, stderr = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, stderr[-3000:]
+    resumed = launch(data, tmp_path / "run", tmp_path / "calls")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     second = sum(asked(tmp_path / "calls"), [])
     assert not set(first) & set(second) and len(first) + len(second) == 10
     assert len(read_generations(tmp_path / "run")) == 10

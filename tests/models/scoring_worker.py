@@ -1,5 +1,6 @@
-"""`score_store` in a process of its own, for tests/models/test_scorer.py: `slow JOURNAL` scores with a
-pause per forward (to be killed), `sharded OUT` runs as one of the processes of a torchrun launch."""
+"""`score_store` in a process of its own, for tests/models/test_scorer.py: `slow JOURNAL` scores until 3
+batches are journaled, then writes `JOURNAL/parked` and parks (to be killed), `sharded OUT` runs as one
+of the processes of a torchrun launch."""
 from __future__ import annotations
 
 import json
@@ -30,7 +31,13 @@ def main(mode: str, out: Path) -> None:
     torch.set_num_threads(1)
     lm, tok = model()
     if mode == "slow":
-        lm.register_forward_pre_hook(lambda *_: time.sleep(0.25))
+        def park(*_):  # before a forward: once 3 batches are journaled, say so and wait to be killed
+            done = out / "rank-0.jsonl"
+            if done.exists() and done.read_text().count("\n") >= 3:
+                (out / "parked").touch()
+                time.sleep(600)
+
+        lm.register_forward_pre_hook(park)
         score_store(lm, rows(tok), max_tokens_per_batch=BUDGET, journal=out, progress=False)
         return
     from accelerate import PartialState

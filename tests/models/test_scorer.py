@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from procs import launched, retry_on_port_conflict, run, wait_for
 
 from personalign.models.logprobs import length_batches
 from personalign.models.scorer import ResponseLogprobs, score_store
@@ -45,15 +45,10 @@ def test_table_matches_plain_forwards_and_reads_one_batch_at_a_time(one_torch_th
 
 def test_a_killed_pass_resumes_with_only_what_was_missing(tmp_path, one_torch_thread):
     journal = tmp_path / "journal"
-    proc = subprocess.Popen([sys.executable, str(HERE / "scoring_worker.py"), "slow", str(journal)],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    done = lambda: (journal / "rank-0.jsonl").read_text().count("\n") if (journal / "rank-0.jsonl").exists() else 0  # noqa: E731
-    while done() < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    with launched([sys.executable, str(HERE / "scoring_worker.py"), "slow", str(journal)],
+                  env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE) as proc:
+        wait_for(journal / "parked", proc, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
     kept = [i for line in (journal / "rank-0.jsonl").read_text().splitlines() for i in json.loads(line)["i"]]
 
     lm, tok = worker.model()
@@ -69,10 +64,11 @@ def test_a_killed_pass_resumes_with_only_what_was_missing(tmp_path, one_torch_th
     assert torch.equal(resumed.n_tokens, whole.n_tokens)
 
 
-def test_two_processes_do_equal_work_and_return_the_one_process_table(tmp_path, one_torch_thread, free_port):
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(free_port), str(HERE / "scoring_worker.py"), "sharded", str(tmp_path)],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+def test_two_processes_do_equal_work_and_return_the_one_process_table(tmp_path, one_torch_thread):
+    proc = retry_on_port_conflict(lambda port: run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(HERE / "scoring_worker.py"), "sharded", str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lm, tok = worker.model()
     rows = worker.rows(tok)

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from procs import launched, run, wait_for
 from fake_llm import RuleBackend, echo_preferred, field, pair_records
 
 from personalign.data.io import read_examples
@@ -115,21 +114,14 @@ def test_sigkill_mid_run_then_resume(tmp_path, write_records):
     data = write_records(pair_records(n))
     out, cache = tmp_path / "out.jsonl", tmp_path / "cache.jsonl"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, str(FAKE_LLM), str(data), str(out), str(cache), "0", "6"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    try:  # the child parks after 6 answers (3 stored chunks of 2); the kill cannot race its work
-        while (not cache.exists() or cache.read_text().count("\n") < 6) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+    # the child parks after 6 answers (3 stored chunks of 2) and says so; the kill cannot race its work
+    with launched([sys.executable, str(FAKE_LLM), str(data), str(out), str(cache), "0", "6"], env=env,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        wait_for(cache.with_name(cache.name + ".parked"), proc, timeout=300)
     done_before = cache.read_bytes().count(b"\n")
     assert done_before == 6 and not out.exists()
 
-    rerun = subprocess.run([sys.executable, str(FAKE_LLM), str(data), str(out), str(cache), "0"], env=env,
-                           capture_output=True, text=True, timeout=120)
+    rerun = run([sys.executable, str(FAKE_LLM), str(data), str(out), str(cache), "0"], env=env, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     stats = json.loads(rerun.stdout.splitlines()[-1])
     assert stats["reused"] == done_before and stats["generated"] == 2 * n - done_before

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from procs import run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,7 +32,10 @@ class Browser:
     def _run(self, tmp: Path, *args: str) -> subprocess.CompletedProcess:
         profile = tmp / "chromium-profile"
         cmd = [str(self.executable), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True)
+        done = run(cmd, timeout=180)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, cmd, done.stdout, done.stderr)
+        return done
 
     def dump_dom(self, page: Path, tmp: Path) -> str:
         return self._run(tmp, "--dump-dom", page.resolve().as_uri()).stdout

@@ -7,8 +7,8 @@ import re
 from report_helpers import TITLE, colored_pixels
 
 
-def test_no_payload_runs_and_the_payload_text_is_shown(report_page, browser, tmp_path):
-    dom = browser.dump_dom(report_page, tmp_path)
+def test_no_payload_runs_and_the_payload_text_is_shown(report_page, chromium, tmp_path):
+    dom = chromium.dump_dom(report_page, tmp_path)
     assert re.search(r"<title>(.*?)</title>", dom).group(1) == TITLE
     assert "pwned-marker\"" not in dom and 'id="bold-marker"' not in dom
     assert not re.search(r"<(script|iframe|svg)\b", dom)
@@ -20,8 +20,8 @@ def test_no_payload_runs_and_the_payload_text_is_shown(report_page, browser, tmp
     assert dom.count("<img src=\"data:image/png;base64,") == 5
 
 
-def test_the_screenshot_shows_the_plots(report_page, browser, tmp_path):
-    png = browser.screenshot(report_page, tmp_path / "report.png", tmp_path)
+def test_the_screenshot_shows_the_plots(report_page, chromium, tmp_path):
+    png = chromium.screenshot(report_page, tmp_path / "report.png", tmp_path)
     assert png.stat().st_size > 20_000
     distinct, saturated = colored_pixels(png)
     assert distinct > 500, "a page of plain text has few colours"

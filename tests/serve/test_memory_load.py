@@ -2,17 +2,18 @@
 feedback against the real `personalign serve --memory` process, which is then SIGKILLed mid-write and
 restarted on the same database."""
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from procs import run
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_fifty_users_lose_nothing_acknowledged_and_never_see_each_other(tmp_path):
     out = tmp_path / "load.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "serve_memory_load.py"), "--users", "50", "--ops", "4",
-                           "--writes", "4", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    proc = run([sys.executable, str(REPO / "bench" / "serve_memory_load.py"), "--users", "50", "--ops", "4",
+                "--writes", "4", "--json", str(out)], timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["mixed"] == 0 and r["missing_from_prompt"] == 0  # no chat mixes users; feedback is used at once

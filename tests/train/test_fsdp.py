@@ -8,14 +8,14 @@ rank, through torch.distributed.checkpoint) the same weights as an uninterrupted
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from procs import retry_on_port_conflict, run
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -26,12 +26,9 @@ import distributed_worker as worker  # noqa: E402
 def sharded_run(tmp_path_factory) -> Path:
     """The worker's output directory after one 2-process FSDP2 run."""
     out = tmp_path_factory.mktemp("fsdp")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), str(HERE / "distributed_worker.py"), str(out)],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    proc = retry_on_port_conflict(lambda port: run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(HERE / "distributed_worker.py"), str(out)], env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -105,3 +102,77 @@ def test_export_of_a_zero_checkpoint_without_deepspeed_is_one_clear_error(tiny_m
     res = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2, res.output
     assert "needs deepspeed, which is not installed: pip install 'personalign[deepspeed]'" in res.output and "Traceback" not in res.output
+
+
+# accelerate's FSDP plugin refuses sync_module_states on CPU (every rank loads the same weights anyway)
+FSDP_ON_CPU = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_sync_module_states", "false",
+               "--fsdp_cpu_ram_efficient_loading", "false"]
+
+
+def _train_launch(args: list[str], *, fsdp: bool):
+    """`personalign train` itself on 2 CPU processes: `accelerate launch --use_fsdp` (sharded by
+    `personalign.train.sharding`, as accelerate cannot shard on CPU) or plain DDP."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    return retry_on_port_conflict(lambda port: run(
+        [str(accelerate), "launch", *(FSDP_ON_CPU if fsdp else ["--multi_gpu"]), "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+         "-m", "personalign", "train", *args], env=env, timeout=300))
+
+
+@pytest.mark.parametrize("fsdp", [True], ids=["fsdp"])  # DDP: tests/train/test_distributed.py
+def test_personalign_train_sharded_saves_resumes_and_exports_like_one_process(fsdp, tiny_model_dir, tmp_path):
+    """The real command under a 2-process launch: stopped after step 1 (our checkpoint code: FSDP shards
+    one file per rank, or DDP's one model file), resumed with `resume_from_checkpoint` to step 2 with the
+    loss and weights of an uninterrupted one-process run, and `export` of the step-1 checkpoint gives
+    the one-process step-1 weights. `fsdp=False` runs the same under DDP."""
+    from safetensors.torch import load_file
+
+    from personalign.config import load_config
+    from personalign.data.io import write_jsonl
+    from personalign.train.checkpoints import export_model
+    from personalign.train.config import TrainConfig
+    from personalign.train.loop import train
+
+    records = [{"prompt": f"Question {i}: how should I spend my evening? " * (1 + i % 3),
+                "chosen": f"Read a good book, friend {i}.", "rejected": "Whatever."} for i in range(8)]
+    write_jsonl(records, tmp_path / "pairs.jsonl")
+    common = [f"model={tiny_model_dir}", f"data={tmp_path / 'pairs.jsonl'}", "view.view=none", "save_steps=1",
+              "logging_steps=1", "learning_rate=1.0", "adam_epsilon=1.0", "max_grad_norm=null", "weight_decay=0.0",
+              "max_length=64", "report_to=none", "lr_scheduler_type=constant", "save_total_limit=null"]
+    two = tmp_path / "two"
+    first = _train_launch([*common, "per_device_train_batch_size=2", "max_steps=1", f"output_dir={two}"], fsdp=fsdp)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shards = two / "checkpoint-1" / "pytorch_model_fsdp_0"
+    if fsdp:
+        assert sorted(p.name for p in shards.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+        assert not (two / "checkpoint-1" / "model.safetensors").exists()
+    else:
+        assert not shards.exists() and (two / "checkpoint-1" / "model.safetensors").is_file()
+    resumed = _train_launch([*common, "per_device_train_batch_size=2", "max_steps=2", f"output_dir={two}",
+                             "resume_from_checkpoint=latest"], fsdp=fsdp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "2 per device × 2 processes" in resumed.stderr
+
+    torch.set_num_threads(1)
+    single = train(load_config(TrainConfig, None, [*common, "per_device_train_batch_size=4", "max_steps=2",
+                                                   f"output_dir={tmp_path / 'one'}"]))
+    losses = {}
+    for name in ("one", "two"):
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    assert losses["two"][2] == pytest.approx(losses["one"][2], abs=1e-5)
+
+    one = load_file(str(single.final_dir / "model.safetensors"))
+    two_final = load_file(str(two / "final" / "model.safetensors"))
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert max((one[k] - start[k]).abs().max().item() for k in start) > 1e-3
+    assert two_final.keys() == one.keys()
+    for name in one:
+        torch.testing.assert_close(two_final[name], one[name], atol=1e-5, rtol=0, msg=name)
+    exported = load_file(str(export_model(two / "checkpoint-1", tmp_path / "export") / "model.safetensors"))
+    at_step1 = load_file(str(export_model(tmp_path / "one" / "checkpoint-1", tmp_path / "export-one")
+                             / "model.safetensors"))
+    assert exported.keys() == at_step1.keys()
+    for name in at_step1:
+        torch.testing.assert_close(exported[name], at_step1[name], atol=1e-5, rtol=0, msg=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from plain import agreement_slack, plain_scores
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
@@ -55,8 +56,8 @@ def config(model_dir, data, out, **kw) -> TrainConfig:
 
 
 def scores(model, tok, data, view=VIEW):
-    items = [(r.prompt, r.responses) for r in render_views(read_examples(data), view, tok)]
-    return score_responses(model, tok, items, progress=False)
+    """Expected scores from plain forwards (tests/plain.py), independent of the engine's scorer."""
+    return plain_scores(model, tok, data, view)
 
 
 def logp(model, tok, data) -> torch.Tensor:
@@ -81,7 +82,7 @@ def test_dpo_raises_alignment_accuracy(tiny_model_dir, pairs, tmp_path, monkeypa
     margin = (after[:, 0] - after[:, 1]) - (before[:, 0] - before[:, 1])
     accuracy = (margin > 0).float().mean().item()
     assert accuracy > 0.9, f"alignment accuracy {accuracy:.2f} (raw before: {raw_before:.2f})"
-    assert result.eval_metrics["eval/accuracy"] == pytest.approx(accuracy, abs=1 / 32)
+    assert abs(result.eval_metrics["eval/accuracy"] - accuracy) <= agreement_slack(margin.tolist()) / 32
     assert result.global_step == 40 and (pairs.parent / ".personalign-cache").is_dir()
     logged = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "train/loss" in row] == [5, 10, 15, 20, 25, 30, 35, 40]
@@ -214,13 +215,13 @@ def test_every_objective_learns_the_users_preference(loss, extra, tiny_model_dir
     after = scores(result.policy, tok, pairs)
     if loss in ("simpo", "orpo"):
         assert referenced == []
-        correct = [a.avg_logp[0] > a.avg_logp[1] for a in after]
+        margins = [a.avg_logp[0] - a.avg_logp[1] for a in after]
     else:
         assert referenced == ([3, 3] if loss == "kto" else [2, 2])  # training and eval rows
-        correct = [(a.logp[0] - a.logp[1]) > (b.logp[0] - b.logp[1]) for a, b in zip(after, before)]
-    accuracy = sum(correct) / len(correct)
+        margins = [(a.logp[0] - a.logp[1]) - (b.logp[0] - b.logp[1]) for a, b in zip(after, before)]
+    accuracy = sum(m > 0 for m in margins) / len(margins)
     assert accuracy > 0.85, f"{loss}: accuracy {accuracy:.2f}"
-    assert result.eval_metrics["eval/accuracy"] == pytest.approx(accuracy, abs=1 / 32)
+    assert abs(result.eval_metrics["eval/accuracy"] - accuracy) <= agreement_slack(margins) / 32
     if loss == "kto":
         assert "eval/kl" in result.eval_metrics
 
@@ -229,7 +230,6 @@ def test_every_objective_learns_the_users_preference(loss, extra, tiny_model_dir
 def test_a_reward_model_learns_the_users_preference(lora, tiny_model_dir, pairs, tmp_path, monkeypatch):
     """loss rm: a scalar head trained on the demo view ranks each user's reply first when scored by the
     saved model's own forward, one text at a time; no reference is ever scored."""
-    from personalign.data.tokens import tokenize_pair
     from personalign.models.rewards import load_reward_model
     from personalign.train import loop
 
@@ -237,17 +237,17 @@ def test_a_reward_model_learns_the_users_preference(lora, tiny_model_dir, pairs,
     result = train(config(tiny_model_dir, pairs, tmp_path / "rm", loss="rm", eval_data=str(pairs), lora=lora,
                           num_train_epochs=10, eval_steps=1000, learning_rate=3e-3))
     model, tok = load_reward_model(result.final_dir)
-    correct = []
+    margins = []
     for r in render_views(read_examples(pairs), VIEW, tok):
         values = []
-        for response in r.responses:
-            t = tokenize_pair(tok, r.prompt, [response])
+        for response in r.responses:  # ids built by hand: prompt, response, EOS
+            ids = tok(r.prompt)["input_ids"] + tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             with torch.no_grad():
-                values.append(model(input_ids=torch.tensor([t.prompt_ids + t.response_ids[0]])).logits[0, 0].item())
-        correct.append(values[0] > values[1])
-    accuracy = sum(correct) / len(correct)
+                values.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
+        margins.append(values[0] - values[1])
+    accuracy = sum(m > 0 for m in margins) / len(margins)
     assert accuracy > 0.85, f"reward accuracy {accuracy:.2f}"
-    assert result.eval_metrics["eval/accuracy"] == pytest.approx(accuracy, abs=1 / 32)
+    assert abs(result.eval_metrics["eval/accuracy"] - accuracy) <= agreement_slack(margins) / 32
     assert (result.final_dir / ("adapter_config.json" if lora else "model.safetensors")).is_file()
 
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from procs import launched, wait_for
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -75,19 +74,12 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, 
     script, marker, log = tmp_path / "parked.py", tmp_path / "parked", tmp_path / "killed.log"
     script.write_text(PARKED_TRAINER)
     block_at = 2 * 7 + 2  # the second micro-batch of step 8: checkpoint-6 exists, step 7 is done but unsaved
-    with open(log, "w") as out:
-        command = [sys.executable, str(script), str(marker), str(block_at), "train", "--config", str(config),
-                   f"output_dir={killed}"]
-        proc = subprocess.Popen(command, env=single_thread_env, stdout=out, stderr=out)
-    try:
+    command = [sys.executable, str(script), str(marker), str(block_at), "train", "--config", str(config),
+               f"output_dir={killed}"]
+    with open(log, "w") as out, launched(command, env=single_thread_env, stdout=out, stderr=out) as proc:
         train(load_config(TrainConfig, config, [f"output_dir={whole}"]))  # the uninterrupted run, meanwhile
-        deadline = time.monotonic() + 300
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert marker.exists(), log.read_text()[-3000:]
-    finally:
-        proc.kill()
-    assert proc.wait(timeout=60) == -9
+        wait_for(marker, proc, timeout=300)
+    assert proc.returncode == -9, log.read_text()[-3000:]
     assert checkpoints(killed)[-1].name == "checkpoint-6" and not (killed / "final").exists()
 
     resumed = train(load_config(TrainConfig, config, [f"output_dir={killed}", "resume_from_checkpoint=latest"]))

@@ -3,12 +3,11 @@ and get the same table as one process."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from procs import retry_on_port_conflict, run
 
 from personalign.data.io import write_jsonl
 from personalign.data.synth import synth_records
@@ -33,21 +32,16 @@ def test_features_are_a_plain_encode_of_each_unique_text_and_cached(tmp_path, mo
     np.testing.assert_array_equal(np.asarray(again.features), np.asarray(pop.features))
 
 
-def test_two_processes_share_the_texts_and_match_one(tmp_path, free_port):
+def test_two_processes_share_the_texts_and_match_one(tmp_path):
     write_jsonl(synth_records(6, seed=3), tmp_path / "d.jsonl")
     one = np.asarray(load_population(tmp_path / "d.jsonl", FeatureSpec(batch_size=8), progress=False).features)
     (tmp_path / "two").mkdir()
     write_jsonl(synth_records(6, seed=3), tmp_path / "two" / "d.jsonl")  # same content, a fresh cache beside it
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             str(free_port), str(WORKER), str(tmp_path / "two" / "d.jsonl"), str(tmp_path / "two")],
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    proc = retry_on_port_conflict(lambda port: run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(WORKER), str(tmp_path / "two" / "d.jsonl"), str(tmp_path / "two")],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}, timeout=300))
+    err = proc.stderr
     assert proc.returncode == 0, err[-3000:]
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(tmp_path / "two" / f"rank-{rank}.npy"), one, atol=1e-5)
