@@ -43,6 +43,7 @@ def test_only_a_test_failure_kills_and_the_table_has_a_column_per_fate():
 
 
 def test_the_copy_holds_untracked_files_and_leaves_ignored_ones(tmp_path):
-    copied = _harness().copy_checkout(tmp_path)
+    copied = _harness().copy_checkout(tmp_path / "repo")
     assert (copied / "personalign" / "__init__.py").is_file() and (copied / "tests" / "procs.py").is_file()
     assert not (copied / ".venv").exists() and not (copied / ".git").exists()
+    assert (tmp_path / "shared" / "data").is_dir()  # the shared data sits beside the copy as beside the checkout

@@ -233,7 +233,8 @@ def outcome(returncode: int | None) -> str:
 
 
 def copy_checkout(dest: Path) -> Path:
-    """The checkout's tracked and untracked, not ignored, files copied under `dest`."""
+    """The checkout's tracked and untracked, not ignored, files copied under `dest`, with the shared data
+    beside it as beside the checkout (a link)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, check=True).stdout.decode().split("\0")
     for rel in filter(None, listed):
@@ -241,18 +242,21 @@ def copy_checkout(dest: Path) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
+    shared = REPO.parent / "shared"
+    if shared.is_dir() and not (dest.parent / "shared").exists():
+        (dest.parent / "shared").symlink_to(shared.resolve())
     return dest
 
 
-def pytest(root: Path, tests: tuple[str, ...], timeout: float) -> int | None:
+def pytest(root: Path, tests: tuple[str, ...], timeout: float, log: Path | None = None) -> int | None:
     """pytest's exit status on `tests` in the copy at `root` (None past `timeout`), its process group
-    killed on the way out."""
+    killed on the way out; its output goes to `log` (default: nowhere)."""
     env = {**os.environ, "PYTHONPATH": str(root), "PERSONALIGN_HOME": os.environ.get(
         "PERSONALIGN_HOME", str(REPO / ".cache" / "personalign-test"))}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:random_order",
            "-p", "no:cacheprovider", *tests]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -261,6 +265,8 @@ def pytest(root: Path, tests: tuple[str, ...], timeout: float) -> int | None:
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait()
+        if log:
+            out.close()
 
 
 def run_mutant(m: Mutant, root: Path, timeout: float) -> tuple[str, float]:
@@ -305,13 +311,14 @@ def main() -> None:
         sys.exit(f"no mutant id contains {args.only!r}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="personalign-mutants-") as tmp:
-        root = copy_checkout(Path(tmp))
+        root = copy_checkout(Path(tmp) / REPO.name)
         tests = tuple(sorted({t for m in chosen for t in m.tests}))
-        base = pytest(root, tests, args.timeout * 2)
-        print(f"baseline: {len(tests)} test files on the unmutated copy: {outcome(base)} "
+        base = pytest(root, tests, args.timeout * 2, log=Path(tmp) / "baseline.log")
+        print(f"baseline: {len(tests)} test files pass on the unmutated copy: {'yes' if base == 0 else 'NO'} "
               f"(pytest exit {base}, {time.perf_counter() - started:.0f}s)", flush=True)
         if base != 0:
-            sys.exit("the listed tests do not pass on unmutated code: no score (run them to see why)")
+            print((Path(tmp) / "baseline.log").read_text()[-4000:])
+            sys.exit("the listed tests do not pass on unmutated code: no score")
         results = []
         for m in chosen:
             fate, seconds = run_mutant(m, root, args.timeout)

@@ -93,6 +93,9 @@ class Example:
     user: UserContext = field(default_factory=UserContext)
     extra: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    label: bool | None = None
+    """An unpaired completion's own label (TRL's KTO format: desirable or not); None for pairs and rankings,
+    whose labels come from position. Kept apart from `rewards`."""
 
     @property
     def chosen(self) -> str:

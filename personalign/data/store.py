@@ -44,7 +44,7 @@ from personalign.data.views import Rendered, ViewConfig, ViewCounts, build_view,
 from personalign.errors import EmptyError
 from personalign.files import cache_dir, cache_key, data_digest, read_json_object, write_json
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: the label column
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
 Responses = Literal["all", "best"]  # keep every response (DPO, PRO, scoring) or only the best (SFT)
@@ -60,6 +60,7 @@ SCHEMA = pa.schema([
     ("response_cut", pa.int32()),
     ("packed_length", pa.int32()),
     ("rewards", pa.list_(pa.float64())),
+    ("label", pa.bool_()),
     ("source", pa.string()),
     ("slice", pa.string()),
 ])
@@ -174,6 +175,10 @@ class TokenStore:
     def rewards(self, indices: Sequence[int]) -> list[list[float] | None]:
         return self._rows(indices, ["rewards"])["rewards"]
 
+    def labels(self, indices: Sequence[int]) -> list[bool | None]:
+        """Unpaired completions' own labels (None for pairs and rankings)."""
+        return self._rows(indices, ["label"])["label"]
+
     def column(self, name: str) -> list:
         """A whole small column (`source`, `slice`) as a list."""
         return self._table.column(name).to_pylist()
@@ -212,7 +217,7 @@ def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[
         for cfg in _WORKER["configs"]:
             r = build_view(ex, cfg, tokenizer, index)
             n = len(r.responses)
-            undesirable = n == 1 and r.rewards == [0.0] and spec.responses == "best"  # sft: nothing to imitate
+            undesirable = r.label is False and spec.responses == "best"  # sft: nothing to imitate
             field_name = "responses" if not ok(n) else "label" if undesirable else "prompt"
             try:
                 if not ok(n):
@@ -226,7 +231,7 @@ def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[
                 continue
             rewards = list(r.rewards[: len(responses)]) if r.rewards is not None else None
             rows.append({"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "prompt_cut": t.prompt_cut,
-                         "response_cut": t.response_cut, "packed_length": t.packed_length, "rewards": rewards,
+                         "response_cut": t.response_cut, "packed_length": t.packed_length, "rewards": rewards, "label": r.label,
                          "source": r.source, "slice": r.slice})
             rendered.append(replace(r, prompt="", responses=[], rewards=None, messages=None))
     return rows, rendered, rejects

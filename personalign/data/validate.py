@@ -260,13 +260,13 @@ def _ranking(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
 
 
 def _unpaired(ctx: _Ctx, raw: dict, prompt: str, source: str) -> Example:
-    """TRL's unpaired preference record: one completion labelled desirable (reward 1) or not (reward 0)."""
+    """TRL's unpaired preference record: one completion and its label (desirable or not), no rewards."""
     completion = _text(ctx, raw.get(COMPLETION), COMPLETION)
     label = raw.get(LABEL)
     if type(label) is not bool:
         raise ctx.error(LABEL, f"expected true or false (is the completion desirable?), got {_show(label)}")
     user, extra = _user_and_extra(ctx, raw, _UNPAIRED_CORE)
-    return Example(prompt, [completion], [1.0 if label else 0.0], user, extra, source)
+    return Example(prompt, [completion], None, user, extra, source, label=label)
 
 
 def to_example(raw: dict, *, file: str, line: int | None, no_booleans: bool = False,
@@ -308,8 +308,8 @@ def to_record(ex: Example) -> dict[str, Any]:
     r = ex.responses
     if len(r) == 2 and ex.rewards is None and r[0] != r[1]:
         rec[CHOSEN], rec[REJECTED] = r[0], r[1]
-    elif len(r) == 1 and ex.rewards in ([1.0], [0.0]):
-        rec[COMPLETION], rec[LABEL] = r[0], ex.rewards == [1.0]
+    elif len(r) == 1 and ex.label is not None:
+        rec[COMPLETION], rec[LABEL] = r[0], ex.label
     else:
         rec[RESPONSES] = list(r)
         if ex.rewards is not None:

@@ -112,6 +112,7 @@ class Rendered:
     source: str
     missing: str | None = None
     messages: list[dict[str, str]] | None = None  # chat template: the messages `prompt` was rendered from
+    label: bool | None = None  # an unpaired completion's own label (`Example.label`), never reordered
 
 
 @dataclass(slots=True)
@@ -206,7 +207,7 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
     def result(prompt: Prompt, used: int, cut: bool = False, overlong: bool = False) -> Rendered:
         dropped = len(items) - used
         return Rendered(prompt.text, responses, rewards, used, dropped, cut, overlong, user.slice, ex.source, missing,
-                        prompt.messages)
+                        prompt.messages, ex.label)
 
     prompt = render(_history(items) if view == "ica" else block)
     if cfg.max_length is None or tokenizer is None:

@@ -58,15 +58,21 @@ def run_specs(cfg: TrainConfig) -> list[tuple[str, StoreSpec]]:
 
 
 class KtoRows:
-    """A KTO store (pairs, and single completions labelled by reward 1 or 0) with one response more per
+    """A KTO store (pairs, and single completions with their own label) with one response more per
     row for the KL estimate: row i also scores the first response of row i − 1 (wrapping around), a
     mismatched (prompt, response) pair as TRL's KTOTrainer builds them. Fixed per row, so the
-    reference pass scores them once with the rest. A pair's labels read as rewards [1, 0]."""
+    reference pass scores them once with the rest.
+
+    KTO's `rewards` are its labels, 1 desirable and 0 undesirable: by position for pairs and rankings
+    (the first response, best for the view's user, desirable; the others not), the record's own label
+    for an unpaired completion. Stored rewards are never read, so their scale, and their negation under
+    a rejected-side persona, cannot flip a label."""
 
     suffix = "+kto-kl"  # part of the reference cache key: these tables have one response more
 
     def __init__(self, store: TokenStore):
         self.store, self.path = store, store.path
+        self._n_responses = store.num_responses
 
     def __len__(self) -> int:
         return len(self.store)
@@ -93,7 +99,9 @@ class KtoRows:
                 for ex, other in zip(own, others)]
 
     def rewards(self, indices: Sequence[int]) -> list[list[float]]:
-        return [[1.0, 0.0] if r is None else r for r in self.store.rewards(indices)]
+        n = self._n_responses[np.asarray(indices, dtype=np.int64)]
+        return [[float(label)] if label is not None else [1.0] + [0.0] * (int(k) - 1)
+                for label, k in zip(self.store.labels(indices), n)]
 
 
 def collate(store: TokenStore | KtoRows, indices: Sequence[int], ref: torch.Tensor | None = None) -> TrainBatch:

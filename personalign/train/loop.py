@@ -98,7 +98,7 @@ def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref
                           simpo_gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing, cpo_alpha=cfg.cpo_alpha)
     if cfg.loss == "orpo":
         return orpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta)
-    if cfg.loss == "kto":  # each row's last response is its KL partner; the others are labelled by reward
+    if cfg.loss == "kto":  # each row's last response is its KL partner; the others carry KtoRows' labels as 1/0
         last = (n_tokens > 0).sum(dim=1) - 1
         rows = torch.arange(len(last), device=logps.device)
         labelled = (n_tokens > 0) & (torch.arange(logps.shape[1], device=logps.device) < last[:, None])

@@ -148,7 +148,8 @@ def test_trl_unpaired_kto_records_with_string_or_message_completions(tmp_path):
         {"prompt": [{"role": "user", "content": "Sky colour?"}],
          "completion": [{"role": "assistant", "content": "Green."}], "label": False}])
     good, bad = read_examples(f)
-    assert (good.responses, good.rewards, bad.responses, bad.rewards) == (["Blue."], [1.0], ["Green."], [0.0])
+    assert (good.responses, good.label, bad.responses, bad.label) == (["Blue."], True, ["Green."], False)
+    assert good.rewards is None and bad.rewards is None  # a label is not a reward
     assert to_record(good) == {"prompt": "Sky colour?", "completion": "Blue.", "label": True}
 
 

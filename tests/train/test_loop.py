@@ -268,7 +268,7 @@ def test_kto_trains_on_unpaired_completions_mixed_with_pairs(tiny_model_dir, tmp
     examples = list(read_examples(data))
     assert sorted({len(ex.responses) for ex in examples}) == [1, 2]
     result = train(config(tiny_model_dir, data, tmp_path / "kto", loss="kto", num_train_epochs=20))
-    singles = [(ex, ex.rewards[0] == 1.0) for ex in examples if len(ex.responses) == 1]
+    singles = [(ex, ex.label) for ex in examples if len(ex.responses) == 1]
     items = [(r.prompt, r.responses) for r in render_views([ex for ex, _ in singles], VIEW, tok)]
     before = score_responses(start, tok, items, progress=False)
     after = score_responses(result.policy, tok, items, progress=False)
