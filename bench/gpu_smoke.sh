@@ -3,8 +3,9 @@
 #   1. builds a ~0.5B Llama-shaped model from a config (random weights, the embedded tokenizer), bf16;
 #   2. DPO steps in bf16 through `accelerate launch` with FSDP2 (configs/accelerate/fsdp2.yaml) and,
 #      when DeepSpeed is installed, ZeRO-3 (configs/accelerate/zero3.yaml), on every visible GPU;
-#   3. the scoring bench and the training bench (bench/scoring.py, bench/train_dpo.py);
-#   4. writes $OUT/gpu_smoke.json (tokens/s, peak GPU memory, MFU estimate per run) and prints it.
+#   3. with bitsandbytes installed, 2 QLoRA steps (load_in_4bit, LoRA) on one GPU;
+#   4. the scoring bench and the training bench (bench/scoring.py, bench/train_dpo.py);
+#   5. writes $OUT/gpu_smoke.json (tokens/s, peak GPU memory, MFU estimate per run) and prints it.
 # The attention kernel is sdpa: the packed shared-prefix scorer needs a kernel that takes a 4-D mask
 # (docs/scaling.md); flash/flex paths for packed scoring are not there yet.
 # Usage: bash bench/gpu_smoke.sh            (OUT defaults to runs/gpu_smoke; PYTHON to .venv/bin/python)
@@ -59,6 +60,16 @@ else
   echo "== ZeRO-3 skipped: deepspeed is not installed (pip install deepspeed)"
 fi
 
+if "$PY" -c "import bitsandbytes" 2>/dev/null; then  # QLoRA: 4-bit weights, LoRA adapters, one GPU
+  echo "== QLoRA DPO, 4-bit nf4, 1 GPU"
+  rm -rf "$OUT/qlora"
+  "$PY" -m personalign train model="$OUT/model-0.5b" data="$OUT/alignx.jsonl" view.view=ica max_length=1024 \
+    load_in_4bit=true use_peft=true lora_r=8 bf16=true max_steps=2 per_device_train_batch_size=2 \
+    report_to=none output_dir="$OUT/qlora" overwrite_output_dir=true
+else
+  echo "== QLoRA skipped: bitsandbytes is not installed (pip install bitsandbytes)"
+fi
+
 echo "== scoring bench"
 "$PY" bench/scoring.py --n 24 --max-length 4096 --max-tokens-per-batch 16384 --device cuda --dtype bfloat16 --model "$OUT/model-0.5b" | tee "$OUT/scoring.txt"
 echo "== training bench"
@@ -74,7 +85,7 @@ params = sum(p.numel() for p in __import__("safetensors.torch", fromlist=["load_
 name = torch.cuda.get_device_name(0)
 peak_tflops = 989.0 if "H100" in name or "H200" in name else 312.0 if "A100" in name else None  # dense bf16
 summary = {"gpu": name, "gpus": torch.cuda.device_count(), "parameters": params, "runs": {}}
-for run in ("fsdp2", "zero3"):
+for run in ("fsdp2", "zero3", "qlora"):
     metrics = out / run / "metrics.jsonl"
     if not metrics.is_file():
         continue

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from personalign.errors import ModelError
+from personalign.errors import ModelError, UserError
 from personalign.files import personalign_home
 from personalign.files import read_json_object as _read_json
 
@@ -211,6 +211,29 @@ def load_tokenizer(
     return tokenizer
 
 
+def quantization_config(device: str | torch.device, *, load_in_4bit: bool = False, load_in_8bit: bool = False,
+                        bnb_4bit_quant_type: str = "nf4", use_bnb_nested_quant: bool = False,
+                        compute_dtype: torch.dtype = torch.bfloat16):
+    """transformers' `BitsAndBytesConfig` for 4- or 8-bit weights, None for neither. bitsandbytes
+    quantizes on CUDA only: elsewhere, or without the package, one clear `UserError` before any load."""
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    option = "load_in_4bit" if load_in_4bit else "load_in_8bit"
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        raise UserError(f"{'4' if load_in_4bit else '8'}-bit weights load through bitsandbytes on a CUDA GPU only; "
+                        f"this run is on {torch.device(device).type}: drop {option}", option=option)
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"{option} needs bitsandbytes, which is not installed: pip install bitsandbytes", option=option)
+    from transformers import BitsAndBytesConfig
+
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=bnb_4bit_quant_type,
+                              bnb_4bit_use_double_quant=use_bnb_nested_quant, bnb_4bit_compute_dtype=compute_dtype)
+
+
 def load_model(
     name: str | os.PathLike | None = None,
     *,
@@ -218,23 +241,29 @@ def load_model(
     device: str | torch.device = "cpu",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
+    **quantization,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) in eval mode.
 
-    `name` as in `resolve_model`; `dtype` a torch dtype, its name, or "auto".
+    `name` as in `resolve_model`; `dtype` a torch dtype, its name, or "auto"; `quantization` the
+    `quantization_config` keywords (load_in_4bit, load_in_8bit, ...).
     """
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    quantized = quantization_config(device, **quantization)
     path = resolve_model(name)
     check_model_dir(path, kind="causal")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    placement = {} if quantized is None else {"quantization_config": quantized, "device_map": {"": torch.device(device)}}
     model = _from_pretrained(
         AutoModelForCausalLM,
         path,
         dtype=torch_dtype,
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
+        **placement,
     )
-    model.to(device)
+    if quantized is None:
+        model.to(device)
     model.eval()
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
+from personalign.models.loading import check_model_dir, load_tokenizer, quantization_config, resolve_model
 from personalign.models.logprobs import PackedBatch, packed_attention_mask, packed_block_mask, unwrap
 from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
 
@@ -44,17 +44,21 @@ def load_reward_model(
     device: str | torch.device = "cpu",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
+    **quantization,
 ):
     """(model, tokenizer) of a one-label sequence-classification model in eval mode, from a reward model
     directory, a LoRA adapter trained as one (`loss: rm`), or a causal LM (its score head starts random).
-    The pad token id is set, so the model's own last-token pooling works."""
+    The pad token id is set, so the model's own last-token pooling works. `quantization`: as `load_model`."""
     from transformers import AutoModelForSequenceClassification
 
+    quantized = quantization_config(device, **quantization)
     path = resolve_model(name)
     check_model_dir(path, kind="any")
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     kwargs = dict(num_labels=1, dtype=torch_dtype, attn_implementation=attn_implementation,
                   trust_remote_code=trust_remote_code)
+    if quantized is not None:
+        kwargs |= {"quantization_config": quantized, "device_map": {"": torch.device(device)}}
     adapter = Path(path) / "adapter_config.json"
     with _quiet_new_head():
         if adapter.is_file():
@@ -70,7 +74,7 @@ def load_reward_model(
         raise ValueError(f"{path}: a reward model needs num_labels=1, got {config.num_labels}")
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device).eval(), tokenizer
+    return (model if quantized is not None else model.to(device)).eval(), tokenizer
 
 
 def _hf_model(model: torch.nn.Module) -> torch.nn.Module:

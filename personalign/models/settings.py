@@ -1,5 +1,5 @@
 """How a model is loaded, as config keys every model-loading command shares (no torch import, so
-configs that name them stay light): weight dtype, attention kernel, remote code."""
+configs that name them stay light): weight dtype, attention kernel, remote code, 4/8-bit weights."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,7 +8,8 @@ from pydantic import model_validator
 
 from personalign.config import StrictModel
 
-DType = Literal["auto", "bfloat16", "float16", "float32"]  # "auto": the dtype the checkpoint's config names
+DType = Literal["auto", "bfloat16", "float16", "float32"]
+QuantType = Literal["nf4", "fp4"]  # "auto": the dtype the checkpoint's config names
 AttnImplementation = Literal["sdpa", "flash_attention_2", "flex_attention", "eager"]
 # Kernels the shared-prefix scorer (training and log-prob scoring) runs on: sdpa and eager take its
 # 4-D additive mask; flex_attention takes a block mask built from the segments (no L x L float mask).
@@ -30,6 +31,24 @@ class ModelSettings(StrictModel):
     """Attention kernel."""
     trust_remote_code: bool = False
     """Run the model repository's own Python code (off unless asked for)."""
+    load_in_4bit: bool = False
+    """Load the weights in 4 bits through bitsandbytes (CUDA only; training then needs LoRA: QLoRA)."""
+    load_in_8bit: bool = False
+    """Load the weights in 8 bits through bitsandbytes (CUDA only; training then needs LoRA)."""
+    bnb_4bit_quant_type: QuantType = "nf4"
+    """4-bit data type (nf4 or fp4)."""
+    use_bnb_nested_quant: bool = False
+    """Quantize the 4-bit quantization constants too (nested quantization)."""
+
+    @model_validator(mode="after")
+    def _one_quantization(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit: choose one")
+        return self
+
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
 
     def kernel_key(self) -> dict:
         """The attention kernel as a cache-key part when it is not the default (sdpa keys stay as they were)."""
@@ -37,8 +56,11 @@ class ModelSettings(StrictModel):
 
     def load_kwargs(self) -> dict:
         """Keyword arguments of `personalign.models.loading.load_model`."""
+        quantization = {"load_in_4bit": self.load_in_4bit, "load_in_8bit": self.load_in_8bit,
+                        "bnb_4bit_quant_type": self.bnb_4bit_quant_type,
+                        "use_bnb_nested_quant": self.use_bnb_nested_quant} if self.quantized else {}
         return {"dtype": self.dtype, "attn_implementation": self.attn_implementation,
-                "trust_remote_code": self.trust_remote_code}
+                "trust_remote_code": self.trust_remote_code, **quantization}
 
 
 class ScoringModelSettings(ModelSettings):

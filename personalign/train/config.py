@@ -195,6 +195,13 @@ class TrainConfig(ScoringModelSettings):
         return self.loss not in REFERENCE_FREE
 
     @model_validator(mode="after")
+    def _quantized_needs_lora(self) -> TrainConfig:
+        if self.quantized and self.lora is None:
+            raise ValueError("load_in_4bit / load_in_8bit train LoRA adapters on the quantized weights (QLoRA): "
+                             "set use_peft true")
+        return self
+
+    @model_validator(mode="after")
     def _loss_options(self) -> TrainConfig:
         if self.loss == "dpo":
             dpo_loss_check(self.loss_type, self.loss_weights, self.label_smoothing)

@@ -177,3 +177,30 @@ def test_the_converted_embedded_model_matches_golden_logits(default_model_dir):
     assert values.tolist() == pytest.approx([17.3713, 14.8886, 13.245, 13.0095, 12.9515], abs=2e-3)
     assert logits.mean().item() == pytest.approx(-1.8583, abs=2e-3)
     assert logits.std().item() == pytest.approx(3.56928, abs=2e-3)
+
+
+@pytest.mark.parametrize("option", ["load_in_4bit", "load_in_8bit"])
+def test_quantized_loading_off_cuda_is_one_clear_error_before_any_load(option, tiny_model_dir, tmp_path, monkeypatch):
+    """bitsandbytes quantizes on CUDA only: on this CPU, load_model, load_reward_model and `train` refuse
+    with one line naming the option (exit 2), before reading the model."""
+    from typer.testing import CliRunner
+
+    from personalign.cli import app
+    from personalign.errors import UserError
+    from personalign.models.rewards import load_reward_model
+
+    monkeypatch.setattr(loading, "resolve_model", lambda *a, **k: pytest.fail("the model was looked up"))
+    for load in (loading.load_model, load_reward_model):
+        with pytest.raises(UserError, match="bitsandbytes on a CUDA GPU only") as e:
+            load(tiny_model_dir, **{option: True})
+        assert e.value.option == option
+    monkeypatch.undo()
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    res = CliRunner().invoke(app, ["train", f"model={tiny_model_dir}", f"data={tmp_path / 'pairs.jsonl'}",
+                                   f"output_dir={tmp_path / 'run'}", f"{option}=true", "use_peft=true",
+                                   "report_to=none"])
+    lines = [line for line in res.stderr.splitlines() if line.strip().startswith("error")]
+    assert res.exit_code == 2 and len(lines) == 1 and option in lines[0] and "CUDA" in lines[0], res.output
+    res = CliRunner().invoke(app, ["train", f"model={tiny_model_dir}", f"data={tmp_path / 'pairs.jsonl'}",
+                                   f"output_dir={tmp_path / 'run2'}", f"{option}=true"])
+    assert res.exit_code == 2 and "QLoRA" in res.output and "Traceback" not in res.output
