@@ -151,7 +151,7 @@ def suite(
     reference: Annotated[Optional[str], typer.Option(help="Reference model (default: the policy).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Directory for suite.md, suite.json and one folder per benchmark.")] = Path("results/suite"),
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records of each file (a quick look).")] = None,
-    max_length: Annotated[int, typer.Option("--max-length", min=2, help="Token budget for prompt + response (AlignX: 8192).")] = 8192,
+    max_prompt_tokens: Annotated[int, typer.Option("--max-prompt-tokens", min=1, help="Keep each prompt's last N tokens; nothing else is cut (AlignX: 7679).")] = 7679,
     overwrite: Overwrite = False,
 ) -> None:
     """Every AlignX benchmark under --data-dir, scored with the published protocol; one table.
@@ -167,7 +167,8 @@ def suite(
     own = (SUITE_MD, SUITE_JSON, *(name for name, _ in find_benchmarks(data_dir)))
     check_output_dir(out, inputs=[data_dir], own=own, overwrite=overwrite)
     cfg = command_config(SuiteConfig, None, {"method": method, "data_dir": data_dir, "out": out, "policy": policy,
-                                             "reference": reference, "limit": limit, "max_length": max_length}, None)
+                                             "reference": reference, "limit": limit,
+                                             "max_prompt_tokens": max_prompt_tokens}, None)
     with _processes() as state:
         rows = run_suite(cfg, on_file=lambda name, reused: console.print(
             f"{name}: {'read back (already scored)' if reused else 'scored'}"))

@@ -79,11 +79,13 @@ class StoreSpec:
     limit: int | None = None
     on_invalid: OnInvalid = "fail"
     columns: dict[str, str] | None = None  # field renames applied when reading (see `read_examples`)
+    max_prompt_tokens: int | None = None  # keep each prompt's last N tokens (see `tokenize_pair`)
 
     def key_parts(self) -> dict[str, Any]:
         return {"view": self.view.model_dump(mode="json"), "max_length": self.max_length, "responses": self.responses,
                 "need": self.need, "limit": self.limit, "on_invalid": self.on_invalid, "version": STORE_VERSION,
-                **({"columns": self.columns} if self.columns else {})}
+                **({"columns": self.columns} if self.columns else {}),
+                **({"max_prompt_tokens": self.max_prompt_tokens} if self.max_prompt_tokens else {})}
 
 
 @dataclass(slots=True)
@@ -225,7 +227,8 @@ def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[
                 if undesirable:
                     raise ValueError("an undesirable completion (label false) has no response to imitate")
                 responses = r.responses[:1] if spec.responses == "best" else r.responses
-                t = tokenize_pair(tokenizer, r.prompt, responses, spec.max_length)
+                t = tokenize_pair(tokenizer, r.prompt, responses, spec.max_length,
+                                  max_prompt_tokens=spec.max_prompt_tokens)
             except ValueError as e:
                 rejects.append({"source": r.source, "field": field_name, "error": str(e)})
                 continue

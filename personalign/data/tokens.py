@@ -97,14 +97,16 @@ class Tokenized:
 
 
 def tokenize_pair(
-    tokenizer: Any, prompt: str, responses: Sequence[str], max_length: int | None = None
+    tokenizer: Any, prompt: str, responses: Sequence[str], max_length: int | None = None, *,
+    max_prompt_tokens: int | None = None,
 ) -> Tokenized:
     """Tokenize a rendered prompt and its responses: the prompt with BOS where the tokenizer's
     convention adds one (`prompt_ids`), responses without special tokens, EOS appended to each.
 
     When prompt + longest response exceeds `max_length`, the prompt is left-truncated first
     (down to `max_length - longest`, but never below half of `max_length`), then responses are
-    right-truncated to fit; the cuts are recorded, nothing is dropped.
+    right-truncated to fit; the cuts are recorded, nothing is dropped. `max_prompt_tokens` first keeps
+    only the prompt's last N tokens (BOS aside, kept): AlignX's evaluation truncates its prompts so.
     """
     if not responses:
         raise ValueError("an example needs at least one response")
@@ -115,9 +117,14 @@ def tokenize_pair(
     if not head:
         raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
     response_ids = [ids + [eos] for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+    left_cut = 0
+    if max_prompt_tokens is not None:
+        bos = 1 if head[0] == tokenizer.bos_token_id else 0
+        left_cut = max(0, len(head) - bos - max_prompt_tokens)
+        head = head[:bos] + head[bos + left_cut:]
     longest = max(len(r) for r in response_ids)
     if max_length is None or len(head) + longest <= max_length:
-        return Tokenized(head, response_ids)
+        return Tokenized(head, response_ids, left_cut)
     if max_length < 2:
         raise ValueError("max_length must be at least 2")
     keep = max(max_length - longest, min(len(head), max_length // 2))
@@ -125,4 +132,4 @@ def tokenize_pair(
     head = head[prompt_cut:]
     budget = max_length - len(head)
     response_cut = sum(max(0, len(r) - budget) for r in response_ids)
-    return Tokenized(head, [r[:budget] for r in response_ids], prompt_cut, response_cut)
+    return Tokenized(head, [r[:budget] for r in response_ids], left_cut + prompt_cut, response_cut)

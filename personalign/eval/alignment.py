@@ -31,6 +31,7 @@ ACCURACY_OUTPUTS = (ACCURACY_FILE, "accuracy.md", "scores.jsonl")  # what `write
 
 
 Protocol = Literal["alignx"]  # AlignX's released evaluation protocol (see `AccuracyConfig.protocol`)
+ALIGNX_PROMPT_TOKENS = 8192 - 512 - 1  # eval/loss_*.py: max_length − max_new_tokens − 1, truncation_side left
 
 
 class EvalDataConfig(ScoringModelSettings):
@@ -41,7 +42,9 @@ class EvalDataConfig(ScoringModelSettings):
     columns: dict[str, str] | None = None
     """Field renames applied when reading, {name in the data: record key}."""
     max_length: int | None = Field(4096, ge=2)
-    """Token budget of prompt + response."""
+    """Token budget of prompt + response (history is dropped to fit); None: no budget."""
+    max_prompt_tokens: PositiveInt | None = None
+    """Keep only each prompt's last N tokens (BOS aside), nothing else cut: AlignX's evaluation (7679)."""
     max_tokens_per_batch: PositiveInt = 8192
     """Padded-token budget of a scoring batch."""
     limit: PositiveInt | None = None
@@ -63,7 +66,8 @@ class AccuracyConfig(EvalDataConfig):
     view). `protocol='alignx'` is AlignX's released evaluation (`eval/loss_ica.py`,
     `eval/loss_pba.py`, `eval/acc.py`): the policy under its method's `alignx-eval` layout (ica or
     pba, all history), the reference under the ICA `alignx-eval` layout with all history, whatever
-    the policy's method.
+    the policy's method; the seed's lengths too: no history dropped, each prompt left-truncated to its
+    last 7679 tokens (8192 − 512 new tokens − 1) after BOS, responses whole.
     """
 
     policy: str | None = None
@@ -80,10 +84,13 @@ class AccuracyConfig(EvalDataConfig):
         view = ViewConfig.model_validate(data.get("view") or {})
         if view.view not in ("ica", "pba"):
             raise ValueError(f"protocol 'alignx' evaluates the ica or pba method, not view {view.view!r}")
-        view = view.model_copy(update={"template": "alignx-eval", "sample_history": False})
-        reference = ALIGNX_REFERENCE_VIEW.model_copy(update={"max_length": view.max_length,
-                                                             "dimensions": view.dimensions})
-        return {**data, "view": view, "reference_view": reference}
+        view = view.model_copy(update={"template": "alignx-eval", "sample_history": False, "max_length": None})
+        reference = ALIGNX_REFERENCE_VIEW.model_copy(update={"dimensions": view.dimensions})
+        if data.get("max_length") is not None:
+            raise ValueError("protocol 'alignx' keeps the seed's lengths (all history, prompts cut to their last "
+                             "7679 tokens): drop max_length, or set max_prompt_tokens")
+        return {**data, "view": view, "reference_view": reference, "max_length": None,
+                "max_prompt_tokens": data.get("max_prompt_tokens") or ALIGNX_PROMPT_TOKENS}
 
 
 @dataclass
@@ -114,7 +121,8 @@ def eval_store(cfg: EvalDataConfig, view: ViewConfig, tokenizer, *, need: str = 
     """The token store of `cfg.data`'s pairs (`need` ranking: 2+ responses) under `view`, built once
     by the main process."""
     view = view if view.max_length else view.model_copy(update={"max_length": cfg.max_length})
-    spec = StoreSpec(view, cfg.max_length, need=need, limit=cfg.limit, on_invalid=cfg.on_invalid, columns=cfg.columns)
+    spec = StoreSpec(view, cfg.max_length, need=need, limit=cfg.limit, on_invalid=cfg.on_invalid, columns=cfg.columns,
+                     max_prompt_tokens=cfg.max_prompt_tokens)
     state = process_state()
     with state.main_process_first():
         store, _ = load_store(cfg.data, spec, tokenizer, progress=state.is_main_process)

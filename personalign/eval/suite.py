@@ -41,7 +41,7 @@ class SuiteConfig(ScoringModelSettings):
     policy: str | None = None
     reference: str | None = None
     limit: PositiveInt | None = None
-    max_length: PositiveInt | None = 8192  # AlignX's evaluation scripts: 8192
+    max_prompt_tokens: PositiveInt = 8192 - 512 - 1  # AlignX's evaluation scripts: the last 7679 prompt tokens
     max_tokens_per_batch: PositiveInt = 8192
     n_boot: int = Field(1000, gt=0)
     seed: int = 0
@@ -74,7 +74,7 @@ def find_benchmarks(data_dir: str | os.PathLike) -> list[tuple[str, Path]]:
 def file_config(cfg: SuiteConfig, path: Path) -> AccuracyConfig:
     """The published AlignX protocol for one benchmark file."""
     return AccuracyConfig(data=str(path), policy=cfg.policy, reference=cfg.reference, view={"view": cfg.method},
-                          protocol="alignx", limit=cfg.limit, max_length=cfg.max_length,
+                          protocol="alignx", limit=cfg.limit, max_prompt_tokens=cfg.max_prompt_tokens,
                           max_tokens_per_batch=cfg.max_tokens_per_batch, n_boot=cfg.n_boot, seed=cfg.seed,
                           **cfg.load_kwargs())
 
@@ -118,7 +118,7 @@ def suite_markdown(cfg: SuiteConfig, rows: list[SuiteRow]) -> str:
     lines = [f"### AlignX evaluation suite: {cfg.method.upper()}", "",
              f"Policy `{cfg.policy or 'default'}`, reference `{cfg.reference or cfg.policy or 'default'}`; AlignX "
              "protocol (policy under its method's `alignx-eval` layout, reference under the ICA `alignx-eval` "
-             f"layout with all history); max_length {cfg.max_length}"
+             f"layout with all history); prompts cut to their last {cfg.max_prompt_tokens} tokens"
              + (f"; first {cfg.limit} records per file" if cfg.limit else "") + ".", "",
              "| benchmark | n | accuracy | 95% CI | metric |", "|---|---:|---:|---|---|"]
     for r in rows:

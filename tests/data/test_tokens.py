@@ -80,3 +80,17 @@ def test_generation_prompt_carries_the_bos(llama_style, chatml):
         model, tok = tiny_causal_lm(tok)
         [done] = LocalBackend(model, tok).complete([prompt], GenerationConfig(max_new_tokens=2))
         assert done.prompt_tokens == expected
+
+
+@pytest.mark.parametrize("adds_bos", [False, True])
+def test_max_prompt_tokens_keeps_the_last_n_prompt_tokens_after_bos(adds_bos):
+    """AlignX's evaluation: `truncation_side="left"` to 7679 tokens, then BOS in front; responses whole."""
+    tok = tiny_tokenizer(adds_bos=adds_bos)
+    prompt = "Post one about food. " * 20 + "The task at the end."
+    plain = tok(prompt, add_special_tokens=False)["input_ids"]
+    t = tokenize_pair(tok, prompt, ["A long answer " * 10, "No."], max_prompt_tokens=12)
+    assert t.prompt_ids == ([tok.bos_token_id] if adds_bos else []) + plain[-12:]
+    assert t.prompt_cut == len(plain) - 12 and t.response_cut == 0
+    assert t.response_ids[0] == tok("A long answer " * 10, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    short = tokenize_pair(tok, "Hi.", ["a"], max_prompt_tokens=12)
+    assert short.prompt_cut == 0 and short.prompt_ids == ([tok.bos_token_id] if adds_bos else []) + tok("Hi.", add_special_tokens=False)["input_ids"]

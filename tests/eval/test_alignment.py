@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from plain import agreement_slack, plain_scores
 from procs import retry_on_port_conflict, run
 
@@ -208,3 +209,35 @@ def test_scoring_reads_the_token_store_one_batch_at_a_time(pair_file, tiny_model
     n = res.counts["records"]
     assert n >= 20 and sum(reads) == 2 * n  # each row read once per model
     assert max(reads) < n / 2  # several batches, each a few rows
+
+
+def test_alignx_protocol_keeps_all_history_and_cuts_prompts_from_the_left(tiny_model_dir, tmp_path):
+    """The seed's lengths (eval/loss_ica.py): no history dropped, each prompt cut to its last N tokens
+    (7679 by default), responses whole; scores equal a plain forward over those hand-cut ids."""
+    assert AccuracyConfig(data="x", view={"view": "ica"}, protocol="alignx").max_prompt_tokens == 8192 - 512 - 1
+    assert AccuracyConfig(data="x", view={"view": "ica"}, protocol="alignx").max_length is None
+    with pytest.raises(ValueError, match="keeps the seed's lengths"):
+        AccuracyConfig(data="x", view={"view": "ica"}, protocol="alignx", max_length=4096)
+    recs = [{"prompt": f"Describe item {i}", "chosen": "red blue", "rejected": "slow dark cold",
+             "User-Generated Content": [{"prompt": f"post {j}", "comment": "I like long walks. " * 8} for j in range(6)]}
+            for i in range(3)]
+    write_jsonl(recs, tmp_path / "ica.jsonl")
+    cfg = AccuracyConfig(data=str(tmp_path / "ica.jsonl"), policy=str(tiny_model_dir), protocol="alignx",
+                         max_prompt_tokens=64, view={"view": "ica"}, cache=False, n_boot=20)
+    res = evaluate_accuracy(cfg)
+    model, tok = load_model(tiny_model_dir)
+    from personalign.data.io import read_examples
+    from personalign.data.templates import history_text, render_prompt
+
+    for ex, scores in zip(read_examples(tmp_path / "ica.jsonl"), res.policy):
+        prompt = render_prompt("alignx-eval", "ica", ex.prompt, history_text(ex.user.ugc, ex.user.pairs), None)
+        assert all(f"post {j}" in prompt for j in range(6))  # all history written
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]  # alignx-eval writes BOS as text: kept, then the rest cut
+        assert ids[0] == tok.bos_token_id and len(ids) > 65
+        kept = [ids[0]] + ids[-64:]
+        for j, response in enumerate(ex.responses):
+            r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            with torch.no_grad():
+                logits = model(torch.tensor([kept + r])).logits[0].float().log_softmax(-1)
+            expected = sum(logits[64 + i, t].item() for i, t in enumerate(r))
+            assert scores.logp[j] == pytest.approx(expected, abs=1e-4)

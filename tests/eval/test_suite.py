@@ -16,7 +16,7 @@ def test_suite_on_the_shared_p_soups_directory_writes_the_table_and_resumes(psou
                                                                             monkeypatch, one_torch_thread):
     out = tmp_path / "suite"
     args = ["eval", "suite", "--method", "pba", "--data-dir", str(psoups_path.parent), "--policy",
-            str(tiny_model_dir), "--limit", "3", "--max-length", "2048", "--out", str(out)]
+            str(tiny_model_dir), "--limit", "3", "--max-prompt-tokens", "2048", "--out", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     table = json.loads((out / "suite.json").read_text())
@@ -56,7 +56,7 @@ def test_a_changed_setting_rescores(psoups_path, tiny_model_dir, tmp_path, one_t
     data.mkdir()
     shutil.copy(psoups_path, data / "p.json")
     cfg = SuiteConfig(method="ica", data_dir=str(data), out=str(tmp_path / "o"), policy=str(tiny_model_dir), limit=2,
-                      max_length=2048, n_boot=50)
+                      max_prompt_tokens=2048, n_boot=50)
     seen = []
     run_suite(cfg, on_file=lambda name, reused: seen.append(reused))
     run_suite(cfg, on_file=lambda name, reused: seen.append(reused))
