@@ -51,7 +51,11 @@ def build_views(
     include_demographic: bool = typer.Option(False, help="ica: append the demographic text (always in alignx-eval)."),
     persona_source: PersonaSourceName = typer.Option(
         "chosen", help="persona: which persona text to use. Under rejected / retrieved_rejected the rejected response "
-        "is the preferred one (listed first); all renders both sides; system puts the persona in the system message."
+        "is the preferred one (listed first); all renders both sides; system is the seed's fixed generic persona "
+        "(--system-persona); chosen_in_system puts the chosen persona in the chat system message."
+    ),
+    system_persona: str | None = typer.Option(
+        None, help="--persona-source system: a dataset's fixed persona (BeaverTails, Mnemonic, Anthropic HHH) or text."
     ),
     dimensions: Path | None = typer.Option(
         None, help="Preference dimension table (default: the AlignX table shipped with personalign)."
@@ -76,7 +80,7 @@ def build_views(
     cfg = command_config(ViewConfig, None, {
         "view": view, "template": template, "sample_history": sample_history, "seed": seed,
         "include_demographic": include_demographic, "persona_source": persona_source, "max_length": max_length,
-        "dimensions": dimensions}, None)
+        "dimensions": dimensions, "system_persona": system_persona}, None)
     tok = _load_tokenizer(tokenizer)
 
     read, counts = ReadCounts(), ViewCounts()

@@ -191,6 +191,7 @@ def generate(
     view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view.")] = None,
     template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset.")] = None,
     persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt (or the seed's gold_chosen ...).")] = None,
+    system_persona: Annotated[Optional[str], typer.Option("--system-persona", help="--persona-source system: the seed's fixed persona of a dataset (BeaverTails, Mnemonic, Anthropic HHH) or your own text.")] = None,
     backend: Kind = None,
     model: Model = None,
     base_url: BaseUrl = None,
@@ -226,7 +227,7 @@ def generate(
     from personalign.llm.progress import progress_bar
 
     opts = {"data": data, "out": out, "limit": limit, "on_invalid": on_invalid, "view.view": view,
-            "view.template": template, "view.persona_source": persona_source,
+            "view.template": template, "view.persona_source": persona_source, "view.system_persona": system_persona,
             **backend_options(backend, model, base_url, api_key_env, batch_size),
             **model_options(dtype, attn_implementation, trust_remote_code, prefix="backend"),
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,

@@ -37,10 +37,19 @@ REJECTED_SIDE = frozenset({"rejected", "retrieved_rejected"})
 # The persona-tailoring seed's inference/training type names, accepted as `persona_source` values.
 SEED_PERSONA_TYPES = {"gold_chosen": "chosen", "gold_rejected": "rejected", "retr_chosen": "retrieved",
                       "retr_rejected": "retrieved_rejected"}
-PersonaSource = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system"]
+PersonaSource = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system",
+                        "chosen_in_system"]
 # What a command line accepts: the sources plus the seed's names.
 PersonaSourceName = Literal["chosen", "gold", "rejected", "retrieved", "retrieved_rejected", "all", "system",
-                            "gold_chosen", "gold_rejected", "retr_chosen", "retr_rejected"]
+                            "chosen_in_system", "gold_chosen", "gold_rejected", "retr_chosen", "retr_rejected"]
+# The persona-tailoring seed's `system` inference type: one fixed, generic persona per dataset
+# (`model/data_loader.py`, `DataLoader.SYSTEM_PERSONA_MAP`), written where a record's persona goes.
+SYSTEM_PERSONAS = {
+    "BeaverTails": "The user is meticulous and prefers responses that cover multiple, diverse angles.",
+    "Mnemonic": "The user prefers indirect, step-by-step mnemonics that capture the essence of the vocabulary term.",
+    "Anthropic HHH": "The user is solution-focused, results-oriented, and fact-oriented, and prefers responses that "
+                     "cover varied angles.",
+}
 
 
 def persona_sides(source: str) -> tuple[str, ...]:
@@ -73,8 +82,12 @@ class ViewConfig(StrictModel):
     persona_source: PersonaSource = "chosen"
     """persona view: which persona conditions the prompt. rejected/retrieved_rejected make the rejected
     response the preferred one; all renders each record twice (chosen persona with the chosen response
-    preferred, rejected persona with the rejected one); system puts the chosen persona in the system
-    message (chat template). Seed names (gold_chosen, ...) are accepted."""
+    preferred, rejected persona with the rejected one); system is the seed's baseline: one fixed generic
+    persona (`system_persona`) for every record, in the persona layout; chosen_in_system puts the
+    record's chosen persona in the chat system message (ours). Seed names (gold_chosen, ...) are accepted."""
+    system_persona: str | None = None
+    """persona_source system: the fixed persona, as the seed's dataset name (BeaverTails, Mnemonic,
+    Anthropic HHH) or your own text."""
     max_length: PositiveInt | None = None
     """Token budget of a rendered prompt + response (history is dropped to fit)."""
     dimensions: str | None = None
@@ -90,9 +103,20 @@ class ViewConfig(StrictModel):
     @model_validator(mode="after")
     def _view_fits_template(self) -> ViewConfig:
         check_view(self.template, self.view)
-        if self.view == "persona" and self.persona_source == "system" and self.template != "chat":
-            raise ValueError("persona_source 'system' puts the persona in the system message: it needs template 'chat'")
+        if self.view == "persona" and self.persona_source == "chosen_in_system" and self.template != "chat":
+            raise ValueError("persona_source 'chosen_in_system' puts the persona in the system message: it needs "
+                             "template 'chat'")
+        if self.view == "persona" and self.persona_source == "system" and not self.system_persona:
+            raise ValueError("persona_source 'system' (the seed's generic persona) needs system_persona: "
+                             f"{', '.join(SYSTEM_PERSONAS)}, or your own text")
         return self
+
+    @property
+    def fixed_persona(self) -> str | None:
+        """The one persona every record gets under persona_source system, else None."""
+        if self.persona_source != "system" or not self.system_persona:
+            return None
+        return SYSTEM_PERSONAS.get(self.system_persona, self.system_persona)
 
 
 @dataclass(slots=True)
@@ -185,8 +209,8 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
         block = user_profile(user, items, dims) or ""
         items = []
     elif cfg.view == "persona":
-        source = "chosen" if cfg.persona_source == "system" else cfg.persona_source
-        block = user.persona(source) or ""
+        source = "chosen" if cfg.persona_source in ("system", "chosen_in_system") else cfg.persona_source
+        block = cfg.fixed_persona or user.persona(source) or ""
         responses, rewards = preferred_order(ex.responses, ex.rewards, cfg.persona_source)
         if not block:
             field = PERSONA_SOURCE_FIELDS[source][0]
@@ -199,7 +223,7 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
     with_demo = cfg.view == "ica" and (cfg.include_demographic or cfg.template == "alignx-eval")
     demographic = user.demographic if with_demo else None
 
-    in_system = view == "persona" and cfg.persona_source == "system"
+    in_system = view == "persona" and cfg.persona_source == "chosen_in_system"
 
     def render(text: str) -> Prompt:
         return build_prompt(cfg.template, view, ex.prompt, text, demographic, tokenizer, persona_in_system=in_system)

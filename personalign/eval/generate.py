@@ -102,10 +102,10 @@ def view_requests(examples, view: ViewConfig, backend: Backend, prefix: str = ""
         r = build_view(ex, view, tokenizer, index)
         request = r.messages if tokenizer is None and r.messages is not None else prefix + r.prompt
         requests.append(request)
-        side = "chosen" if view.persona_source == "system" else view.persona_source
+        side = "chosen" if view.persona_source in ("system", "chosen_in_system") else view.persona_source
         rows.append({  # chosen/rejected as the conditioning's user sees them (swapped under a rejected persona)
             "index": index, "source": ex.source, "prompt": ex.prompt, "view": view.view,
-            "persona": ex.user.persona(side), "view_prompt": request,
+            "persona": view.fixed_persona or ex.user.persona(side), "view_prompt": request,
             "chosen": r.responses[0], "rejected": r.responses[-1],
         })
     return requests, rows

@@ -230,11 +230,25 @@ def test_persona_training_type_all_renders_both_sides_and_system_puts_persona_in
     ]
     with pytest.raises(ValueError, match="render_views"):
         build_view(persona_example(), ViewConfig(view="persona", persona_source="all"))
-    system = build_view(persona_example(), ViewConfig(view="persona", persona_source="system")).prompt
+    system = build_view(persona_example(), ViewConfig(view="persona", persona_source="chosen_in_system")).prompt
     assert system.startswith("<|im_start|>system\nYou are talking with this user: The user wants brevity.")
     assert system.endswith("<|im_start|>user\nExplain tides.<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(ValidationError, match="needs template 'chat'"):
-        ViewConfig(view="persona", template="plain", persona_source="system")
+        ViewConfig(view="persona", template="plain", persona_source="chosen_in_system")
+
+
+def test_system_is_the_seeds_fixed_generic_persona_in_the_persona_layout():
+    """persona-tailoring `model/data_loader.py`: inference type `system` gives every test prompt the
+    dataset's one generic persona (SYSTEM_PERSONA_MAP), in the Prompt/Persona layout, whatever the record's."""
+    cfg = ViewConfig(view="persona", template="plain", persona_source="system", system_persona="Mnemonic")
+    r = build_view(persona_example(), cfg)
+    assert r.prompt == ("Prompt: Explain tides.\nPersona: The user prefers indirect, step-by-step mnemonics that "
+                        "capture the essence of the vocabulary term.\nResponse:")
+    assert r.responses[0] == "Moon pulls water."  # the record's own order: no side is implied
+    own = ViewConfig(view="persona", template="plain", persona_source="system", system_persona="The user is brief.")
+    assert "Persona: The user is brief.\n" in build_view(persona_example(), own).prompt
+    with pytest.raises(ValidationError, match="needs system_persona: BeaverTails, Mnemonic, Anthropic HHH"):
+        ViewConfig(view="persona", persona_source="system")
 
 
 # --- history sampling ------------------------------------------------------------------------
