@@ -201,8 +201,9 @@ def generate(
     temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="0 = greedy (default).")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus cut (default 1).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Keep the k most likely tokens (default 0 = all).")] = None,
-    few_shot: Annotated[Optional[int], typer.Option("--few-shot", min=0, help="Few-shot persona tailoring: k exemplars from --shots-from (persona view, plain template).")] = None,
-    shots_from: Annotated[Optional[str], typer.Option("--shots-from", help="Training records the few-shot exemplars are drawn from.")] = None,
+    few_shot: Annotated[Optional[int], typer.Option("--few-shot", min=0, help="Few-shot persona tailoring from --shots-from: 0 = every record, as the seed (default); k = k drawn at random, side of --persona-source.")] = None,
+    shots_from: Annotated[Optional[str], typer.Option("--shots-from", help="Few-shot persona tailoring (persona view, plain template): the training records the exemplars come from.")] = None,
+    shots_type: Annotated[Optional[str], typer.Option("--shots-type", help="The seed's training type of the exemplars: chosen (default), rejected, or all.")] = None,
     sampling: Annotated[Optional[str], typer.Option(
         "--sampling", help="A named preset: greedy | alignx (AlignX's generation scripts: temperature 0.9, top_k 10, "
         "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
@@ -232,7 +233,7 @@ def generate(
             **model_options(dtype, attn_implementation, trust_remote_code, prefix="backend"),
             "generation.max_new_tokens": max_new_tokens, "generation.temperature": temperature,
             "generation.top_p": top_p, "generation.top_k": top_k, "generation.seed": seed,
-            "few_shot": few_shot, "shots_from": shots_from, "best_of": best_of, "reward_model": reward_model}
+            "few_shot": few_shot, "shots_from": shots_from, "shots_type": shots_type, "best_of": best_of, "reward_model": reward_model}
     if sampling is not None:
         if sampling not in SAMPLING_PRESETS:
             raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRESETS)}, got {sampling!r}",

@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from personalign.config import StrictModel
 from personalign.data.io import OnInvalid, read_examples, write_jsonl
+from personalign.data.errors import RecordError
 from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import write_json
 from personalign.data.templates import plain_shot
@@ -52,11 +54,14 @@ class GenerateConfig(StrictModel):
     limit: int | None = Field(None, gt=0)
     on_invalid: OnInvalid = "fail"
     chunk_size: int | None = Field(None, gt=0)  # requests per cache write; default: BackendConfig.requests_per_write
-    # Few-shot persona tailoring (the persona-tailoring seed's few-shot model): k exemplars drawn
-    # (seeded) from `shots_from`, each a prompt, a persona and the response that persona prefers,
-    # written before every prompt in the `plain` layout; generation stops at the next "\nPrompt:".
+    # Few-shot persona tailoring (the persona-tailoring seed's few-shot model): exemplars from
+    # `shots_from`, each a prompt, a persona and the response that persona prefers, written before
+    # every prompt in the `plain` layout; generation stops at the next "\nPrompt:". As the seed runs it
+    # (`few_shot` 0): every record, the side set by the training type `shots_type`; ours (`few_shot`
+    # k > 0): k drawn (seeded), the side of the view's persona.
     few_shot: int = Field(0, ge=0)
     shots_from: str | None = None
+    shots_type: Literal["chosen", "rejected", "all"] = "chosen"
     shots_seed: int = 0
     # Personalized best-of-n: best_of samples per record (seeds generation.seed + k), the one the reward
     # model rewards most under its own view of the record (default: the view it was trained with) kept.
@@ -66,8 +71,9 @@ class GenerateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _few_shot(self) -> GenerateConfig:
-        if self.few_shot and (self.view.view != "persona" or self.view.template != "plain" or not self.shots_from):
-            raise ValueError("few_shot needs view 'persona', template 'plain' and shots_from (a training file)")
+        if (self.few_shot or self.shots_from) and (self.view.view != "persona" or self.view.template != "plain"
+                                                   or not self.shots_from):
+            raise ValueError("few-shot tailoring needs view 'persona', template 'plain' and shots_from (a training file)")
         if self.best_of > 1 and (self.reward_model is None or self.generation.temperature == 0):
             raise ValueError("best_of > 1 needs reward_model and sampling (generation.temperature > 0): greedy "
                              "decoding gives the same response every time")
@@ -77,10 +83,25 @@ class GenerateConfig(StrictModel):
 FEW_SHOT_STOP = "\nPrompt:"
 
 
-def few_shot_prefix(source: str, k: int, persona_source: str, seed: int = 0) -> str:
-    """k exemplars drawn (seeded, uniformly) from the records of `source` that carry the persona of
-    the view's side (chosen, or rejected for rejected-side sources), each with the response that
-    persona prefers, in the `plain` layout."""
+def few_shot_prefix(source: str, k: int, persona_source: str, seed: int = 0, shots_type: str = "chosen") -> str:
+    """The exemplars in the `plain` layout, each a prompt, a persona and the response that persona prefers.
+
+    k = 0, the seed's way (`model/data_loader.py` `load_few_shot_data`, `Few-Shot/inference.py`): every
+    record of `source` in file order, the side set by the training type `shots_type` (`all`: every
+    chosen exemplar, then every rejected one); a record without that persona is an error. k > 0, ours:
+    k drawn (seeded, uniformly) from the records that carry the persona of the view's side (chosen, or
+    rejected for rejected-side sources)."""
+    if k == 0:
+        records = list(read_examples(source))
+        shots = []
+        for side in ("chosen", "rejected") if shots_type == "all" else (shots_type,):
+            for ex in records:
+                persona = ex.user.persona(side)
+                if not persona:
+                    raise RecordError(ex.source or source, None, f"{side}_persona",
+                                      f"the seed's few-shot prompt uses every record's {side} persona; this has none")
+                shots.append((ex.prompt, persona, preferred_order(ex.responses, None, side)[0][0]))
+        return "".join(plain_shot(*shot) for shot in shots)
     side = "rejected" if persona_source in REJECTED_SIDE else "chosen"
     pool = [(ex.prompt, ex.user.persona(side), preferred_order(ex.responses, None, side)[0][0])
             for ex in read_examples(source)]
@@ -129,8 +150,8 @@ def generate_responses(
         raise EmptyError("no valid record to generate for", file=cfg.data)
     backend = backend if backend is not None else make_backend(cfg.backend)
     prefix, generation = "", cfg.generation
-    if cfg.few_shot:
-        prefix = few_shot_prefix(cfg.shots_from, cfg.few_shot, cfg.view.persona_source, cfg.shots_seed)
+    if cfg.shots_from:
+        prefix = few_shot_prefix(cfg.shots_from, cfg.few_shot, cfg.view.persona_source, cfg.shots_seed, cfg.shots_type)
         if FEW_SHOT_STOP not in generation.stop:
             generation = generation.model_copy(update={"stop": [*generation.stop, FEW_SHOT_STOP]})
     requests, rows = view_requests(examples, cfg.view, backend, prefix)

@@ -9,6 +9,8 @@ import textwrap
 from collections.abc import Sequence
 
 import pytest
+
+from personalign.data.errors import RecordError
 from procs import launched, wait_for
 
 from personalign.data.io import read_examples, write_jsonl
@@ -172,7 +174,31 @@ def test_few_shot_persona_tailoring_prefixes_k_training_exemplars_and_stops_at_t
     rows = read_generations(generate_responses(rej, EchoBackend()))
     assert "Persona: The user hates" in rows[0]["view_prompt"] and "Response: tr " in rows[0]["view_prompt"]
     assert rows[0]["chosen"] == "bad answer 0"  # under a rejected persona the rejected response is the target
-    with pytest.raises(ValueError, match="few_shot needs view 'persona', template 'plain'"):
+    with pytest.raises(ValueError, match="few-shot tailoring needs view 'persona', template 'plain'"):
         GenerateConfig(data="d", out="o", few_shot=2, shots_from="t")
     with pytest.raises(ValueError, match="only 5 records carry a chosen persona"):
         generate_responses(cfg.model_copy(update={"few_shot": 6, "out": str(tmp_path / "x")}), EchoBackend())
+
+
+@pytest.mark.parametrize("shots_type", ["chosen", "rejected", "all"])
+def test_few_shot_as_the_seed_runs_it_uses_every_record_with_the_training_types_side(shots_type, data, tmp_path):
+    """persona-tailoring `Few-Shot/inference.py` with `load_few_shot_data`: the whole few-shot split in
+    order, exemplars "Prompt/Persona/Response" joined by blank lines, the side set by the training type
+    (all: every chosen exemplar, then every rejected one), whatever the inference type."""
+    train = tmp_path / "train.jsonl"
+    write_jsonl([{"prompt": f"Train {i}?", "chosen": f"tc {i}", "rejected": f"tr {i}",
+                  "chosen_persona": f"The user likes {i}.", "rejected_persona": f"The user hates {i}."}
+                 for i in range(4)], train)
+    cfg = GenerateConfig(data=str(data), out=str(tmp_path / shots_type), limit=1, shots_from=str(train),
+                         shots_type=shots_type, chunk_size=1,  # inference type gold: the chosen side
+                         view=ViewConfig(view="persona", template="plain", persona_source="gold"))
+    request = read_generations(generate_responses(cfg, EchoBackend()))[0]["view_prompt"]
+    chosen = [f"Prompt: Train {i}?\nPersona: The user likes {i}.\nResponse: tc {i}" for i in range(4)]
+    rejected = [f"Prompt: Train {i}?\nPersona: The user hates {i}.\nResponse: tr {i}" for i in range(4)]
+    shots = {"chosen": chosen, "rejected": rejected, "all": chosen + rejected}[shots_type]
+    assert request.startswith("\n\n".join(shots) + "\n\nPrompt: Question number 0?\nPersona: ")
+    write_jsonl([{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_persona": "x"}], tmp_path / "half.jsonl")
+    if shots_type != "chosen":
+        with pytest.raises(RecordError, match="every record's rejected persona"):
+            generate_responses(cfg.model_copy(update={"shots_from": str(tmp_path / "half.jsonl"),
+                                                      "out": str(tmp_path / "h")}), EchoBackend())
