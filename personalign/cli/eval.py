@@ -277,7 +277,7 @@ def judge(
     n_boot: Annotated[Optional[int], typer.Option("--n-boot", min=1, help="Bootstrap resamples (default 1000).")] = None,
     verdict_mode: VerdictModeOpt = None,
     preset: Annotated[Optional[JudgePreset], typer.Option(
-        "--preset", help="default: answer 1 or 2; prometheus: Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = None,
+        "--preset", help="default: answer 1 or 2; prometheus (prometheus-mnemonic): the persona-tailoring seed's Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = None,
     prompt_file: PromptFileOpt = None,
     overwrite: Overwrite = False,
     config: ConfigFile = None,

@@ -56,36 +56,66 @@ def _query(rubric: str, prompt: str, persona: str | None, first: str, second: st
             f"{RUBRICS[rubric]} Which response is better? Reply 1 or 2.")
 
 
-JudgePreset = Literal["default", "prometheus"]
+JudgePreset = Literal["default", "prometheus", "prometheus-mnemonic"]
 PRESETS: tuple[str, ...] = get_args(JudgePreset)
 JUDGE_SLOTS = frozenset({"prompt", "persona", "first", "second", "question"})
-# Prometheus-2 relative grading (prometheus-eval's absolute/relative prompts): feedback, then "[RESULT] A|B".
-PROMETHEUS_VERSION = "eval-judge-prometheus-v1"
+# Prometheus-2 relative grading as the persona-tailoring seed ran it (`code/evaluate/llm_judge_all.py`,
+# prometheus-eval's `PrometheusEval.relative_grade`): prometheus-eval's system prompt and relative
+# prompt without reference, verbatim from `libs/prometheus-eval/prometheus_eval/prompts.py`
+# (REL_SYSTEM_PROMPT, RELATIVE_PROMPT_WO_REF), filled with the seed's instruction and rubric strings
+# (`instruction_map`, `persona_map`, `quality_rubric`, `persona_rubric`); answered "... [RESULT] A|B".
+PROMETHEUS_VERSION = "eval-judge-prometheus-v2"
 PROMETHEUS_SYSTEM = (
     "You are a fair judge assistant assigned to deliver insightful feedback that compares individual "
     "performances, highlighting how each stands relative to others within the same cohort."
 )
 PROMETHEUS_USER = """###Task Description:
-An instruction (might include an Input inside it), two responses to evaluate (denoted as Response A and Response B), and a score rubric representing an evaluation criterion are given.
-1. Write a detailed feedback that assesses the quality of the two responses strictly based on the given score rubric, not evaluating in general.
-2. Make comparisons between Response A and Response B. Instead of examining Response A and Response B separately, go straight to the point and mention the commonalities and differences between them.
-3. After writing the feedback, indicate the better response, either "A" or "B".
-4. The output format should look as follows: "Feedback: (write a feedback for criteria) [RESULT] (Either "A" or "B")"
-5. Please do not generate any other opening, closing, and explanations.
+An instruction (might include an Input inside it), a response to evaluate, and a score rubric representing a evaluation criteria are given.
+1. Write a detailed feedback that assess the quality of two responses strictly based on the given score rubric, not evaluating in general.
+2. After writing a feedback, choose a better response between Response A and Response B. You should refer to the score rubric.
+3. The output format should look as follows: "(write a feedback for criteria) [RESULT] (A or B)"
+4. Please do not generate any other opening, closing, and explanations.
 
 ###Instruction:
 {instruction}
 
 ###Response A:
-{first}
+{response_A}
 
 ###Response B:
-{second}
+{response_B}
 
 ###Score Rubric:
-{question}
+{rubric}
 
 ###Feedback: """
+PROMETHEUS_RESULT, PROMETHEUS_CHOICES = "[RESULT]", ("A", "B")  # log-prob verdicts: P(A), P(B) after the marker
+SEED_INSTRUCTIONS = {  # llm_judge_all.py instruction_map (HH_RLHF and Safe_RLHF share one), persona_map
+    "prometheus": "Please provide a response to the following prompt.",
+    "prometheus-mnemonic": "Please provide a keyword mnemonic to the following vocabulary term.",
+}
+SEED_PERSONA_INSTRUCTION = "Please provide a response that aligns with the attributes of the following persona."
+SEED_RUBRICS = {"quality": "Is the response high-quality?",
+                "personalization": "Does the response align with the user's specified persona?"}
+
+
+def _seed_response(text: str) -> str:
+    """A response as llm_judge_all.py shows it to the judge."""
+    return text.replace("Prompt:", "").replace("<|end_of_text|>", "").strip()
+
+
+def prometheus_messages(preset: str, rubric: str, prompt: str, first: str, second: str,
+                        persona: str | None) -> list[Message]:
+    """The seed's Prometheus request: quality judges the response to the prompt ("... Prompt: p", with
+    " sounds like" after a Mnemonic term); personalization judges fit to the persona alone ("... Persona: q")."""
+    if rubric == "personalization":
+        instruction = f"{SEED_PERSONA_INSTRUCTION} Persona: {persona}"
+    else:
+        term = f"{prompt} sounds like" if preset == "prometheus-mnemonic" else prompt
+        instruction = f"{SEED_INSTRUCTIONS[preset]} Prompt: {term}"
+    user = PROMETHEUS_USER.format(instruction=instruction, response_A=_seed_response(first),
+                                  response_B=_seed_response(second), rubric=SEED_RUBRICS[rubric])
+    return [{"role": "system", "content": PROMETHEUS_SYSTEM}, {"role": "user", "content": user}]
 
 
 def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: str | None = None,
@@ -93,18 +123,16 @@ def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: s
     """The judge conversation for one order of one pair.
 
     default: instructions, two worked answers ("2", "1"), the query, answered "1" or "2".
-    prometheus: Prometheus-2's relative-grading prompt (the persona, for personalization, as part
-    of the instruction), answered with feedback and "[RESULT] A|B". A prompt file replaces both.
+    prometheus, prometheus-mnemonic: the persona-tailoring seed's Prometheus-2 relative grading
+    (`prometheus_messages`), answered with feedback and "[RESULT] A|B". A prompt file replaces both.
     """
     if rubric not in RUBRICS:
         raise ValueError(f"unknown rubric {rubric!r}; choose from {', '.join(RUBRICS)}")
     if prompt_file is not None:
         return prompt_file.messages(prompt=prompt, persona=persona or "", first=first, second=second,
                                     question=RUBRICS[rubric])
-    if preset == "prometheus":
-        instruction = prompt if rubric != "personalization" else f"{prompt}\n\n(The user's persona: {persona})"
-        user = PROMETHEUS_USER.format(instruction=instruction, first=first, second=second, question=RUBRICS[rubric])
-        return [{"role": "system", "content": PROMETHEUS_SYSTEM}, {"role": "user", "content": user}]
+    if preset in SEED_INSTRUCTIONS:
+        return prometheus_messages(preset, rubric, prompt, first, second, persona)
     if preset != "default":
         raise ValueError(f"unknown judge preset {preset!r}; choose from {', '.join(PRESETS)}")
     what = "a user's persona, a prompt written by that user," if rubric == "personalization" else "a prompt"
@@ -119,7 +147,9 @@ def judge_messages(rubric: str, prompt: str, first: str, second: str, persona: s
 
 def judge_version(preset: str, prompt_file: PromptFile | None) -> str:
     """The cache-key task name of a judge prompt."""
-    return PROMETHEUS_VERSION if preset == "prometheus" and prompt_file is None else task_version(PROMPT_VERSION, prompt_file)
+    if preset in SEED_INSTRUCTIONS and prompt_file is None:
+        return PROMETHEUS_VERSION if preset == "prometheus" else f"{PROMETHEUS_VERSION}-{preset}"
+    return task_version(PROMPT_VERSION, prompt_file)
 
 
 class JudgeConfig(StrictModel):
@@ -247,8 +277,10 @@ def judge_runs(
     unknown = [r for r in rubrics if r not in RUBRICS]
     if unknown or not rubrics:
         raise ValueError(f"rubrics must be among {', '.join(RUBRICS)}; got {list(rubrics)}")
-    if verdict_mode == "logprob" and (preset != "default" or prompt_file is not None):
-        raise ValueError("the logprob verdict mode needs the default judge prompt, whose answer is its first token")
+    if verdict_mode == "logprob" and prompt_file is not None:
+        raise ValueError("the logprob verdict mode needs a built-in judge prompt (default or prometheus), not a prompt "
+                         "file")
+    answer_after = (PROMETHEUS_RESULT, PROMETHEUS_CHOICES) if preset in SEED_INSTRUCTIONS else None
     pairs, unmatched = pair_runs(read_generations(base_dir), read_generations(test_dir))
     pairs = pairs[:limit] if limit is not None else pairs
     if not pairs:
@@ -264,7 +296,8 @@ def judge_runs(
                          judge_messages(rubric, p, rt, rb, persona, preset, prompt_file)]
             slots.append((rubric, i))
     outputs, verdicts = run_judge(backend, requests, task=judge_version(preset, prompt_file), gen_config=gen_config,
-                                  cache_path=cache_path, chunk_size=chunk_size, on_progress=on_progress, mode=verdict_mode)
+                                  cache_path=cache_path, chunk_size=chunk_size, on_progress=on_progress, mode=verdict_mode,
+                                  answer_after=answer_after)
     judged = {r: _Judgments([None] * len(pairs), [None] * len(pairs)) for r in rubrics}
     for k, (rubric, i) in enumerate(slots):
         pair_outputs = (outputs[2 * k], outputs[2 * k + 1])

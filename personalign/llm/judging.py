@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from personalign.llm.base import Backend, GenerationConfig, Request
 from personalign.llm.cache import generate_cached, open_cache
 from personalign.models.loading import process_state
-from personalign.llm.verdict import VerdictMode, judge_backend, read_verdicts
+from personalign.llm.verdict import CHOICES, VerdictMode, judge_backend, read_verdicts
 
 JUDGE_GENERATION = GenerationConfig(max_new_tokens=8, temperature=0.0)
 
@@ -81,13 +81,17 @@ def run_judge(
     chunk_size: int = 8,
     on_progress: Callable[[int], None] | None = None,
     mode: VerdictMode = "generate",
+    answer_after: tuple[str, tuple[str, ...]] | None = None,
 ) -> tuple[list[str], list[int | None]]:
     """Outputs and verdicts of judge requests that come in pairs (an item shown first, then second),
     generated through the cache at `cache_path` under the cache-key task name `task`; under
-    `accelerate launch` the requests are shared out over the processes (each returns them all)."""
+    `accelerate launch` the requests are shared out over the processes (each returns them all).
+    `answer_after` (marker, choices): a judge that reasons first; log-prob verdicts are read after the marker."""
     state = process_state()
     with open_cache(cache_path, state) if cache_path is not None else nullcontext() as cache:
-        outputs = generate_cached(judge_backend(backend, mode), list(requests), gen_config, task=task, cache=cache,
+        after, choices = answer_after if answer_after is not None else (None, CHOICES)
+        outputs = generate_cached(judge_backend(backend, mode, after=after, choices=choices), list(requests),
+                                  gen_config, task=task, cache=cache,
                                   chunk_size=chunk_size, on_progress=on_progress, state=state).outputs
     return outputs, read_verdicts(outputs, mode)
 

@@ -80,11 +80,14 @@ class LocalBackend:
         return self._identity
 
     def render(self, request: Request) -> str:
-        """The prompt text of a request: a chat through the chat template, a raw string as is."""
+        """The prompt text of a request: a chat through the chat template, a raw string as is. A chat
+        ending with an assistant message is that reply to be continued (vLLM's `continue_final_message`)."""
         if isinstance(request, str):
             return request
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("chat requests need a tokenizer with a chat template; send raw strings instead")
+        if request and request[-1]["role"] == "assistant":
+            return self.tokenizer.apply_chat_template(list(request), tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(list(request), tokenize=False, add_generation_prompt=True)
 
     def generate(self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = True) -> list[str]:
@@ -165,9 +168,10 @@ class LocalBackend:
 
     @torch.inference_mode()
     def choice_probs(self, requests: Sequence[Request], choices: Sequence[str]) -> list[list[float] | None]:
-        """Per request, the next-token probabilities of each choice's first token (e.g. "1", "2"),
-        renormalised over the choices: what the model would answer, read without generating."""
-        ids = [self._choice_token(c) for c in choices]
+        """Per request, the next-token probabilities of each choice's first token, summed over its
+        variants with and without a leading space ("1" and " 1"), renormalised over the choices: what
+        the model would answer, read without generating (as the OpenAI backend reads top log-probs)."""
+        variants = [sorted({self._choice_token(c), self._choice_token(" " + c)}) for c in choices]
         prompts = prompts_ids(self.tokenizer, [self.render(r) for r in requests])
         out: list[list[float] | None] = []
         device = self.model.device
@@ -178,7 +182,8 @@ class LocalBackend:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = self.model(input_ids=enc["input_ids"].to(device), attention_mask=mask, position_ids=positions,
                                 use_cache=False).logits[:, -1, :].float()
-            probs = logits.log_softmax(-1)[:, ids].exp()
+            p = logits.softmax(-1)
+            probs = torch.stack([p[:, ids].sum(-1) for ids in variants], dim=-1)
             out += (probs / probs.sum(-1, keepdim=True)).tolist()
         return out
 

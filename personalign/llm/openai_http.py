@@ -243,6 +243,8 @@ class OpenAIBackend:
             body["stop"] = list(config.stop)
         if self.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": request}] if isinstance(request, str) else list(request)
+            if body["messages"][-1]["role"] == "assistant":  # continue that reply (vLLM's chat extension)
+                body |= {"continue_final_message": True, "add_generation_prompt": False}
         elif isinstance(request, str):
             body["prompt"] = request
         else:

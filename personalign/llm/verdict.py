@@ -133,11 +133,38 @@ class ChoiceProbs:
         return [json.dumps(p) for p in self.backend.choice_probs(requests, self.choices)]
 
 
-def judge_backend(backend: Any, mode: VerdictMode) -> Any:
-    """The backend a judge runs its requests on: as is (generate), or its answer probabilities (logprob)."""
+class ResultChoiceProbs(ChoiceProbs):
+    """Log-prob verdicts of a judge that reasons first and names its choice after a marker (Prometheus:
+    "Feedback: ... [RESULT] A"): the feedback is generated up to the marker (a stop sequence), the reply
+    is then continued by the marker, and the probabilities of each choice as the next token are read.
+    Outputs are the JSON probabilities, as `ChoiceProbs` stores them."""
+
+    def __init__(self, backend: Any, marker: str, choices: tuple[str, ...]):
+        super().__init__(backend, choices)
+        self.marker = marker
+
+    @property
+    def identity(self) -> str:
+        return f"{self.backend.identity}|after:{self.marker}|choice-probs:{'/'.join(self.choices)}"
+
+    def generate(self, requests: Sequence[Any], config: Any, *, progress: bool = True) -> list[str]:
+        stop = config.model_copy(update={"stop": [*config.stop, self.marker]})
+        reasons = self.backend.generate(requests, stop, progress=progress)
+        continued = [r + reason + self.marker if isinstance(r, str)
+                     else [*r, {"role": "assistant", "content": reason + self.marker}]
+                     for r, reason in zip(requests, reasons)]
+        return [json.dumps(p) for p in self.backend.choice_probs(continued, self.choices)]
+
+
+def judge_backend(backend: Any, mode: VerdictMode, *, after: str | None = None,
+                  choices: tuple[str, ...] = CHOICES) -> Any:
+    """The backend a judge runs its requests on: as is (generate), or its answer probabilities (logprob),
+    read at once or, with `after`, after the judge's reasoning up to that marker."""
     if mode not in ("generate", "logprob"):
         raise ValueError(f"verdict mode must be 'generate' or 'logprob', got {mode!r}")
-    return backend if mode == "generate" else ChoiceProbs(backend)
+    if mode == "generate":
+        return backend
+    return ChoiceProbs(backend, choices) if after is None else ResultChoiceProbs(backend, after, choices)
 
 
 def order_averaged(shown_first: str, shown_second: str) -> float | None:

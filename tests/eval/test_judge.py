@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -188,13 +190,93 @@ def test_prometheus_preset_matches_the_default_judge_on_the_same_preference(runs
     result = judge_runs(*runs, judge, preset="prometheus", n_boot=100)
     q = result.rubrics["quality"]
     assert (q.wins, q.ties, q.losses) == (3, 1, 1)  # same hand-computed counts as the "longer" rule judge
-    first = judge.requests[0]
-    assert first[0]["content"].startswith("You are a fair judge assistant")
-    assert "[RESULT] (Either \"A\" or \"B\")" in first[1]["content"]
-    persona_requests = [r for r in judge.requests if "(The user's persona: P0)" in r[1]["content"]]
+    system, user = judge.requests[0]
+    # prometheus-eval's REL_SYSTEM_PROMPT and RELATIVE_PROMPT_WO_REF, verbatim
+    assert system["content"] == ("You are a fair judge assistant assigned to deliver insightful feedback that compares "
+                                 "individual performances, highlighting how each stands relative to others within the "
+                                 "same cohort.")
+    assert user["content"].startswith(
+        "###Task Description:\nAn instruction (might include an Input inside it), a response to evaluate, and a score "
+        "rubric representing a evaluation criteria are given.\n1. Write a detailed feedback that assess the quality of "
+        "two responses strictly based on the given score rubric, not evaluating in general.\n2. After writing a "
+        "feedback, choose a better response between Response A and Response B. You should refer to the score "
+        "rubric.\n3. The output format should look as follows: \"(write a feedback for criteria) [RESULT] (A or B)\"\n"
+        "4. Please do not generate any other opening, closing, and explanations.\n\n###Instruction:\n"
+        "Please provide a response to the following prompt. Prompt: ")
+    assert user["content"].endswith("\n\n###Score Rubric:\nIs the response high-quality?\n\n###Feedback: ")
+    persona_requests = [r for r in judge.requests if "###Instruction:\nPlease provide a response that aligns with the "
+                        "attributes of the following persona. Persona: P0\n" in r[1]["content"]]
     assert len(persona_requests) == 2 and result.config["preset"] == "prometheus"
-    with pytest.raises(ValueError, match="logprob verdict mode needs the default judge prompt"):
-        judge_runs(*runs, judge, preset="prometheus", verdict_mode="logprob")
+    assert "Does the response align with the user's specified persona?" in persona_requests[0][1]["content"]
+    mnemonic = PrometheusJudge()
+    judge_runs(*runs, mnemonic, preset="prometheus-mnemonic", rubrics=["quality"], n_boot=10)
+    assert "Please provide a keyword mnemonic to the following vocabulary term. Prompt: " in mnemonic.requests[0][1]["content"]
+    assert " sounds like\n\n###Response A:" in mnemonic.requests[0][1]["content"]
+
+
+class _PrometheusHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible Prometheus: prefers the longer response, answers in the seed's format
+    ("Feedback: ... [RESULT] A"), honours a `[RESULT]` stop, and continues a final assistant message
+    with top log-probs of "A" and "B" (its choice likely, not certain)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.server.bodies.append(body)
+        m = re.search(r"###Response A:\n(.*?)\n\n###Response B:\n(.*?)\n\n###Score Rubric", body["messages"][1]["content"],
+                      re.S)
+        winner = "B" if len(m.group(2)) > len(m.group(1)) else "A"
+        feedback = "Feedback: Both responses address the prompt; one of them says more. "
+        if body["messages"][-1]["role"] == "assistant":  # continue after [RESULT]: one token, with top log-probs
+            assert body["continue_final_message"] is True and body["messages"][-1]["content"].endswith("[RESULT]")
+            top = [{"token": " " + winner, "logprob": math.log(0.8)},
+                   {"token": " " + ("A" if winner == "B" else "B"), "logprob": math.log(0.15)},
+                   {"token": " The", "logprob": math.log(0.05)}]
+            message, logprobs = {"role": "assistant", "content": " " + winner}, {
+                "content": [{"token": " " + winner, "logprob": top[0]["logprob"], "top_logprobs": top}]}
+        else:
+            text = feedback + f"[RESULT] {winner}"
+            if "[RESULT]" in body.get("stop", []):
+                text = text[: text.index("[RESULT]")]
+            message, logprobs = {"role": "assistant", "content": text}, None
+        reply = {"choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize("verdict_mode", ["generate", "logprob"])
+def test_eval_judge_prometheus_on_a_loopback_server_gives_the_seeds_verdicts(verdict_mode, runs, tmp_path):
+    """`eval judge --preset prometheus` against a server answering in the seed's output format: the verdicts
+    the seed reads from "[RESULT] A|B" (generate), or from P(A), P(B) after "[RESULT]" (logprob): the same
+    hand-computed counts as the rule judge."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PrometheusHandler)
+    server.bodies = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        res = CliRunner().invoke(app, [
+            "eval", "judge", "--base", str(runs[0]), "--test", str(runs[1]), "--out", str(tmp_path / "j"),
+            "--preset", "prometheus", "--backend", "openai", "--model", "prometheus-7b-v2.0", "--base-url",
+            f"http://127.0.0.1:{server.server_address[1]}/v1", "--verdict-mode", verdict_mode, "--rubric", "quality"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert res.exit_code == 0, res.output
+    q = json.loads((tmp_path / "j" / "judge.json").read_text())["rubrics"]["quality"]
+    assert (q["wins"], q["ties"], q["losses"]) == (3, 1, 1)
+    # the tied pair (equal lengths: "A" in both orders) reads as a disagreement in text, as exactly 0.5 in log-probs
+    assert q["unparseable"] == (2 if verdict_mode == "logprob" else 0)
+    continued = [b for b in server.bodies if b["messages"][-1]["role"] == "assistant"]
+    reasoned = [b for b in server.bodies if "[RESULT]" in b.get("stop", [])]
+    # logprob: each distinct request (10, one repeated) reasons up to [RESULT], then is continued once
+    assert len(continued) == len(reasoned) == (9 if verdict_mode == "logprob" else 0)
 
 
 def test_a_prompt_file_replaces_the_judge_prompt_and_changes_the_cache_key(runs, tmp_path):

@@ -108,12 +108,36 @@ def test_local_choice_probs_match_a_plain_forward_with_the_embedded_model(defaul
         ids = prompt_ids(tok, backend.render(request))
         with torch.no_grad():
             p = model(torch.tensor([ids])).logits[0, -1].float().softmax(-1)
-        one, two = tok("1", add_special_tokens=False)["input_ids"][0], tok("2", add_special_tokens=False)["input_ids"][0]
-        z = float(p[one] + p[two])
-        assert probs == pytest.approx([float(p[one]) / z, float(p[two]) / z], abs=1e-4)
+        # each answer's first token, with and without a leading space ("1" and " 1"), summed
+        mass = [sum(float(p[i]) for i in {tok(v, add_special_tokens=False)["input_ids"][0] for v in (c, " " + c)})
+                for c in ("1", "2")]
+        assert probs == pytest.approx([m / sum(mass) for m in mass], abs=1e-4)
     # the adapter serves the generation cache: outputs are JSON and its identity names the mode
     adapter = ChoiceProbs(backend)
     assert json.loads(adapter.generate(requests[:1], None)[0]) == pytest.approx(got[0], abs=1e-6)
     assert adapter.identity.endswith("|choice-probs:1/2")
     result = persona_accuracy(_records(2), backend, verdict_mode="logprob")
     assert result.n_personas == 2 and result.unparseable == 0
+
+
+def test_result_choice_probs_reason_up_to_the_marker_then_read_a_and_b(tiny_lm):
+    """Prometheus-style log-prob verdicts on the local backend: generated up to "[RESULT]" (a stop), then
+    the reply continued by the marker (no new generation prompt) and P(A), P(B) of the next token, as
+    one plain forward over that text gives them."""
+    from personalign.llm.base import GenerationConfig
+    from personalign.llm.local import LocalBackend
+    from personalign.llm.verdict import ResultChoiceProbs
+
+    model, tok = tiny_lm
+    backend = LocalBackend(model, tok, batch_size=2)
+    request = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]
+    config = GenerationConfig(max_new_tokens=6, temperature=0.0)
+    reason = backend.generate([request], config.model_copy(update={"stop": ["[RESULT]"]}))[0]
+    [probs] = [json.loads(o) for o in ResultChoiceProbs(backend, "[RESULT]", ("A", "B")).generate([request], config)]
+    text = backend.render([*request, {"role": "assistant", "content": reason + "[RESULT]"}])
+    assert text.endswith(reason + "[RESULT]") and text.count("<|im_start|>assistant") == 1
+    with torch.no_grad():
+        p = model(torch.tensor([prompt_ids(tok, text)])).logits[0, -1].float().softmax(-1)
+    mass = [sum(float(p[i]) for i in {tok(v, add_special_tokens=False)["input_ids"][0] for v in (c, " " + c)})
+            for c in ("A", "B")]
+    assert probs == pytest.approx([m / sum(mass) for m in mass], abs=1e-4)
