@@ -5,8 +5,10 @@ A judge's *final* decision wins. The output is read in stages, and the first sta
 anything decides; within a stage the last statement in the text counts:
 
 1. explicit markers: ``[[1]]``/``[[A]]`` (MT-Bench; ``[[C]]`` is a tie), ``[RESULT] B``
-   (Prometheus-2 relative grading), ``Final verdict:``, ``Answer:``, ``Verdict:``,
-   ``the winner is``, ``Therefore, …``;
+   (Prometheus-2 relative grading), ``Final verdict:``, ``Answer:``, ``Verdict:``, ``My pick:``,
+   ``Choice:``, ``Recommendation:``, ``my answer would be``, ``the better one is``, ``the winner is``,
+   ``Therefore, …``; and a closing line that names only the choice ("Response 2", "**A**", "-> 2",
+   "Final Answer" then "Response 1" on the next line);
 2. comparative statements: "X is better / more helpful / preferable …", "X is worse / weaker …"
    (the other one), "… is worse than Y" (Y), "… is better than Y" (the other one), "I choose /
    prefer / pick / select X", "X wins", "X suits … better";
@@ -41,8 +43,11 @@ _ECHO = re.compile(
 _EXPLICIT = [
     re.compile(r"\[\[\s*(?P<p>[12abc]|tie)\s*\]\]", re.I),
     re.compile(rf"\[\s*result\s*\]\s*:?\s*(?P<p>{_LOOSE})", re.I),
-    re.compile(rf"\b(?:final\s+(?:verdict|answer|decision|choice|judg(?:e)?ment)|verdict|answer|decision|"
-               rf"winner|preferred\s+{_NAME}|better\s+{_NAME}|preference)\s*(?:is|:|=|-)\s*(?P<p>{_LOOSE})", re.I),
+    re.compile(rf"\b(?:final\s+(?:verdict|answer|decision|choice|judg(?:e)?ment)|verdict|answer|decision|choice|"
+               rf"pick|selection|recommendation|winner|preferred\s+{_NAME}|better\s+(?:{_NAME}|one)|preference)"
+               rf"\s*(?:is|:|=|-|would\s+be|will\s+be|has\s+to\s+be|must\s+be)\s*(?P<p>{_LOOSE})", re.I),
+    # a closing line that names only the choice (after an optional arrow or heading line)
+    re.compile(rf"(?:^|\n)[^\S\n]*(?:[-=]+>?|→|⇒)?[^\S\n]*(?P<p>{_LOOSE})[^\S\n]*[.!]?\s*$", re.I),
     re.compile(rf"\b(?:therefore|thus|hence|so|overall|in\s+conclusion)\s*,?\s+(?P<p>{_POS})"
                r"(?=\s+(?:is|wins|was|should|would|better|fits|suits)\b|\s*[.!]?\s*$)", re.I),
 ]

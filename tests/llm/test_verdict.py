@@ -70,12 +70,27 @@ REASONING = [  # free reasoning: the decision comes last
     ("Looking at the persona, the user wants brevity. Response 1 is three paragraphs; Response 2 is one line. "
      "Thus Response 2.", 2),
 ]
-CASES = SHORT + MT_BENCH + PROMETHEUS + ALPACA + REASONING
+
+CLOSING = [  # the decision stated last, on a closing line or in a closing phrase of its own
+    ("Response 1 is accurate but long; Response 2 is concise and fits the persona.\n\nResponse 2", 2),
+    ("Both have merits: Response 1 is warmer, Response 2 is shorter.\n\n**Response 1**", 1),
+    ("Response A explains the steps; Response B only lists them.\n\nA", 1),
+    ("Response 1 covers more, Response 2 is friendlier.\nMy pick: 2", 2),
+    ("Response 1 is on topic; Response 2 drifts. So my answer would be 1.", 1),
+    ("Response 2 follows the persona more closely. I'll go with Response 2.", 2),
+    ("Comparing both, Response 1 answers directly.\n\nFinal Answer\nResponse 1", 1),
+    ("Response A and Response B are both fine, but B is more specific.\n\nChoice: B", 2),
+    ("Response 1 is thorough. Response 2 is brief.\n\nThe better one is Response 2.", 2),
+    ("Response 1 uses the user's name; Response 2 does not.\n\nRecommendation: Response 1", 1),
+    ("Response 2 is more engaging, yet Response 1 is more accurate.\n\nMy final choice is Response 1.", 1),
+    ("Response 1 is long. Response 2 is short.\n\n-> 2", 2),
+]
+CASES = SHORT + MT_BENCH + PROMETHEUS + ALPACA + REASONING + CLOSING
 
 
 def test_table_is_large_and_covers_each_style():
     assert len(CASES) >= 40
-    assert all(len(style) >= 3 for style in (SHORT, MT_BENCH, PROMETHEUS, ALPACA, REASONING))
+    assert all(len(style) >= 3 for style in (SHORT, MT_BENCH, PROMETHEUS, ALPACA, REASONING, CLOSING))
 
 
 @pytest.mark.parametrize(("output", "verdict"), CASES)

@@ -111,3 +111,17 @@ def test_store_fits_history_to_max_length(tiny_lm, tmp_path):
     assert store.counts["view_history_dropped"] > 0  # the view dropped old items ...
     assert not item.truncated  # ... so the tokenizer did not have to cut anything
     assert item.packed_length - len(item.response_ids[1]) <= 160
+
+
+def test_kto_rows_score_the_previous_records_first_response_as_the_kl_partner(tiny_lm, tmp_path):
+    """TRL's KTOTrainer builds the KL estimate from mismatched pairs: row i's prompt with row i − 1's
+    completion (wrapping around); the hand-tokenized responses say which one each row got."""
+    from personalign.train.collate import KtoRows
+
+    _, tok = tiny_lm
+    records = [{"prompt": f"Question {i}?", "chosen": f"Answer number {i}.", "rejected": "No."} for i in range(3)]
+    rows = KtoRows(store_of(tmp_path, records, tok, loss="kto"))
+    first = [tok(f"Answer number {i}.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for i in range(3)]
+    for i, ex in enumerate(rows.examples([0, 1, 2])):
+        assert ex.response_ids[0] == first[i] and ex.response_ids[-1] == first[(i - 1) % 3]
+    assert rows.rewards([0, 2]) == [[1.0, 0.0], [1.0, 0.0]]  # a pair: the first desirable, the second not
