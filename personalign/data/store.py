@@ -37,14 +37,14 @@ from rich.progress import TextColumn
 from personalign.data.errors import RecordError
 from personalign.data.io import OnInvalid, ReadCounts, Source, default_rejects_path, read_examples, record_count
 from personalign.data.schema import Example
-from personalign.data.templates import template_warning
+from personalign.data.templates import response_convention, template_warning
 from personalign.progress import work_progress
 from personalign.data.tokens import Tokenized, tokenize_pair
 from personalign.data.views import Rendered, ViewConfig, ViewCounts, build_view, persona_sides
 from personalign.errors import EmptyError
 from personalign.files import cache_dir, cache_key, data_digest, read_json_object, write_json
 
-STORE_VERSION = 2  # 2: the label column
+STORE_VERSION = 3  # 2: the label column; 3: sft_index, template response conventions
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
 Responses = Literal["all", "best"]  # keep every response (DPO, PRO, scoring) or only the best (SFT)
@@ -61,6 +61,7 @@ SCHEMA = pa.schema([
     ("packed_length", pa.int32()),
     ("rewards", pa.list_(pa.float64())),
     ("label", pa.bool_()),
+    ("sft_index", pa.int32()),
     ("source", pa.string()),
     ("slice", pa.string()),
 ])
@@ -177,6 +178,10 @@ class TokenStore:
     def rewards(self, indices: Sequence[int]) -> list[list[float] | None]:
         return self._rows(indices, ["rewards"])["rewards"]
 
+    def sft_indices(self, indices: Sequence[int]) -> list[int | None]:
+        """Each row's `sft_index` (ScalingAlignment: the response PRO's SFT term imitates), None = the best."""
+        return self._rows(indices, ["sft_index"])["sft_index"]
+
     def labels(self, indices: Sequence[int]) -> list[bool | None]:
         """Unpaired completions' own labels (None for pairs and rankings)."""
         return self._rows(indices, ["label"])["label"]
@@ -205,6 +210,17 @@ def _init_worker(tokenizer: Any, spec: StoreSpec) -> None:
         cfg if s == cfg.persona_source else cfg.model_copy(update={"persona_source": s}) for s in sides])
 
 
+def _sft_index(ex: Example, n: int) -> int | None:
+    """A record's `sft_index` (ScalingAlignment's: which of its `n` ranked responses PRO's SFT term
+    imitates), checked; None when it names none."""
+    value = ex.extra.get("sft_index")
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value < n:
+        raise ValueError(f"sft_index must be an integer in [0, {n}), got {value!r}")
+    return value
+
+
 def _where(source: str) -> tuple[str, int | None]:
     file, _, line = source.rpartition(":")
     return (file, int(line)) if file and line.isdigit() else (source, None)
@@ -226,15 +242,22 @@ def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[
                     raise ValueError(f"the objective needs {need}, got {n}")
                 if undesirable:
                     raise ValueError("an undesirable completion (label false) has no response to imitate")
-                responses = r.responses[:1] if spec.responses == "best" else r.responses
+                field_name, sft_index = "sft_index", _sft_index(ex, n)
+                field_name = "prompt"
+                if spec.responses == "best":  # sft: the one response to imitate
+                    responses, sft_index = [r.responses[sft_index or 0]], None
+                else:
+                    responses = r.responses
+                joiner, eos = response_convention(spec.view.template)
                 t = tokenize_pair(tokenizer, r.prompt, responses, spec.max_length,
-                                  max_prompt_tokens=spec.max_prompt_tokens)
+                                  max_prompt_tokens=spec.max_prompt_tokens, joiner=joiner, eos=eos)
             except ValueError as e:
                 rejects.append({"source": r.source, "field": field_name, "error": str(e)})
                 continue
             rewards = list(r.rewards[: len(responses)]) if r.rewards is not None else None
             rows.append({"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "prompt_cut": t.prompt_cut,
                          "response_cut": t.response_cut, "packed_length": t.packed_length, "rewards": rewards, "label": r.label,
+                         "sft_index": sft_index,
                          "source": r.source, "slice": r.slice})
             rendered.append(replace(r, prompt="", responses=[], rewards=None, messages=None))
     return rows, rendered, rejects

@@ -21,6 +21,10 @@ Presets (the prompt always ends where the response starts):
 * ``plain``: ``Prompt: {task}\\nPersona: {persona}\\nResponse:`` (``Prompt: {task}\\nResponse:`` for
   ``none``), from persona-tailoring ``persona_tailoring/model/prompt_loader.py``
   (github.com/nbalepur/persona-anon).
+* ``hh``: raw HH-RLHF text as ScalingAlignment trains and scores it (``training/utils/
+  data_manager.py``): ``\n\nHuman: {task}\n\nAssistant:`` (a task that already is such a dialogue,
+  as ScalingAlignment's ``prefix`` becomes, as it is); each response joins the prompt after one
+  space and is tokenized with it, and gets no EOS (`response_convention`).
 
 History items are written the AlignX way in every template (see `history_text`).
 """
@@ -30,17 +34,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from personalign.data.dialogue import dialogue_messages
+from personalign.data.dialogue import dialogue_messages, looks_like_dialogue
 from personalign.data.schema import Comment, Pair
 
 ViewName = Literal["none", "ica", "pba", "persona", "demo"]
-TemplateName = Literal["chat", "alignx", "alignx-eval", "plain"]
+TemplateName = Literal["chat", "alignx", "alignx-eval", "plain", "hh"]
 SUPPORTED: dict[str, tuple[str, ...]] = {  # the views each template can render
     "chat": get_args(ViewName),
     "alignx": ("none", "ica", "pba", "demo"),
     "alignx-eval": ("none", "ica", "pba", "demo"),
     "plain": ("none", "persona"),
+    "hh": ("none",),
 }
+# How responses follow the prompt, per template: (joiner, EOS). A joiner means each response is
+# tokenized together with the prompt (prompt + joiner + response) and its ids are what follows the
+# prompt's; None means responses are tokenized on their own. EOS False: no EOS after a response.
+RESPONSE_CONVENTIONS: dict[str, tuple[str | None, bool]] = {"hh": (" ", False)}
+
+
+def response_convention(template: str) -> tuple[str | None, bool]:
+    """(joiner, EOS) of `template`'s responses (default: tokenized alone, EOS appended)."""
+    return RESPONSE_CONVENTIONS.get(template, (None, True))
 
 SYSTEM = {
     "ica": "Generate a task-specific response based on user historical behavior.",
@@ -124,6 +138,9 @@ def _text_prompt(template: str, view: str, task: str, block: str, demographic: s
     if template == "plain":
         persona = f"\nPersona: {block}" if view == "persona" else ""
         return f"Prompt: {task}{persona}\nResponse:"
+    if template == "hh":
+        text = task if looks_like_dialogue(task) else f"\n\nHuman: {task}"
+        return text if text.endswith("\n\nAssistant:") else text + "\n\nAssistant:"
     body = {"none": "", "ica": block + (demographic or ""), "pba": block, "demo": block}[view]
     if template == "alignx":
         system = SYSTEM["pba" if view == "pba" else "ica"]

@@ -96,9 +96,18 @@ class Tokenized:
         return len(self.prompt_ids) + sum(len(r) for r in self.response_ids)
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def tokenize_pair(
     tokenizer: Any, prompt: str, responses: Sequence[str], max_length: int | None = None, *,
-    max_prompt_tokens: int | None = None,
+    max_prompt_tokens: int | None = None, joiner: str | None = None, eos: bool = True,
 ) -> Tokenized:
     """Tokenize a rendered prompt and its responses: the prompt with BOS where the tokenizer's
     convention adds one (`prompt_ids`), responses without special tokens, EOS appended to each.
@@ -107,16 +116,29 @@ def tokenize_pair(
     (down to `max_length - longest`, but never below half of `max_length`), then responses are
     right-truncated to fit; the cuts are recorded, nothing is dropped. `max_prompt_tokens` first keeps
     only the prompt's last N tokens (BOS aside, kept): AlignX's evaluation truncates its prompts so.
+    With a `joiner` (a template's `response_convention`), each response is tokenized together with
+    the prompt (prompt + joiner + response) and its ids are those after the prompt's common prefix, as
+    TRL's DPO trainer splits them; `eos=False` appends no EOS.
     """
     if not responses:
         raise ValueError("an example needs at least one response")
-    eos = tokenizer.eos_token_id
-    if eos is None:
+    eos_id = tokenizer.eos_token_id
+    if eos and eos_id is None:
         raise ValueError("the tokenizer has no EOS token; responses must end with one")
     head = prompt_ids(tokenizer, prompt)
     if not head:
         raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
-    response_ids = [ids + [eos] for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+    end = [eos_id] if eos else []
+    if joiner is None:
+        response_ids = [ids + end for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+    else:
+        joint = [with_bos(tokenizer, ids) for ids in
+                 tokenizer([prompt + joiner + r for r in responses], add_special_tokens=False)["input_ids"]]
+        shared = min(_common_prefix(head, ids) for ids in joint)
+        head = head[:shared]
+        response_ids = [ids[shared:] + end for ids in joint]
+        if not head or not all(response_ids):
+            raise ValueError("a response joined to its prompt left no token of its own or of the prompt")
     left_cut = 0
     if max_prompt_tokens is not None:
         bos = 1 if head[0] == tokenizer.bos_token_id else 0

@@ -26,15 +26,17 @@ NEEDS = {"dpo": "pair", "kto": "kto", "simpo": "pair", "orpo": "pair", "pro": "r
 
 @dataclass(frozen=True, slots=True)
 class TrainBatch:
-    """A packed batch plus `[B, R]` reference log-probs and rewards (None when absent; padding 0)."""
+    """A packed batch plus `[B, R]` reference log-probs and rewards (None when absent; padding 0), and
+    `[B]` sft indices (PRO's SFT response per row; None when no row names one)."""
 
     packed: PackedBatch
     ref_logps: torch.Tensor | None
     rewards: torch.Tensor | None
+    sft_index: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> TrainBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return TrainBatch(self.packed.to(device), move(self.ref_logps), move(self.rewards))
+        return TrainBatch(self.packed.to(device), move(self.ref_logps), move(self.rewards), move(self.sft_index))
 
 
 def store_spec(view: ViewConfig, *, loss: str, max_length: int | None, limit: int | None = None,
@@ -110,7 +112,15 @@ def collate(store: TokenStore | KtoRows, indices: Sequence[int], ref: torch.Tens
     packed = pack_batch(store.examples(indices))
     width = packed.num_responses
     ref_logps = None if ref is None else ref[torch.as_tensor(list(indices), dtype=torch.long), :width].float()
-    return TrainBatch(packed, ref_logps, rewards_tensor(store.rewards(indices), width))
+    return TrainBatch(packed, ref_logps, rewards_tensor(store.rewards(indices), width), sft_tensor(store, indices))
+
+
+def sft_tensor(store: TokenStore | KtoRows, indices: Sequence[int]) -> torch.Tensor | None:
+    """`[N]` rows' sft indices (0, the best response, where a row names none); None when none names one."""
+    found = store.sft_indices(indices) if hasattr(store, "sft_indices") else [None]
+    if all(i is None for i in found):
+        return None
+    return torch.tensor([0 if i is None else i for i in found], dtype=torch.long)
 
 
 def rewards_tensor(values: list[list[float] | None], width: int) -> torch.Tensor | None:

@@ -53,7 +53,7 @@ from personalign.train.checkpoints import (
     CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
     load_policy, provenance, resolve_checkpoint, save_checkpoint, save_final, trainable_module, trainable_only,
 )
-from personalign.train.collate import KtoRows, collate, rewards_tensor, run_specs
+from personalign.train.collate import KtoRows, collate, rewards_tensor, run_specs, sft_tensor
 from personalign.train.config import TrainConfig
 from personalign.train.losses import (
     LossOutput, dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss, simpo_loss,
@@ -80,9 +80,10 @@ class TrainResult:
 
 
 def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref: torch.Tensor | None,
-              rewards: torch.Tensor | None) -> LossOutput:
+              rewards: torch.Tensor | None, sft_index: torch.Tensor | None = None) -> LossOutput:
     """The configured loss from `[B, R]` summed response log-probs, or rewards for rm (responses best
-    first; for kto the last column is the mismatched response of `KtoRows`)."""
+    first; for kto the last column is the mismatched response of `KtoRows`); `sft_index` `[B]` picks
+    the response PRO's SFT term imitates (default: the best)."""
     if cfg.loss == "sft":
         return sft_loss(logps[:, 0], n_tokens[:, 0])
     if cfg.loss == "rm":  # `logps` are the reward model's rewards
@@ -92,7 +93,8 @@ def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref
         return reward_loss(logps, n_tokens > 0, margin=margin, center_rewards_coefficient=cfg.center_rewards_coefficient)
     if cfg.loss == "pro":
         avg = logps / n_tokens.clamp(min=1)
-        return pro_loss(avg, rewards, best_nll=-logps[:, 0], mask=n_tokens > 0, sft_weight=cfg.sft_weight)
+        imitated = logps[:, 0] if sft_index is None else logps.gather(1, sft_index[:, None]).squeeze(1)
+        return pro_loss(avg, rewards, best_nll=-imitated, mask=n_tokens > 0, sft_weight=cfg.sft_weight)
     if cfg.loss == "simpo":
         return simpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta,
                           simpo_gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing, cpo_alpha=cfg.cpo_alpha)
@@ -157,7 +159,7 @@ def evaluate(model, data: EvalSet, cfg: TrainConfig, accelerator: Accelerator) -
     table = score(model, data.store, cfg, accelerator)
     logps, n_tokens = table.logps, table.n_tokens
     ref = None if data.ref is None else data.ref.logps
-    out = objective(cfg, logps, n_tokens, ref, data.rewards)
+    out = objective(cfg, logps, n_tokens, ref, data.rewards, sft_tensor(data.store, range(len(data.store))))
     metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items() if k != "rewards/accuracies"}
     last = (n_tokens > 0).sum(dim=1) - 1
     if cfg.loss == "kto":  # the last response is the KL estimate's mismatched one
@@ -422,7 +424,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         logps, n_tokens = model(**batch_kwargs(batch.packed))
-                        loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards)
+                        loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards, batch.sft_index)
                     accelerator.backward(loss_out.loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm:
                         norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
