@@ -78,6 +78,7 @@ class PersonaAccuracy:
 
     def as_dict(self) -> dict:
         return {
+            "kind": "persona-accuracy",
             "persona_field": self.persona_field, "judge": self.judge, "accuracy": self.accuracy.as_dict(),
             "target_first": self.target_first, "target_second": self.target_second,
             "n_personas": self.n_personas, "unparseable": self.unparseable, "missing": self.missing,
@@ -105,6 +106,7 @@ class PersonaPreference:
 
     def as_dict(self) -> dict:
         return {
+            "kind": "persona-preference",
             "judge": self.judge, "n": self.n, "chosen_wins": self.chosen_wins, "ties": self.ties,
             "rejected_wins": self.rejected_wins, "rates": self.rates(), "unparseable": self.unparseable,
             "missing": self.missing,

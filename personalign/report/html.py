@@ -15,6 +15,9 @@ commands write and shows what it finds:
 * prompt diversity JSON: `{"kind": "diversity", "metric": str, "curves": {name: [{"n": int,
   "d": float, ...}, ...]}}`, recognised by content under any file name;
 * reward JSON (`personalign eval reward --out`): `{"kind": "reward", "files": [...], "all": {...}}`.
+* persona judge JSON (`personalign persona accuracy --out`, `persona prefer --out`): `{"kind":
+  "persona-accuracy", ...}` and `{"kind": "persona-preference", ...}`, drawn as the persona-tailoring
+  paper's figures 3 (accuracy with intervals) and 4 (chosen / tie / rejected persona preferred).
 
 Plots are PNGs embedded as `data:` URIs; there are no scripts, no external resources, and a
 Content-Security-Policy that forbids both. Every piece of dataset or model text goes through
@@ -58,11 +61,14 @@ class Findings:
     diversity: list[tuple[str, dict]] = field(default_factory=list)
     rewards: list[tuple[str, dict]] = field(default_factory=list)
     users: list[tuple[str, dict]] = field(default_factory=list)  # user-model accuracy vs shots
+    persona_accuracy: list[tuple[str, dict]] = field(default_factory=list)  # `persona accuracy --out`
+    persona_preference: list[tuple[str, dict]] = field(default_factory=list)  # `persona prefer --out`
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): listed in the report
 
     def empty(self) -> bool:
         return not (self.accuracy or self.judges or self.generations or self.training or self.saliency
-                    or self.diversity or self.rewards or self.users)
+                    or self.diversity or self.rewards or self.users or self.persona_accuracy
+                    or self.persona_preference)
 
 
 def _read_jsonl(path: Path, found: Findings) -> list[dict]:
@@ -127,7 +133,11 @@ def _classify(found: Findings, path: Path, label: str) -> None:
         return
     if not isinstance(data, dict):
         return
-    if path.name == ACCURACY_FILE and isinstance(data.get("accuracy"), dict):
+    if data.get("kind") == "persona-accuracy" and isinstance(data.get("accuracy"), dict):
+        found.persona_accuracy.append((label, data))
+    elif data.get("kind") == "persona-preference" and isinstance(data.get("rates"), dict):
+        found.persona_preference.append((label, data))
+    elif path.name == ACCURACY_FILE and isinstance(data.get("accuracy"), dict):
         found.accuracy.append((label, data))
     elif path.name == RESULT_FILE and data.get("kind") == "pairwise-judge":
         pairs = path.with_name(PAIRS_FILE)
@@ -144,6 +154,7 @@ def _classify(found: Findings, path: Path, label: str) -> None:
             found.unreadable.append((str(path), "a user-model accuracy file without its curve (shots, accuracy, ci, n)"))
     elif data.get("kind") == "reward":
         found.rewards.append((label, data))
+
     elif _is_saliency(data):
         found.saliency.append((label, data))
 
@@ -221,7 +232,16 @@ def _context(found: Findings, title: str, max_examples: int) -> dict:
     users_rows = [{"run": label, "representation": d.get("representation", "?"), "shots": c["shots"], "n": c["n"],
                    "value": _fmt(c["accuracy"]), "ci": f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]",
                    "skipped": c.get("skipped", 0)} for label, d in found.users for c in d["curve"]]
+    pacc = [(f"{label} · {d.get('persona_field', '?')}", d) for label, d in found.persona_accuracy]
+    pacc_rows = [{"run": name, "judge": d.get("judge"), "n": d.get("n_personas"), "value": _fmt(d["accuracy"]["value"]),
+                  "ci": f"[{_fmt(d['accuracy']['low'])}, {_fmt(d['accuracy']['high'])}]",
+                  "unparseable": d.get("unparseable")} for name, d in pacc]
+    ppref_rows = [{"run": label, "judge": d.get("judge"), "n": d.get("n"), "chosen": d.get("chosen_wins"),
+                   "ties": d.get("ties"), "rejected": d.get("rejected_wins")} for label, d in found.persona_preference]
     return {
+        "persona_accuracy_plot": plots.persona_accuracy_plot(pacc) if pacc else None, "persona_accuracy_rows": pacc_rows,
+        "persona_preference_plot": plots.persona_preference_plot(found.persona_preference)
+        if found.persona_preference else None, "persona_preference_rows": ppref_rows,
         "users_plot": plots.shots_plot(users_series) if users_series else None, "users_rows": users_rows,
         "title": title, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "accuracy_plot": plots.accuracy_plot(acc_series) if acc_series else None, "accuracy_rows": accuracy_rows,
@@ -289,6 +309,20 @@ img { max-width: 100%; display: block; margin: .6em 0; }
 {% for label, uri in training %}<img src="{{ uri }}" alt="training curves of {{ label }}">{% endfor %}
 <table><tr><th>run</th><th>last step</th><th>last logged values</th></tr>
 {% for r in final_metrics %}<tr><td>{{ r.run }}</td><td class="num">{{ r.step }}</td><td>{{ r.metrics }}</td></tr>{% endfor %}
+</table>{% endif %}
+
+{% if persona_accuracy_plot %}<h2>Persona accuracy</h2>
+<img src="{{ persona_accuracy_plot }}" alt="persona accuracy">
+<table><tr><th>run · persona</th><th>judge</th><th>personas</th><th>accuracy</th><th>95% CI</th><th>unparseable</th></tr>
+{% for r in persona_accuracy_rows %}<tr><td>{{ r.run }}</td><td>{{ r.judge }}</td><td class="num">{{ r.n }}</td>
+<td class="num">{{ r.value }}</td><td>{{ r.ci }}</td><td class="num">{{ r.unparseable }}</td></tr>{% endfor %}
+</table>{% endif %}
+
+{% if persona_preference_plot %}<h2>Persona preference</h2>
+<img src="{{ persona_preference_plot }}" alt="persona preference">
+<table><tr><th>run</th><th>judge</th><th>records</th><th>chosen persona</th><th>ties</th><th>rejected persona</th></tr>
+{% for r in persona_preference_rows %}<tr><td>{{ r.run }}</td><td>{{ r.judge }}</td><td class="num">{{ r.n }}</td>
+<td class="num">{{ r.chosen }}</td><td class="num">{{ r.ties }}</td><td class="num">{{ r.rejected }}</td></tr>{% endfor %}
 </table>{% endif %}
 
 {% if saliency %}<h2>Persona word saliency</h2>
@@ -366,6 +400,14 @@ def _markdown(ctx: dict, html_name: str) -> str:
     if ctx["final_metrics"]:
         lines += ["## Training", ""]
         table(["run", "last step", "last logged values"], [[r["run"], r["step"], r["metrics"]] for r in ctx["final_metrics"]])
+    if ctx["persona_accuracy_rows"]:
+        lines += ["## Persona accuracy", ""]
+        table(["run · persona", "judge", "personas", "accuracy", "95% CI", "unparseable"],
+              [[r["run"], r["judge"], r["n"], r["value"], r["ci"], r["unparseable"]] for r in ctx["persona_accuracy_rows"]])
+    if ctx["persona_preference_rows"]:
+        lines += ["## Persona preference", ""]
+        table(["run", "judge", "records", "chosen persona", "ties", "rejected persona"],
+              [[r["run"], r["judge"], r["n"], r["chosen"], r["ties"], r["rejected"]] for r in ctx["persona_preference_rows"]])
     for label, _, top in ctx["saliency"]:
         lines += [f"## Persona word saliency: {_md(label)}", ""]
         table(["label", "top words (saliency)"],

@@ -104,6 +104,50 @@ def win_rate_plot(bars: Sequence[tuple[str, dict]]) -> str:
     return to_data_uri(fig)
 
 
+def persona_accuracy_plot(series: Sequence[tuple[str, dict]]) -> str:
+    """Persona accuracy with its 95% interval, one bar per (label, `persona accuracy --out` JSON): the
+    persona-tailoring paper's figure 3 (does a judge pick each persona's response?); 0.5 is chance."""
+    fig = Figure(layout="constrained", figsize=(8.0, 0.5 * len(series) + 1.6))
+    ax = fig.subplots()
+    for y, (label, d) in enumerate(series):
+        e = d["accuracy"]
+        ax.barh(y, e["value"], color=COLORS[y % len(COLORS)])
+        ax.errorbar(e["value"], y, xerr=[[max(0.0, e["value"] - e["low"])], [max(0.0, e["high"] - e["value"])]],
+                    fmt="none", ecolor="#333333", capsize=4)
+        ax.text(1.01, y, f"{e['value']:.2f} (n {d.get('n_personas', '?')})", va="center", fontsize=8)
+    ax.axvline(0.5, color="#999999", lw=0.8, ls="--")
+    ax.set_yticks(range(len(series)), [_short(label, 50) for label, _ in series], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("persona accuracy (95% CI; 0.5 = chance)")
+    ax.set_title("Persona accuracy")
+    return to_data_uri(fig)
+
+
+def persona_preference_plot(bars: Sequence[tuple[str, dict]]) -> str:
+    """Stacked shares of judges preferring the chosen persona, a tie, or the rejected one, one bar per
+    (label, `persona prefer --out` JSON): the persona-tailoring paper's figure 4."""
+    colors = {"chosen": OUTCOME_COLORS["win"], "tie": OUTCOME_COLORS["tie"], "rejected": OUTCOME_COLORS["loss"]}
+    fig = Figure(layout="constrained", figsize=(8.0, 0.6 * len(bars) + 1.4))
+    ax = fig.subplots()
+    for y, (label, d) in enumerate(bars):
+        left = 0.0
+        for side in ("chosen", "tie", "rejected"):
+            share = d["rates"][side] if d.get("n") else 0.0
+            ax.barh(y, share, left=left, color=colors[side], label=f"{side} persona preferred" if side != "tie"
+                    and y == 0 else ("tie" if y == 0 else None))
+            if share >= 0.08:
+                ax.text(left + share / 2, y, f"{share:.0%}", ha="center", va="center", fontsize=8)
+            left += share
+    ax.set_yticks(range(len(bars)), [_short(label, 50) for label, _ in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of records")
+    ax.set_title("Persona preference: chosen vs. rejected persona")
+    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return to_data_uri(fig)
+
+
 def training_plot(label: str, rows: Sequence[dict]) -> str | None:
     """Panels of logged metrics against step; train/x and eval/x share the panel of x. None if nothing to plot."""
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}

@@ -13,13 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import write_jsonl
+from personalign.data.io import read_examples, write_jsonl
 from personalign.data.views import ViewConfig
 from personalign.eval.alignment import AccuracyResult, write_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.eval.judge import judge_runs, write_judge
 from personalign.metrics import sliced_accuracy
 from personalign.llm.base import GenerationConfig
+from personalign.persona.judge import persona_accuracy, persona_preference, write_persona_result
 from personalign.report.html import build_report
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,7 +57,8 @@ def payload_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def results_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """accuracy.json ×2, two generation runs, a judge run, a real training run's metrics.jsonl, saliency
-    JSON from `persona saliency --out`, and a diversity JSON, all under one directory."""
+    JSON from `persona saliency --out`, a diversity JSON, and persona accuracy and preference results, all
+    under one directory."""
     root = tmp_path_factory.mktemp("results")
     data = root.parent / "payloads.jsonl"
     write_jsonl(payload_records(), data)
@@ -81,7 +83,19 @@ def results_dir(tmp_path_factory, tiny_model_dir) -> Path:
                             "greedy": [{"n": n, "d": 0.4 * n ** 0.5} for n in (10, 20, 40, 80)]}}
     (root / "diversity").mkdir()
     (root / "diversity" / "diversity.json").write_text(json.dumps(diversity))
+    examples = list(read_examples(data))
+    write_persona_result(root / "persona" / "accuracy.json", persona_accuracy(examples, FirstJudge()))
+    write_persona_result(root / "persona" / "prefer.json", persona_preference(examples, FirstJudge()))
     return root
+
+
+class FirstJudge:
+    """Always answers "1": position bias, so persona accuracy sits at chance and preference at ties."""
+
+    identity = "fake-first-judge <b>1</b>"
+
+    def generate(self, requests: Sequence, config: GenerationConfig, *, progress: bool = True) -> list[str]:
+        return ["1"] * len(requests)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ def test_no_payload_runs_and_the_payload_text_is_shown(report_page, chromium, tm
     assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
     assert "&lt;img src=x onerror=\"document.title='pwned'\"&gt;" in dom
     assert "{{ 7*7 }} &amp; &lt;b id='bold-marker'&gt;bold&lt;/b&gt;" in dom
-    assert dom.count("<img src=\"data:image/png;base64,") == 5
+    assert dom.count("<img src=\"data:image/png;base64,") == 7
 
 
 def test_the_screenshot_shows_the_plots(report_page, chromium, tmp_path):

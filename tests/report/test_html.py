@@ -35,15 +35,21 @@ def test_every_result_kind_is_found(results_dir):
     assert label.endswith("train") and {"train/loss", "eval/loss"} <= {k for r in rows for k in r}
     assert len(found.saliency) == 1 and set(found.saliency[0][1]) == {"chosen", "rejected"}
     assert len(found.diversity) == 1 and found.rewards == []
+    (label, acc), = found.persona_accuracy
+    assert label.endswith("persona") and acc["accuracy"]["value"] == 0.5  # "1" always: chance, by hand
+    (_, pref), = found.persona_preference
+    assert pref["n"] == len(PAYLOADS) and pref["ties"] == len(PAYLOADS)  # both orders disagree: ties
 
 
 def test_the_report_has_every_section_with_plots(report_page):
     page = report_page.read_text()
-    for heading in ("Alignment accuracy", "Pairwise judge win rates", "Training curves", "Persona word saliency",
-                    "Prompt diversity", "Generation runs", "Examples"):
+    for heading in ("Alignment accuracy", "Pairwise judge win rates", "Training curves", "Persona accuracy",
+                    "Persona preference", "Persona word saliency", "Prompt diversity", "Generation runs", "Examples"):
         assert f"<h2>{heading}</h2>" in page
     alts = [a["alt"] for tag, a in _tags(page) if tag == "img"]
-    assert [a.split(" ")[0] for a in alts] == ["accuracy", "wins,", "training", "word", "diversity"]
+    assert [" ".join(a.split(" ")[:2]) for a in alts] == [
+        "accuracy by", "wins, ties", "training curves", "persona accuracy", "persona preference", "word saliency",
+        "diversity curves"]
     md = report_page.with_suffix(".md").read_text()
     assert "ΔPQ" in page and "| quality | 6 | 6 | 0 | 0 | 1.000 | [1.000, 1.000] | 0 |" in md
 
