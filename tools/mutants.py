@@ -114,8 +114,7 @@ MUTANTS = [
     Mutant("checkpoints:prune-the-last", "train/checkpoints.py", "keep = {found[-1], best_checkpoint(output_dir)}",
            "keep = {best_checkpoint(output_dir)}", T_CHECKPOINTS),
     # models/logprobs.py
-    Mutant("logprobs:no-eos", "data/tokens.py", "response_ids = [ids + [eos] for ids in",
-           "response_ids = [ids for ids in", T_LOGPROBS),
+    Mutant("logprobs:no-eos", "data/tokens.py", "end = [eos_id] if eos else []", "end = []", T_LOGPROBS),
     Mutant("logprobs:positions-continue", "models/logprobs.py", "position_ids[b, start : start + n] = torch.arange(p, p + n)",
            "position_ids[b, start : start + n] = torch.arange(start, start + n)", T_LOGPROBS),
     Mutant("logprobs:siblings-visible", "models/logprobs.py",
@@ -161,8 +160,8 @@ MUTANTS = [
     Mutant("alignment:raw-ignores-view", "eval/alignment.py",
            "raw = reference == policy and ref_view == cfg.view", "raw = reference == policy", T_ALIGNMENT),
     Mutant("alignment:protocol-template", "eval/alignment.py",
-           'view = view.model_copy(update={"template": "alignx-eval", "sample_history": False})',
-           'view = view.model_copy(update={"sample_history": False})', T_ALIGNMENT),
+           'view = view.model_copy(update={"template": "alignx-eval", "sample_history": False, "max_length": None})',
+           'view = view.model_copy(update={"sample_history": False, "max_length": None})', T_ALIGNMENT),
     # data/profile.py
     Mutant("profile:upper-threshold", "data/profile.py", "1.0 if 5 * h >= 6 * n", "1.0 if 5 * h > 6 * n", T_PROFILE),
     Mutant("profile:lower-threshold", "data/profile.py", "0.0 if 5 * h <= 4 * n", "0.0 if 5 * h < 4 * n", T_PROFILE),
@@ -309,6 +308,9 @@ def main() -> None:
         return
     if not chosen:
         sys.exit(f"no mutant id contains {args.only!r}")
+    stale = [m.id for m in chosen if (PKG / m.module).read_text().count(m.old) != 1]
+    if stale:
+        sys.exit(f"stale mutants (their snippet is not in the code exactly once): {', '.join(stale)}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="personalign-mutants-") as tmp:
         root = copy_checkout(Path(tmp) / REPO.name)
