@@ -113,3 +113,12 @@ def synth_users(tmp_path_factory) -> dict[str, Path]:
         train_user_model(UsersTrainConfig(data=str(paths["train"]), out=str(paths[rep]), representation=rep,
                                           fit={"max_steps": 300}), progress=False)
     return paths
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def memory_url(request, tmp_path):
+    """A database URL for a fresh, empty memory store: SQLite, then PostgreSQL (skipped, with the
+    reason, where no server answers; a failure under CI=true). See tests/memdb.py."""
+    import memdb
+
+    yield from memdb.memory_url(request, tmp_path)

@@ -73,7 +73,8 @@ class GenerateConfig(StrictModel):
     def _few_shot(self) -> GenerateConfig:
         if (self.few_shot or self.shots_from) and (self.view.view != "persona" or self.view.template != "plain"
                                                    or not self.shots_from):
-            raise ValueError("few-shot tailoring needs view 'persona', template 'plain' and shots_from (a training file)")
+            raise ValueError("few_shot / shots_from (few-shot tailoring) need view 'persona', template 'plain' and "
+                             "shots_from (a training file)")
         if self.best_of > 1 and (self.reward_model is None or self.generation.temperature == 0):
             raise ValueError("best_of > 1 needs reward_model and sampling (generation.temperature > 0): greedy "
                              "decoding gives the same response every time")

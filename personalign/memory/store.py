@@ -16,6 +16,7 @@ A write returns only after its transaction commits.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
@@ -156,11 +157,16 @@ class MemoryStore:
     # -- writes ----------------------------------------------------------------------------------
 
     def _ensure_user(self, conn: sa.Connection, user_id: str) -> None:
+        """Create the user's row unless it exists; concurrent first writes of one new user race here, so
+        the insert is the database's own "insert or do nothing" (SQLite, PostgreSQL), never a 500."""
         check_user_id(user_id)
         now = time.time()
-        exists = conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first()
-        if exists is None:
-            conn.execute(users.insert().values(user_id=user_id, created_at=now, updated_at=now))
+        row = {"user_id": user_id, "created_at": now, "updated_at": now}
+        if conn.dialect.name in ("sqlite", "postgresql"):
+            insert = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}").insert
+            conn.execute(insert(users).values(**row).on_conflict_do_nothing(index_elements=[users.c.user_id]))
+        elif conn.execute(sa.select(users.c.user_id).where(users.c.user_id == user_id)).first() is None:
+            conn.execute(users.insert().values(**row))
 
     def set_user(self, user_id: str, *, demographic: str | None = None, persona: str | None = None,
                  profile: str | None = None, direction: list[float] | None = None) -> None:
@@ -208,8 +214,16 @@ class MemoryStore:
                                                                  items.c.request_id == request_id)).first()
                 if found is not None:
                     return Written(found[0], False)
-            result = conn.execute(items.insert().values(user_id=user_id, request_id=request_id,
-                                                        created_at=time.time(), **values))
+            try:
+                with conn.begin_nested():  # a savepoint: a concurrent retry of this request may win the insert
+                    result = conn.execute(items.insert().values(user_id=user_id, request_id=request_id,
+                                                                created_at=time.time(), **values))
+            except sa.exc.IntegrityError:
+                found = conn.execute(sa.select(items.c.id).where(items.c.user_id == user_id,
+                                                                 items.c.request_id == request_id)).first()
+                if request_id is None or found is None:
+                    raise
+                return Written(found[0], False)
             conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time()))
             return Written(result.inserted_primary_key[0], True)
 

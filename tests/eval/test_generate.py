@@ -174,7 +174,7 @@ def test_few_shot_persona_tailoring_prefixes_k_training_exemplars_and_stops_at_t
     rows = read_generations(generate_responses(rej, EchoBackend()))
     assert "Persona: The user hates" in rows[0]["view_prompt"] and "Response: tr " in rows[0]["view_prompt"]
     assert rows[0]["chosen"] == "bad answer 0"  # under a rejected persona the rejected response is the target
-    with pytest.raises(ValueError, match="few-shot tailoring needs view 'persona', template 'plain'"):
+    with pytest.raises(ValueError, match="need view 'persona', template 'plain'"):
         GenerateConfig(data="d", out="o", few_shot=2, shots_from="t")
     with pytest.raises(ValueError, match="only 5 records carry a chosen persona"):
         generate_responses(cfg.model_copy(update={"few_shot": 6, "out": str(tmp_path / "x")}), EchoBackend())

@@ -1,4 +1,5 @@
-"""The per-user memory store: writes, reads, deletion, injection attempts, migrations, export."""
+"""The per-user memory store: writes, reads, deletion, injection attempts, migrations, export; on SQLite
+and on PostgreSQL (tests/memory/conftest.py)."""
 import json
 import sqlite3
 
@@ -8,22 +9,16 @@ from typer.testing import CliRunner
 from personalign.cli import app
 from personalign.data.io import read_examples
 from personalign.memory.store import SCHEMA_VERSION, MemoryRequestError, MemoryStore
+from memdb import execute, tables
 
 EVIL = ["x'); DROP TABLE items; --", "1 OR 1=1", "u\" ; DELETE FROM users; --", "../../etc/passwd", "ü 🙂 \n\t"]
 
 
 @pytest.fixture()
-def store(tmp_path):
-    s = MemoryStore(f"sqlite:///{tmp_path / 'users.db'}")
+def store(memory_url):
+    s = MemoryStore(memory_url)
     yield s
     s.close()
-
-
-def tables(path) -> dict[str, list[tuple]]:
-    """Every row of every table, read with the sqlite3 module (not the code under test)."""
-    with sqlite3.connect(path) as conn:
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {n: conn.execute(f'SELECT * FROM "{n}"').fetchall() for n in names}
 
 
 def test_history_keeps_arrival_order_and_a_retried_request_is_stored_once(store):
@@ -47,7 +42,7 @@ def test_deleting_a_user_leaves_nothing_of_them_in_any_table(store, tmp_path):
         store.add_comment(user, "post", f"{user} says hi")
         store.set_user(user, persona=f"{user} persona", direction=[0.5] * 90)
     assert store.delete_user("ann") == 3
-    dump = json.dumps(tables(tmp_path / "users.db"))
+    dump = json.dumps(tables(store.url), default=str)
     assert "ann" not in dump and "bob" in dump
     assert store.history("ann") is None and store.history("bob") is not None
 
@@ -57,7 +52,7 @@ def test_injection_attempts_are_stored_as_text(evil, store, tmp_path):
     store.add_pair(evil, evil, evil + " chosen", evil + " rejected")
     store.add_comment("other", "p", "c")
     assert store.history(evil)["history"][0]["prompt"] == evil
-    rows = tables(tmp_path / "users.db")
+    rows = tables(store.url)
     assert {"users", "items", "schema_version"} <= set(rows) and len(rows["users"]) == 2
     assert store.delete_user(evil) == 2 and store.history("other") is not None
 
@@ -75,16 +70,17 @@ def test_a_sqlite_file_in_a_new_directory_is_created(tmp_path):
     assert (tmp_path / "new" / "dir" / "users.db").is_file()
 
 
-def test_schema_versions_are_recorded_and_a_newer_database_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'users.db'}"
-    MemoryStore(url).add_pair("ann", "p", "a", "b")
-    reopened = MemoryStore(url)
+def test_schema_versions_are_recorded_and_a_newer_database_is_refused(memory_url):
+    first = MemoryStore(memory_url)
+    first.add_pair("ann", "p", "a", "b")
+    first.close()
+    reopened = MemoryStore(memory_url)
     assert reopened.version == SCHEMA_VERSION and reopened.counts()["items"] == 1
-    assert [r[0] for r in tables(tmp_path / "users.db")["schema_version"]] == list(range(1, SCHEMA_VERSION + 1))
-    with sqlite3.connect(tmp_path / "users.db") as conn:
-        conn.execute("INSERT INTO schema_version VALUES (99, 0)")
+    reopened.close()
+    assert sorted(r[0] for r in tables(memory_url)["schema_version"]) == list(range(1, SCHEMA_VERSION + 1))
+    execute(memory_url, "INSERT INTO schema_version VALUES (99, 0)")
     with pytest.raises(MemoryRequestError, match="newer"):
-        MemoryStore(url)
+        MemoryStore(memory_url)
 
 
 def test_export_gives_each_pair_only_the_history_before_it_and_validates_with_no_rejects(store, tmp_path):
@@ -112,7 +108,7 @@ def test_export_gives_each_pair_only_the_history_before_it_and_validates_with_no
 
 @pytest.mark.parametrize("url, needle", [("not a url", "not a usable database URL"),
                                          ("sqlite:///{tmp}/a-file/users.db", "cannot open the memory database"),
-                                         ("postgresql://me:s3cret@localhost/x", "not a usable database URL")])
+                                         ("postgresql://me:s3cret@localhost/x", "postgresql://me:***@localhost/x")])
 def test_a_bad_memory_url_is_one_line_exit_2_without_the_password(url, needle, tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     url = url.format(tmp=tmp_path)
@@ -138,7 +134,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path, monkeypatch):
     assert new.version == SCHEMA_VERSION and new.history("ann")["history"][0]["comment"] == "old comment"
     new.add_pair("ann", "q", "a", "b", direction=[0.5] * 89 + [1])
     assert new.user_context("ann").pairs[0].direction[-1] == 1
-    assert [r[0] for r in tables(tmp_path / "old.db")["schema_version"]] == list(range(1, SCHEMA_VERSION + 1))
+    assert [r[0] for r in tables(url)["schema_version"]] == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_directions_are_checked_stored_and_exported_with_the_history(store, tmp_path):
@@ -155,3 +151,16 @@ def test_directions_are_checked_stored_and_exported_with_the_history(store, tmp_
     assert last["Pair-wise Comparative Feedback"][0]["Preference Direction"] == first
     (ex, later) = read_examples(out)
     assert later.user.pairs[0].direction == first
+
+
+def test_twenty_concurrent_first_writes_of_a_new_user_all_succeed_and_a_raced_retry_is_stored_once(store):
+    """Hostile-client finding: 20 first writes for one new user at once used to give some a bare 500
+    (UNIQUE constraint on users.user_id); retries of one request racing each other are stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(20) as pool:
+        written = list(pool.map(lambda k: store.add_pair("newcomer", f"q{k}", "a", "b", request_id=f"r{k}"), range(20)))
+        retried = list(pool.map(lambda _: store.add_pair("newcomer", "same", "a", "b", request_id="dup"), range(10)))
+    assert sorted(w.item_id for w in written) == sorted({w.item_id for w in written}) and all(w.created for w in written)
+    assert len({w.item_id for w in retried}) == 1 and sum(w.created for w in retried) == 1
+    assert store.counts() == {"users": 1, "items": 21}
