@@ -193,8 +193,11 @@ MUTANTS = [
     # memory/store.py, serve/memory.py
     Mutant("memory:export-sees-its-own-label", "memory/store.py", "earlier = doc[\"history\"][:k]",
            "earlier = doc[\"history\"][:k + 1]", T_MEMORY),
-    Mutant("memory:retries-stored-twice", "memory/store.py", "                if found is not None:\n                    return Written(found[0], False)\n",
-           "", T_MEMORY),
+    Mutant("memory:retries-stored-twice", "memory/store.py",
+           "if request_id is not None and (found := _same_request(conn, user_id, request_id, values)) is not None:",
+           "if False:", T_MEMORY),
+    Mutant("memory:request-id-conflict-ignored", "memory/store.py",
+           "if any(getattr(row, k) != values.get(k) for k in _SAME):", "if False:", T_MEMORY),
     Mutant("memory:delete-keeps-history", "memory/store.py", "n = conn.execute(items.delete().where(items.c.user_id == user_id)).rowcount",
            "n = 0", T_MEMORY),
     Mutant("memory:scoped-key-reaches-others", "serve/memory.py", "if scope is not None and requested is not None and requested != scope:",
@@ -203,7 +206,7 @@ MUTANTS = [
            "return requested if requested is not None else scope", "return requested", T_MEMORY),
     # serve auth, best-of-n, the generation cache, the collator, reward pooling
     Mutant("serve:any-bearer-accepted", "serve/memory.py", "if hmac.compare_digest(given, expected) and not found[0]:",
-           "if given.startswith(b\"Bearer \") and not found[0]:", T_AUTH),
+           "if given and not found[0]:", T_AUTH),
     Mutant("best-of:least-rewarded", "eval/generate.py", "best = max(range(len(cands)), key=rewards.__getitem__)",
            "best = min(range(len(cands)), key=rewards.__getitem__)", T_BEST_OF),
     Mutant("best-of:first-candidate", "eval/generate.py", "best = max(range(len(cands)), key=rewards.__getitem__)",

@@ -32,6 +32,9 @@ def serve(
         "scoped to one user come from $PERSONALIGN_USER_KEYS ({\"key\": \"user id\"}).")] = None,
     max_prompt_tokens: Annotated[int, typer.Option(min=16, help="--memory: token budget of a rendered prompt "
                                                    "(history is dropped, oldest first, to fit).")] = 2048,
+    max_tokens_limit: Annotated[int, typer.Option(
+        "--max-tokens-limit", min=1, help="The most new tokens a request may ask for per choice (above it: 400), "
+        "so that one request cannot hold the model for minutes.")] = 2048,
     persona_refresh: Annotated[Optional[int], typer.Option(
         "--persona-refresh", min=1, help="--memory: after every N new pairs of a user, infer a new persona from "
         "their latest pair in the background (persona view).")] = None,
@@ -111,7 +114,7 @@ def serve(
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
                batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key,
                memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens, persona_refresh=refresher,
-               user_model=online, rerank=rerank,
+               user_model=online, rerank=rerank, max_tokens_limit=max_tokens_limit,
                access_log=(store is None) if access_log is None else access_log)
 
 

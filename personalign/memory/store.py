@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -96,6 +97,10 @@ MIGRATIONS = [_v1, _v2, _v3]  # MIGRATIONS[k] takes the schema from version k to
 
 class MemoryRequestError(ValueError):
     """A request the memory store refuses (bad user id, empty text)."""
+
+
+class RequestIdConflict(MemoryRequestError):
+    """A `request_id` already used by this user for a different item (HTTP 409)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,21 +214,17 @@ class MemoryStore:
     def _add(self, user_id: str, request_id: str | None, **values: Any) -> Written:
         with self.engine.begin() as conn:
             self._ensure_user(conn, user_id)
-            if request_id is not None:
-                found = conn.execute(sa.select(items.c.id).where(items.c.user_id == user_id,
-                                                                 items.c.request_id == request_id)).first()
-                if found is not None:
-                    return Written(found[0], False)
+            if request_id is not None and (found := _same_request(conn, user_id, request_id, values)) is not None:
+                return found
             try:
                 with conn.begin_nested():  # a savepoint: a concurrent retry of this request may win the insert
                     result = conn.execute(items.insert().values(user_id=user_id, request_id=request_id,
                                                                 created_at=time.time(), **values))
             except sa.exc.IntegrityError:
-                found = conn.execute(sa.select(items.c.id).where(items.c.user_id == user_id,
-                                                                 items.c.request_id == request_id)).first()
-                if request_id is None or found is None:
+                found = None if request_id is None else _same_request(conn, user_id, request_id, values)
+                if found is None:
                     raise
-                return Written(found[0], False)
+                return found
             conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time()))
             return Written(result.inserted_primary_key[0], True)
 
@@ -320,11 +321,29 @@ class MemoryStore:
 
 
 def _safe(url: str) -> str:
-    """The URL with any password hidden (for messages)."""
+    """The URL with any password hidden (for messages), also in malformed URLs: a `user:secret@`
+    part and a `password=` query value are masked whatever else is wrong with the URL."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        shown = url
+    shown = re.sub(r"([^/@:?#\s]+):([^@/\s]+)@", r"\1:***@", shown)
+    return re.sub(r"(?i)((?:^|[?&;])password=)[^&;#]*", r"\1***", shown)
+
+
+_SAME = ("kind", "prompt", "chosen", "rejected", "comment")  # what a retry must repeat to count as the same request
+
+
+def _same_request(conn: sa.Connection, user_id: str, request_id: str, values: dict[str, Any]) -> Written | None:
+    """The stored item of (user, request_id) as a repeat of this request; None when there is none;
+    `RequestIdConflict` when the id was used for a different item."""
+    row = conn.execute(sa.select(items.c.id, *(items.c[k] for k in _SAME))
+                       .where(items.c.user_id == user_id, items.c.request_id == request_id)).first()
+    if row is None:
+        return None
+    if any(getattr(row, k) != values.get(k) for k in _SAME):
+        raise RequestIdConflict(f"request_id {request_id!r} was already used for a different {row.kind}")
+    return Written(row.id, False)
 
 
 def _direction(values: list[float] | None) -> str | None:

@@ -26,7 +26,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from personalign.data.templates import check_view
 from personalign.data.views import ViewConfig
@@ -41,7 +42,9 @@ from personalign.serve.memory import (
 from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
 
 DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS_LIMIT = 2048  # the most new tokens one choice may ask for (`max_tokens_limit`): one request cannot stall the rest
 MAX_N = 16  # choices per request
+MAX_REQUEST_ID = 200  # characters of a `request_id` or an `Idempotency-Key` header
 API_KEY_ENV = "PERSONALIGN_API_KEY"
 MAX_BODY_BYTES = 1 << 20  # request bodies over 1 MiB get 413
 
@@ -52,12 +55,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None  # vLLM's sampling extension
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=0)  # vLLM's sampling extension
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     n: int = 1
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -72,6 +75,14 @@ class ChatMessage(BaseModel):
     role: str
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        for part in value if isinstance(value, list) else ():
+            if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("a text content part needs `text` as a string")
+        return value
+
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
@@ -80,7 +91,7 @@ class ChatMessage(BaseModel):
 
 class ChatBody(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
 
 
 class CompletionBody(_Body):
@@ -99,7 +110,7 @@ class FeedbackBody(BaseModel):
     rejected: str | None = None
     comment: str | None = None
     direction: list[float] | None = None  # the item's 90 AlignX values (0, 0.5, 1): pba profiles use them
-    request_id: str | None = Field(None, max_length=200)
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID)
 
 
 class RewardsBody(BaseModel):
@@ -121,6 +132,7 @@ def create_app(
     batch_window: float = 0.01,
     model_name: str | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens_limit: int = MAX_TOKENS_LIMIT,
     echo_prompt: bool = False,
     model_settings: ModelSettings | None = None,
     api_key: str | None = None,
@@ -138,7 +150,9 @@ def create_app(
     `model_settings` (dtype, attention kernel, remote code) say how a model named here is loaded.
     `memory` (a `MemoryStore` or its URL) turns on per-user memory (`personalign.serve.memory`): chats
     render `view` from the user's memory within `max_prompt_tokens`, and the feedback and user routes
-    exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413.
+    exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413
+    (checked after the key, and a chunked body is read only up to the limit); `max_tokens` above
+    `max_tokens_limit` gets 400.
     `persona_refresh` re-infers a user's persona in the background after new pairs.
     `user_model` (an `OnlineUsers`, needs `memory`) refits each user's state on every new pair and
     serves `/v1/rewards`; `rerank` > 1 answers chats with the best of that many samples under it.
@@ -180,18 +194,30 @@ def create_app(
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):
+        request.state.scope = None
+        if keys.required and request.url.path.startswith("/v1"):  # the key first: no body is read without it
+            ok, request.state.scope = keys.scope(request.headers.get("authorization", ""))
+            if not ok:
+                return _error(401, "invalid or missing API key: send 'Authorization: Bearer <key>'")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body_bytes:
             return _error(413, f"request body over {max_body_bytes} bytes")
         if length is None and request.method in ("POST", "PUT", "PATCH"):
-            if len(await request.body()) > max_body_bytes:
-                return _error(413, f"request body over {max_body_bytes} bytes")
-        request.state.scope = None
-        if keys.required and request.url.path.startswith("/v1"):
-            ok, request.state.scope = keys.scope(request.headers.get("authorization", ""))
-            if not ok:
-                return _error(401, "invalid or missing API key: send 'Authorization: Bearer <key>'")
+            body = bytearray()
+            async for chunk in request.stream():  # chunked: stop reading at the limit
+                body += chunk
+                if len(body) > max_body_bytes:
+                    return _error(413, f"request body over {max_body_bytes} bytes")
+            request._body = bytes(body)  # starlette's cache of the body, read again by the route
+        key = request.headers.get("idempotency-key")
+        if key is not None and len(key) > MAX_REQUEST_ID:
+            return _error(400, f"Idempotency-Key over {MAX_REQUEST_ID} characters")
         return await call_next(request)
+
+    def max_tokens(asked: int | None) -> int:
+        if asked is not None and asked > max_tokens_limit:
+            raise HTTPException(400, f"max_tokens must be at most {max_tokens_limit} on this server, got {asked}")
+        return asked or default_max_tokens
 
     def acting_user(request: Request, requested: str | None) -> str | None:
         try:
@@ -208,16 +234,16 @@ def create_app(
         require_memory()
         try:
             return await asyncio.to_thread(getattr(store, method), *args, **kwargs)
-        except ValueError as e:
-            raise HTTPException(400, str(e)) from None
+        except ValueError as e:  # RequestIdConflict: the id names another item (409)
+            raise HTTPException(409 if type(e).__name__ == "RequestIdConflict" else 400, str(e)) from None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
         return _error(400, f"invalid request: {where}")
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also routing's 404 and 405: OpenAI's error shape everywhere
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
     @app.get("/v1/models")
@@ -227,7 +253,7 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):
-        config = _generation_config(body, body.max_completion_tokens or body.max_tokens or default_max_tokens)
+        config = _generation_config(body, max_tokens(body.max_completion_tokens or body.max_tokens))
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         user_id = acting_user(request, body.user)
         used = None
@@ -321,7 +347,7 @@ def create_app(
 
     @app.post("/v1/completions")
     async def completions(body: CompletionBody):
-        config = _generation_config(body, body.max_tokens or default_max_tokens)
+        config = _generation_config(body, max_tokens(body.max_tokens))
         raw = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not raw or not all(raw):
             raise HTTPException(400, "`prompt` is empty")
@@ -446,8 +472,10 @@ def serve(
     access_log: bool = True,
     **app_kwargs: Any,
 ) -> None:
-    """Load `model` and serve it until interrupted; `app_kwargs` go to `create_app`."""
-    uvicorn.run(create_app(model, **app_kwargs), host=host, port=port, log_level=log_level, access_log=access_log)
+    """Load `model` and serve it until interrupted; `app_kwargs` go to `create_app`. SIGTERM waits at most
+    10 s for requests in flight."""
+    uvicorn.run(create_app(model, **app_kwargs), host=host, port=port, log_level=log_level, access_log=access_log,
+                timeout_graceful_shutdown=10)
 
 
 @contextlib.contextmanager

@@ -42,17 +42,19 @@ class KeyRing:
     def __init__(self, api_key: str | None = None, user_keys: dict[str, str] | None = None):
         self.keys: list[tuple[bytes, str | None]] = []
         if api_key:
-            self.keys.append((f"Bearer {api_key}".encode(), None))
+            self.keys.append((api_key.encode(), None))
         for key, user in (user_keys or {}).items():
-            self.keys.append((f"Bearer {key}".encode(), user))
+            self.keys.append((key.encode(), user))
 
     @property
     def required(self) -> bool:
         return bool(self.keys)
 
     def scope(self, authorization: str) -> tuple[bool, str | None]:
-        """(authorized, the one user the key may touch, or None for every user)."""
-        given = authorization.encode()
+        """(authorized, the one user the key may touch, or None for every user). The scheme is
+        case-insensitive (RFC 9110: "Bearer", "bearer"); the token is compared in constant time."""
+        scheme, _, token = authorization.strip().partition(" ")
+        given = token.strip().encode() if scheme.lower() == "bearer" else b""
         found: tuple[bool, str | None] = (False, None)
         for expected, user in self.keys:  # every key compared, in constant time each
             if hmac.compare_digest(given, expected) and not found[0]:
