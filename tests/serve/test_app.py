@@ -89,7 +89,7 @@ def test_bad_requests_get_openai_errors(client):
         client.chat.completions.create(model="tiny", messages=messages, extra_body={"profile": "concise"})
     with pytest.raises(openai.BadRequestError, match="last message"):
         client.chat.completions.create(model="tiny", messages=[{"role": "assistant", "content": "hello"}])
-    with pytest.raises(openai.BadRequestError, match="max_new_tokens"):
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.chat.completions.create(model="tiny", messages=messages, max_tokens=-1)
     with pytest.raises(openai.BadRequestError, match="messages"):
         client.chat.completions.create(model="tiny", messages=[])
