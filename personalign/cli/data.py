@@ -8,7 +8,7 @@ from typing import Literal
 
 import typer
 
-from personalign.cli._common import ConfigFile, Overrides, command_config, console, new_app
+from personalign.cli._common import ConfigFile, Overrides, command_config, console, err_console, new_app
 from personalign.data.errors import RecordError
 from personalign.data.io import OnInvalid
 from personalign.data.templates import TemplateName, ViewName
@@ -420,7 +420,10 @@ def diversity(
     for f, texts in prompts.items():
         bigrams = div.Bigrams.from_token_ids(div.tokenize(texts, tok, convention=convention))
         d = div.diversity(bigrams)
-        cells = [f, str(d.n), str(d.total), str(d.distinct), f"{d.d:.4f}"]
+        cells = [f, str(d.n), str(d.total), str(d.distinct), f"{d.d:.4f}" if d.total else "n/a"]
+        if not d.total:
+            err_console.print(f"warning: {f}: no prompt has two tokens, so there is no bigram and D (0/0) is "
+                              "undefined; it is shown as n/a and written as 0", highlight=False)
         if semantic:
             with _usage_errors("--semantic"):
                 cells.append(f"{div.mean_cosine_distance(embed(encoder, texts)):.4f}")

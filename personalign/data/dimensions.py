@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from personalign.data.schema import N_DIMENSIONS
+from personalign.errors import UserError
 
 FILENAME = "alignx_dimensions.json"
 ENV_VAR = "PERSONALIGN_DIMENSIONS"
@@ -56,9 +57,16 @@ def dimensions_path(path: str | Path | None = None) -> Path:
 def load_dimensions(path: str | Path | None = None) -> tuple[Dimension, ...]:
     """Load and check the 90 dimensions in vector order."""
     p = dimensions_path(path)
-    data = json.loads(p.read_text(encoding="utf-8"))
-    items = data["dimensions"] if isinstance(data, dict) else data
-    dims = tuple(Dimension(int(d["index"]), d.get("group", ""), d["positive"], d["negative"]) for d in items)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        items = data["dimensions"] if isinstance(data, dict) else data
+        dims = tuple(Dimension(int(d["index"]), d.get("group", ""), d["positive"], d["negative"]) for d in items)
+    except OSError as e:
+        raise UserError(f"cannot read the dimension table ({e.strerror or e})", file=p, option="dimensions") from None
+    except (ValueError, KeyError, TypeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise UserError(f"not a dimension table: expected a JSON list (or {{\"dimensions\": [...]}}) of "
+                               f"{{index, positive, negative}} objects ({what})", file=p, option="dimensions") from None
     if len(dims) != N_DIMENSIONS or [d.index for d in dims] != list(range(N_DIMENSIONS)):
-        raise ValueError(f"{p}: expected dimensions 0..{N_DIMENSIONS - 1} in order, got {len(dims)}")
+        raise UserError(f"expected dimensions 0..{N_DIMENSIONS - 1} in order, got {len(dims)}", file=p, option="dimensions")
     return dims

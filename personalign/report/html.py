@@ -122,6 +122,31 @@ def collect(run_dirs: list[PathLike]) -> Findings:
     return found
 
 
+# What the report reads of each result file: a key maps to the shape of its value; "*" means every
+# value of a dict. A file missing any of it is listed as unreadable (file and field), never drawn.
+_ESTIMATE = {"value": None, "low": None, "high": None, "n": None}
+ACCURACY_SHAPE = {"accuracy": {"*": _ESTIMATE}}
+JUDGE_SHAPE = {"rubrics": {"*": {"n": None, "wins": None, "ties": None, "losses": None, "unparseable": None,
+                                 "missing": None, "rates": None, "win_rate": {"value": None, "low": None, "high": None}}},
+               "judge": None, "base": None, "test": None}
+
+
+def _missing(data: object, shape: dict | None, where: str = "") -> str | None:
+    """The first field of `shape` that `data` lacks (a dotted path), or None."""
+    if shape is None:
+        return None
+    if not isinstance(data, dict):
+        return where or "(top level)"
+    for key, inner in shape.items():
+        values = data.items() if key == "*" else [(key, data[key])] if key in data else None
+        if values is None:
+            return f"{where}.{key}".lstrip(".")
+        for name, value in values:
+            if (field := _missing(value, inner, f"{where}.{name}")) is not None:
+                return field.lstrip(".")
+    return None
+
+
 def _classify(found: Findings, path: Path, label: str) -> None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -138,8 +163,15 @@ def _classify(found: Findings, path: Path, label: str) -> None:
     elif data.get("kind") == "persona-preference" and isinstance(data.get("rates"), dict):
         found.persona_preference.append((label, data))
     elif path.name == ACCURACY_FILE and isinstance(data.get("accuracy"), dict):
-        found.accuracy.append((label, data))
+        if (field := _missing(data, ACCURACY_SHAPE)) is not None:
+            found.unreadable.append((str(path), f"an accuracy file without field {field}"))
+        else:
+            found.accuracy.append((label, data))
     elif path.name == RESULT_FILE and data.get("kind") == "pairwise-judge":
+        field = _missing(data, JUDGE_SHAPE) or (data.get("delta_pq") and _missing(data["delta_pq"], _ESTIMATE))
+        if field:
+            found.unreadable.append((str(path), f"a judge result without field {field}"))
+            return
         pairs = path.with_name(PAIRS_FILE)
         found.judges.append((label, data, _read_jsonl(pairs, found) if pairs.is_file() else []))
     elif path.name == SETTINGS_FILE and path.with_name(GENERATIONS_FILE).is_file():

@@ -113,6 +113,7 @@ def snapshot(root: Path) -> dict[str, str]:
 # files, bad options, junk models, unreachable backends), silent success on empty input.
 OUT_IS_INPUT = [
     ("build-views-out-is-input", "data build-views {ws}/good.jsonl --out {ws}/good.jsonl", ["would overwrite the input", "good.jsonl"]),
+    ("build-views-bad-dimensions", "data build-views {ws}/good.jsonl --view pba --dimensions {ws}/torn.jsonl --out {ws}/v.jsonl", ["dimensions", "torn.jsonl", "not a dimension table"]),
     ("build-views-rejects-is-input", "data build-views {ws}/good.jsonl --out {ws}/v.jsonl --on-invalid skip --rejects {ws}/good.jsonl", ["--rejects", "good.jsonl"]),
     ("build-views-rejects-is-out", "data build-views {ws}/good.jsonl --out {ws}/v.jsonl --on-invalid skip --rejects {ws}/v.jsonl", ["--rejects", "v.jsonl"]),
     ("select-out-is-input", "data select {ws}/ranking.jsonl --size 2 --out {ws}/ranking.jsonl", ["would overwrite the input", "ranking.jsonl"]),

@@ -155,3 +155,16 @@ def test_scaling_alignment_convention_adds_default_special_tokens_and_cuts_at_51
     assert diversity(Bigrams.from_token_ids(paper)).d == pytest.approx(expected)
     with pytest.raises(ValueError, match="convention must be one of"):
         tokenize(prompts, tok, convention="nltk")
+
+
+def test_prompts_without_bigrams_say_that_d_is_undefined(tmp_path, tok):
+    """One-token prompts have no bigram: D is 0/0, reported as n/a with a warning naming the file."""
+    tok.save_pretrained(tmp_path / "tok")
+    one = tok.convert_ids_to_tokens([tok("word", add_special_tokens=False)["input_ids"][0]])[0]
+    word = tok.convert_tokens_to_string([one])
+    write_jsonl([{"prompt": word, "chosen": "a", "rejected": "b"} for _ in range(4)], tmp_path / "w.jsonl")
+    assert diversity(tokenize([word] * 4, tok)).total == 0
+    res = CliRunner().invoke(app, ["data", "diversity", str(tmp_path / "w.jsonl"), "--tokenizer", str(tmp_path / "tok")],
+                             terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "n/a" in res.stdout and "w.jsonl: no prompt has two tokens" in " ".join(res.stderr.split())

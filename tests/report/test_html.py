@@ -105,3 +105,21 @@ def test_a_hand_written_metrics_file_in_the_documented_format_is_plotted(tmp_pat
     page = build_report([run], tmp_path / "r.html").read_text()
     assert "<h2>Training curves</h2>" in page and 'alt="training curves of run"' in page
     assert "loss=0.2000, eval/loss=0.3000, note=done" in page
+
+
+def test_malformed_result_files_are_listed_with_file_and_field_and_the_rest_is_drawn(tmp_path):
+    """An accuracy.json whose estimate lacks its interval and a judge.json without rubrics: each is listed
+    as unreadable (file and field), never an internal error, and the good results are still drawn."""
+    (tmp_path / "acc").mkdir()
+    (tmp_path / "acc" / "accuracy.json").write_text(json.dumps({"accuracy": {"overall": {"value": 0.5, "n": 3}}}))
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "judge.json").write_text(json.dumps({"kind": "pairwise-judge", "judge": "j", "base": "b",
+                                                                "test": "t"}))
+    (tmp_path / "div").mkdir()
+    (tmp_path / "div" / "d.json").write_text(json.dumps({"kind": "diversity", "metric": "bigram",
+                                                         "curves": {"p": [{"n": 1, "d": 0.5}, {"n": 2, "d": 0.7}]}}))
+    out = build_report([tmp_path], tmp_path / "report.html", title="t")
+    page = out.read_text()
+    assert "<h2>Prompt diversity</h2>" in page and "<h2>Alignment accuracy</h2>" not in page
+    assert "accuracy.json" in page and "without field accuracy.overall.low" in page
+    assert "judge.json" in page and "without field rubrics" in page
