@@ -356,6 +356,66 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, 
     return (model, *accelerator.prepare(*build_optimizer(model, cfg, plan.total)))
 
 
+def with_kernel(cfg: TrainConfig, device_type: str, console: Console) -> TrainConfig:
+    """`cfg` with the attention kernel the packed scorer runs on this device (flex_attention, which has no
+    backward pass on CPU, refused there)."""
+    kernel = cfg.scoring_kernel(cfg.max_length, device_type)
+    if kernel != cfg.attn_implementation:
+        console.print(f"attention kernel: {kernel} (max_length {cfg.max_length} on {device_type})")
+        cfg = cfg.model_copy(update={"attn_implementation": kernel})
+    if cfg.attn_implementation == "flex_attention" and device_type == "cpu":
+        raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
+                        "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
+    return cfg
+
+
+def open_run(accelerator: Accelerator, cfg: TrainConfig, out: Path, start: int) -> None:
+    """The run directory (its config, its metrics cut back to `start`) and the trackers."""
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / CONFIG_FILE)
+        _truncate_metrics(out / METRICS_FILE, start)
+    if cfg.report_to:
+        accelerator.init_trackers("personalign", config=_flat(cfg.model_dump(mode="json")))
+
+
+def train_step(model, optimizer, data: TrainData, micro_batches: list[list[int]], cfg: TrainConfig,
+               accelerator: Accelerator, window: MetricWindow) -> float:
+    """One optimizer step over this process's micro-batches (accumulated); its loss."""
+    step_loss = 0.0
+    for idx in micro_batches:
+        batch = collate(data.store, idx, None if data.ref is None else data.ref.logps).to(accelerator.device)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                logps, n_tokens = model(**batch_kwargs(batch.packed))
+                loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards, batch.sft_index)
+            accelerator.backward(loss_out.loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm:
+                norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                if norm is not None:  # None under DeepSpeed, which clips by itself
+                    window.add({"grad_norm": norm})
+            optimizer.step()
+            optimizer.zero_grad()
+        window.add(loss_out.metrics, len(micro_batches))
+        window.tokens += int((batch.packed.segment_ids != PAD_SEGMENT).sum())
+        step_loss += float(loss_out.metrics["loss"]) / len(micro_batches)
+    return step_loss
+
+
+def close_run(accelerator: Accelerator, model, tokenizer, cfg: TrainConfig, out: Path, console: Console,
+              card: dict) -> Path:
+    """Save the final model with its provenance card (and push it when asked); returns its directory."""
+    final_dir = save_final(accelerator, model, tokenizer, out / FINAL_DIR)
+    if accelerator.is_main_process:
+        write_provenance(final_dir, card)
+    accelerator.end_training()
+    console.print(f"final model saved to {final_dir}")
+    if cfg.push_to_hub and accelerator.is_main_process:
+        repo = cfg.hub_model_id or out.resolve().name
+        console.print(f"pushed to {push_to_hub(final_dir, repo, private=cfg.hub_private_repo)}")
+    return final_dir
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train a policy as configured; see the module docstring for the steps."""
     started = time.perf_counter()
@@ -372,13 +432,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         model_path = resolve_model(cfg.model)
-    kernel = cfg.scoring_kernel(cfg.max_length, accelerator.device.type)
-    if kernel != cfg.attn_implementation:
-        console.print(f"attention kernel: {kernel} (max_length {cfg.max_length} on {accelerator.device.type})")
-        cfg = cfg.model_copy(update={"attn_implementation": kernel})
-    if cfg.attn_implementation == "flex_attention" and accelerator.device.type == "cpu":
-        raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
-                        "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
+    cfg = with_kernel(cfg, accelerator.device.type, console)
     model, tokenizer = load_policy(cfg, model_path, device=accelerator.device)
     data = load_data(cfg, model, tokenizer, model_path, accelerator, console)
     n_records = len(data.store)
@@ -395,12 +449,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                                                 strict=cfg.lora is None)
     if resume is not None:
         console.print(f"resumed from {resume} at step {start}")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / CONFIG_FILE)
-        _truncate_metrics(out / METRICS_FILE, start)
-    if cfg.report_to:
-        accelerator.init_trackers("personalign", config=_flat(cfg.model_dump(mode="json")))
+    open_run(accelerator, cfg, out, start)
     console.print(f"training {cfg.loss} on {n_records} records: {plan.total} steps × global batch {plan.global_batch} "
                   f"({plan.per_device} per device × {plan.world} processes × {plan.accumulation} accumulation), "
                   f"{plan.steps_per_epoch} steps/epoch")
@@ -418,23 +467,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 order, order_epoch = epoch_order(n_records, cfg.seed, epoch), epoch
             micro_batches = step_micro_batches(order, k, per_device=plan.per_device, accumulation=plan.accumulation,
                                                rank=accelerator.process_index, world=plan.world)
-            lr, step_loss = scheduler.get_last_lr()[0], 0.0
-            for idx in micro_batches:
-                batch = collate(data.store, idx, None if data.ref is None else data.ref.logps).to(accelerator.device)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        logps, n_tokens = model(**batch_kwargs(batch.packed))
-                        loss_out = objective(cfg, logps, n_tokens, batch.ref_logps, batch.rewards, batch.sft_index)
-                    accelerator.backward(loss_out.loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        if norm is not None:  # None under DeepSpeed, which clips by itself
-                            window.add({"grad_norm": norm})
-                    optimizer.step()
-                    optimizer.zero_grad()
-                window.add(loss_out.metrics, plan.accumulation)
-                window.tokens += int((batch.packed.segment_ids != PAD_SEGMENT).sum())
-                step_loss += float(loss_out.metrics["loss"]) / plan.accumulation
+            lr = scheduler.get_last_lr()[0]
+            step_loss = train_step(model, optimizer, data, micro_batches, cfg, accelerator, window)
             scheduler.step()
             window.steps += 1
             since_save.append(step_loss)
@@ -459,15 +493,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                     pruned = prune_checkpoints(out, cfg.save_total_limit)
                     progress.console.print(f"saved {path}" + (f"; pruned {len(pruned)}" if pruned else ""))
 
-    final_dir = save_final(accelerator, model, tokenizer, out / FINAL_DIR)
-    if main:
-        write_provenance(final_dir, provenance(cfg, records=n_records, steps=plan.total,
-                                               metrics={**train_metrics, **eval_metrics}))
-    accelerator.end_training()
-    console.print(f"final model saved to {final_dir}")
-    if cfg.push_to_hub and main:
-        repo = cfg.hub_model_id or out.resolve().name
-        console.print(f"pushed to {push_to_hub(final_dir, repo, private=cfg.hub_private_repo)}")
+    final_dir = close_run(accelerator, model, tokenizer, cfg, out, console,
+                          provenance(cfg, records=n_records, steps=plan.total, metrics={**train_metrics, **eval_metrics}))
     return TrainResult(
         output_dir=out, final_dir=final_dir, global_step=plan.total, epoch=plan.total / plan.steps_per_epoch,
         train_metrics=train_metrics, eval_metrics=eval_metrics, best_checkpoint=best_checkpoint(out),
