@@ -80,3 +80,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def send_json(handler, payload: dict, status: int = 200) -> None:
+    """Answer an `http.server` request with `payload` as JSON (the loopback OpenAI-compatible servers)."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -81,27 +81,37 @@ def accuracy_plot(series: Sequence[tuple[str, dict]]) -> str:
     return to_data_uri(fig)
 
 
-def win_rate_plot(bars: Sequence[tuple[str, dict]]) -> str:
-    """Stacked win / tie / loss shares, one bar per (label, rubric dict of judge.json)."""
+def _stacked_shares(bars: Sequence[tuple[str, dict[str, float]]], colors: dict[str, str], names: dict[str, str],
+                    *, xlabel: str, title: str, notes: Sequence[str] = ()) -> str:
+    """Horizontal bars of stacked shares (one per (label, {part: share})), parts in `colors` order, shares
+    of 8% or more written on the bar, an optional note right of each bar."""
     fig = Figure(layout="constrained", figsize=(8.0, 0.6 * len(bars) + 1.4))
     ax = fig.subplots()
-    for y, (label, r) in enumerate(bars):
+    for y, (_, shares) in enumerate(bars):
         left = 0.0
-        for outcome in ("win", "tie", "loss"):
-            share = r["rates"][outcome] if r["n"] else 0.0
-            ax.barh(y, share, left=left, color=OUTCOME_COLORS[outcome], label=outcome if y == 0 else None)
+        for part, color in colors.items():
+            share = shares.get(part, 0.0)
+            ax.barh(y, share, left=left, color=color, label=names[part] if y == 0 else None)
             if share >= 0.08:
                 ax.text(left + share / 2, y, f"{share:.0%}", ha="center", va="center", fontsize=8)
             left += share
-        wr = r["win_rate"]["value"]
-        ax.text(1.01, y, "WR n/a" if wr is None or math.isnan(wr) else f"WR {wr:.2f}", va="center", fontsize=8)
+        if y < len(notes):
+            ax.text(1.01, y, notes[y], va="center", fontsize=8)
     ax.set_yticks(range(len(bars)), [_short(label, 50) for label, _ in bars], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("share of pairs (test vs. base)")
-    ax.set_title("Pairwise judge: wins, ties, losses")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     return to_data_uri(fig)
+
+
+def win_rate_plot(bars: Sequence[tuple[str, dict]]) -> str:
+    """Stacked win / tie / loss shares, one bar per (label, rubric dict of judge.json)."""
+    shares = [(label, r["rates"] if r["n"] else {}) for label, r in bars]
+    notes = ["WR n/a" if (wr := r["win_rate"]["value"]) is None or math.isnan(wr) else f"WR {wr:.2f}" for _, r in bars]
+    return _stacked_shares(shares, OUTCOME_COLORS, {k: k for k in OUTCOME_COLORS}, notes=notes,
+                           xlabel="share of pairs (test vs. base)", title="Pairwise judge: wins, ties, losses")
 
 
 def persona_accuracy_plot(series: Sequence[tuple[str, dict]]) -> str:
@@ -128,24 +138,9 @@ def persona_preference_plot(bars: Sequence[tuple[str, dict]]) -> str:
     """Stacked shares of judges preferring the chosen persona, a tie, or the rejected one, one bar per
     (label, `persona prefer --out` JSON): the persona-tailoring paper's figure 4."""
     colors = {"chosen": OUTCOME_COLORS["win"], "tie": OUTCOME_COLORS["tie"], "rejected": OUTCOME_COLORS["loss"]}
-    fig = Figure(layout="constrained", figsize=(8.0, 0.6 * len(bars) + 1.4))
-    ax = fig.subplots()
-    for y, (label, d) in enumerate(bars):
-        left = 0.0
-        for side in ("chosen", "tie", "rejected"):
-            share = d["rates"][side] if d.get("n") else 0.0
-            ax.barh(y, share, left=left, color=colors[side], label=f"{side} persona preferred" if side != "tie"
-                    and y == 0 else ("tie" if y == 0 else None))
-            if share >= 0.08:
-                ax.text(left + share / 2, y, f"{share:.0%}", ha="center", va="center", fontsize=8)
-            left += share
-    ax.set_yticks(range(len(bars)), [_short(label, 50) for label, _ in bars], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of records")
-    ax.set_title("Persona preference: chosen vs. rejected persona")
-    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    return to_data_uri(fig)
+    names = {"chosen": "chosen persona preferred", "tie": "tie", "rejected": "rejected persona preferred"}
+    return _stacked_shares([(label, d["rates"] if d.get("n") else {}) for label, d in bars], colors, names,
+                           xlabel="share of records", title="Persona preference: chosen vs. rejected persona")
 
 
 def training_plot(label: str, rows: Sequence[dict]) -> str | None:

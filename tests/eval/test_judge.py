@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_llm import send_json
 from typer.testing import CliRunner
 
 from personalign.cli import app
@@ -242,12 +243,7 @@ class _PrometheusHandler(BaseHTTPRequestHandler):
                 text = text[: text.index("[RESULT]")]
             message, logprobs = {"role": "assistant", "content": text}, None
         reply = {"choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": "stop"}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, reply)
 
 
 @pytest.mark.parametrize("verdict_mode", ["generate", "logprob"])

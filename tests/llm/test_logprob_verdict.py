@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_llm import send_json
 import torch
 
 from personalign.data.schema import Example, UserContext
@@ -51,12 +52,7 @@ class _LogprobHandler(BaseHTTPRequestHandler):
         reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "1"},
                               "logprobs": {"content": [{"token": "1", "logprob": top[0]["logprob"],
                                                         "top_logprobs": top}]}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, reply)
 
 
 @pytest.fixture()
