@@ -144,7 +144,12 @@ runner = CliRunner()
 
 @pytest.fixture()
 def wide(monkeypatch):
+    """Output lines never wrapped: COLUMNS for consoles made from now on, a width for those that exist."""
+    from personalign.cli import _common
+
     monkeypatch.setenv("COLUMNS", "1000")
+    for console in (_common.console, _common.err_console):
+        monkeypatch.setattr(console, "width", 1000)
 
 
 def test_cli_fail_mode_exits_2_naming_file_line_and_field(tmp_path, wide):

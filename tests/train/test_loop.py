@@ -73,7 +73,9 @@ def test_dpo_raises_alignment_accuracy(tiny_model_dir, pairs, tmp_path, monkeypa
     calls = []
     real = store_module.tokenize_pair
     monkeypatch.setattr(store_module, "tokenize_pair", lambda *a, **k: calls.append(1) or real(*a, **k))
-    result = train(config(tiny_model_dir, pairs, tmp_path / "run", eval_data=str(pairs), num_train_epochs=10,
+    fresh = tmp_path / "pairs.jsonl"  # a copy of its own: no token store beside it yet, whatever ran before
+    fresh.write_bytes(pairs.read_bytes())
+    result = train(config(tiny_model_dir, fresh, tmp_path / "run", eval_data=str(fresh), num_train_epochs=10,
                           eval_steps=20))
     assert len(calls) == 64  # 32 training + 32 eval records, each tokenized once for 40 steps
 
