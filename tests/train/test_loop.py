@@ -85,7 +85,7 @@ def test_dpo_raises_alignment_accuracy(tiny_model_dir, pairs, tmp_path, monkeypa
     accuracy = (margin > 0).float().mean().item()
     assert accuracy > 0.9, f"alignment accuracy {accuracy:.2f} (raw before: {raw_before:.2f})"
     assert abs(result.eval_metrics["eval/accuracy"] - accuracy) <= agreement_slack(margin.tolist()) / 32
-    assert result.global_step == 40 and (pairs.parent / ".personalign-cache").is_dir()
+    assert result.global_step == 40 and (fresh.parent / ".personalign-cache").is_dir()
     logged = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "train/loss" in row] == [5, 10, 15, 20, 25, 30, 35, 40]
 
