@@ -273,7 +273,7 @@ def create_app(
             reply = _reply("chat.completion", results, [prompt] if echo_prompt else None, body.n)
         response = _stream(reply, _wants_usage(body)) if body.stream else JSONResponse(reply)
         if used is not None:
-            response.headers[MEMORY_HEADER] = "used" if used else "none"
+            response.headers[MEMORY_HEADER] = used
         return response
 
     @app.post("/v1/feedback")

@@ -86,19 +86,22 @@ def allowed_user(scope: str | None, requested: str | None) -> str | None:
 
 
 def memory_prompt(user: UserContext | None, messages: list[dict[str, str]], view: ViewConfig, tokenizer: Any
-                  ) -> tuple[str, bool]:
-    """(prompt, memory used) for a chat under `view` from `user`'s memory, rendered as training renders a
-    record; the `none` layout of the same template when there is no memory or nothing the view needs."""
+                  ) -> tuple[str, str]:
+    """(prompt, memory status) for a chat under `view` from `user`'s memory, rendered as training renders a
+    record; the `none` layout of the same template when there is no memory or nothing the view needs.
+    Status: "used" (all of it), "truncated" (history items dropped to fit `max_prompt_tokens`), "none"
+    (nothing of the user's memory in the prompt, also when a long message left no room for any of it)."""
     turns = [m for m in messages if m["role"] != "system"]
     if not turns or turns[-1]["role"] != "user":
         raise ValueError("the last message must come from the user")
     task = messages_prompt(turns)
     if user is not None and view.view != "none" and _has_memory(user, view.view):
         rendered = build_view(Example(task, [" "], None, user, {}, "request"), view, tokenizer)
-        if rendered.missing is None:
-            return rendered.prompt, True
+        crowded_out = view.view == "ica" and rendered.history_used == 0 and not user.demographic
+        if rendered.missing is None and not crowded_out:
+            return rendered.prompt, "truncated" if rendered.history_dropped else "used"
     none = view.model_copy(update={"view": "none"})
-    return build_view(Example(task, [" "], None, UserContext(), {}, "request"), none, tokenizer).prompt, False
+    return build_view(Example(task, [" "], None, UserContext(), {}, "request"), none, tokenizer).prompt, "none"
 
 
 def _has_memory(user: UserContext, view: str) -> bool:

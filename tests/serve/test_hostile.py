@@ -123,3 +123,20 @@ def test_malformed_memory_urls_never_echo_a_password(url):
 
     res = CliRunner().invoke(app, ["data", "export-memory", "--memory", url, "--out", "/tmp/never.jsonl"])
     assert res.exit_code == 2 and "s3cret" not in res.output and "p4ss" not in res.output, res.output
+
+
+def test_a_message_that_crowds_out_the_history_is_not_reported_as_using_memory(tiny_backend, tmp_path):
+    """With a 96-token prompt budget, a long message leaves no room for the user's history: the header
+    says `none`, not `used`; a short one keeps the newest items and says `truncated` when some were dropped."""
+    store = MemoryStore(f"sqlite:///{tmp_path / 'u.db'}")
+    for k in range(6):
+        store.add_comment("ann", f"post {k}", "I like long walks by the sea. " * 3)
+    app = create_app(tiny_backend, view="ica", memory=store, api_key="admin", model_name="tiny", max_prompt_tokens=96)
+    with serve_in_background(app) as url:
+        def header(text: str) -> str:
+            body = chat_body(user="ann", messages=[{"role": "user", "content": text}])
+            return post(url, "/chat/completions", body).headers["X-Personalign-Memory"]
+
+        assert header("Hi?") == "truncated"
+        assert header("Tell me about this: " + "a very long question " * 30) == "none"
+    store.close()
