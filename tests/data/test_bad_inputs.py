@@ -148,8 +148,8 @@ def wide(monkeypatch):
     from personalign.cli import _common
 
     monkeypatch.setenv("COLUMNS", "1000")
-    for console in (_common.console, _common.err_console):
-        monkeypatch.setattr(console, "width", 1000)
+    for console in (_common.console, _common.err_console):  # `_width` (None: follow COLUMNS) comes back after
+        monkeypatch.setattr(console, "_width", 1000)
 
 
 def test_cli_fail_mode_exits_2_naming_file_line_and_field(tmp_path, wide):
