@@ -107,7 +107,11 @@ def test_root_help_lists_every_command_without_importing_them():
 def test_options_with_fixed_values_list_them(monkeypatch):
     import typer.rich_utils
 
+    from personalign.cli import _common
+
     monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 200)  # a console width other tests left behind never crops it
+    for console in (_common.console, _common.err_console):  # rich fixes `_width` from COLUMNS when it is made
+        monkeypatch.setattr(console, "_width", None)
     out = invoke("eval", "accuracy", "--help").output
     assert "none|ica|pba|persona|demo" in re.sub(r"[\s│]", "", out)  # the choices, however rich wraps the column
 
