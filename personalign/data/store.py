@@ -179,7 +179,11 @@ class TokenStore:
         return self._rows(indices, ["rewards"])["rewards"]
 
     def sft_indices(self, indices: Sequence[int]) -> list[int | None]:
-        """Each row's `sft_index` (ScalingAlignment: the response PRO's SFT term imitates), None = the best."""
+        """Each row's `sft_index` (ScalingAlignment: the response PRO's SFT term imitates), None = the best;
+        no read at all (every batch asks) when no row of the store names one."""
+        column = self._table.column("sft_index")
+        if column.null_count == len(column):
+            return [None] * len(indices)
         return self._rows(indices, ["sft_index"])["sft_index"]
 
     def labels(self, indices: Sequence[int]) -> list[bool | None]:
