@@ -104,15 +104,34 @@ def synth_users(tmp_path_factory) -> dict[str, Path]:
     from personalign.data.synth import synth_records
     from personalign.users.train import UsersTrainConfig, train_user_model
 
-    root = tmp_path_factory.mktemp("synth-users")
-    paths = {"train": root / "train.jsonl", "test": root / "test.jsonl"}
-    write_jsonl(synth_records(100, seed=21), paths["train"])
-    write_jsonl(synth_records(60, seed=22), paths["test"])
-    for rep in ("mean-diff", "latent"):
-        paths[rep] = root / rep
-        train_user_model(UsersTrainConfig(data=str(paths["train"]), out=str(paths[rep]), representation=rep,
-                                          fit={"max_steps": 300}), progress=False)
-    return paths
+    def build(root: Path) -> None:
+        write_jsonl(synth_records(100, seed=21), root / "train.jsonl")
+        write_jsonl(synth_records(60, seed=22), root / "test.jsonl")
+        for rep in ("mean-diff", "latent"):
+            train_user_model(UsersTrainConfig(data=str(root / "train.jsonl"), out=str(root / rep), representation=rep,
+                                              fit={"max_steps": 300}), progress=False)
+
+    root = built_once(tmp_path_factory, "synth-users", build)
+    return {"train": root / "train.jsonl", "test": root / "test.jsonl", "mean-diff": root / "mean-diff",
+            "latent": root / "latent"}
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A directory `build(dir)` fills once per run: under pytest-xdist the workers share it (the first
+    builds it under a file lock, the others wait and reuse it), so a ~40 s fixture is not paid per worker.
+    Tests must not modify it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run, and by this run only
+    root, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with FileLock(str(base / f"shared-{name}.lock")):
+        if not done.exists():
+            root.mkdir(exist_ok=True)
+            build(root)
+            done.touch()
+    return root
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

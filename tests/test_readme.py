@@ -65,7 +65,7 @@ def test_the_tour_runs_as_written(default_model_dir, shared_data, tmp_path, monk
     tour = checkout / "runs" / "tour"
     assert len((tour / "users.jsonl").read_text().splitlines()) == 200
     for run in ("accuracy-base", "accuracy-dpo"):
-        assert json.loads((tour / run / "accuracy.json").read_text())["accuracy"]["overall"]["n"] == 8
+        assert json.loads((tour / run / "accuracy.json").read_text())["accuracy"]["overall"]["n"] == 4
     assert (tour / "ica-dpo-merged" / "model.safetensors").exists()
     judge = json.loads((tour / "judge" / "judge.json").read_text())
     assert judge["pairs"] == 2

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -224,21 +224,30 @@ def prefer(
 @app.command("saliency")
 def saliency(
     data: RequiredData,
-    cutoff: Annotated[int, typer.Option("--cutoff", min=1, help="Minimum count of a word over all personas.")] = 10,
+    cutoff: Annotated[Optional[int], typer.Option(
+        "--cutoff", min=1, help="Minimum count of a word over all personas (default: 3 for seed, 10 for ours).")] = None,
+    method: Annotated[Literal["seed", "ours"], typer.Option(
+        "--method",
+        help="seed: persona-anon's word_saliency.py (substring split, lemmas, no stop words); "
+             "ours: whole-word split, stop words, no lemmas.")] = "seed",
+    lemmatizer: Annotated[Literal["simplemma", "wordnet"], typer.Option(
+        "--lemmatizer",
+        help="Lemmas for --method seed: simplemma (shipped) or nltk WordNet (the seed's; needs its data).")] = "simplemma",
     top: Annotated[int, typer.Option("--top", min=1, help="Words shown per label.")] = 20,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write every label's full list as JSON here.")] = None,
 ) -> None:
     """The words most specific to chosen vs. rejected personas."""
     from personalign.data.io import read_examples
-    from personalign.persona.saliency import personas_by_side, word_saliency, write_saliency
+    from personalign.persona.saliency import METHOD_CUTOFF, personas_by_side, word_saliency, write_saliency
 
     _check_io(data, (out, "--out"))
     labels = personas_by_side(read_examples(data))
     if not any(labels.values()):
         raise EmptyError("no record has chosen_persona or rejected_persona", file=data)
-    result = word_saliency(labels, cutoff=cutoff)
+    cutoff = METHOD_CUTOFF[method] if cutoff is None else cutoff
+    result = word_saliency(labels, cutoff=cutoff, method=method, lemmatizer_name=lemmatizer)
     for label, rows in result.items():
-        table = Table(title=f"most salient words of {label} personas ({len(labels[label])} personas, cutoff {cutoff})")
+        table = Table(title=f"most salient words of {label} personas ({len(labels[label])} personas, {method}, cutoff {cutoff})")
         for col in ("word", "saliency", "count"):
             table.add_column(col, justify="left" if col == "word" else "right")
         for word, value, count in rows[:top]:

@@ -112,54 +112,55 @@ def prepare_default_model(force: bool = False, *, progress: bool = True) -> Path
     """De-quantise the embedded GGUF once into `<home>/models/smollm2-135m-instruct`.
 
     The directory is built in a temporary sibling and renamed into place only when complete,
-    so an interrupted run never leaves a half-written cache. Returns the directory.
+    so an interrupted run never leaves a half-written cache; processes that start at once wait
+    on a file lock for the first to finish instead of each de-quantising. Returns the directory.
     """
+    from filelock import FileLock
+
     final = default_model_dir()
     if is_prepared(final) and not force:
         return final
-    gguf = embedded_gguf_path()
     final.parent.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True, quiet=not progress)
-    started = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=final.parent))
-    tmp.chmod(0o755)
-    try:
-        with console.status("[bold]preparing the embedded model[/] (one time, ~40 s)") as status:
-            status.update("reading the GGUF tokenizer")
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            status.update("de-quantising the GGUF weights")
-            gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            status.update("rebuilding as a plain transformers model")
-            config = gguf_model.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            model.load_state_dict(gguf_model.state_dict())
-            del gguf_model
-            status.update(f"saving to {final}")
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            manifest = {
-                "name": DEFAULT_MODEL,
-                "source": str(gguf),
-                "source_size": gguf.stat().st_size,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if final.exists() and (force or not is_prepared(final)):
-            stale = final.with_name(f"{tmp.name}-stale")
-            final.rename(stale)
-            shutil.rmtree(stale)
-        if not final.exists():
-            try:
-                tmp.rename(final)
-            except OSError:  # another process prepared it meanwhile
-                if not is_prepared(final):
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(final.parent / f".{DEFAULT_MODEL}.lock")):
+        if is_prepared(final) and not force:  # prepared by another process while this one waited
+            return final
+        console = Console(stderr=True, quiet=not progress)
+        started = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=final.parent))
+        tmp.chmod(0o755)
+        try:
+            with console.status("[bold]preparing the embedded model[/] (one time, ~40 s)") as status:
+                _dequantise_into(tmp, embedded_gguf_path(), status)
+            if final.exists():
+                stale = final.with_name(f"{tmp.name}-stale")
+                final.rename(stale)
+                shutil.rmtree(stale)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     console.print(f"prepared {DEFAULT_MODEL} in {time.perf_counter() - started:.0f} s -> {final}")
     return final
+
+
+def _dequantise_into(out: Path, gguf: Path, status) -> None:
+    """Write the GGUF's tokenizer and de-quantised fp32 weights (safetensors) and a manifest to `out`."""
+    status.update("reading the GGUF tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    status.update("de-quantising the GGUF weights")
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    status.update("rebuilding as a plain transformers model")
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    del gguf_model
+    status.update(f"saving to {out}")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    manifest = {"name": DEFAULT_MODEL, "source": str(gguf), "source_size": gguf.stat().st_size,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def resolve_model(name: str | os.PathLike | None) -> str:

@@ -1,9 +1,24 @@
 """Word saliency of personas (DESIGN §4): which words mark chosen vs. rejected personas.
 
-Each persona is lower-cased, cut to its first sentence and then at the first contrast marker
-("rather than", "over", "versus", "compared to", "instead of"), so that only the preferred side
-of a comparison counts. The saliency of word w for label y is count(w, y) / count(w), over words
-seen at least `cutoff` times in all labels together.
+The saliency of word w for label y is count(w, y) / count(w), over words seen at least `cutoff`
+times in all labels together. Two ways to find a persona's words:
+
+* `seed` (default), as persona-anon's `persona_inference/evaluation/word_saliency.py` does: the
+  persona is lower-cased, cut to its first sentence (nltk Punkt), split at each of "rather than",
+  "over", "versus", "compared to", "instead of" *as substrings* in that order (so "however" is cut
+  too), word-tokenized with nltk's Treebank tokenizer, stripped of `,` `.` `'` and lemmatized;
+  no stop words, cutoff 3, ranked by saliency alone (ties in first-seen order), every word over
+  the cutoff listed under both labels (0 where absent).
+* `ours`: first sentence and first contrast marker as whole words, whole words without lemmas,
+  a stop-word list, cutoff 10, ties broken by count then word.
+
+Deliberate differences from the seed (docs/fidelity.md): the seed lemmatizes with nltk's
+WordNet noun lemmatizer, whose data must be downloaded; `lemmatizer="simplemma"` (default)
+ships its data and lemmatizes every part of speech ("prefers" -> "prefer", where WordNet keeps
+"prefers"), `lemmatizer="wordnet"` is the seed's when nltk's `wordnet` data is installed. Punkt
+runs without its trained English abbreviation list (`punkt_tab`, also a download). Tokens left
+with no letter or digit (the seed counts "" for every "." and ",") are not counted; no other
+word's saliency changes by that.
 """
 from __future__ import annotations
 
@@ -13,6 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from personalign.errors import UserError
 from personalign.files import write_json
 
 STOPWORDS = frozenset(
@@ -20,6 +36,10 @@ STOPWORDS = frozenset(
     "these those who whom which what when where how than then so such their them they user users "
     "his her he she has have had do does not no more most very".split()
 )
+
+SEED_SPLITS = ("rather than", "over", "versus", "compared to", "instead of")
+METHOD_CUTOFF = {"seed": 3, "ours": 10}
+LEMMATIZERS = ("simplemma", "wordnet")
 
 _FIRST_SENTENCE = re.compile(r"[.!?](?:\s|$)")
 _CONTRAST = re.compile(r"\b(?:rather than|over|versus|compared to|instead of)\b")
@@ -38,13 +58,74 @@ def persona_words(persona: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def lemmatizer(name: str = "simplemma"):
+    """A function word -> lemma: `simplemma` (English, data shipped) or nltk's `wordnet` noun
+    lemmatizer (the seed's; needs `nltk.download("wordnet")`)."""
+    if name == "simplemma":
+        import simplemma
+
+        return lambda word: simplemma.lemmatize(word, lang="en")
+    if name == "wordnet":
+        import nltk
+        from nltk.stem import WordNetLemmatizer
+
+        try:
+            nltk.data.find("corpora/wordnet")
+        except LookupError:
+            raise UserError("--lemmatizer wordnet needs nltk's WordNet data: run "
+                            "python -c \"import nltk; nltk.download('wordnet')\" or use --lemmatizer simplemma") from None
+        return WordNetLemmatizer().lemmatize
+    raise UserError(f"unknown lemmatizer {name!r}: choose one of {', '.join(LEMMATIZERS)}")
+
+
+def seed_persona_words(persona: str, lemma=None) -> list[str]:
+    """The words the seed's script counts for one persona (see the module docstring)."""
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    lemma = lemma or lemmatizer()
+    sentences = PunktSentenceTokenizer().tokenize(persona.lower())
+    text = sentences[0] if sentences else ""
+    for marker in SEED_SPLITS:
+        text = text.split(marker)[0]
+    words = []
+    for sentence in PunktSentenceTokenizer().tokenize(text):
+        for token in NLTKWordTokenizer().tokenize(sentence):
+            word = token.lower().replace(",", "").replace(".", "").replace("'", "")
+            if any(c.isalnum() for c in word):
+                words.append(lemma(word))
+    return words
+
+
+def _seed_saliency(personas_by_label: Mapping[str, Iterable[str]], cutoff: int,
+                   lemma) -> dict[str, list[tuple[str, float, int]]]:
+    by_label = {label: Counter() for label in personas_by_label}
+    total: Counter = Counter()
+    for label, personas in personas_by_label.items():
+        for persona in personas:
+            words = seed_persona_words(persona, lemma)
+            by_label[label].update(words)
+            total.update(words)
+    kept = [w for w, n in total.items() if n >= cutoff]
+    return {label: sorted(((w, counts[w] / total[w], total[w]) for w in kept), key=lambda r: -r[1])
+            for label, counts in by_label.items()}
+
+
 def word_saliency(
     personas_by_label: Mapping[str, Iterable[str]],
-    cutoff: int = 10,
+    cutoff: int | None = None,
     stopwords: Iterable[str] = STOPWORDS,
+    *,
+    method: str = "seed",
+    lemmatizer_name: str = "simplemma",
 ) -> dict[str, list[tuple[str, float, int]]]:
-    """Per label, (word, saliency, count(w)) for every word with count(w) >= cutoff that occurs
-    under that label, sorted by saliency, then count, descending, then word."""
+    """Per label, (word, saliency, count(w)) for every word with count(w) >= cutoff (default 3 for
+    `seed`, 10 for `ours`), by `method` (module docstring). `stopwords` apply to `ours` only."""
+    if method not in METHOD_CUTOFF:
+        raise UserError(f"unknown saliency method {method!r}: choose one of {', '.join(METHOD_CUTOFF)}")
+    cutoff = METHOD_CUTOFF[method] if cutoff is None else cutoff
+    if method == "seed":
+        return _seed_saliency(personas_by_label, cutoff, lemmatizer(lemmatizer_name))
     stop = frozenset(stopwords)
     by_label: dict[str, Counter] = {}
     total: Counter = Counter()

@@ -59,10 +59,11 @@ def test_infer_accuracy_prefer_saliency(tmp_path, write_records, fake_backend):
     assert json.loads(pref.read_text())["rates"] == {"chosen": 0.0, "tie": 1.0, "rejected": 0.0}
 
     sal = tmp_path / "sal.json"
-    printed = invoke("saliency", "--data", out, "--cutoff", 2, "--out", sal)
-    words = {label: {r["word"]: r["saliency"] for r in rows} for label, rows in json.loads(sal.read_text()).items()}
-    assert "most salient words of chosen personas" in printed
-    assert words["chosen"]["apples"] == 2 / 3 and words["rejected"]["apples"] == 1 / 3
+    for method, word in (("seed", "apple"), ("ours", "apples")):
+        printed = invoke("saliency", "--data", out, "--cutoff", 2, "--method", method, "--out", sal)
+        words = {label: {r["word"]: r["saliency"] for r in rows} for label, rows in json.loads(sal.read_text()).items()}
+        assert f"most salient words of chosen personas (10 personas, {method}, cutoff 2)" in printed
+        assert words["chosen"][word] == 2 / 3 and words["rejected"][word] == 1 / 3
 
 
 def test_missing_data_is_a_clean_error(tmp_path, fake_backend):

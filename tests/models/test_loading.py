@@ -142,7 +142,35 @@ def test_interrupted_prepare_leaves_no_cache(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt, match=""):
         loading.prepare_default_model(progress=False)
     assert not is_prepared(loading.default_model_dir())
-    assert list((tmp_path / "models").iterdir()) == []
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [f".{loading.DEFAULT_MODEL}.lock"]
+
+
+def test_processes_starting_at_once_prepare_the_model_once(tmp_path, monkeypatch):
+    """Two callers at once (xdist workers, two commands): one de-quantises, the other waits on the lock."""
+    import threading
+
+    monkeypatch.setenv(files.HOME_ENV, str(tmp_path))
+    calls, inside, most_inside = [], [0], [0]
+    second_waiting = threading.Event()
+
+    def fake_dequantise(out, gguf, status):
+        inside[0] += 1
+        most_inside[0] = max(most_inside[0], inside[0])
+        second_waiting.wait(10)  # the other caller has started and is blocked on the lock (or returns once done)
+        calls.append(out)
+        (out / loading.MANIFEST).write_text("{}")
+        inside[0] -= 1
+
+    monkeypatch.setattr(loading, "_dequantise_into", fake_dequantise)
+    first = threading.Thread(target=loading.prepare_default_model, kwargs={"progress": False})
+    first.start()
+    while not calls and inside[0] == 0:
+        threading.Event().wait(0.01)
+    second_waiting.set()
+    assert loading.prepare_default_model(progress=False) == loading.default_model_dir()
+    first.join(10)
+    assert len(calls) == 1 and most_inside[0] == 1
+    assert is_prepared(loading.default_model_dir())
 
 
 def test_default_model_prepares_and_loads(default_model_dir):
