@@ -3,6 +3,7 @@ rule-based fake LLM backend from `tests/fake_llm.py` (this directory is put on t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,39 @@ from personalign.data.dimensions import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "duration(seconds): a long test, started first (see pytest_collection_modifyitems)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long tests (a `duration` mark: seconds on the 2-core CI machine with two workers) start first, spread
+    over the workers. pytest-xdist's `worksteal` gives worker i the i-th contiguous slice of this order and
+    steals from the ends of queues, so each slice here begins with its share of the long tests (the longest
+    to the least loaded slice) and none of them is left to run alone at the end of the suite. Shuffled runs
+    (`-p random_order`) reorder afterwards."""
+    def seconds(item) -> float:
+        mark = item.get_closest_marker("duration")
+        return float(mark.args[0]) if mark else 0.0
+
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    sizes, left = [], len(items)
+    for i in range(workers):  # the slice sizes worksteal sends (`check_schedule`)
+        sizes.append(left // (workers - i))
+        left -= sizes[-1]
+    long = sorted((item for item in items if seconds(item) > 0), key=seconds, reverse=True)
+    short = [item for item in items if seconds(item) == 0]
+    lanes, load = [[] for _ in sizes], [0.0] * len(sizes)
+    for item in long:
+        lane = min((i for i in range(len(sizes)) if len(lanes[i]) < sizes[i]), key=lambda i: load[i])
+        lanes[lane].append(item)
+        load[lane] += seconds(item)
+    for lane, size in zip(lanes, sizes):
+        take = size - len(lane)
+        lane += short[:take]
+        del short[:take]
+    items[:] = [item for lane in lanes for item in lane]
 
 
 @pytest.fixture
@@ -46,7 +80,6 @@ def dimensions_path(shared_data: Path) -> Path:
 
 # Models: tiny random LMs for fast tests, and the embedded default prepared once into a
 # repository-local cache that later runs reuse. The hub is never contacted.
-import os  # noqa: E402
 
 os.environ.setdefault("PERSONALIGN_HOME", str(REPO / ".cache" / "personalign-test"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -19,6 +19,7 @@ def test_api_names_import_from_the_package():
         personalign.no_such_thing  # noqa: B018
 
 
+@pytest.mark.duration(14)
 def test_python_api_doc_runs(default_model_dir, one_torch_thread):
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) >= 3

@@ -49,6 +49,7 @@ def test_readme_starts_with_the_two_make_commands():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
+@pytest.mark.duration(100)
 def test_the_tour_runs_as_written(default_model_dir, shared_data, tmp_path, monkeypatch):
     checkout = tmp_path / "checkout"
     checkout.mkdir()

@@ -6,12 +6,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from procs import ADDRESS_IN_USE, free_port, run
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "serving.md").read_text()
 
 
+@pytest.mark.duration(28)
 def test_the_loop_walk_through_runs_as_written(default_model_dir, tmp_path):
     (block,) = re.findall(r"```bash\n(.*?)```", DOC, flags=re.S)
     assert "8765" not in block.replace("${PORT:-8765}", ""), "the walk-through takes its ports from PORT and PORT2"

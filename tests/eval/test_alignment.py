@@ -87,6 +87,7 @@ def _run(cmd: list[str] | Callable[[int], list[str]], cwd: Path, **env: str) -> 
     return proc.stdout
 
 
+@pytest.mark.duration(21)
 def test_two_processes_write_the_same_accuracy_file(pair_file, tiny_model_dir, second_model_dir, tmp_path):
     common = ["eval", "accuracy", "--data", str(pair_file), "--policy", str(second_model_dir),
               "--reference", str(tiny_model_dir), "cache=false"]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from procs import free_port, launched, retry_on_port_conflict, run, wait_for
 
 from personalign.data.io import write_jsonl
@@ -40,6 +42,7 @@ def asked(calls: Path) -> list[list[str]]:
             for p in (calls.with_name(calls.name + f".rank{r}") for r in (0, 1))]
 
 
+@pytest.mark.duration(15)
 def test_two_processes_answer_every_record_once(tmp_path):
     data = tmp_path / "data.jsonl"
     write_jsonl(records(9), data)
@@ -54,6 +57,7 @@ def test_two_processes_answer_every_record_once(tmp_path):
     assert len((tmp_path / "run" / CACHE_FILE).read_text().splitlines()) == 9
 
 
+@pytest.mark.duration(20)
 def test_a_killed_launch_resumes_without_repeats(tmp_path):
     data = tmp_path / "data.jsonl"
     write_jsonl(records(10), data)

@@ -91,6 +91,7 @@ def test_openai_backend_reads_top_logprobs_and_the_judge_cancels_the_bias(logpro
     assert rejected.accuracy.value == 0.0  # the server always prefers GOOD, the rejected persona's target is BAD
 
 
+@pytest.mark.duration(18)
 def test_local_choice_probs_match_a_plain_forward_with_the_embedded_model(default_model_dir):
     from personalign.llm.local import LocalBackend
     from personalign.models.loading import load_model

@@ -244,6 +244,7 @@ def _flex_and_plain(seed: int = 2):
     return flex, plain, tok
 
 
+@pytest.mark.duration(17)
 def test_flex_attention_block_mask_matches_separate_forwards():
     """The mask-free path: the model on flex_attention with the packed block mask scores like one
     plain forward per (prompt, response) under sdpa."""

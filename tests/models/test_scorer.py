@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from procs import launched, retry_on_port_conflict, run, wait_for
 
@@ -64,6 +65,7 @@ def test_a_killed_pass_resumes_with_only_what_was_missing(tmp_path, one_torch_th
     assert torch.equal(resumed.n_tokens, whole.n_tokens)
 
 
+@pytest.mark.duration(16)
 def test_two_processes_do_equal_work_and_return_the_one_process_table(tmp_path, one_torch_thread):
     proc = retry_on_port_conflict(lambda port: run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),

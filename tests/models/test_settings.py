@@ -117,6 +117,7 @@ def test_scoring_configs_refuse_a_kernel_the_packed_scorer_cannot_use(kernel):
     assert AccuracyConfig(data="d.jsonl", attn_implementation="flex_attention").attn_implementation == "flex_attention"
 
 
+@pytest.mark.duration(16)
 def test_flex_attention_generates_the_same_logits_as_sdpa(tiny_model_dir):
     flex, _ = load_model(tiny_model_dir, attn_implementation="flex_attention")
     sdpa, _ = load_model(tiny_model_dir)

@@ -29,6 +29,7 @@ def invoke(*args: str) -> str:
     return res.output
 
 
+@pytest.mark.duration(21)
 def test_generate_judge_report_on_psoups(psoups_path, default_model_dir, browser, skipped_step, tmp_path):
     runs = tmp_path / "runs"
     for view in ("none", "persona"):

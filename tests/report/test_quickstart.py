@@ -29,6 +29,7 @@ def _overall(md: str, run: str) -> str:
     raise AssertionError(f"no overall accuracy row for {run} in the report summary")
 
 
+@pytest.mark.duration(120)
 def test_quickstart_tiny(default_model_dir, browser, skipped_step, tmp_path):
     out = tmp_path / "quickstart"
     res = CliRunner().invoke(app, ["quickstart", "--size", "tiny", "--out", str(out)])

@@ -5,11 +5,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from procs import run
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.duration(23)
 def test_fifty_users_lose_nothing_acknowledged_and_never_see_each_other(tmp_path):
     out = tmp_path / "load.json"
     proc = run([sys.executable, str(REPO / "bench" / "serve_memory_load.py"), "--users", "50", "--ops", "4",

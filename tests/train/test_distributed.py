@@ -39,6 +39,7 @@ def records() -> list[dict]:
             for i in range(4)]
 
 
+@pytest.mark.duration(12)
 @pytest.mark.parametrize("loss", ["dpo", "rm"])
 def test_two_processes_match_one_process(loss, tiny_model_dir, tmp_path, one_torch_thread):
     # Separate copies of the data: each run scores its own reference log-probs (the 2-process run
@@ -85,6 +86,7 @@ def _launch(args: list[str]) -> subprocess.CompletedProcess:
     return retry_on_port_conflict(lambda port: run(_command(args, port), env=_ENV, timeout=300))
 
 
+@pytest.mark.duration(27)
 def test_two_processes_evaluate_and_resume_like_one(tiny_model_dir, tmp_path, one_torch_thread):
     """Under DDP a run stopped after step 1 and resumed from its checkpoint ends with the weights of an
     uninterrupted one-process run, and its evaluation (sharded over both processes) gives the same numbers."""

@@ -39,6 +39,7 @@ def single():
     return worker.single_process()
 
 
+@pytest.mark.duration(11)
 def test_fsdp_matches_one_process(sharded_run, single):
     tmp_path = sharded_run
     sharded = torch.load(tmp_path / "result.pt", weights_only=False)
@@ -120,6 +121,7 @@ def _train_launch(args: list[str], *, fsdp: bool):
          "-m", "personalign", "train", *args], env=env, timeout=300))
 
 
+@pytest.mark.duration(25)
 @pytest.mark.parametrize("fsdp", [True], ids=["fsdp"])  # DDP: tests/train/test_distributed.py
 def test_personalign_train_sharded_saves_resumes_and_exports_like_one_process(fsdp, tiny_model_dir, tmp_path):
     """The real command under a 2-process launch: stopped after step 1 (our checkpoint code: FSDP shards

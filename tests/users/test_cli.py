@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
@@ -15,6 +16,7 @@ def run(*args: str):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.duration(19)
 def test_a_learned_user_model_separates_unseen_users_and_bt_does_not(synth_users, tmp_path):
     for rep in ("mean-diff", "latent"):
         res = run("users", "eval", "--model", str(synth_users[rep]), "--data", str(synth_users["test"]),

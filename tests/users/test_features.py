@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from procs import retry_on_port_conflict, run
 
 from personalign.data.io import write_jsonl
@@ -32,6 +33,7 @@ def test_features_are_a_plain_encode_of_each_unique_text_and_cached(tmp_path, mo
     np.testing.assert_array_equal(np.asarray(again.features), np.asarray(pop.features))
 
 
+@pytest.mark.duration(15)
 def test_two_processes_share_the_texts_and_match_one(tmp_path):
     write_jsonl(synth_records(6, seed=3), tmp_path / "d.jsonl")
     one = np.asarray(load_population(tmp_path / "d.jsonl", FeatureSpec(batch_size=8), progress=False).features)
