@@ -23,7 +23,8 @@ def pytest_collection_modifyitems(config, items):
     """Long tests (a `duration` mark: seconds on the 2-core CI machine with two workers) start first, spread
     over the workers. pytest-xdist's `worksteal` gives worker i the i-th contiguous slice of this order and
     steals from the ends of queues, so each slice here begins with its share of the long tests (the longest
-    to the least loaded slice) and none of them is left to run alone at the end of the suite. Shuffled runs
+    to the least loaded slice) and none of them is left to run alone at the end of the suite; the slices after
+    the first begin with long tests that do not wait for the embedded model the first one prepares. Shuffled runs
     (`-p random_order`) reorder afterwards."""
     def seconds(item) -> float:
         mark = item.get_closest_marker("duration")
@@ -41,6 +42,8 @@ def pytest_collection_modifyitems(config, items):
         lane = min((i for i in range(len(sizes)) if len(lanes[i]) < sizes[i]), key=lambda i: load[i])
         lanes[lane].append(item)
         load[lane] += seconds(item)
+    for lane in lanes[1:]:  # the first slice's first test prepares the embedded model: the others start elsewhere
+        lane.sort(key=lambda item: "default_model_dir" in getattr(item, "fixturenames", ()))
     for lane, size in zip(lanes, sizes):
         take = size - len(lane)
         lane += short[:take]

@@ -19,13 +19,9 @@ from personalign.data.io import check_source
 from personalign.data.templates import TemplateName, ViewName
 from personalign.data.tokens import Convention
 from personalign.data.views import PersonaSourceName
-from personalign.eval.judge import JudgePreset
 from personalign.files import check_output_dir, check_output_file
+from personalign.eval.names import JudgePreset, Protocol, SuiteMethod
 from personalign.models.loading import check_model_dir, process_state
-from personalign.eval.alignment import (
-    ACCURACY_OUTPUTS, AccuracyConfig, Protocol, evaluate_accuracy, write_accuracy,
-)
-from personalign.eval.suite import SuiteMethod
 
 app = new_app()
 
@@ -67,6 +63,8 @@ def accuracy(
     Scales out with `accelerate launch --multi_gpu --num_processes N -m personalign eval accuracy ...`
     (on CPU add ACCELERATE_USE_CPU=true: accelerate's own `--cpu` flag runs multi-process only under MPI).
     """
+    from personalign.eval.alignment import ACCURACY_OUTPUTS, AccuracyConfig, evaluate_accuracy
+
     opts = {"data": data, "policy": policy, "reference": reference, "max_length": max_length, "limit": limit,
             "view.view": view, "view.template": template, "view.persona_source": persona_source,
             "protocol": protocol, **model_options(dtype, attn_implementation, trust_remote_code)}
@@ -84,7 +82,9 @@ def accuracy(
             _print_accuracy(cfg, result, out, state.num_processes)
 
 
-def _print_accuracy(cfg: AccuracyConfig, result, out: Path, n_processes: int) -> None:
+def _print_accuracy(cfg, result, out: Path, n_processes: int) -> None:
+    from personalign.eval.alignment import write_accuracy
+
     js, md, _ = write_accuracy(result, out)
     title = "alignment accuracy" if result.mode == "alignment" else "RAW log-prob accuracy (policy = reference)"
     if result.mode == "alignment":

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from accelerate import PartialState
 from rich.table import Table
 
 from personalign.cli._common import ConfigFile, Overrides, command_config, console
@@ -51,6 +50,8 @@ def train(
         _print_memory_plan(cfg, num_processes)
         return
     result = run(cfg)
+    from accelerate import PartialState
+
     if not PartialState().is_main_process:
         return
     table = Table(title=f"train · {result.output_dir}")

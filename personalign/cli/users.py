@@ -11,7 +11,7 @@ from personalign.cli._common import (
     ConfigFile, Limit, OnInvalidOpt, Overrides, Overwrite, command_config, console, main_process, new_app,
 )
 from personalign.data.io import check_source
-from personalign.users.representations import Representation
+from personalign.users.names import Representation
 
 app = new_app(help="User models learned from feedback: train, evaluate with k shots, preference directions.")
 directions_app = new_app(help="The preference-direction model: 90 AlignX dimensions from raw (chosen, rejected) feedback.")

@@ -16,6 +16,7 @@ from pydantic import Field, PositiveInt, model_validator
 from personalign.data.io import OnInvalid, write_jsonl
 from personalign.data.store import StoreSpec, TokenStore, load_store
 from personalign.data.views import ViewConfig
+from personalign.eval.names import Protocol
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
 from personalign.models.card import with_trained_view
@@ -29,8 +30,6 @@ ALIGNX_REFERENCE_VIEW = ViewConfig(view="ica", template="alignx-eval")
 ACCURACY_FILE = "accuracy.json"
 ACCURACY_OUTPUTS = (ACCURACY_FILE, "accuracy.md", "scores.jsonl")  # what `write_accuracy` writes
 
-
-Protocol = Literal["alignx"]  # AlignX's released evaluation protocol (see `AccuracyConfig.protocol`)
 ALIGNX_PROMPT_TOKENS = 8192 - 512 - 1  # eval/loss_*.py: max_length − max_new_tokens − 1, truncation_side left
 
 

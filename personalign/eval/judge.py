@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -25,6 +25,7 @@ from pydantic import Field, PositiveInt
 from personalign.config import StrictModel
 from personalign.data.io import write_jsonl
 from personalign.eval.generate import decoding_label, read_generations
+from personalign.eval.names import PRESETS, JudgePreset
 from personalign.files import write_json, write_text
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig, Message
 from personalign.llm.judging import JUDGE_GENERATION, SHOTS, agreement, run_judge
@@ -56,8 +57,6 @@ def _query(rubric: str, prompt: str, persona: str | None, first: str, second: st
             f"{RUBRICS[rubric]} Which response is better? Reply 1 or 2.")
 
 
-JudgePreset = Literal["default", "prometheus", "prometheus-mnemonic"]
-PRESETS: tuple[str, ...] = get_args(JudgePreset)
 JUDGE_SLOTS = frozenset({"prompt", "persona", "first", "second", "question"})
 # Prometheus-2 relative grading as the persona-tailoring seed ran it (`code/evaluate/llm_judge_all.py`,
 # prometheus-eval's `PrometheusEval.relative_grade`): prometheus-eval's system prompt and relative

@@ -15,11 +15,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, PositiveInt
 
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
+from personalign.eval.names import SuiteMethod
 from personalign.models.loading import process_state
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate
@@ -29,7 +29,6 @@ SUFFIXES = (".json", ".jsonl", ".parquet")
 SUITE_MD, SUITE_JSON = "suite.md", "suite.json"
 
 
-SuiteMethod = Literal["ica", "pba"]
 
 
 class SuiteConfig(ScoringModelSettings):

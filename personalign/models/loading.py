@@ -14,14 +14,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from rich.console import Console
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from personalign.errors import ModelError, UserError
 from personalign.files import personalign_home
 from personalign.files import read_json_object as _read_json
+
+if TYPE_CHECKING:  # torch and transformers are imported where a model is loaded: CLI help stays fast
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_ALIASES = frozenset({"default", "smollm2", DEFAULT_MODEL})
@@ -144,6 +147,9 @@ def prepare_default_model(force: bool = False, *, progress: bool = True) -> Path
 
 def _dequantise_into(out: Path, gguf: Path, status) -> None:
     """Write the GGUF's tokenizer and de-quantised fp32 weights (safetensors) and a manifest to `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     status.update("reading the GGUF tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     status.update("de-quantising the GGUF weights")
@@ -201,6 +207,8 @@ def load_tokenizer(
     does not depend on this setting. `pad=False` loads the tokenizer as it is (counting tokens and
     rendering chat templates need no pad token).
     """
+    from transformers import AutoTokenizer
+
     tokenizer = _from_pretrained(AutoTokenizer, resolve_model(name), trust_remote_code=trust_remote_code)
     if not pad:
         return tokenizer
@@ -214,11 +222,14 @@ def load_tokenizer(
 
 def quantization_config(device: str | torch.device, *, load_in_4bit: bool = False, load_in_8bit: bool = False,
                         bnb_4bit_quant_type: str = "nf4", use_bnb_nested_quant: bool = False,
-                        compute_dtype: torch.dtype = torch.bfloat16):
-    """transformers' `BitsAndBytesConfig` for 4- or 8-bit weights, None for neither. bitsandbytes
-    quantizes on CUDA only: elsewhere, or without the package, one clear `UserError` before any load."""
+                        compute_dtype: torch.dtype | None = None):
+    """transformers' `BitsAndBytesConfig` for 4- or 8-bit weights (compute dtype bf16 unless given), None for
+    neither. bitsandbytes quantizes on CUDA only: elsewhere, or without the package, one clear `UserError`
+    before any load."""
     if not (load_in_4bit or load_in_8bit):
         return None
+    import torch
+
     option = "load_in_4bit" if load_in_4bit else "load_in_8bit"
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
         raise UserError(f"{'4' if load_in_4bit else '8'}-bit weights load through bitsandbytes on a CUDA GPU only; "
@@ -232,7 +243,8 @@ def quantization_config(device: str | torch.device, *, load_in_4bit: bool = Fals
     if load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=bnb_4bit_quant_type,
-                              bnb_4bit_use_double_quant=use_bnb_nested_quant, bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_use_double_quant=use_bnb_nested_quant,
+                              bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16)
 
 
 def load_model(
@@ -249,6 +261,9 @@ def load_model(
     `name` as in `resolve_model`; `dtype` a torch dtype, its name, or "auto"; `quantization` the
     `quantization_config` keywords (load_in_4bit, load_in_8bit, ...).
     """
+    import torch
+    from transformers import AutoModelForCausalLM
+
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
     quantized = quantization_config(device, **quantization)
     path = resolve_model(name)
@@ -279,7 +294,9 @@ def model_fingerprint(model_or_path: PreTrainedModel | str | os.PathLike) -> str
     For a hub id: the id itself.
     """
     h = hashlib.sha256()
-    if isinstance(model_or_path, torch.nn.Module):
+    if hasattr(model_or_path, "named_parameters"):  # a torch module
+        import torch
+
         config = getattr(model_or_path, "config", None)
         if config is not None:
             h.update(config.to_json_string(use_diff=False).encode())

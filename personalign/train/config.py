@@ -14,7 +14,7 @@ from personalign.data.io import OnInvalid
 from personalign.data.views import ViewConfig
 from personalign.models.lora import LoraSettings
 from personalign.models.settings import ScoringModelSettings
-from personalign.train.losses import REFERENCE_FREE, DpoLossType, dpo_loss_check
+from personalign.train.loss_names import REFERENCE_FREE, DpoLossType, dpo_loss_check
 
 Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")

@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from personalign.config import StrictModel
+from personalign.users.names import REPRESENTATIONS
 
-Representation = Literal["bt", "mean-diff", "lowrank", "mixture", "embedding", "latent"]
-REPRESENTATIONS: tuple[str, ...] = ("bt", "mean-diff", "lowrank", "mixture", "embedding", "latent")
 
 
 TEXT_KINDS = ("comment", "demographic")  # a user's own texts besides pairs, by kind id

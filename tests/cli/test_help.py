@@ -104,6 +104,25 @@ def test_root_help_lists_every_command_without_importing_them():
         assert name in out
 
 
+def test_every_command_help_imports_no_engine():
+    """`personalign <command> [<sub>] --help` for every command and subcommand, in one fresh interpreter:
+    none of them imports torch, transformers, accelerate, datasets, pyarrow or peft (timed by bench/cli_help.py)."""
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from personalign.cli import COMMANDS, app, load_command\n"
+            "lines = []\n"
+            "for name in COMMANDS:\n"
+            "    lines.append([name])\n"
+            "    lines += [[name, sub] for sub in getattr(load_command(name), 'commands', {})]\n"
+            "codes = [CliRunner().invoke(app, [*argv, '--help']).exit_code for argv in lines]\n"
+            "heavy = [m for m in ('torch', 'transformers', 'accelerate', 'datasets', 'pyarrow', 'peft') if m in sys.modules]\n"
+            "print('HELPS', len(lines), 'CODES', sorted(set(codes)), 'HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"COLUMNS": "200",
+                         "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert "CODES [0] HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert int(out.stdout.split("HELPS ")[1].split()[0]) > len(COMMANDS)
+
+
 def test_options_with_fixed_values_list_them(monkeypatch):
     import typer.rich_utils
 

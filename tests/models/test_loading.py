@@ -133,12 +133,11 @@ def test_model_fingerprint_tracks_weights(tmp_path, tiny_model_dir):
 def test_interrupted_prepare_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(files.HOME_ENV, str(tmp_path))
 
-    class Interrupting:
-        @staticmethod
-        def from_pretrained(*args, **kwargs):
-            raise KeyboardInterrupt
+    def interrupted(out, gguf, status):  # half the files written, then Ctrl-C
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(loading, "AutoTokenizer", Interrupting)
+    monkeypatch.setattr(loading, "_dequantise_into", interrupted)
     with pytest.raises(KeyboardInterrupt, match=""):
         loading.prepare_default_model(progress=False)
     assert not is_prepared(loading.default_model_dir())

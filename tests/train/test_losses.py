@@ -22,8 +22,9 @@ from trl.experimental.orpo.orpo_trainer import ORPOTrainer
 from trl.trainer.kto_trainer import KTOTrainer
 from trl.trainer.reward_trainer import RewardTrainer
 
+from personalign.train.loss_names import DPO_LOSS_TYPES
 from personalign.train.losses import (
-    DPO_LOSS_TYPES, dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss,
+    dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss,
     simpo_loss,
 )
 
