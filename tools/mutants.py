@@ -193,9 +193,8 @@ MUTANTS = [
     # memory/store.py, serve/memory.py
     Mutant("memory:export-sees-its-own-label", "memory/store.py", "earlier = doc[\"history\"][:k]",
            "earlier = doc[\"history\"][:k + 1]", T_MEMORY),
-    Mutant("memory:retries-stored-twice", "memory/store.py",
-           "if request_id is not None and (found := _same_request(conn, user_id, request_id, values)) is not None:",
-           "if False:", T_MEMORY),
+    Mutant("memory:retry-not-recognised", "memory/store.py", "    if row is None:\n        return None\n    if any(",
+           "    if True:\n        return None\n    if any(", T_MEMORY),
     Mutant("memory:request-id-conflict-ignored", "memory/store.py",
            "if any(getattr(row, k) != values.get(k) for k in _SAME):", "if False:", T_MEMORY),
     Mutant("memory:delete-keeps-history", "memory/store.py", "n = conn.execute(items.delete().where(items.c.user_id == user_id)).rowcount",

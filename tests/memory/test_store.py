@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from personalign.cli import app
 from personalign.data.io import read_examples
-from personalign.memory.store import SCHEMA_VERSION, MemoryRequestError, MemoryStore
+from personalign.memory.store import SCHEMA_VERSION, MemoryRequestError, MemoryStore, RequestIdConflict
 from memdb import execute, tables
 
 EVIL = ["x'); DROP TABLE items; --", "1 OR 1=1", "u\" ; DELETE FROM users; --", "../../etc/passwd", "ü 🙂 \n\t"]
@@ -34,6 +34,15 @@ def test_history_keeps_arrival_order_and_a_retried_request_is_stored_once(store)
     user = store.user_context("ann")
     assert [p.prompt for p in user.pairs] == ["Dinner idea?", "Book?"] and user.ugc[0].comment == "Lisbon was lovely."
     assert user.persona("chosen") == "Likes brevity." and store.history("bob") is None
+
+
+def test_a_request_id_reused_for_other_content_is_a_conflict_and_stores_nothing(store):
+    store.add_pair("ann", "Dinner idea?", "Pasta.", "Nothing.", request_id="r1")
+    with pytest.raises(RequestIdConflict, match="request_id 'r1' was already used for a different pair"):
+        store.add_comment("ann", "Dinner idea?", "Something else.", request_id="r1")
+    with pytest.raises(RequestIdConflict):
+        store.add_pair("ann", "Dinner idea?", "Pizza.", "Nothing.", request_id="r1")
+    assert [i["kind"] for i in store.history("ann")["history"]] == ["pair"]
 
 
 def test_deleting_a_user_leaves_nothing_of_them_in_any_table(store, tmp_path):
