@@ -81,7 +81,7 @@ def dpo_loss(
 ) -> LossOutput:
     """DPO-family loss over a batch of pairs; log-prob inputs are ``[B]`` sums over response tokens.
 
-    Every ``loss_type`` of TRL 1.16's ``DPOTrainer`` (``DPO_LOSS_TYPES``), with TRL's formulas; a list
+    Every ``loss_type`` of TRL 1.16's ``DPOTrainer`` (``loss_names.DPO_LOSS_TYPES``), with TRL's formulas; a list
     of loss types is their sum weighted by ``loss_weights`` (TRL's MPO-style combination). With
     Δ = logp_π − logp_ref and z = β(Δ_w − Δ_l), e.g. ``sigmoid``: −(1−ε)·log σ(z) − ε·log σ(−z)
     (conservative DPO with ε = ``label_smoothing``; TRL 1.16's sigmoid is the ε = 0 case), ``hinge``:

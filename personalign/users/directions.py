@@ -93,7 +93,9 @@ def train_directions(cfg: DirectionsConfig) -> TrainedDirections:
     test, train = order[:n_test], order[n_test:]
     c, r = torch.from_numpy(c), torch.from_numpy(r)
     labels = torch.from_numpy(np.rint(y * 2)).long()  # 0, 0.5, 1 -> class 0, 1, 2
-    head = DirectionHead(c.shape[1])
+    with torch.random.fork_rng(devices=[]):  # the head's initial weights depend on cfg.seed alone
+        torch.manual_seed(cfg.seed)
+        head = DirectionHead(c.shape[1])
     opt = torch.optim.Adam(head.parameters(), lr=cfg.learning_rate)
     for _ in range(cfg.max_steps):
         opt.zero_grad()

@@ -192,7 +192,8 @@ class _PerUserFit(UserModel):
     def fit(self, chosen, rejected, mask, settings, texts=None):
         steps, lr = self._steps_lr(settings)
         self.adapt_steps, self.adapt_lr = settings.adapt_steps, settings.adapt_learning_rate
-        states = nn.Parameter(self.init_state(chosen.shape[0]).normal_(0.0, 0.01))
+        g = torch.Generator().manual_seed(settings.seed)  # a fit depends on its seed alone, not on the global RNG
+        states = nn.Parameter(self.init_state(chosen.shape[0]).normal_(0.0, 0.01, generator=g))
         params = [*self.parameters(), states]
         loss = lambda: (bt_loss(self.margin(states, chosen, rejected), mask) + self.state_penalty(states)
                         + self.shared_penalty(settings))

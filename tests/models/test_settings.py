@@ -91,7 +91,7 @@ def test_the_commands_pass_their_model_flags_into_the_config(monkeypatch, tmp_pa
     from typer.testing import CliRunner
 
     from personalign.cli import app
-    from personalign.cli import eval as eval_cli
+    from personalign.eval import alignment
 
     seen = {}
 
@@ -99,7 +99,7 @@ def test_the_commands_pass_their_model_flags_into_the_config(monkeypatch, tmp_pa
         seen["cfg"] = cfg
         raise SystemExit(0)
 
-    monkeypatch.setattr(eval_cli, "evaluate_accuracy", stop)
+    monkeypatch.setattr(alignment, "evaluate_accuracy", stop)  # the command imports it when it runs
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
     CliRunner().invoke(app, ["eval", "accuracy", "--data", str(data), "--dtype", "float16", "--attn-implementation",
