@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,6 +20,7 @@ from personalign.errors import EmptyError
 from personalign.files import check_output_file
 from personalign.llm import make_backend
 from personalign.persona.judge import PersonaField, PersonaJudgeConfig
+from personalign.persona.saliency import Lemmatizer, SaliencyMethod
 
 app = new_app()
 
@@ -226,11 +227,11 @@ def saliency(
     data: RequiredData,
     cutoff: Annotated[Optional[int], typer.Option(
         "--cutoff", min=1, help="Minimum count of a word over all personas (default: 3 for seed, 10 for ours).")] = None,
-    method: Annotated[Literal["seed", "ours"], typer.Option(
+    method: Annotated[SaliencyMethod, typer.Option(
         "--method",
         help="seed: persona-anon's word_saliency.py (substring split, lemmas, no stop words); "
              "ours: whole-word split, stop words, no lemmas.")] = "seed",
-    lemmatizer: Annotated[Literal["simplemma", "wordnet"], typer.Option(
+    lemmatizer: Annotated[Lemmatizer, typer.Option(
         "--lemmatizer",
         help="Lemmas for --method seed: simplemma (shipped) or nltk WordNet (the seed's; needs its data).")] = "simplemma",
     top: Annotated[int, typer.Option("--top", min=1, help="Words shown per label.")] = 20,

@@ -26,7 +26,9 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 from personalign.errors import UserError
 from personalign.files import write_json
@@ -38,8 +40,10 @@ STOPWORDS = frozenset(
 )
 
 SEED_SPLITS = ("rather than", "over", "versus", "compared to", "instead of")
+SaliencyMethod = Literal["seed", "ours"]
+Lemmatizer = Literal["simplemma", "wordnet"]
 METHOD_CUTOFF = {"seed": 3, "ours": 10}
-LEMMATIZERS = ("simplemma", "wordnet")
+LEMMATIZERS: tuple[str, ...] = get_args(Lemmatizer)
 
 _FIRST_SENTENCE = re.compile(r"[.!?](?:\s|$)")
 _CONTRAST = re.compile(r"\b(?:rather than|over|versus|compared to|instead of)\b")
@@ -78,19 +82,26 @@ def lemmatizer(name: str = "simplemma"):
     raise UserError(f"unknown lemmatizer {name!r}: choose one of {', '.join(LEMMATIZERS)}")
 
 
-def seed_persona_words(persona: str, lemma=None) -> list[str]:
-    """The words the seed's script counts for one persona (see the module docstring)."""
+@lru_cache(maxsize=1)
+def _nltk_tokenizers():
+    """(sentence splitter, word tokenizer): nltk's Punkt (untrained: no download) and Treebank tokenizers."""
     from nltk.tokenize import NLTKWordTokenizer
     from nltk.tokenize.punkt import PunktSentenceTokenizer
 
+    return PunktSentenceTokenizer(), NLTKWordTokenizer()
+
+
+def seed_persona_words(persona: str, lemma=None) -> list[str]:
+    """The words the seed's script counts for one persona (see the module docstring)."""
+    sentences_of, words_of = _nltk_tokenizers()
     lemma = lemma or lemmatizer()
-    sentences = PunktSentenceTokenizer().tokenize(persona.lower())
+    sentences = sentences_of.tokenize(persona.lower())
     text = sentences[0] if sentences else ""
     for marker in SEED_SPLITS:
         text = text.split(marker)[0]
     words = []
-    for sentence in PunktSentenceTokenizer().tokenize(text):
-        for token in NLTKWordTokenizer().tokenize(sentence):
+    for sentence in sentences_of.tokenize(text):
+        for token in words_of.tokenize(sentence):
             word = token.lower().replace(",", "").replace(".", "").replace("'", "")
             if any(c.isalnum() for c in word):
                 words.append(lemma(word))
@@ -116,8 +127,8 @@ def word_saliency(
     cutoff: int | None = None,
     stopwords: Iterable[str] = STOPWORDS,
     *,
-    method: str = "seed",
-    lemmatizer_name: str = "simplemma",
+    method: SaliencyMethod = "seed",
+    lemmatizer_name: Lemmatizer = "simplemma",
 ) -> dict[str, list[tuple[str, float, int]]]:
     """Per label, (word, saliency, count(w)) for every word with count(w) >= cutoff (default 3 for
     `seed`, 10 for `ours`), by `method` (module docstring). `stopwords` apply to `ours` only."""
