@@ -5,7 +5,7 @@ times in all labels together. Two ways to find a persona's words:
 
 * `seed` (default), as persona-anon's `persona_inference/evaluation/word_saliency.py` does: the
   persona is lower-cased, cut to its first sentence (nltk Punkt), split at each of "rather than",
-  "over", "versus", "compared to", "instead of" *as substrings* in that order (so "however" is cut
+  "over", "versus", "compared to", "instead of" *as substrings* in that order (so "moreover" is cut
   too), word-tokenized with nltk's Treebank tokenizer, stripped of `,` `.` `'` and lemmatized;
   no stop words, cutoff 3, ranked by saliency alone (ties in first-seen order), every word over
   the cutoff listed under both labels (0 where absent).
