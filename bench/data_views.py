@@ -41,9 +41,9 @@ def peak_rss_mb() -> float:
 
 
 def run_ours(path: str) -> tuple[int, int, tuple[float, float]]:
-    from personalign.data.dimensions import load_dimensions
-    from personalign.data.io import read_examples
-    from personalign.data.views import ViewConfig, build_view
+    from personalign.records.dimensions import load_dimensions
+    from personalign.records.io import read_examples
+    from personalign.views.build import ViewConfig, build_view
 
     ica = ViewConfig(view="ica", template="alignx", sample_history=True, seed=0)
     pba = ViewConfig(view="pba", template="alignx", sample_history=True, seed=0)
@@ -57,7 +57,7 @@ def run_ours(path: str) -> tuple[int, int, tuple[float, float]]:
 
 
 def run_naive(path: str, torch_profile: bool = False) -> tuple[int, int, tuple[float, float]]:
-    from personalign.data.dimensions import load_dimensions
+    from personalign.records.dimensions import load_dimensions
 
     if torch_profile:
         import torch
@@ -166,8 +166,8 @@ def measure(which: str, path: Path, repeat: int) -> dict:
 
 
 def make_data(folder: Path, sizes: list[int]) -> dict[int, Path]:
-    from personalign.data.io import write_jsonl
-    from personalign.data.synth import synth_records
+    from personalign.records.io import write_jsonl
+    from personalign.curate.synth import synth_records
 
     largest = folder / f"synth_{max(sizes)}.jsonl"
     if not largest.exists():

@@ -39,8 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personalign.data.diversity import Bigrams, diversity, random_diversity, select_diverse, tokenize  # noqa: E402
-from personalign.data.synth import synth_ranking  # noqa: E402
+from personalign.curate.diversity import Bigrams, diversity, random_diversity, select_diverse, tokenize  # noqa: E402
+from personalign.curate.synth import synth_ranking  # noqa: E402
 
 CONSTRAINTS = ("Please answer in under {n} words.", "I have about {n} minutes for this.",
                "Explain it as if I were {n} years old.", "Give me {n} options if you can.")

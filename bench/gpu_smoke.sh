@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
-from personalign.data.io import write_jsonl
-from personalign.data.synth import synth_records
+from personalign.records.io import write_jsonl
+from personalign.curate.synth import synth_records
 from personalign.models.loading import load_tokenizer, resolve_model
 out = Path(sys.argv[1])
 tok = load_tokenizer(resolve_model(None))

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personalign.data.tokens import Tokenized, tokenize_pair  # noqa: E402
+from personalign.records.tokens import Tokenized, tokenize_pair  # noqa: E402
 from personalign.models.logprobs import length_batches, pack_batch  # noqa: E402
 from personalign.models.scorer import score_responses  # noqa: E402
 
@@ -87,9 +87,9 @@ class Stopwatch:
 
 def build_items(tokenizer, n: int, seed: int, ugc: int, pairs: int, max_length: int) -> tuple[list[Item], int]:
     """Rendered (ICA prompt, [chosen, rejected]) items and the history items dropped to fit."""
-    from personalign.data.synth import synth_records
-    from personalign.data.validate import to_example
-    from personalign.data.views import ViewConfig, render_views
+    from personalign.curate.synth import synth_records
+    from personalign.records.validate import to_example
+    from personalign.views.build import ViewConfig, render_views
 
     records = synth_records(n, seed=seed, ugc_per_user=ugc, pairs_per_user=pairs)
     examples = [to_example(r, file="synth", line=i + 1) for i, r in enumerate(records)]

@@ -51,9 +51,9 @@ def main() -> None:
         rewrite(args.rewrite)
         return
 
-    from personalign.data.io import write_jsonl
-    from personalign.data.synth import synth_records
-    from personalign.data.views import ViewConfig
+    from personalign.records.io import write_jsonl
+    from personalign.curate.synth import synth_records
+    from personalign.views.build import ViewConfig
     from personalign.eval.alignment import AccuracyConfig, correct_pairs, evaluate_accuracy, raw_view_of, write_accuracy
     from personalign.metrics import paired_difference
     from personalign.models.loading import resolve_model

@@ -34,9 +34,9 @@ def main() -> None:
 
     import numpy as np
 
-    from personalign.data.io import write_jsonl
-    from personalign.data.synth import synth_records
-    from personalign.data.views import ViewConfig
+    from personalign.records.io import write_jsonl
+    from personalign.curate.synth import synth_records
+    from personalign.views.build import ViewConfig
     from personalign.eval.rm import RmConfig, evaluate_rm, write_rm
     from personalign.metrics import paired_difference
     from personalign.models.lora import LoraSettings

@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--size", choices=SIZES, default="full")
     parser.add_argument("--no-rm", action="store_true", help="skip the prompt-conditioned reward models")
     args = parser.parse_args()
-    from personalign.data.io import write_jsonl
-    from personalign.data.synth import synth_records
+    from personalign.records.io import write_jsonl
+    from personalign.curate.synth import synth_records
     from personalign.metrics import paired_difference
     from personalign.users.evaluate import UsersEvalConfig, evaluate_user_model, write_users_accuracy
     from personalign.users.train import UsersTrainConfig, train_user_model
@@ -107,7 +107,7 @@ def main() -> None:
 
 def reward_model(out: Path, train_file: Path, heldout_file: Path, view: str, size: dict):
     """`loss: rm` on `view` (LoRA, SmolLM2-135M), scored by `eval rm` on the held-out users' target pairs."""
-    from personalign.data.views import ViewConfig
+    from personalign.views.build import ViewConfig
     from personalign.eval.rm import RmConfig, evaluate_rm, write_rm
     from personalign.models.lora import LoraSettings
     from personalign.train.config import TrainConfig
@@ -132,8 +132,8 @@ def reward_model(out: Path, train_file: Path, heldout_file: Path, view: str, siz
 
 def p_soups(out: Path, size: dict, run) -> dict:
     """Each representation learned on the first records of both halves, scored on each half's last ones."""
-    from personalign.data.dimensions import shared_data_dir
-    from personalign.data.io import write_jsonl
+    from personalign.records.dimensions import shared_data_dir
+    from personalign.records.io import write_jsonl
 
     shared = shared_data_dir()
     if shared is None:

@@ -2,7 +2,7 @@
 
 Synthetic AlignX records (`data synth`, seeded) under the ICA view, embedded tokenizer:
 
-* ours: `personalign.data.store.build_token_store` from the raw AlignX JSONL: reads and validates
+* ours: `personalign.tokenstore.store.build_token_store` from the raw AlignX JSONL: reads and validates
   each record, renders the ICA prompt (dropping old history to fit `--max-length`, which counts
   tokens), tokenizes prompt and responses and streams the rows into the memory-mapped Arrow store,
   `--num-proc` worker processes.
@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def child_ours(spec: dict) -> dict:
-    from personalign.data.store import StoreSpec, build_token_store
-    from personalign.data.views import ViewConfig
+    from personalign.tokenstore.store import StoreSpec, build_token_store
+    from personalign.views.build import ViewConfig
     from personalign.models.loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(None))
@@ -82,9 +82,9 @@ def run_child(which: str, spec: dict) -> dict:
 
 def prepare(folder: Path, n: int, max_length: int) -> tuple[Path, Path]:
     """Synthetic AlignX records, and the same records rendered under ICA as TRL's prompt/chosen/rejected."""
-    from personalign.data.io import read_examples, write_jsonl
-    from personalign.data.synth import synth_records
-    from personalign.data.views import ViewConfig, render_views
+    from personalign.records.io import read_examples, write_jsonl
+    from personalign.curate.synth import synth_records
+    from personalign.views.build import ViewConfig, render_views
     from personalign.models.loading import load_tokenizer, resolve_model
 
     data = folder / f"alignx-{n}.jsonl"

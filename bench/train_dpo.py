@@ -83,7 +83,7 @@ def peak_rss_mb() -> float:
 
 
 def view_config(seed: int):
-    from personalign.data.views import ViewConfig
+    from personalign.views.build import ViewConfig
 
     return ViewConfig(view="ica", template="chat", sample_history=True, seed=seed)
 
@@ -170,7 +170,7 @@ def our_config(spec: dict):
 def build_store(spec: dict):
     """The training store `train` will read for `spec` (untimed, for ours-store and the bound)."""
     from personalign.models.loading import load_tokenizer
-    from personalign.data.store import load_store
+    from personalign.tokenstore.store import load_store
     from personalign.train.collate import run_specs
 
     return load_store(*run_specs(our_config(spec))[0], load_tokenizer(spec["model"]), progress=False)[0]
@@ -298,9 +298,9 @@ def child(which: str, spec_path: str, profile: bool) -> None:
 
 def prepare_data(folder: Path, n: int, max_length: int, seed: int, model_dir: str) -> tuple[Path, Path, dict]:
     """Synthetic AlignX JSONL for ours; the SAME views rendered once, as prompt/chosen/rejected, for TRL."""
-    from personalign.data.io import read_examples, write_jsonl
-    from personalign.data.synth import synth_records
-    from personalign.data.views import render_views
+    from personalign.records.io import read_examples, write_jsonl
+    from personalign.curate.synth import synth_records
+    from personalign.views.build import render_views
     from personalign.models.loading import load_tokenizer
 
     data = folder / "alignx.jsonl"
@@ -320,7 +320,7 @@ def prepare_data(folder: Path, n: int, max_length: int, seed: int, model_dir: st
 def check_tokens(data: Path, tokens_file: Path, max_length: int, seed: int, model_dir: str) -> dict:
     """Our tokenization (the token store) against the token ids TRL trained on, pair by pair."""
     from personalign.models.loading import load_tokenizer
-    from personalign.data.store import load_store
+    from personalign.tokenstore.store import load_store
     from personalign.train.collate import store_spec
 
     tokenizer = load_tokenizer(model_dir)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.synth import synth_records
+from personalign.records.io import read_examples, write_jsonl
+from personalign.curate.synth import synth_records
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features
 from personalign.users.population import group_users
 

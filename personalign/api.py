@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from personalign.data.io import is_path_source, read_examples, records_file
+from personalign.records.io import is_path_source, read_examples, records_file
 from personalign.eval.alignment import AccuracyConfig, AccuracyResult
 from personalign.eval.alignment import evaluate_accuracy as _evaluate_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses

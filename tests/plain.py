@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from personalign.data.io import read_examples
-from personalign.data.views import ViewConfig, build_view
+from personalign.records.io import read_examples
+from personalign.views.build import ViewConfig, build_view
 
 
 def plain_logp(model, tok, prompt: str, response: str) -> tuple[float, int]:

@@ -44,14 +44,14 @@ class Mutant:
 T_LOSSES = ("tests/train/test_losses.py",)
 T_OBJECTIVE = ("tests/train/test_objective.py",)
 T_LOOP = ("tests/train/test_objective.py", "tests/train/test_checkpoints.py", "tests/train/test_loop.py")
-T_LOGPROBS = ("tests/models/test_logprobs.py", "tests/data/test_tokens.py")
+T_LOGPROBS = ("tests/models/test_logprobs.py", "tests/records/test_tokens.py")
 T_SCORER = ("tests/models/test_scorer.py",)
-T_STORE = ("tests/data/test_store.py", "tests/train/test_collate.py")
+T_STORE = ("tests/tokenstore/test_store.py", "tests/train/test_collate.py")
 T_REFCACHE = ("tests/train/test_objective.py", "tests/eval/test_alignment.py")
 T_METRICS = ("tests/test_metrics.py", "tests/eval/test_alignment.py")
 T_ALIGNMENT = ("tests/eval/test_alignment.py", "tests/eval/test_suite.py")
-T_PROFILE = ("tests/data/test_profile.py", "tests/data/test_views.py")
-T_VIEWS = ("tests/data/test_views.py", "tests/data/test_tokens.py")
+T_PROFILE = ("tests/views/test_profile.py", "tests/views/test_build.py")
+T_VIEWS = ("tests/views/test_build.py", "tests/records/test_tokens.py")
 T_VERDICT = ("tests/llm/test_verdict.py", "tests/llm/test_logprob_verdict.py")
 T_CHECKPOINTS = ("tests/train/test_checkpoints.py",)
 T_MEMORY = ("tests/memory/test_store.py", "tests/serve/test_memory.py")
@@ -114,7 +114,7 @@ MUTANTS = [
     Mutant("checkpoints:prune-the-last", "train/checkpoints.py", "keep = {found[-1], best_checkpoint(output_dir)}",
            "keep = {best_checkpoint(output_dir)}", T_CHECKPOINTS),
     # models/logprobs.py
-    Mutant("logprobs:no-eos", "data/tokens.py", "end = [eos_id] if eos else []", "end = []", T_LOGPROBS),
+    Mutant("logprobs:no-eos", "records/tokens.py", "end = [eos_id] if eos else []", "end = []", T_LOGPROBS),
     Mutant("logprobs:positions-continue", "models/logprobs.py", "position_ids[b, start : start + n] = torch.arange(p, p + n)",
            "position_ids[b, start : start + n] = torch.arange(start, start + n)", T_LOGPROBS),
     Mutant("logprobs:siblings-visible", "models/logprobs.py",
@@ -122,19 +122,19 @@ MUTANTS = [
            "allowed = causal & (k != PAD_SEGMENT) & (q != PAD_SEGMENT)", T_LOGPROBS),
     Mutant("logprobs:prediction-offset", "models/logprobs.py", "pred_cols += [p - 1, *range(start, start + n - 1)]",
            "pred_cols += [p, *range(start + 1, start + n)]", T_LOGPROBS),
-    Mutant("logprobs:prompt-cut-side", "data/tokens.py", "head = head[prompt_cut:]",
+    Mutant("logprobs:prompt-cut-side", "records/tokens.py", "head = head[prompt_cut:]",
            "head = head[: len(head) - prompt_cut]", T_LOGPROBS),
-    # models/scorer.py, data/store.py
+    # models/scorer.py, tokenstore/store.py
     Mutant("scorer:journal-ignored", "models/scorer.py", "if i not in done], dtype=np.int64)",
            "if True], dtype=np.int64)", T_SCORER),
     Mutant("scorer:ranks-out-of-step", "models/scorer.py", "rounds = math.ceil(len(batches) / world)",
            "rounds = len(mine)", T_SCORER),
-    Mutant("store:view-blind-key", "data/store.py", '"view": self.view.model_dump(mode="json"), ',
+    Mutant("store:view-blind-key", "tokenstore/store.py", '"view": self.view.model_dump(mode="json"), ',
            "", T_STORE),
-    Mutant("store:skip-ignores-objective", "data/store.py", "                if not ok(n):\n",
+    Mutant("store:skip-ignores-objective", "tokenstore/store.py", "                if not ok(n):\n",
            "                if False:\n", T_STORE),
     # models/refcache.py
-    Mutant("refcache:data-blind-key", "data/store.py", "key = cache_key(data=data_digest(source), tokenizer=",
+    Mutant("refcache:data-blind-key", "tokenstore/store.py", "key = cache_key(data=data_digest(source), tokenizer=",
            "key = cache_key(tokenizer=", T_REFCACHE),
     Mutant("refcache:model-blind-key", "models/refcache.py", 'getattr(store, "suffix", ""), model=model_fingerprint(model),',
            'getattr(store, "suffix", ""),', T_REFCACHE),
@@ -162,24 +162,24 @@ MUTANTS = [
     Mutant("alignment:protocol-template", "eval/alignment.py",
            'view = view.model_copy(update={"template": "alignx-eval", "sample_history": False, "max_length": None})',
            'view = view.model_copy(update={"sample_history": False, "max_length": None})', T_ALIGNMENT),
-    # data/profile.py
-    Mutant("profile:upper-threshold", "data/profile.py", "1.0 if 5 * h >= 6 * n", "1.0 if 5 * h > 6 * n", T_PROFILE),
-    Mutant("profile:lower-threshold", "data/profile.py", "0.0 if 5 * h <= 4 * n", "0.0 if 5 * h < 4 * n", T_PROFILE),
-    Mutant("profile:fallback-side", "data/profile.py", "if n - top < low:", "if n - top <= low:", T_PROFILE),
-    Mutant("profile:label-leak", "data/profile.py",
+    # views/profile.py
+    Mutant("profile:upper-threshold", "views/profile.py", "1.0 if 5 * h >= 6 * n", "1.0 if 5 * h > 6 * n", T_PROFILE),
+    Mutant("profile:lower-threshold", "views/profile.py", "0.0 if 5 * h <= 4 * n", "0.0 if 5 * h < 4 * n", T_PROFILE),
+    Mutant("profile:fallback-side", "views/profile.py", "if n - top < low:", "if n - top <= low:", T_PROFILE),
+    Mutant("profile:label-leak", "views/profile.py",
            "vectors = [it.direction for it in items_used if it.direction is not None]",
            "vectors = [it.direction for it in items_used if it.direction is not None] or "
            "([user.direction] if user.direction else [])", T_PROFILE),
-    Mutant("profile:phrase-sides", "data/profile.py", "phrases = [d.positive if v == 1 else d.negative",
+    Mutant("profile:phrase-sides", "views/profile.py", "phrases = [d.positive if v == 1 else d.negative",
            "phrases = [d.negative if v == 1 else d.positive", T_PROFILE),
-    # data/views.py
-    Mutant("views:rejected-persona-not-swapped", "data/views.py", "    if persona_source not in REJECTED_SIDE:\n",
+    # views/build.py
+    Mutant("views:rejected-persona-not-swapped", "views/build.py", "    if persona_source not in REJECTED_SIDE:\n",
            "    if True:\n", T_VIEWS),
-    Mutant("views:sampling-cap", "data/views.py", "draws = MAX_SAMPLED + 1", "draws = MAX_SAMPLED", T_VIEWS),
-    Mutant("views:history-order", "data/views.py", "items = [*ugc, *pairs]", "items = [*pairs, *ugc]", T_VIEWS),
-    Mutant("views:budget-without-eos", "data/views.py", "budget = cfg.max_length - 1 - max(",
+    Mutant("views:sampling-cap", "views/build.py", "draws = MAX_SAMPLED + 1", "draws = MAX_SAMPLED", T_VIEWS),
+    Mutant("views:history-order", "views/build.py", "items = [*ugc, *pairs]", "items = [*pairs, *ugc]", T_VIEWS),
+    Mutant("views:budget-without-eos", "views/build.py", "budget = cfg.max_length - 1 - max(",
            "budget = cfg.max_length - max(", T_VIEWS),
-    Mutant("views:keep-oldest", "data/views.py", "candidate = render(_history(items[len(items) - k :]))",
+    Mutant("views:keep-oldest", "views/build.py", "candidate = render(_history(items[len(items) - k :]))",
            "candidate = render(_history(items[:k]))", T_VIEWS),
     # llm/verdict.py
     Mutant("verdict:first-statement-wins", "llm/verdict.py", "if best is None or m.end() >= best[0]:",

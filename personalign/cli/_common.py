@@ -29,7 +29,7 @@ from typer import _click as click  # typer vendors click; its exceptions are the
 from typer.core import TyperGroup
 
 from personalign.config import load_config
-from personalign.data.io import OnInvalid
+from personalign.records.io import OnInvalid
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, BackendKind
 from personalign.llm.verdict import VerdictMode

@@ -9,11 +9,11 @@ from typing import Literal
 import typer
 
 from personalign.cli._common import ConfigFile, Overrides, command_config, console, err_console, new_app
-from personalign.data.errors import RecordError
-from personalign.data.io import OnInvalid
-from personalign.data.templates import TemplateName, ViewName
-from personalign.data.tokens import Convention
-from personalign.data.views import PersonaSourceName, ViewConfig
+from personalign.records.errors import RecordError
+from personalign.records.io import OnInvalid
+from personalign.views.templates import TemplateName, ViewName
+from personalign.records.tokens import Convention
+from personalign.views.build import PersonaSourceName, ViewConfig
 from personalign.errors import EmptyError
 from personalign.files import check_output_dir, check_output_file, write_json
 
@@ -69,8 +69,8 @@ def build_views(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from personalign.data.io import ReadCounts, read_examples, write_jsonl
-    from personalign.data.views import ViewCounts, render_views
+    from personalign.records.io import ReadCounts, read_examples, write_jsonl
+    from personalign.views.build import ViewCounts, render_views
 
     if max_length is not None and tokenizer is None:
         raise typer.BadParameter("--max-length needs --tokenizer to count tokens", param_hint="--max-length")
@@ -121,8 +121,8 @@ def synth(
     """Write synthetic records whose preferred reply depends on the user's history."""
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from personalign.data.io import record_writer
-    from personalign.data.synth import synth_ranking, synth_records
+    from personalign.records.io import record_writer
+    from personalign.curate.synth import synth_ranking, synth_records
 
     check_output_file(out)
     writer = record_writer(out, option="--out")
@@ -155,7 +155,7 @@ def export_memory(
     from personalign.errors import require_extra
 
     require_extra("memory", "personalign data export-memory")
-    from personalign.data.io import record_writer
+    from personalign.records.io import record_writer
     from personalign.memory.store import MemoryStore
 
     check_output_file(out)
@@ -182,8 +182,8 @@ def stats(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from personalign.data.io import ReadCounts, read_examples
-    from personalign.data.stats import compute_stats
+    from personalign.records.io import ReadCounts, read_examples
+    from personalign.curate.stats import compute_stats
 
     if json_out is not None:
         check_output_file(json_out, inputs=[file], option="--json")
@@ -254,9 +254,9 @@ def tokenize(
 ) -> None:
     """Build the token stores a `train` config reads (its data and eval data), e.g. on a CPU node ahead
     of a GPU job; `train` with the same config then finds them. Takes the train config's keys."""
-    from personalign.data.io import check_source
+    from personalign.records.io import check_source
     from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
-    from personalign.data.store import load_store
+    from personalign.tokenstore.store import load_store
     from personalign.train.collate import run_specs
     from personalign.train.config import TrainConfig
 
@@ -288,7 +288,7 @@ def validate(
     from rich.table import Table
     from rich.text import Text
 
-    from personalign.data.io import default_rejects_path, validate_file
+    from personalign.records.io import default_rejects_path, validate_file
 
     rejects_path = (rejects or default_rejects_path(file)) if on_invalid == "skip" else None
     if rejects_path is not None:
@@ -328,7 +328,7 @@ def _usage_errors(param_hint: str | None = None) -> Iterator[None]:
 
 def _prompts_and_tokenizer(files: list[str], tokenizer: str | None) -> tuple[dict[str, list[str]], object]:
     """The prompts of each file, and the tokenizer (default: the embedded model's)."""
-    from personalign.data.io import read_examples
+    from personalign.records.io import read_examples
     from personalign.models.loading import load_tokenizer
 
     prompts = {f: [ex.prompt for ex in read_examples(f)] for f in files}
@@ -345,8 +345,8 @@ def rank_split(
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
 ) -> None:
     """Ranking-n -> ranking-k files: k responses per prompt picked at random (seeded per record), best-first."""
-    from personalign.data.ranking import RANK_SPLIT_OUTPUTS
-    from personalign.data.ranking import rank_split as split
+    from personalign.curate.ranking import RANK_SPLIT_OUTPUTS
+    from personalign.curate.ranking import rank_split as split
 
     check_output_dir(out_dir, inputs=[file], own=RANK_SPLIT_OUTPUTS, overwrite=overwrite, option="--out")
     with _usage_errors("--k"):
@@ -367,7 +367,7 @@ def subsets(
     """Nested equal-budget subsets: one seeded shuffle of the prompts, the first budget/k of it per k."""
     from rich.table import Table
 
-    from personalign.data.ranking import MANIFEST, SUBSET_OUTPUTS, equal_budget_subsets
+    from personalign.curate.ranking import MANIFEST, SUBSET_OUTPUTS, equal_budget_subsets
 
     check_output_dir(out_dir, inputs=inputs, own=SUBSET_OUTPUTS, overwrite=overwrite, option="--out")
     with _usage_errors():
@@ -397,7 +397,7 @@ def diversity(
     """Prompt diversity D = √N · distinct / total token bigrams (DESIGN §7), per file."""
     from rich.table import Table
 
-    from personalign.data import diversity as div
+    from personalign.curate import diversity as div
 
     with _usage_errors("--sizes"):
         wanted = [int(x) for x in sizes.split(",") if x.strip()] if sizes else []
@@ -460,9 +460,9 @@ def select(
 
     import numpy as np
 
-    from personalign.data import diversity as div
-    from personalign.data.io import record_writer, write_records
-    from personalign.data.ranking import pick_records
+    from personalign.curate import diversity as div
+    from personalign.records.io import record_writer, write_records
+    from personalign.curate.ranking import pick_records
 
     check_output_file(out, inputs=[file])
     record_writer(out, option="--out")

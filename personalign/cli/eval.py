@@ -15,10 +15,10 @@ from personalign.cli._common import (
     PromptFileOpt, TrustRemoteCode, VerdictModeOpt, backend_options, check_backend_config, command_config, console,
     main_process, model_options, new_app,
 )
-from personalign.data.io import check_source
-from personalign.data.templates import TemplateName, ViewName
-from personalign.data.tokens import Convention
-from personalign.data.views import PersonaSourceName
+from personalign.records.io import check_source
+from personalign.views.templates import TemplateName, ViewName
+from personalign.records.tokens import Convention
+from personalign.views.build import PersonaSourceName
 from personalign.files import check_output_dir, check_output_file
 from personalign.eval.names import JudgePreset, Protocol, SuiteMethod
 from personalign.models.loading import check_model_dir, process_state

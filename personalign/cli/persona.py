@@ -15,7 +15,7 @@ from personalign.cli._common import (
     ApiKeyEnv, BaseUrl, BatchSize, Cache, Concurrency, ConfigFile, Data, Kind, Limit, Model, Overrides, PromptFileOpt,
     VerdictModeOpt, backend_options, check_backend_config, command_config, console, main_process, new_app,
 )
-from personalign.data.io import check_source
+from personalign.records.io import check_source
 from personalign.errors import EmptyError
 from personalign.files import check_output_file
 from personalign.llm import make_backend
@@ -38,7 +38,7 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
 
 
 def _count(data: str, limit: int | None) -> int:
-    from personalign.data.io import iter_raw
+    from personalign.records.io import iter_raw
 
     return sum(1 for _ in islice(iter_raw(data), limit))
 
@@ -73,7 +73,7 @@ def infer(
     overrides: Overrides = None,
 ) -> None:
     """Infer the persona behind each chosen (and rejected) response; resumable after a kill."""
-    from personalign.data.io import record_writer
+    from personalign.records.io import record_writer
     from personalign.persona.infer import SIDES, InferConfig, infer_personas
 
     if side and set(side) - set(SIDES):
@@ -106,7 +106,7 @@ def infer(
 
 def _judge_config(config, overrides, options: dict):
     """(config, examples) of `accuracy` and `prefer`: inputs and outputs checked, the backend reachable."""
-    from personalign.data.io import read_examples
+    from personalign.records.io import read_examples
 
     cfg = command_config(PersonaJudgeConfig, config, options, overrides)
     _check_io(cfg.data, (cfg.out, "--out"), (cfg.cache_path(), "--cache"))
@@ -238,7 +238,7 @@ def saliency(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write every label's full list as JSON here.")] = None,
 ) -> None:
     """The words most specific to chosen vs. rejected personas."""
-    from personalign.data.io import read_examples
+    from personalign.records.io import read_examples
     from personalign.persona.saliency import METHOD_CUTOFF, personas_by_side, word_saliency, write_saliency
 
     _check_io(data, (out, "--out"))
@@ -267,7 +267,7 @@ def retrieve(
         "--model-path", help="sentence-transformers dir (default: packaged all-MiniLM-L6-v2).")] = None,
 ) -> None:
     """Give each record the personas of the training record with the most similar prompt (never itself)."""
-    from personalign.data.io import record_writer
+    from personalign.records.io import record_writer
     from personalign.persona.retrieve import retrieve_personas
 
     check_source(train, option="--train")

@@ -10,7 +10,7 @@ from rich.table import Table
 from personalign.cli._common import (
     ConfigFile, Limit, OnInvalidOpt, Overrides, Overwrite, command_config, console, main_process, new_app,
 )
-from personalign.data.io import check_source
+from personalign.records.io import check_source
 from personalign.users.names import Representation
 
 app = new_app(help="User models learned from feedback: train, evaluate with k shots, preference directions.")

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, PositiveInt, model_validator
 
-from personalign.data.io import OnInvalid, write_jsonl
-from personalign.data.store import StoreSpec, TokenStore, load_store
-from personalign.data.views import ViewConfig
+from personalign.records.io import OnInvalid, write_jsonl
+from personalign.tokenstore.store import StoreSpec, TokenStore, load_store
+from personalign.views.build import ViewConfig
 from personalign.eval.names import Protocol
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy

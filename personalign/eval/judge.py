@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
-from personalign.data.io import write_jsonl
+from personalign.records.io import write_jsonl
 from personalign.eval.generate import decoding_label, read_generations
 from personalign.eval.names import PRESETS, JudgePreset
 from personalign.files import write_json, write_text

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from pydantic import PositiveInt
 
-from personalign.data.dialogue import dialogue_messages
-from personalign.data.errors import RecordError
-from personalign.data.io import iter_raw
+from personalign.records.dialogue import dialogue_messages
+from personalign.records.errors import RecordError
+from personalign.records.io import iter_raw
 from personalign.config import StrictModel
-from personalign.data.tokens import CONVENTIONS, Convention, prompts_ids
+from personalign.records.tokens import CONVENTIONS, Convention, prompts_ids
 from personalign.files import write_json
 from personalign.metrics import Estimate, bootstrap
 from personalign.models.card import read_provenance
@@ -128,8 +128,8 @@ def trained_reward_scores(model, tokenizer, template: str, rows: Sequence[tuple[
     """Rewards of (prompt, response) rows from a reward model personalign trained, scored as it was
     trained: the prompt through its template (view none: a row carries no user context), the response
     with EOS, the reward at the response's last token (`ResponseRewards`)."""
-    from personalign.data.templates import build_prompt
-    from personalign.data.tokens import tokenize_pair
+    from personalign.views.templates import build_prompt
+    from personalign.records.tokens import tokenize_pair
     from personalign.models.rewards import ResponseRewards
     from personalign.models.scorer import InMemoryRows, score_store
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from personalign.data.io import write_jsonl
-from personalign.data.views import ViewConfig
+from personalign.records.io import write_jsonl
+from personalign.views.build import ViewConfig
 from personalign.eval.alignment import EvalDataConfig, eval_store, scored_table
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, sliced_accuracy

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from personalign.data.tokens import prompts_ids
+from personalign.records.tokens import prompts_ids
 from personalign.llm.base import BackendConfig, GenerationConfig, Request
 from personalign.llm.progress import progress_bar
 from personalign.models.loading import load_model, model_fingerprint

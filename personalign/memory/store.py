@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from personalign.errors import UserError
-from personalign.data.schema import (
+from personalign.records.schema import (
     DEMOGRAPHIC, DIRECTION, N_DIMENSIONS, PAIRS, PROFILE, UGC, Comment, Pair, UserContext,
 )
 

@@ -131,7 +131,7 @@ def push_to_hub(directory: str | os.PathLike, repo_id: str, *, private: bool | N
 def with_trained_view(cfg: Any, model: str | os.PathLike | None, field: str = "view") -> Any:
     """`cfg` with `field` set to the view a trained `model` records (all history) when the user gave
     none; with a warning when the user's view or template differs from it."""
-    from personalign.data.views import ViewConfig
+    from personalign.views.build import ViewConfig
 
     trained = trained_view(model)
     if trained is None:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from personalign.data.tokens import Tokenized
+from personalign.records.tokens import Tokenized
 from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
 
 PAD_SEGMENT = -1

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from personalign.data.store import TokenStore
+from personalign.tokenstore.store import TokenStore
 from personalign.files import cache_key, discard_corrupt
 from personalign.models.loading import model_fingerprint
 from personalign.models.scorer import ScoreTable

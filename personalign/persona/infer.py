@@ -15,8 +15,8 @@ from typing import Literal, get_args
 
 from pydantic import Field, PositiveInt
 
-from personalign.data.io import Source, read_examples, write_examples
-from personalign.data.schema import Example
+from personalign.records.io import Source, read_examples, write_examples
+from personalign.records.schema import Example
 from personalign.config import StrictModel
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import generate_cached, open_cache

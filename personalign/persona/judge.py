@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import PositiveInt
 
 from personalign.config import StrictModel
-from personalign.data.schema import Example
+from personalign.records.schema import Example
 from personalign.files import write_json
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.judging import JUDGE_GENERATION, agreement, run_judge

@@ -29,8 +29,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from personalign.data.templates import check_view
-from personalign.data.views import ViewConfig
+from personalign.views.templates import check_view
+from personalign.views.build import ViewConfig
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend

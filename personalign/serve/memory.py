@@ -2,7 +2,7 @@
 
 A chat request names its user with OpenAI's `user` field or an `X-User-Id` header. With a memory
 store, the server renders the view it serves from that user's memory, exactly as training renders
-a record (`personalign.data.views.build_view`, history fitted to the length budget, newest items
+a record (`personalign.views.build.build_view`, history fitted to the length budget, newest items
 kept): ica from the stored history, pba from the stored profile or the direction vectors of the
 history, persona from the stored persona, demo from the demographic text. A user without memory
 (or without what the view needs) is answered unconditioned, and the `X-Personalign-Memory` response
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
-from personalign.data.formats import messages_prompt
-from personalign.data.schema import Example, Pair, UserContext
-from personalign.data.views import ViewConfig, build_view
+from personalign.records.formats import messages_prompt
+from personalign.records.schema import Example, Pair, UserContext
+from personalign.views.build import ViewConfig, build_view
 from personalign.errors import UserError
 
 log = logging.getLogger("personalign.serve")

@@ -3,7 +3,7 @@
 The server renders one view (`none`, `persona` or `pba`) with one template. The user's
 conditioning text comes from the body field `persona` (persona view) or `profile` (pba view),
 or else from the conversation's system message. With conditioning, the last user message is the
-task and the prompt is exactly what `personalign.data.templates.render_prompt` builds for
+task and the prompt is exactly what `personalign.views.templates.render_prompt` builds for
 training; earlier turns (chat template only) are kept between the system and the final user
 message. Without conditioning, a chat goes through the chat template as it is.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from personalign.data.templates import apply_chat, build_prompt, render_prompt
+from personalign.views.templates import apply_chat, build_prompt, render_prompt
 
 ServeView = Literal["none", "persona", "pba"]
 SERVE_VIEWS: tuple[str, ...] = get_args(ServeView)

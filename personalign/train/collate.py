@@ -1,6 +1,6 @@
 """Training data: records -> token store (rendered and tokenized once, on disk) -> packed batches.
 
-`personalign.data.store.load_store` builds (or finds) the token store of a training or eval file. `collate` reads the
+`personalign.tokenstore.store.load_store` builds (or finds) the token store of a training or eval file. `collate` reads the
 rows of one micro-batch from it and packs them into one `TrainBatch`: every example is ONE
 sequence prompt ‖ r1 ‖ … ‖ rk (`pack_batch`), so the responses of a pair or a ranking of any
 length share a single prompt pass. Reference log-probs come as an `[N, R]` table beside the store.
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from personalign.data.io import OnInvalid
-from personalign.data.store import StoreSpec, TokenStore
-from personalign.data.tokens import Tokenized
-from personalign.data.views import ViewConfig
+from personalign.records.io import OnInvalid
+from personalign.tokenstore.store import StoreSpec, TokenStore
+from personalign.records.tokens import Tokenized
+from personalign.views.build import ViewConfig
 from personalign.models.logprobs import PackedBatch, pack_batch
 from personalign.train.config import TrainConfig
 

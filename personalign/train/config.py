@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from personalign.data.io import OnInvalid
-from personalign.data.views import ViewConfig
+from personalign.records.io import OnInvalid
+from personalign.views.build import ViewConfig
 from personalign.models.lora import LoraSettings
 from personalign.models.settings import ScoringModelSettings
 from personalign.train.loss_names import REFERENCE_FREE, DpoLossType, dpo_loss_check

@@ -4,7 +4,7 @@ PRO, reward models), on `accelerate`.
 `train(cfg)`:
 
 1. render and tokenize the training (and eval) records once, into an on-disk token store
-   (`personalign.data.store`) that every step reads a micro-batch at a time;
+   (`personalign.tokenstore.store`) that every step reads a micro-batch at a time;
 2. reference log-probs from the on-disk cache (`cached_scores`), computed on a miss with the
    *starting* weights — for LoRA that is the base model, i.e. the policy with no adapters. The
    reference model is never held next to the policy. Only objectives that compare with a
@@ -38,14 +38,14 @@ from rich.progress import Progress
 from transformers import get_scheduler
 
 from personalign.config import config_with, dump_config
-from personalign.data.io import check_source, is_path_source, records_file
+from personalign.records.io import check_source, is_path_source, records_file
 from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
 from personalign.progress import work_progress
 from personalign.models.card import push_to_hub, write_provenance
 from personalign.models.loading import check_model_dir, resolve_model
-from personalign.data.store import TokenStore, load_store
+from personalign.tokenstore.store import TokenStore, load_store
 from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ScoreTable, batch_kwargs, score_store

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from personalign.config import StrictModel
-from personalign.data.io import read_examples, write_jsonl, iter_raw
-from personalign.data.schema import DIRECTION, N_DIMENSIONS, PAIRS
+from personalign.records.io import read_examples, write_jsonl, iter_raw
+from personalign.records.schema import DIRECTION, N_DIMENSIONS, PAIRS
 from personalign.errors import EmptyError, ModelError
 from personalign.files import atomic_write, check_output_dir, check_output_file, data_digest, read_json_object, write_json
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from personalign.config import StrictModel
-from personalign.data.io import OnInvalid, write_jsonl
+from personalign.records.io import OnInvalid, write_jsonl
 from personalign.errors import EmptyError, UserError
 from personalign.files import check_output_dir, write_json, write_text
 from personalign.users.features import FeatureSpec, Featurizer

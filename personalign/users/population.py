@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from personalign.data.io import ReadCounts, read_examples
-from personalign.data.schema import Example
+from personalign.records.io import ReadCounts, read_examples
+from personalign.records.schema import Example
 from personalign.errors import EmptyError, UserError
 from personalign.files import data_digest
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from personalign.config import StrictModel
-from personalign.data.io import OnInvalid
+from personalign.records.io import OnInvalid
 from personalign.errors import UserError
 from personalign.files import check_output_dir
 from personalign.metrics import Estimate

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.ranking import rank_split
-from personalign.data.synth import synth_ranking, synth_records
+from personalign.curate.ranking import rank_split
+from personalign.curate.synth import synth_ranking, synth_records
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import write_jsonl
-from personalign.data.synth import synth_records
+from personalign.records.io import write_jsonl
+from personalign.curate.synth import synth_records
 from personalign.files import CACHE_DIRNAME
 
 runner = CliRunner()
@@ -185,7 +185,7 @@ def test_internal_errors_are_one_line_exit_1_and_debug_shows_the_traceback(monke
     def boom(*a, **k):
         raise KeyError("a bug")
 
-    monkeypatch.setattr("personalign.data.synth.synth_records", boom)
+    monkeypatch.setattr("personalign.curate.synth.synth_records", boom)
     res = runner.invoke(app, ["data", "synth", "--n", "2", "--out", str(tmp_path / "s.jsonl")], env={"COLUMNS": "200"})
     assert res.exit_code == 1 and res.stderr.startswith("error: internal error: KeyError") and "Traceback" not in res.stderr
     res = runner.invoke(app, ["--debug", "data", "synth", "--n", "2", "--out", str(tmp_path / "s.jsonl")],

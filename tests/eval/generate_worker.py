@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from personalign.data.views import ViewConfig
+from personalign.views.build import ViewConfig
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.models.loading import process_state
 

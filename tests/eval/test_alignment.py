@@ -13,7 +13,7 @@ import torch
 from plain import agreement_slack, plain_scores
 from procs import retry_on_port_conflict, run
 
-from personalign.data.io import write_jsonl
+from personalign.records.io import write_jsonl
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.models.loading import load_model
 from personalign.testing import save_tiny
@@ -52,7 +52,7 @@ def test_raw_accuracy_matches_direct_scoring(pair_file, tiny_model_dir, tmp_path
     res = evaluate_accuracy(cfg)
     assert res.mode == "raw" and res.reference is None
     model, tok = load_model(tiny_model_dir)
-    from personalign.data.views import ViewConfig
+    from personalign.views.build import ViewConfig
 
     margins = [s.logp[0] - s.logp[1] for s in plain_scores(model, tok, pair_file, ViewConfig(max_length=4096))]
     expected = np.mean([m > 0 for m in margins])  # from plain forwards; only near-ties may differ
@@ -132,9 +132,9 @@ def test_alignx_protocol_scores_the_reference_under_the_ica_eval_layout(tiny_mod
     res = evaluate_accuracy(cfg)
     policy, ptok = load_model(second_model_dir)
     reference, rtok = load_model(tiny_model_dir)
-    from personalign.data.io import read_examples
-    from personalign.data.templates import history_text, render_prompt
-    from personalign.data.views import ViewConfig, build_view
+    from personalign.records.io import read_examples
+    from personalign.views.templates import history_text, render_prompt
+    from personalign.views.build import ViewConfig, build_view
 
     for ex, p_scores, r_scores in zip(read_examples(data), res.policy, res.reference):
         pba_prompt = build_view(ex, ViewConfig(view="pba", template="alignx-eval")).prompt
@@ -162,8 +162,8 @@ def test_reference_view_can_be_set_on_its_own_and_same_model_other_view_is_not_r
 def test_exchanging_policy_and_reference_mirrors_the_accuracy_from_independent_scoring(pair_file, tiny_model_dir,
                                                                                       second_model_dir):
     """Expected values come from plain forwards of each model, never from the result object itself."""
-    from personalign.data.io import read_examples
-    from personalign.data.views import ViewConfig, build_view
+    from personalign.records.io import read_examples
+    from personalign.views.build import ViewConfig, build_view
 
     a, atok = load_model(tiny_model_dir)
     b, btok = load_model(second_model_dir)
@@ -199,7 +199,7 @@ def test_scoring_reads_the_token_store_one_batch_at_a_time(pair_file, tiny_model
                                                             monkeypatch):
     """The policy and reference passes take rows from the memory-mapped store per batch: the records
     held in Python at once are bounded by the batch, not by the file."""
-    from personalign.data.store import TokenStore
+    from personalign.tokenstore.store import TokenStore
 
     data = tmp_path / "pairs.jsonl"
     data.write_bytes(pair_file.read_bytes())
@@ -228,8 +228,8 @@ def test_alignx_protocol_keeps_all_history_and_cuts_prompts_from_the_left(tiny_m
                          max_prompt_tokens=64, view={"view": "ica"}, cache=False, n_boot=20)
     res = evaluate_accuracy(cfg)
     model, tok = load_model(tiny_model_dir)
-    from personalign.data.io import read_examples
-    from personalign.data.templates import history_text, render_prompt
+    from personalign.records.io import read_examples
+    from personalign.views.templates import history_text, render_prompt
 
     for ex, scores in zip(read_examples(tmp_path / "ica.jsonl"), res.policy):
         prompt = render_prompt("alignx-eval", "ica", ex.prompt, history_text(ex.user.ugc, ex.user.pairs), None)

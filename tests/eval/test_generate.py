@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from personalign.data.errors import RecordError
+from personalign.records.errors import RecordError
 from procs import launched, wait_for
 
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.views import ViewConfig, build_view
+from personalign.records.io import read_examples, write_jsonl
+from personalign.views.build import ViewConfig, build_view
 from personalign.eval.generate import (
     CACHE_FILE, GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses, read_generations,
 )
@@ -110,7 +110,7 @@ def test_an_interrupted_run_continues_and_generates_every_item_once(data, tmp_pa
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    from personalign.data.views import ViewConfig
+    from personalign.views.build import ViewConfig
     from personalign.eval.generate import GenerateConfig, generate_responses
 
     class Parking:  # answers 2 requests, then says so and parks until killed: the kill never races the work

@@ -13,7 +13,7 @@ import pytest
 
 from procs import free_port, launched, retry_on_port_conflict, run, wait_for
 
-from personalign.data.io import write_jsonl
+from personalign.records.io import write_jsonl
 from personalign.eval.generate import CACHE_FILE, read_generations
 
 HERE = Path(__file__).parent

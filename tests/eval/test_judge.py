@@ -16,7 +16,7 @@ from fake_llm import send_json
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import write_jsonl
+from personalign.records.io import write_jsonl
 from personalign.eval.generate import GENERATIONS_FILE
 from personalign.eval.judge import (
     CACHE_FILE, RUBRICS, judge_messages, judge_runs, outcome, write_judge,

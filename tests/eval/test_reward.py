@@ -10,8 +10,8 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.errors import RecordError
-from personalign.data.io import write_jsonl
+from personalign.records.errors import RecordError
+from personalign.records.io import write_jsonl
 from personalign.eval.reward import reward_text, score_files
 from personalign.models.rewards import load_reward_model
 from personalign.testing import tiny_tokenizer

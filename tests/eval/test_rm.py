@@ -6,10 +6,10 @@ import torch
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.templates import build_prompt
-from personalign.data.tokens import tokenize_pair
-from personalign.data.views import ViewConfig, render_views
+from personalign.records.io import read_examples, write_jsonl
+from personalign.views.templates import build_prompt
+from personalign.records.tokens import tokenize_pair
+from personalign.views.build import ViewConfig, render_views
 from personalign.models.rewards import load_reward_model
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train

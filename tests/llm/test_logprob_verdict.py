@@ -12,8 +12,8 @@ import pytest
 from fake_llm import send_json
 import torch
 
-from personalign.data.schema import Example, UserContext
-from personalign.data.tokens import prompt_ids
+from personalign.records.schema import Example, UserContext
+from personalign.records.tokens import prompt_ids
 from personalign.llm.openai_http import OpenAIBackend
 from personalign.llm.verdict import ChoiceProbs, order_averaged, read_verdicts
 from personalign.persona.judge import persona_accuracy

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import read_examples
+from personalign.records.io import read_examples
 from personalign.memory.store import SCHEMA_VERSION, MemoryRequestError, MemoryStore, RequestIdConflict
 from memdb import execute, tables
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from personalign.data.tokens import tokenize_pair
+from personalign.records.tokens import tokenize_pair
 from personalign.models.scorer import InMemoryRows, score_store
 from personalign.testing import tiny_causal_lm
 

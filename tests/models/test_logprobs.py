@@ -10,7 +10,7 @@ from personalign.models.logprobs import (
     packed_logprobs,
 )
 from personalign.models.scorer import score_responses
-from personalign.data.tokens import tokenize_pair
+from personalign.records.tokens import tokenize_pair
 from personalign.testing import tiny_causal_lm
 
 ATOL = 1e-4

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from personalign.data.tokens import tokenize_pair
+from personalign.records.tokens import tokenize_pair
 from personalign.models.logprobs import pack_batch
 from personalign.models.lora import LoraSettings, apply_lora
 from personalign.models.rewards import ResponseRewards, is_reward_model, load_reward_model

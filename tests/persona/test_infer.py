@@ -10,7 +10,7 @@ import pytest
 from procs import launched, run, wait_for
 from fake_llm import RuleBackend, echo_preferred, field, pair_records
 
-from personalign.data.io import read_examples
+from personalign.records.io import read_examples
 from personalign.llm.cache import GenerationCache
 from personalign.persona.infer import default_cache_path, infer_personas, parse_persona
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from fake_llm import RuleBackend, field
 
-from personalign.data.schema import Example, UserContext
+from personalign.records.schema import Example, UserContext
 from personalign.persona.judge import persona_accuracy, persona_preference
 
 

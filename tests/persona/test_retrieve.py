@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from personalign.data.io import read_examples
+from personalign.records.io import read_examples
 from personalign.persona.retrieve import nearest, retrieve_personas
 
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.views import ViewConfig
+from personalign.records.io import read_examples, write_jsonl
+from personalign.views.build import ViewConfig
 from personalign.eval.alignment import AccuracyResult, write_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.eval.judge import judge_runs, write_judge

@@ -14,7 +14,7 @@ from report_helpers import colored_pixels
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import read_examples
+from personalign.records.io import read_examples
 from personalign.quickstart import SIZES
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".cache" / "test-artifacts" / "quickstart"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app as cli_app
-from personalign.data.templates import render_prompt
+from personalign.views.templates import render_prompt
 from personalign.llm import GenerationConfig
 from personalign.llm.local import LocalBackend
 from personalign.llm.openai_http import OpenAIBackend

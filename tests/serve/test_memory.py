@@ -7,8 +7,8 @@ import sqlite3
 import httpx
 import pytest
 
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.views import ViewConfig, build_view
+from personalign.records.io import read_examples, write_jsonl
+from personalign.views.build import ViewConfig, build_view
 from personalign.memory.store import MemoryStore
 from personalign.serve.app import create_app, serve_in_background
 

@@ -1,9 +1,9 @@
-"""Served prompts are the training prompts of the view and template (personalign.data.templates)."""
+"""Served prompts are the training prompts of the view and template (personalign.views.templates)."""
 from __future__ import annotations
 
 import pytest
 
-from personalign.data.templates import apply_chat, render_prompt
+from personalign.views.templates import apply_chat, render_prompt
 from personalign.serve.prompts import PromptError, conditioning, render_chat, render_completion
 
 TASK = "Write a poem about the sea."

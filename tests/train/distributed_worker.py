@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from personalign.data.tokens import Tokenized, tokenize_pair
+from personalign.records.tokens import Tokenized, tokenize_pair
 from personalign.models.logprobs import pack_batch
 from personalign.models.scorer import InMemoryRows, ResponseLogprobs, batch_kwargs, score_store
 from personalign.testing import tiny_causal_lm

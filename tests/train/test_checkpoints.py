@@ -49,8 +49,8 @@ def test_pruning_removes_oldest_first_when_the_best_is_last(tmp_path):
 
 
 def test_training_prunes_as_it_saves(tiny_model_dir, tmp_path, one_torch_thread):
-    from personalign.data.io import write_jsonl
-    from personalign.data.views import ViewConfig
+    from personalign.records.io import write_jsonl
+    from personalign.views.build import ViewConfig
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train
 

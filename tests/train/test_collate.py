@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from personalign.data.errors import RecordError
-from personalign.data.views import ViewConfig
+from personalign.records.errors import RecordError
+from personalign.views.build import ViewConfig
 from personalign.models.logprobs import packed_logprobs
-from personalign.data.store import load_store
+from personalign.tokenstore.store import load_store
 from personalign.train.collate import collate, rewards_tensor, store_spec
 
 PLAIN = ViewConfig(template="plain")

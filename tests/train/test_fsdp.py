@@ -131,7 +131,7 @@ def test_personalign_train_sharded_saves_resumes_and_exports_like_one_process(fs
     from safetensors.torch import load_file
 
     from personalign.config import load_config
-    from personalign.data.io import write_jsonl
+    from personalign.records.io import write_jsonl
     from personalign.train.checkpoints import export_model
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train

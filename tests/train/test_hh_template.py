@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.store import load_store
-from personalign.data.views import ViewConfig, build_view
+from personalign.records.io import read_examples, write_jsonl
+from personalign.tokenstore.store import load_store
+from personalign.views.build import ViewConfig, build_view
 from personalign.testing import tiny_tokenizer
 from personalign.train import loop
 from personalign.train.collate import store_spec

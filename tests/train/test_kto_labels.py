@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from personalign.data.io import write_jsonl
+from personalign.records.io import write_jsonl
 from personalign.train import loop
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train

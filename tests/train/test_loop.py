@@ -13,13 +13,13 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.synth import synth_ranking
-from personalign.data.views import ViewConfig, render_views
+from personalign.records.io import read_examples, write_jsonl
+from personalign.curate.synth import synth_ranking
+from personalign.views.build import ViewConfig, render_views
 from personalign.models.loading import load_model
 from personalign.models.scorer import ResponseLogprobs, score_responses
 from personalign.models.lora import LoraSettings
-from personalign.data import store as store_module
+from personalign.tokenstore import store as store_module
 from personalign.train.config import TrainConfig
 from personalign.train.loop import epoch_order, step_micro_batches, train
 from personalign.train.losses import pro_loss, sft_loss
@@ -281,7 +281,7 @@ def test_kto_trains_on_unpaired_completions_mixed_with_pairs(tiny_model_dir, tmp
 
 
 def test_sft_rejects_undesirable_completions_and_dpo_rejects_single_ones(tiny_model_dir, tmp_path):
-    from personalign.data.store import load_store
+    from personalign.tokenstore.store import load_store
     from personalign.train.collate import store_spec
 
     data = tmp_path / "unpaired.jsonl"

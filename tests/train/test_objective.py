@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 
-from personalign.data.io import write_jsonl
-from personalign.data.views import ViewConfig
+from personalign.records.io import write_jsonl
+from personalign.views.build import ViewConfig
 from personalign.models.loading import load_model
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
@@ -173,8 +173,8 @@ def test_each_epoch_uses_its_own_seeded_order(tiny_model_dir, data, tmp_path, mo
 
 def test_eval_accuracy_is_the_margin_over_the_starting_model(tiny_model_dir, data, tmp_path):
     """After one small step the policy is close to the reference, so the reference term decides most pairs."""
-    from personalign.data.io import read_examples
-    from personalign.data.views import render_views
+    from personalign.records.io import read_examples
+    from personalign.views.build import render_views
     from personalign.models.scorer import score_responses
 
     long_chosen = tmp_path / "long.jsonl"  # the base model prefers the short rejected reply: raw accuracy ~0

@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from personalign.config import load_config
-from personalign.data.io import write_jsonl
+from personalign.records.io import write_jsonl
 from personalign.train.checkpoints import checkpoints
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train

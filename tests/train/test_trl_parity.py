@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from personalign.data.io import read_examples, write_jsonl
-from personalign.data.views import ViewConfig, build_view
+from personalign.records.io import read_examples, write_jsonl
+from personalign.views.build import ViewConfig, build_view
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
 

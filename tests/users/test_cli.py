@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.data.io import read_examples, write_jsonl
+from personalign.records.io import read_examples, write_jsonl
 
 runner = CliRunner()
 

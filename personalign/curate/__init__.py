@@ -1,0 +1,1 @@
+"""Dataset tools: synthetic users, ranking sets, diversity, statistics."""

@@ -1,0 +1,1 @@
+"""Records: the schema, reading and writing them, validation, foreign formats, dialogue, dimensions, prompt tokens."""

@@ -1,0 +1,1 @@
+"""The token store: a dataset tokenized once into memory-mapped Arrow."""
