@@ -394,7 +394,7 @@ def diversity(
         "personalign", help="Tokenization: personalign (BOS per the tokenizer, no truncation) or scaling-alignment "
         "(the paper's: all default special tokens, prompts cut at 512 tokens)."),
 ) -> None:
-    """Prompt diversity D = √N · distinct / total token bigrams (DESIGN §7), per file."""
+    """Prompt diversity D = √N · distinct / total token bigrams (docs/fidelity.md), per file."""
     from rich.table import Table
 
     from personalign.curate import diversity as div

@@ -87,7 +87,7 @@ def export(
 
 
 def _print_memory_plan(cfg, world_size: int) -> None:
-    from personalign.train.memory import STRATEGIES, memory_plan, model_size
+    from personalign.train.footprint import STRATEGIES, memory_plan, model_size
 
     size = model_size(cfg)
     gib = 1024 ** 3

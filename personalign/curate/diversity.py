@@ -1,4 +1,4 @@
-"""Prompt diversity (DESIGN §7): the bigram measure D, its semantic variant, and a greedy selector.
+"""Prompt diversity (docs/fidelity.md, "Scaling data diversity"): the bigram measure D, its semantic variant, and a greedy selector.
 
 For N tokenized prompts, D = √N · (#distinct token bigrams) / (#token bigrams), bigrams taken
 within each prompt and counted over the whole set. A bigram (a, b) is the one int64 a·V + b

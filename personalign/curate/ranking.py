@@ -1,4 +1,4 @@
-"""Ranking-k data (DESIGN §7): ranking-k files from ranking-n, and nested equal-budget subsets.
+"""Ranking-k data (docs/formats.md, "Ranking-k files"): ranking-k files from ranking-n, and nested equal-budget subsets.
 
 * `rank_split`: each record keeps k of its n responses. Per record one seeded permutation of the
   n positions is drawn (seeded by the split seed and the record's index, independent of which ks

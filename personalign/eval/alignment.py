@@ -1,4 +1,4 @@
-"""Alignment accuracy (AlignX, DESIGN §6): is the policy's implicit reward margin positive?
+"""Alignment accuracy (AlignX; docs/formats.md, "Alignment accuracy"): is the policy's implicit reward margin positive?
 
 Scoring is sharded across processes when run under `accelerate launch`; every process gets the
 full, ordered result, and only the main process writes files.

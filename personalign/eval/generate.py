@@ -1,4 +1,4 @@
-"""Generation (DESIGN §6): one response per record under a view, from any backend, resumable.
+"""Generation (docs/formats.md, "Evaluation run files"): one response per record under a view, from any backend, resumable.
 
 A run directory holds `generations.jsonl` (one row per record, in record order),
 `generation.json` (data, view, backend and sampling settings, counts, timing; the backend's API

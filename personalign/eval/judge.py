@@ -1,4 +1,4 @@
-"""Pairwise judge win rate (DESIGN §6): a test run's responses against a base run's, by an LLM judge.
+"""Pairwise judge win rate (docs/formats.md, "Evaluation run files"): a test run's responses against a base run's, by an LLM judge.
 
 Every pair (same record in both runs) is judged under each rubric twice, the base response shown
 first and then the test response shown first. The test wins a pair when the judge picks it in both

@@ -1,4 +1,4 @@
-"""Reward scoring (DESIGN §6): mean σ(score) of a sequence-classification reward model, and BLEU.
+"""Reward scoring (docs/formats.md, "Evaluation run files"): mean σ(score) of a sequence-classification reward model, and BLEU.
 
 Each file is read as records (.jsonl/.json/.parquet, e.g. a run's generations.jsonl); a row's
 text is (prompt field, response field) rendered through the reward model's chat template as a

@@ -27,7 +27,7 @@ from personalign.llm.base import Backend, GenerationConfig, Request
 log = logging.getLogger("personalign")
 
 
-def cache_key(*parts: object) -> str:
+def generation_key(*parts: object) -> str:
     """sha256 of the canonical JSON of `parts`."""
     blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -199,7 +199,7 @@ def generate_cached(
     outputs are then exchanged, so each process returns them all and no request is generated twice.
     """
     settings = config.model_dump(mode="json")
-    keys = [cache_key(backend.identity, task, settings, r) for r in requests]
+    keys = [generation_key(backend.identity, task, settings, r) for r in requests]
     found: dict[str, str] = {}
     if cache is not None:
         found = {k: v for k in keys if (v := cache.get(k)) is not None}

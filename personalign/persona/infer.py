@@ -1,4 +1,4 @@
-"""Persona inference (DESIGN §4): an LLM abductively describes the user behind each choice.
+"""Persona inference (docs/fidelity.md, "Persona Inference"): an LLM abductively describes the user behind each choice.
 
 The chosen persona explains preferring `chosen` over `rejected`; the rejected persona is the
 same request with the two responses swapped. Raw generations go to a crash-safe cache, so a

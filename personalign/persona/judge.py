@@ -1,4 +1,4 @@
-"""LLM judges of personas (DESIGN §4): persona accuracy and persona preference.
+"""LLM judges of personas (docs/fidelity.md, "Persona Inference"): persona accuracy and persona preference.
 
 *Persona accuracy*: the judge sees a persona, the prompt and both responses and names the one
 the persona would choose; every persona is judged with its target response (chosen for chosen

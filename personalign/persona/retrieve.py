@@ -1,4 +1,4 @@
-"""Retrieved personas (DESIGN §4): each test record borrows the personas of the training record
+"""Retrieved personas (docs/fidelity.md, "Persona Inference"): each test record borrows the personas of the training record
 whose prompt is most similar (all-MiniLM-L6-v2 sentence embeddings, cosine similarity).
 
 A training record identical to the test record (same prompt, chosen and rejected) is never

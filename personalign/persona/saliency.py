@@ -1,4 +1,4 @@
-"""Word saliency of personas (DESIGN §4): which words mark chosen vs. rejected personas.
+"""Word saliency of personas (docs/fidelity.md, "Persona Inference"): which words mark chosen vs. rejected personas.
 
 The saliency of word w for label y is count(w, y) / count(w), over words seen at least `cutoff`
 times in all labels together. Two ways to find a persona's words:

@@ -506,7 +506,7 @@ def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> int:
     return atomic_write(path, write)
 
 
-def write_json(records: Iterable[dict], path: str | os.PathLike) -> int:
+def write_json_array(records: Iterable[dict], path: str | os.PathLike) -> int:
     """Write a JSON array, one element per line, streaming; returns the number written."""
 
     def write(tmp: Path) -> int:
@@ -656,7 +656,7 @@ def write_examples(examples: Iterable[Example], path: str | os.PathLike) -> int:
 def record_writer(path: str | os.PathLike, *, option: str = "--out") -> Callable[[Iterable[dict], str | os.PathLike], int]:
     """The writer of record dicts for `path`'s extension (.jsonl/.ndjson, .json, .parquet)."""
     suffix = Path(path).suffix.lower()
-    writer = write_jsonl if suffix in JSONL_SUFFIXES else {".json": write_json, ".parquet": write_parquet}.get(suffix)
+    writer = write_jsonl if suffix in JSONL_SUFFIXES else {".json": write_json_array, ".parquet": write_parquet}.get(suffix)
     if writer is None:
         raise OutputError(f"cannot write '{suffix}' files; use .jsonl, .json or .parquet", file=path, option=option)
     return writer

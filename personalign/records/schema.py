@@ -6,7 +6,7 @@ from typing import Any
 
 N_DIMENSIONS = 90
 
-# Record keys (DESIGN §2).
+# Record keys (docs/formats.md, "Input records").
 PROMPT, CHOSEN, REJECTED = "prompt", "chosen", "rejected"
 DIRECTION = "Preference Direction"
 DEMOGRAPHIC = "Demographic Information"

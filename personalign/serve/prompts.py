@@ -1,4 +1,4 @@
-"""How a served request becomes the prompt text the model was trained on (DESIGN §3 templates).
+"""How a served request becomes the prompt text the model was trained on (docs/formats.md, "Views and templates").
 
 The server renders one view (`none`, `persona` or `pba`) with one template. The user's
 conditioning text comes from the body field `persona` (persona view) or `profile` (pba view),

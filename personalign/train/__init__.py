@@ -1,4 +1,4 @@
-"""Training (DESIGN §5): the loop, its config, losses, checkpoints and trackers.
+"""Training (docs/architecture.md): the loop, its config, losses, checkpoints and trackers.
 
 The package is callable so that `from personalign import train` is the training function whether or
 not this package has been imported: `personalign.train(cfg, **settings)` is `loop.train_with`.

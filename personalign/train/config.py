@@ -37,7 +37,7 @@ ALIASES: dict[str, tuple[str, str]] = {
 
 
 class TrainConfig(ScoringModelSettings):
-    """`personalign train` settings (DESIGN §5); `dtype`, `attn_implementation` and
+    """`personalign train` settings (docs/formats.md, "Training run directory"); `dtype`, `attn_implementation` and
     `trust_remote_code` (from `ModelSettings`) say how the model is loaded."""
 
     model: str | None = None

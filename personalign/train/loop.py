@@ -1,4 +1,4 @@
-"""The training loop (DESIGN §5): one loop for every objective (DPO family, KTO, SimPO, ORPO, SFT,
+"""The training loop (docs/architecture.md): one loop for every objective (DPO family, KTO, SimPO, ORPO, SFT,
 PRO, reward models), on `accelerate`.
 
 `train(cfg)`:

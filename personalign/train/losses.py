@@ -1,4 +1,4 @@
-"""Training objectives (DESIGN §5) as pure functions: log-prob tensors in, a `LossOutput` out.
+"""Training objectives (docs/fidelity.md, "the preference-objective family") as pure functions: log-prob tensors in, a `LossOutput` out.
 
 Every loss returns the batch loss (a scalar with gradient) and a dict of detached scalar metrics,
 so the training loop can log ``metrics`` without knowing which objective it runs.

@@ -1,4 +1,4 @@
-"""The preference-direction model (DESIGN §12): predicts an item's AlignX direction vector (90
+"""The preference-direction model (docs/user-models.md): predicts an item's AlignX direction vector (90
 dimensions, each 0, 0.5 or 1) from one (prompt, chosen, rejected) item, so raw feedback yields a
 PBA profile. A linear head on n = normalize(φ(y_w) − φ(y_l)) gives three logits per dimension
 (value 0, 0.5, 1), trained by cross-entropy on history pairs that carry `Preference Direction`;

@@ -1,4 +1,4 @@
-"""The user-model protocol (DESIGN §12): users' pairs as padded tensors, states from shots, test
+"""The user-model protocol (docs/user-models.md): users' pairs as padded tensors, states from shots, test
 margins, and accuracy with a bootstrap interval over users (per slice where users have slices).
 
 Accuracy is the share of test pairs with r_u(y_w) > r_u(y_l); a tie (equal rewards, e.g. `mean-diff`

@@ -1,4 +1,4 @@
-"""User representations (DESIGN §12): a reward r_u(x, y) = f(φ(x, y), s_u) per user, where s_u is a
+"""User representations (docs/user-models.md): a reward r_u(x, y) = f(φ(x, y), s_u) per user, where s_u is a
 small state fitted from the user's pairs while the shared part stays frozen.
 
 Every representation has the same three operations, batched over users:

@@ -1,4 +1,4 @@
-"""Views (DESIGN §3): an `Example` plus the user's signals -> one prompt string and its ranked responses.
+"""Views (docs/formats.md, "Views and templates"): an `Example` plus the user's signals -> one prompt string and its ranked responses.
 
 History order: UGC items, then past pairs, each in record order; this one list is taken as
 chronological (oldest first), both for rendering and for dropping items when a prompt is too long.

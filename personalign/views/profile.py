@@ -1,4 +1,4 @@
-"""The PBA profile rule (DESIGN §3): averaged preference directions -> preference phrases.
+"""The PBA profile rule (docs/formats.md, "PBA profile"): averaged preference directions -> preference phrases.
 
 Direction values are in {0, 0.5, 1}; sums of such values are exact in binary floating point, so
 each dimension's sum doubled is an exact integer h (half-units) and the mean is compared to the
@@ -67,7 +67,7 @@ def user_profile(
 
     A ready `profile` string wins; otherwise the rule runs on the direction vectors of the history
     items used. The record's own top-level direction vector is never used: it describes the very
-    pair being predicted, so a profile built from it would leak the label (DESIGN §3). `dims`
+    pair being predicted, so a profile built from it would leak the label (docs/formats.md, "PBA profile"). `dims`
     defaults to the table found by `load_dimensions()`.
     """
     if user.profile:

@@ -5,16 +5,16 @@ import json
 from fake_llm import RuleBackend
 
 from personalign.llm.base import GenerationConfig
-from personalign.llm.cache import GenerationCache, cache_key, generate_cached
+from personalign.llm.cache import GenerationCache, generation_key, generate_cached
 
 CFG = GenerationConfig(max_new_tokens=4)
 
 
 def test_keys_depend_on_every_part():
-    base = cache_key("model", "task-v1", {"t": 0}, "hi")
-    assert base == cache_key("model", "task-v1", {"t": 0}, "hi")
-    assert len({base, cache_key("model2", "task-v1", {"t": 0}, "hi"), cache_key("model", "task-v2", {"t": 0}, "hi"),
-                cache_key("model", "task-v1", {"t": 1}, "hi"), cache_key("model", "task-v1", {"t": 0}, "ho")}) == 5
+    base = generation_key("model", "task-v1", {"t": 0}, "hi")
+    assert base == generation_key("model", "task-v1", {"t": 0}, "hi")
+    assert len({base, generation_key("model2", "task-v1", {"t": 0}, "hi"), generation_key("model", "task-v2", {"t": 0}, "hi"),
+                generation_key("model", "task-v1", {"t": 1}, "hi"), generation_key("model", "task-v1", {"t": 0}, "ho")}) == 5
 
 
 def test_outputs_in_order_duplicates_generated_once_and_progress(tmp_path):

@@ -17,7 +17,7 @@ from personalign.records.io import (
     read_examples,
     validate_file,
     write_examples,
-    write_json,
+    write_json_array,
     write_jsonl,
     write_parquet,
 )
@@ -127,7 +127,7 @@ def test_json_file_holding_json_lines_is_read_line_by_line(tmp_path):
 
 def test_json_array_errors_name_the_element_line(tmp_path):
     path = tmp_path / "arr.json"
-    write_json(RECORDS[:2] + [{"prompt": "", "chosen": "a", "rejected": "b"}], path)
+    write_json_array(RECORDS[:2] + [{"prompt": "", "chosen": "a", "rejected": "b"}], path)
     with pytest.raises(RecordError, match=r"arr\.json:4: field 'prompt'") as info:
         list(read_examples(path))
     assert (info.value.line, info.value.field) == (4, "prompt")

@@ -1,4 +1,4 @@
-"""The memory plan of a training run per process, from the model built on the meta device (its
+"""The GPU memory footprint of a training run per process, from the model built on the meta device (its
 config only: no weights are read and nothing is allocated).
 
 Per rank, for the engine as it trains (AdamW keeps two moment tensors in the parameters' dtype;

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from personalign.cli import app
 from personalign.models.lora import LoraSettings
 from personalign.train.config import TrainConfig
-from personalign.train.memory import ModelSize, memory_plan, model_size
+from personalign.train.footprint import ModelSize, memory_plan, model_size
 
 H, I, LAYERS, HEADS, KV_HEADS, VOCAB = 4096, 14336, 32, 32, 8, 128256
 
