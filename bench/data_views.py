@@ -166,8 +166,8 @@ def measure(which: str, path: Path, repeat: int) -> dict:
 
 
 def make_data(folder: Path, sizes: list[int]) -> dict[int, Path]:
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
+    from personalign.records.io import write_jsonl
 
     largest = folder / f"synth_{max(sizes)}.jsonl"
     if not largest.exists():

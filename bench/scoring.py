@@ -59,9 +59,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personalign.records.tokens import Tokenized, tokenize_pair  # noqa: E402
 from personalign.models.logprobs import length_batches, pack_batch  # noqa: E402
 from personalign.models.scorer import score_responses  # noqa: E402
+from personalign.records.tokens import Tokenized, tokenize_pair  # noqa: E402
 
 IGNORE_INDEX = -100
 ATOL = 1e-4

@@ -75,9 +75,9 @@ def main() -> None:
     ap.add_argument("--representation", default="latent")
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
     from personalign.metrics import bootstrap
+    from personalign.records.io import write_jsonl
     from personalign.users.train import UsersTrainConfig, train_user_model
 
     work = Path(tempfile.mkdtemp(prefix="serve-adapt-"))

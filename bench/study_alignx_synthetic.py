@@ -51,15 +51,15 @@ def main() -> None:
         rewrite(args.rewrite)
         return
 
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
-    from personalign.views.build import ViewConfig
     from personalign.eval.alignment import AccuracyConfig, correct_pairs, evaluate_accuracy, raw_view_of, write_accuracy
     from personalign.metrics import paired_difference
     from personalign.models.loading import resolve_model
     from personalign.models.lora import LoraSettings
+    from personalign.records.io import write_jsonl
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train
+    from personalign.views.build import ViewConfig
 
     size = SIZES[args.size]
     out = Path(args.out or f"runs/study-{args.size}")

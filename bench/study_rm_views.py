@@ -34,14 +34,14 @@ def main() -> None:
 
     import numpy as np
 
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
-    from personalign.views.build import ViewConfig
     from personalign.eval.rm import RmConfig, evaluate_rm, write_rm
     from personalign.metrics import paired_difference
     from personalign.models.lora import LoraSettings
+    from personalign.records.io import write_jsonl
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train
+    from personalign.views.build import ViewConfig
 
     size = SIZES[args.size]
     out = Path(f"runs/study-rm-{args.size}")

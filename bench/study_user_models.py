@@ -45,9 +45,9 @@ def main() -> None:
     parser.add_argument("--size", choices=SIZES, default="full")
     parser.add_argument("--no-rm", action="store_true", help="skip the prompt-conditioned reward models")
     args = parser.parse_args()
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
     from personalign.metrics import paired_difference
+    from personalign.records.io import write_jsonl
     from personalign.users.evaluate import UsersEvalConfig, evaluate_user_model, write_users_accuracy
     from personalign.users.train import UsersTrainConfig, train_user_model
 
@@ -107,11 +107,11 @@ def main() -> None:
 
 def reward_model(out: Path, train_file: Path, heldout_file: Path, view: str, size: dict):
     """`loss: rm` on `view` (LoRA, SmolLM2-135M), scored by `eval rm` on the held-out users' target pairs."""
-    from personalign.views.build import ViewConfig
     from personalign.eval.rm import RmConfig, evaluate_rm, write_rm
     from personalign.models.lora import LoraSettings
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train
+    from personalign.views.build import ViewConfig
 
     t0 = time.perf_counter()
     trained = train(TrainConfig(

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def child_ours(spec: dict) -> dict:
+    from personalign.models.loading import load_tokenizer, resolve_model
     from personalign.tokenstore.store import StoreSpec, build_token_store
     from personalign.views.build import ViewConfig
-    from personalign.models.loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(None))
     started = time.perf_counter()
@@ -82,10 +82,10 @@ def run_child(which: str, spec: dict) -> dict:
 
 def prepare(folder: Path, n: int, max_length: int) -> tuple[Path, Path]:
     """Synthetic AlignX records, and the same records rendered under ICA as TRL's prompt/chosen/rejected."""
-    from personalign.records.io import read_examples, write_jsonl
     from personalign.curate.synth import synth_records
-    from personalign.views.build import ViewConfig, render_views
     from personalign.models.loading import load_tokenizer, resolve_model
+    from personalign.records.io import read_examples, write_jsonl
+    from personalign.views.build import ViewConfig, render_views
 
     data = folder / f"alignx-{n}.jsonl"
     write_jsonl(synth_records(n, seed=0), data)

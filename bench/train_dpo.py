@@ -298,10 +298,10 @@ def child(which: str, spec_path: str, profile: bool) -> None:
 
 def prepare_data(folder: Path, n: int, max_length: int, seed: int, model_dir: str) -> tuple[Path, Path, dict]:
     """Synthetic AlignX JSONL for ours; the SAME views rendered once, as prompt/chosen/rejected, for TRL."""
-    from personalign.records.io import read_examples, write_jsonl
     from personalign.curate.synth import synth_records
-    from personalign.views.build import render_views
     from personalign.models.loading import load_tokenizer
+    from personalign.records.io import read_examples, write_jsonl
+    from personalign.views.build import render_views
 
     data = folder / "alignx.jsonl"
     write_jsonl(synth_records(n, seed=0), data)

@@ -42,8 +42,8 @@ def main() -> None:
     parser.add_argument("--view", default="none")
     parser.add_argument("--num-proc", type=int, default=1)
     args = parser.parse_args()
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
+    from personalign.records.io import write_jsonl
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     rss = {}

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from personalign.records.io import read_examples, write_jsonl
 from personalign.curate.synth import synth_records
+from personalign.records.io import read_examples, write_jsonl
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features
 from personalign.users.population import group_users
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from personalign.records.io import is_path_source, read_examples, records_file
+from personalign.config import config_with
 from personalign.eval.alignment import AccuracyConfig, AccuracyResult
 from personalign.eval.alignment import evaluate_accuracy as _evaluate_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses
@@ -17,7 +17,7 @@ from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig
 from personalign.persona.infer import InferStats
 from personalign.persona.infer import infer_personas as _infer_personas
-from personalign.config import config_with
+from personalign.records.io import is_path_source, read_examples, records_file
 from personalign.train.config import TrainConfig
 from personalign.train.loop import TrainResult
 from personalign.train.loop import train_with as train

@@ -23,15 +23,15 @@ from rich.table import Table
 from rich.text import Text
 
 from personalign.config import StrictModel
+from personalign.curate.stats import compute_stats
+from personalign.curate.synth import synth_records
 from personalign.errors import require_extra
+from personalign.files import check_output_dir, write_json
+from personalign.models.loading import check_model_dir
 from personalign.records.dimensions import shared_data_dir
 from personalign.records.io import ReadCounts, read_examples, write_jsonl
 from personalign.records.schema import Example
-from personalign.curate.stats import compute_stats
-from personalign.curate.synth import synth_records
 from personalign.views.build import ViewConfig, build_view
-from personalign.files import check_output_dir, write_json
-from personalign.models.loading import check_model_dir
 
 SHOW_CHARS = 700
 

@@ -136,8 +136,8 @@ def free_port() -> int:
 def synth_users(tmp_path_factory) -> dict[str, Path]:
     """Synthetic users (`data synth`): 100 to train on, 60 held out, with their MiniLM features cached
     beside them (computed once per session), and a `mean-diff` and a `latent` user model trained on them."""
-    from personalign.records.io import write_jsonl
     from personalign.curate.synth import synth_records
+    from personalign.records.io import write_jsonl
     from personalign.users.train import UsersTrainConfig, train_user_model
 
     def build(root: Path) -> None:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from procs import ADDRESS_IN_USE, free_port, run
 
 REPO = Path(__file__).resolve().parents[1]

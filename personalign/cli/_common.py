@@ -29,11 +29,11 @@ from typer import _click as click  # typer vendors click; its exceptions are the
 from typer.core import TyperGroup
 
 from personalign.config import load_config
-from personalign.records.io import OnInvalid
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, BackendKind
 from personalign.llm.verdict import VerdictMode
 from personalign.models.settings import AttnImplementation, DType
+from personalign.records.io import OnInvalid
 
 console = Console()
 err_console = Console(stderr=True)

@@ -9,13 +9,13 @@ from typing import Literal
 import typer
 
 from personalign.cli._common import ConfigFile, Overrides, command_config, console, err_console, new_app
-from personalign.records.errors import RecordError
-from personalign.records.io import OnInvalid
-from personalign.views.templates import TemplateName, ViewName
-from personalign.records.tokens import Convention
-from personalign.views.build import PersonaSourceName, ViewConfig
 from personalign.errors import EmptyError
 from personalign.files import check_output_dir, check_output_file, write_json
+from personalign.records.errors import RecordError
+from personalign.records.io import OnInvalid
+from personalign.records.tokens import Convention
+from personalign.views.build import PersonaSourceName, ViewConfig
+from personalign.views.templates import TemplateName, ViewName
 
 app = new_app()
 
@@ -121,8 +121,8 @@ def synth(
     """Write synthetic records whose preferred reply depends on the user's history."""
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from personalign.records.io import record_writer
     from personalign.curate.synth import synth_ranking, synth_records
+    from personalign.records.io import record_writer
 
     check_output_file(out)
     writer = record_writer(out, option="--out")
@@ -155,8 +155,8 @@ def export_memory(
     from personalign.errors import require_extra
 
     require_extra("memory", "personalign data export-memory")
-    from personalign.records.io import record_writer
     from personalign.memory.store import MemoryStore
+    from personalign.records.io import record_writer
 
     check_output_file(out)
     writer = record_writer(out, option="--out")
@@ -182,8 +182,8 @@ def stats(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from personalign.records.io import ReadCounts, read_examples
     from personalign.curate.stats import compute_stats
+    from personalign.records.io import ReadCounts, read_examples
 
     if json_out is not None:
         check_output_file(json_out, inputs=[file], option="--json")
@@ -254,8 +254,8 @@ def tokenize(
 ) -> None:
     """Build the token stores a `train` config reads (its data and eval data), e.g. on a CPU node ahead
     of a GPU job; `train` with the same config then finds them. Takes the train config's keys."""
-    from personalign.records.io import check_source
     from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
+    from personalign.records.io import check_source
     from personalign.tokenstore.store import load_store
     from personalign.train.collate import run_specs
     from personalign.train.config import TrainConfig
@@ -328,8 +328,8 @@ def _usage_errors(param_hint: str | None = None) -> Iterator[None]:
 
 def _prompts_and_tokenizer(files: list[str], tokenizer: str | None) -> tuple[dict[str, list[str]], object]:
     """The prompts of each file, and the tokenizer (default: the embedded model's)."""
-    from personalign.records.io import read_examples
     from personalign.models.loading import load_tokenizer
+    from personalign.records.io import read_examples
 
     prompts = {f: [ex.prompt for ex in read_examples(f)] for f in files}
     with _usage_errors("--tokenizer"):
@@ -461,8 +461,8 @@ def select(
     import numpy as np
 
     from personalign.curate import diversity as div
-    from personalign.records.io import record_writer, write_records
     from personalign.curate.ranking import pick_records
+    from personalign.records.io import record_writer, write_records
 
     check_output_file(out, inputs=[file])
     record_writer(out, option="--out")

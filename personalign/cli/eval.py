@@ -11,17 +11,36 @@ from rich.markup import escape
 from rich.table import Table
 
 from personalign.cli._common import (
-    ApiKeyEnv, AttnOpt, BaseUrl, BatchSize, ConfigFile, DTypeOpt, Kind, Limit, Model, OnInvalidOpt, Overrides, Overwrite,
-    PromptFileOpt, TrustRemoteCode, VerdictModeOpt, backend_options, check_backend_config, command_config, console,
-    main_process, model_options, new_app,
+    ApiKeyEnv,
+    AttnOpt,
+    BaseUrl,
+    BatchSize,
+    ConfigFile,
+    DTypeOpt,
+    Kind,
+    Limit,
+    Model,
+    OnInvalidOpt,
+    Overrides,
+    Overwrite,
+    PromptFileOpt,
+    TrustRemoteCode,
+    VerdictModeOpt,
+    backend_options,
+    check_backend_config,
+    command_config,
+    console,
+    main_process,
+    model_options,
+    new_app,
 )
+from personalign.eval.names import JudgePreset, Protocol, SuiteMethod
+from personalign.files import check_output_dir, check_output_file
+from personalign.models.loading import check_model_dir, process_state
 from personalign.records.io import check_source
-from personalign.views.templates import TemplateName, ViewName
 from personalign.records.tokens import Convention
 from personalign.views.build import PersonaSourceName
-from personalign.files import check_output_dir, check_output_file
-from personalign.eval.names import JudgePreset, Protocol, SuiteMethod
-from personalign.models.loading import check_model_dir, process_state
+from personalign.views.templates import TemplateName, ViewName
 
 app = new_app()
 
@@ -222,7 +241,11 @@ def generate(
     """Generate one response per record under a view (or the best of N by a reward model); rerunning
     continues a killed run from its cache."""
     from personalign.eval.generate import (
-        GENERATE_OUTPUTS, GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses,
+        GENERATE_OUTPUTS,
+        GENERATIONS_FILE,
+        SETTINGS_FILE,
+        GenerateConfig,
+        generate_responses,
     )
     from personalign.llm.base import SAMPLING_PRESETS
     from personalign.llm.progress import progress_bar

@@ -12,15 +12,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from personalign.cli._common import (
-    ApiKeyEnv, BaseUrl, BatchSize, Cache, Concurrency, ConfigFile, Data, Kind, Limit, Model, Overrides, PromptFileOpt,
-    VerdictModeOpt, backend_options, check_backend_config, command_config, console, main_process, new_app,
+    ApiKeyEnv,
+    BaseUrl,
+    BatchSize,
+    Cache,
+    Concurrency,
+    ConfigFile,
+    Data,
+    Kind,
+    Limit,
+    Model,
+    Overrides,
+    PromptFileOpt,
+    VerdictModeOpt,
+    backend_options,
+    check_backend_config,
+    command_config,
+    console,
+    main_process,
+    new_app,
 )
-from personalign.records.io import check_source
 from personalign.errors import EmptyError
 from personalign.files import check_output_file
 from personalign.llm import make_backend
 from personalign.persona.judge import PersonaField, PersonaJudgeConfig
 from personalign.persona.saliency import Lemmatizer, SaliencyMethod
+from personalign.records.io import check_source
 
 app = new_app()
 
@@ -73,8 +90,8 @@ def infer(
     overrides: Overrides = None,
 ) -> None:
     """Infer the persona behind each chosen (and rejected) response; resumable after a kill."""
-    from personalign.records.io import record_writer
     from personalign.persona.infer import SIDES, InferConfig, infer_personas
+    from personalign.records.io import record_writer
 
     if side and set(side) - set(SIDES):
         raise typer.BadParameter(f"expected chosen or rejected, got {tuple(side)}", param_hint="--side")
@@ -238,8 +255,8 @@ def saliency(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write every label's full list as JSON here.")] = None,
 ) -> None:
     """The words most specific to chosen vs. rejected personas."""
-    from personalign.records.io import read_examples
     from personalign.persona.saliency import METHOD_CUTOFF, personas_by_side, word_saliency, write_saliency
+    from personalign.records.io import read_examples
 
     _check_io(data, (out, "--out"))
     labels = personas_by_side(read_examples(data))
@@ -267,8 +284,8 @@ def retrieve(
         "--model-path", help="sentence-transformers dir (default: packaged all-MiniLM-L6-v2).")] = None,
 ) -> None:
     """Give each record the personas of the training record with the most similar prompt (never itself)."""
-    from personalign.records.io import record_writer
     from personalign.persona.retrieve import retrieve_personas
+    from personalign.records.io import record_writer
 
     check_source(train, option="--train")
     _check_io(data, (out, "--out"), inputs=(train,))

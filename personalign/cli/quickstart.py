@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import typer
 
 from personalign.cli._common import command_config, console

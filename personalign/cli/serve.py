@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 import typer
 
 from personalign.cli._common import AttnOpt, DTypeOpt, TrustRemoteCode, command_config, console, model_options
-from personalign.views.templates import TemplateName
 from personalign.errors import require_extra
 from personalign.serve.memory import MemoryView
+from personalign.views.templates import TemplateName
 
 
 def serve(

@@ -8,7 +8,15 @@ import typer
 from rich.table import Table
 
 from personalign.cli._common import (
-    ConfigFile, Limit, OnInvalidOpt, Overrides, Overwrite, command_config, console, main_process, new_app,
+    ConfigFile,
+    Limit,
+    OnInvalidOpt,
+    Overrides,
+    Overwrite,
+    command_config,
+    console,
+    main_process,
+    new_app,
 )
 from personalign.records.io import check_source
 from personalign.users.names import Representation

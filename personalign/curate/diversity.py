@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from personalign.records.tokens import CONVENTIONS, prompts_ids
 from personalign.files import write_json
+from personalign.records.tokens import CONVENTIONS, prompts_ids
 
 
 @dataclass(frozen=True, slots=True)

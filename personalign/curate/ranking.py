@@ -21,11 +21,11 @@ from math import lcm
 from pathlib import Path
 from typing import Any
 
+from personalign.files import write_json as write_json_file
 from personalign.records.errors import RecordError
 from personalign.records.io import RECORD_SUFFIXES, Source, iter_raw, write_jsonl, write_records
 from personalign.records.schema import CHOSEN, PROMPT, REJECTED, RESPONSES, Example
 from personalign.records.validate import to_example, to_record
-from personalign.files import write_json as write_json_file
 
 MANIFEST = "manifest.json"
 RANK_SPLIT_OUTPUTS = ("*.k[0-9]*",)  # what `rank_split` writes into its directory (`<stem>.k<k><suffix>`)

@@ -13,9 +13,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, PositiveInt, model_validator
 
-from personalign.records.io import OnInvalid, write_jsonl
-from personalign.tokenstore.store import StoreSpec, TokenStore, load_store
-from personalign.views.build import ViewConfig
 from personalign.eval.names import Protocol
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, pair_correct, sliced_accuracy
@@ -24,7 +21,9 @@ from personalign.models.loading import load_model, load_tokenizer, process_state
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseScores, ScoreTable, response_scores, score_store
 from personalign.models.settings import ScoringModelSettings
-
+from personalign.records.io import OnInvalid, write_jsonl
+from personalign.tokenstore.store import StoreSpec, TokenStore, load_store
+from personalign.views.build import ViewConfig
 
 ALIGNX_REFERENCE_VIEW = ViewConfig(view="ica", template="alignx-eval")
 ACCURACY_FILE = "accuracy.json"

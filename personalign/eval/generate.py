@@ -23,17 +23,17 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from personalign.config import StrictModel
-from personalign.records.io import OnInvalid, read_examples, write_jsonl
-from personalign.records.errors import RecordError
 from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import write_json
-from personalign.views.templates import plain_shot
-from personalign.views.build import REJECTED_SIDE, ViewConfig, build_view, preferred_order
 from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import generate_cached, open_cache
 from personalign.models.card import with_trained_view
 from personalign.models.loading import process_state
+from personalign.records.errors import RecordError
+from personalign.records.io import OnInvalid, read_examples, write_jsonl
+from personalign.views.build import REJECTED_SIDE, ViewConfig, build_view, preferred_order
+from personalign.views.templates import plain_shot
 
 GENERATIONS_FILE = "generations.jsonl"
 SETTINGS_FILE = "generation.json"
@@ -190,9 +190,9 @@ def generate_responses(
 def best_of_n(cfg: GenerateConfig, examples: list, candidates: list[list[str]]) -> list[dict]:
     """Per record, the candidate the reward model rewards most under its view of that record (ties: the
     first), with every candidate and its reward; the rewards come from one packed pass per record."""
-    from personalign.records.tokens import tokenize_pair
     from personalign.models.rewards import ResponseRewards, load_reward_model
     from personalign.models.scorer import InMemoryRows, score_store
+    from personalign.records.tokens import tokenize_pair
 
     rm_cfg = with_trained_view(cfg, cfg.reward_model, field="reward_view")
     view = rm_cfg.reward_view or cfg.view

@@ -23,7 +23,6 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
-from personalign.records.io import write_jsonl
 from personalign.eval.generate import decoding_label, read_generations
 from personalign.eval.names import PRESETS, JudgePreset
 from personalign.files import write_json, write_text
@@ -32,6 +31,7 @@ from personalign.llm.judging import JUDGE_GENERATION, SHOTS, agreement, run_judg
 from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap_win_rates
+from personalign.records.io import write_jsonl
 
 PathLike = str | os.PathLike
 RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE = "judge.json", "judge.md", "judgments.jsonl", "judge.cache.jsonl"

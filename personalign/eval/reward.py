@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from pydantic import PositiveInt
 
-from personalign.records.dialogue import dialogue_messages
-from personalign.records.errors import RecordError
-from personalign.records.io import iter_raw
 from personalign.config import StrictModel
-from personalign.records.tokens import CONVENTIONS, Convention, prompts_ids
 from personalign.files import write_json
 from personalign.metrics import Estimate, bootstrap
 from personalign.models.card import read_provenance
 from personalign.models.rewards import load_reward_model
+from personalign.records.dialogue import dialogue_messages
+from personalign.records.errors import RecordError
+from personalign.records.io import iter_raw
+from personalign.records.tokens import CONVENTIONS, Convention, prompts_ids
 
 PathLike = str | os.PathLike
 REWARD_METRIC = {"personalign": "mean sigmoid(score)", "scaling-alignment": "mean raw score (logit)"}
@@ -128,10 +128,10 @@ def trained_reward_scores(model, tokenizer, template: str, rows: Sequence[tuple[
     """Rewards of (prompt, response) rows from a reward model personalign trained, scored as it was
     trained: the prompt through its template (view none: a row carries no user context), the response
     with EOS, the reward at the response's last token (`ResponseRewards`)."""
-    from personalign.views.templates import build_prompt
-    from personalign.records.tokens import tokenize_pair
     from personalign.models.rewards import ResponseRewards
     from personalign.models.scorer import InMemoryRows, score_store
+    from personalign.records.tokens import tokenize_pair
+    from personalign.views.templates import build_prompt
 
     items = [tokenize_pair(tokenizer, build_prompt(template, "none", r[0], tokenizer=tokenizer).text, [r[1]], max_length)
              for r in rows]

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from personalign.records.io import write_jsonl
-from personalign.views.build import ViewConfig
+
 from personalign.eval.alignment import EvalDataConfig, eval_store, scored_table
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, sliced_accuracy
 from personalign.models.card import with_trained_view
 from personalign.models.loading import load_tokenizer, resolve_model
 from personalign.models.rewards import load_reward_model
+from personalign.records.io import write_jsonl
+from personalign.views.build import ViewConfig
 
 RM_FILE = "rm.json"
 RM_OUTPUTS = (RM_FILE, "rm.md", "rewards.jsonl")  # what `write_rm` writes

@@ -20,9 +20,9 @@ from pydantic import Field, PositiveInt
 
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.eval.names import SuiteMethod
-from personalign.models.loading import process_state
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate
+from personalign.models.loading import process_state
 from personalign.models.settings import ScoringModelSettings
 
 SUFFIXES = (".json", ".jsonl", ".parquet")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from personalign.llm.base import Backend, GenerationConfig, Request
 from personalign.llm.cache import generate_cached, open_cache
-from personalign.models.loading import process_state
 from personalign.llm.verdict import CHOICES, VerdictMode, judge_backend, read_verdicts
+from personalign.models.loading import process_state
 
 JUDGE_GENERATION = GenerationConfig(max_new_tokens=8, temperature=0.0)
 

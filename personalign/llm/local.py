@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from personalign.records.tokens import prompts_ids
 from personalign.llm.base import BackendConfig, GenerationConfig, Request
 from personalign.llm.progress import progress_bar
 from personalign.models.loading import load_model, model_fingerprint
+from personalign.records.tokens import prompts_ids
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are encoded with the rest of each prompt
 

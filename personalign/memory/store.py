@@ -20,16 +20,24 @@ import importlib
 import json
 import re
 import time
-from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from personalign.errors import UserError
 from personalign.records.schema import (
-    DEMOGRAPHIC, DIRECTION, N_DIMENSIONS, PAIRS, PROFILE, UGC, Comment, Pair, UserContext,
+    DEMOGRAPHIC,
+    DIRECTION,
+    N_DIMENSIONS,
+    PAIRS,
+    PROFILE,
+    UGC,
+    Comment,
+    Pair,
+    UserContext,
 )
 
 SCHEMA_VERSION = 3

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from personalign.records.tokens import Tokenized
 from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
+from personalign.records.tokens import Tokenized
 
 PAD_SEGMENT = -1
 PROMPT_SEGMENT = 0

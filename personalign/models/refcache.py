@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from personalign.tokenstore.store import TokenStore
 from personalign.files import cache_key, discard_corrupt
 from personalign.models.loading import model_fingerprint
 from personalign.models.scorer import ScoreTable
 from personalign.models.settings import ModelSettings
+from personalign.tokenstore.store import TokenStore
 
 
 def precision(settings: ModelSettings, *, bf16_autocast: bool = False) -> str:

@@ -28,10 +28,10 @@ import torch
 from accelerate.utils import gather_object
 from rich.console import Console
 
-from personalign.progress import work_progress
-from personalign.records.tokens import Tokenized, tokenize_pair
 from personalign.models.logprobs import PackedBatch, length_batches, pack_batch, packed_logprobs, unwrap
 from personalign.models.rewards import ResponseRewards, is_reward_model
+from personalign.progress import work_progress
+from personalign.records.tokens import Tokenized, tokenize_pair
 
 
 class Rows(Protocol):

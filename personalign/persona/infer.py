@@ -15,14 +15,14 @@ from typing import Literal, get_args
 
 from pydantic import Field, PositiveInt
 
-from personalign.records.io import Source, read_examples, write_examples
-from personalign.records.schema import Example
 from personalign.config import StrictModel
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import generate_cached, open_cache
-from personalign.models.loading import process_state
 from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
+from personalign.models.loading import process_state
 from personalign.persona.prompts import INFER_SLOTS, INFER_VERSION, infer_messages
+from personalign.records.io import Source, read_examples, write_examples
+from personalign.records.schema import Example
 
 Side = Literal["chosen", "rejected"]
 SIDES: tuple[str, ...] = get_args(Side)

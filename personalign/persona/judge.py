@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -27,7 +26,6 @@ import numpy as np
 from pydantic import PositiveInt
 
 from personalign.config import StrictModel
-from personalign.records.schema import Example
 from personalign.files import write_json
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.judging import JUDGE_GENERATION, agreement, run_judge
@@ -36,6 +34,7 @@ from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap
 from personalign.persona.infer import default_cache_path
 from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
+from personalign.records.schema import Example
 
 PathLike = str | os.PathLike
 PersonaField = Literal["chosen_persona", "rejected_persona", "ground_truth_persona"]

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from personalign.models.embeddings import embed, load_encoder
 from personalign.records.io import Source, read_examples, write_examples
 from personalign.records.schema import PERSONA_SOURCE_FIELDS, Example
-from personalign.models.embeddings import embed, load_encoder
 
 RETRIEVED = {"chosen": PERSONA_SOURCE_FIELDS["retrieved"][0], "rejected": PERSONA_SOURCE_FIELDS["retrieved_rejected"][0]}
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from personalign.records.schema import N_DIMENSIONS
 from personalign.errors import UserError
+from personalign.records.schema import N_DIMENSIONS
 
 FILENAME = "alignx_dimensions.json"
 ENV_VAR = "PERSONALIGN_DIMENSIONS"

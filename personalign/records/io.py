@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import orjson
 
+from personalign.errors import EmptyError, OutputError, UserError
+from personalign.files import atomic_write, cache_key, personalign_home
 from personalign.records.errors import RecordError
 from personalign.records.schema import (
     CHOSEN,
@@ -38,8 +40,6 @@ from personalign.records.schema import (
     Example,
 )
 from personalign.records.validate import to_example, to_record
-from personalign.errors import EmptyError, OutputError, UserError
-from personalign.files import atomic_write, cache_key, personalign_home
 
 Source = str | os.PathLike  # a path or hub name; readers also take a `datasets.Dataset` or an iterable of dicts
 MEMORY = "<memory>"  # the `file` of records given from Python

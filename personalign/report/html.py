@@ -36,9 +36,9 @@ from pathlib import Path
 
 import jinja2
 
+from personalign.errors import EmptyError, OutputError, UserError
 from personalign.eval.generate import GENERATIONS_FILE, SETTINGS_FILE
 from personalign.eval.judge import PAIRS_FILE, RESULT_FILE, pair_runs
-from personalign.errors import EmptyError, OutputError, UserError
 from personalign.files import check_output_file, write_text
 from personalign.report import plots
 

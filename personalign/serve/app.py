@@ -29,17 +29,23 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from personalign.views.templates import check_view
-from personalign.views.build import ViewConfig
 from personalign.errors import UserError
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import Completion, LocalBackend
 from personalign.models.settings import ModelSettings
 from personalign.serve.batching import Batcher
 from personalign.serve.memory import (
-    MEMORY_HEADER, MEMORY_VIEWS, USER_HEADER, KeyRing, PersonaRefresher, allowed_user, memory_prompt,
+    MEMORY_HEADER,
+    MEMORY_VIEWS,
+    USER_HEADER,
+    KeyRing,
+    PersonaRefresher,
+    allowed_user,
+    memory_prompt,
 )
 from personalign.serve.prompts import SERVE_VIEWS, PromptError, conditioning, render_chat, render_completion
+from personalign.views.build import ViewConfig
+from personalign.views.templates import check_view
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 2048  # the most new tokens one choice may ask for (`max_tokens_limit`): one request cannot stall the rest

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
+from personalign.errors import UserError
 from personalign.records.formats import messages_prompt
 from personalign.records.schema import Example, Pair, UserContext
 from personalign.views.build import ViewConfig, build_view
-from personalign.errors import UserError
 
 log = logging.getLogger("personalign.serve")
 USER_HEADER = "x-user-id"

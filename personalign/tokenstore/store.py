@@ -34,15 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rich.progress import TextColumn
 
+from personalign.errors import EmptyError
+from personalign.files import cache_dir, cache_key, data_digest, read_json_object, write_json
+from personalign.progress import work_progress
 from personalign.records.errors import RecordError
 from personalign.records.io import OnInvalid, ReadCounts, Source, default_rejects_path, read_examples, record_count
 from personalign.records.schema import Example
-from personalign.views.templates import response_convention, template_warning
-from personalign.progress import work_progress
 from personalign.records.tokens import Tokenized, tokenize_pair
 from personalign.views.build import Rendered, ViewConfig, ViewCounts, build_view, persona_sides
-from personalign.errors import EmptyError
-from personalign.files import cache_dir, cache_key, data_digest, read_json_object, write_json
+from personalign.views.templates import response_convention, template_warning
 
 STORE_VERSION = 3  # 2: the label column; 3: sft_index, template response conventions
 TOKENS_FILE = "tokens.arrow"

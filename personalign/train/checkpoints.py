@@ -27,8 +27,8 @@ from personalign.files import read_json_object as _read_json
 from personalign.models.card import command_line, copy_provenance, write_provenance
 from personalign.models.loading import load_model, load_tokenizer
 from personalign.models.lora import apply_lora, load_lora, merge_lora
-from personalign.models.scorer import ResponseLogprobs
 from personalign.models.rewards import ResponseRewards, load_reward_model
+from personalign.models.scorer import ResponseLogprobs
 from personalign.train.sharding import FSDP_MODEL_DIR, full_state_dict, is_sharded, save_sharded
 
 STATE_FILE = "trainer_state.json"
@@ -210,8 +210,8 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge: bo
 
 def provenance(cfg, **extra) -> dict:
     """The `personalign.json` record of a model trained with `cfg` (see `personalign.models.card`)."""
-    from personalign.version import __version__
     from personalign.files import data_digest
+    from personalign.version import __version__
 
     return {"personalign_version": __version__, "name": cfg.run_name or Path(cfg.output_dir).resolve().name,
             "base_model": cfg.model or "SmolLM2-135M-Instruct (personalign's embedded default)",

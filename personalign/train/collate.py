@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from personalign.records.io import OnInvalid
-from personalign.tokenstore.store import StoreSpec, TokenStore
-from personalign.records.tokens import Tokenized
-from personalign.views.build import ViewConfig
 from personalign.models.logprobs import PackedBatch, pack_batch
+from personalign.records.io import OnInvalid
+from personalign.records.tokens import Tokenized
+from personalign.tokenstore.store import StoreSpec, TokenStore
 from personalign.train.config import TrainConfig
+from personalign.views.build import ViewConfig
 
 NEEDS = {"dpo": "pair", "kto": "kto", "simpo": "pair", "orpo": "pair", "pro": "ranking", "rm": "ranking",
          "sft": "any"}

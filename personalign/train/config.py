@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from personalign.records.io import OnInvalid
-from personalign.views.build import ViewConfig
 from personalign.models.lora import LoraSettings
 from personalign.models.settings import ScoringModelSettings
+from personalign.records.io import OnInvalid
 from personalign.train.loss_names import REFERENCE_FREE, DpoLossType, dpo_loss_check
+from personalign.views.build import ViewConfig
 
 Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
 TRACKERS: tuple[str, ...] = ("tensorboard", "wandb", "mlflow", "trackio")

@@ -38,25 +38,45 @@ from rich.progress import Progress
 from transformers import get_scheduler
 
 from personalign.config import config_with, dump_config
-from personalign.records.io import check_source, is_path_source, records_file
 from personalign.errors import CorruptFileError, EmptyError, UserError
 from personalign.files import check_output_dir, write_text
 from personalign.metrics import pair_correct
-from personalign.progress import work_progress
 from personalign.models.card import push_to_hub, write_provenance
 from personalign.models.loading import check_model_dir, resolve_model
-from personalign.tokenstore.store import TokenStore, load_store
 from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ScoreTable, batch_kwargs, score_store
+from personalign.progress import work_progress
+from personalign.records.io import check_source, is_path_source, records_file
+from personalign.tokenstore.store import TokenStore, load_store
 from personalign.train.checkpoints import (
-    CONFIG_FILE, FINAL_DIR, METRICS_FILE, TRAIN_OUTPUTS, best_checkpoint, checkpoints, prune_checkpoints, read_state,
-    load_policy, provenance, resolve_checkpoint, save_checkpoint, save_final, trainable_module, trainable_only,
+    CONFIG_FILE,
+    FINAL_DIR,
+    METRICS_FILE,
+    TRAIN_OUTPUTS,
+    best_checkpoint,
+    checkpoints,
+    load_policy,
+    provenance,
+    prune_checkpoints,
+    read_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_final,
+    trainable_module,
+    trainable_only,
 )
 from personalign.train.collate import KtoRows, collate, rewards_tensor, run_specs, sft_tensor
 from personalign.train.config import TrainConfig
 from personalign.train.losses import (
-    LossOutput, dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss, simpo_loss,
+    LossOutput,
+    dpo_loss,
+    kto_loss,
+    orpo_loss,
+    pro_loss,
+    reward_loss,
+    sft_loss,
+    simpo_loss,
 )
 from personalign.train.sharding import cpu_fsdp_requested, is_sharded, load_sharded, shard
 from personalign.train.trackers import check_trackers, make_trackers

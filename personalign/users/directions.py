@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from personalign.config import StrictModel
-from personalign.records.io import read_examples, write_jsonl, iter_raw
-from personalign.records.schema import DIRECTION, N_DIMENSIONS, PAIRS
 from personalign.errors import EmptyError, ModelError
 from personalign.files import atomic_write, check_output_dir, check_output_file, data_digest, read_json_object, write_json
+from personalign.records.io import iter_raw, read_examples, write_jsonl
+from personalign.records.schema import DIRECTION, N_DIMENSIONS, PAIRS
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features
 from personalign.users.population import group_users
 

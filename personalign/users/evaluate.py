@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from personalign.config import StrictModel
-from personalign.records.io import OnInvalid, write_jsonl
 from personalign.errors import EmptyError, UserError
 from personalign.files import check_output_dir, write_json, write_text
+from personalign.records.io import OnInvalid, write_jsonl
 from personalign.users.features import FeatureSpec, Featurizer
 from personalign.users.model_dir import load_user_model
 from personalign.users.population import load_population

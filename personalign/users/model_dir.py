@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 from personalign.errors import CorruptFileError, ModelError
 from personalign.files import atomic_write, read_json_object, write_json, write_text
 from personalign.users.features import FeatureSpec

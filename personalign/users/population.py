@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from personalign.records.io import ReadCounts, read_examples
-from personalign.records.schema import Example
 from personalign.errors import EmptyError, UserError
 from personalign.files import data_digest
+from personalign.records.io import ReadCounts, read_examples
+from personalign.records.schema import Example
 from personalign.users.features import FeatureSpec, Featurizer, TextTable, cached_features
 
 USER_ID = "user_id"

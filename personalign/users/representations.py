@@ -23,8 +23,6 @@ from torch import Tensor, nn
 from personalign.config import StrictModel
 from personalign.users.names import REPRESENTATIONS
 
-
-
 TEXT_KINDS = ("comment", "demographic")  # a user's own texts besides pairs, by kind id
 
 

@@ -13,15 +13,15 @@ import numpy as np
 import torch
 
 from personalign.config import StrictModel
-from personalign.records.io import OnInvalid
 from personalign.errors import UserError
 from personalign.files import check_output_dir
 from personalign.metrics import Estimate
+from personalign.records.io import OnInvalid
 from personalign.users.features import FeatureSpec
 from personalign.users.model_dir import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, save_user_model
+from personalign.users.names import Representation
 from personalign.users.population import Population, load_population
 from personalign.users.protocol import padded, score_users, user_bootstrap, user_texts
-from personalign.users.names import Representation
 from personalign.users.representations import FitSettings, UserModel, make_model
 
 OWN_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)

@@ -24,10 +24,10 @@ from pydantic import PositiveInt, model_validator
 from personalign.config import StrictModel
 from personalign.records.dimensions import load_dimensions
 from personalign.records.errors import RecordError
-from personalign.views.profile import user_profile
 from personalign.records.schema import PERSONA_SOURCE_FIELDS, Comment, Example, Pair, UserContext
-from personalign.views.templates import Prompt, TemplateName, ViewName, build_prompt, check_view, history_text
 from personalign.records.tokens import prompt_ids
+from personalign.views.profile import user_profile
+from personalign.views.templates import Prompt, TemplateName, ViewName, build_prompt, check_view, history_text
 
 MAX_SAMPLED = 4  # AlignX training: at most 4 UGC items and 4 pairs per record
 

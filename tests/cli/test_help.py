@@ -4,7 +4,6 @@ source, one-line errors with exit 2, --version, a missing extra named with its p
 from __future__ import annotations
 
 import re
-
 import subprocess
 import sys
 

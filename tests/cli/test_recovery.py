@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import write_jsonl
 from personalign.curate.synth import synth_records
 from personalign.files import CACHE_DIRNAME
+from personalign.records.io import write_jsonl
 
 runner = CliRunner()
 PAIRS = [{"prompt": f"Question {i}?", "chosen": f"A careful answer {i}.", "rejected": f"No {i}."} for i in range(4)]

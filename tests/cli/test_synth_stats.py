@@ -8,9 +8,9 @@ from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import read_examples
 from personalign.curate.stats import compute_stats
 from personalign.curate.synth import synth_records
+from personalign.records.io import read_examples
 
 runner = CliRunner()
 

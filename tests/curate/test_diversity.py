@@ -19,8 +19,8 @@ from personalign.curate.diversity import (
     select_diverse,
     tokenize,
 )
-from personalign.records.io import write_jsonl
 from personalign.curate.synth import synth_ranking
+from personalign.records.io import write_jsonl
 from personalign.testing import tiny_tokenizer
 
 

@@ -6,10 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.errors import RecordError
-from personalign.records.io import write_jsonl
 from personalign.curate.ranking import equal_budget_subsets, file_sha256, pick_records, rank_split
 from personalign.curate.synth import synth_ranking
+from personalign.records.errors import RecordError
+from personalign.records.io import write_jsonl
 
 N = 60
 

@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
+from personalign.curate.stats import LengthStats, compute_stats, percentiles
 from personalign.records.dimensions import load_dimensions
 from personalign.records.io import read_examples
-from personalign.curate.stats import LengthStats, compute_stats, percentiles
 
 
 def direction(**values: float) -> list[float]:

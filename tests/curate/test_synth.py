@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from personalign.records.io import ReadCounts, read_examples, write_jsonl
-from personalign.views.profile import profile_values
-from personalign.records.schema import DEMOGRAPHIC, DIRECTION, PAIRS, UGC
 from personalign.curate.synth import CONCISE, MAX_RANKING_K, STYLE, synth_ranking, synth_records
+from personalign.records.io import ReadCounts, read_examples, write_jsonl
+from personalign.records.schema import DEMOGRAPHIC, DIRECTION, PAIRS, UGC
+from personalign.views.profile import profile_values
 
 N = 1000
 MARKERS = {text: (d, side) for d, banks in STYLE.items() for side, bank in zip((1, 0), banks) for text in bank}

@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from personalign.views.build import ViewConfig
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.models.loading import process_state
+from personalign.views.build import ViewConfig
 
 
 class Recording:

@@ -13,9 +13,9 @@ import torch
 from plain import agreement_slack, plain_scores
 from procs import retry_on_port_conflict, run
 
-from personalign.records.io import write_jsonl
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.models.loading import load_model
+from personalign.records.io import write_jsonl
 from personalign.testing import save_tiny
 
 WORDS = "red blue green small large quick slow happy calm bright dark warm cold".split()
@@ -133,8 +133,8 @@ def test_alignx_protocol_scores_the_reference_under_the_ica_eval_layout(tiny_mod
     policy, ptok = load_model(second_model_dir)
     reference, rtok = load_model(tiny_model_dir)
     from personalign.records.io import read_examples
-    from personalign.views.templates import history_text, render_prompt
     from personalign.views.build import ViewConfig, build_view
+    from personalign.views.templates import history_text, render_prompt
 
     for ex, p_scores, r_scores in zip(read_examples(data), res.policy, res.reference):
         pba_prompt = build_view(ex, ViewConfig(view="pba", template="alignx-eval")).prompt

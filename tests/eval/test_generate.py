@@ -9,17 +9,21 @@ import textwrap
 from collections.abc import Sequence
 
 import pytest
-
-from personalign.records.errors import RecordError
 from procs import launched, wait_for
 
-from personalign.records.io import read_examples, write_jsonl
-from personalign.views.build import ViewConfig, build_view
 from personalign.eval.generate import (
-    CACHE_FILE, GENERATIONS_FILE, SETTINGS_FILE, GenerateConfig, generate_responses, read_generations,
+    CACHE_FILE,
+    GENERATIONS_FILE,
+    SETTINGS_FILE,
+    GenerateConfig,
+    generate_responses,
+    read_generations,
 )
 from personalign.llm.base import BackendConfig, GenerationConfig
 from personalign.llm.local import LocalBackend
+from personalign.records.errors import RecordError
+from personalign.records.io import read_examples, write_jsonl
+from personalign.views.build import ViewConfig, build_view
 
 
 class EchoBackend:

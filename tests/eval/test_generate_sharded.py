@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from procs import free_port, launched, retry_on_port_conflict, run, wait_for
 
-from personalign.records.io import write_jsonl
 from personalign.eval.generate import CACHE_FILE, read_generations
+from personalign.records.io import write_jsonl
 
 HERE = Path(__file__).parent
 

@@ -16,13 +16,18 @@ from fake_llm import send_json
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import write_jsonl
 from personalign.eval.generate import GENERATIONS_FILE
 from personalign.eval.judge import (
-    CACHE_FILE, RUBRICS, judge_messages, judge_runs, outcome, write_judge,
+    CACHE_FILE,
+    RUBRICS,
+    judge_messages,
+    judge_runs,
+    outcome,
+    write_judge,
 )
 from personalign.llm.base import GenerationConfig
 from personalign.metrics import bootstrap_win_rates
+from personalign.records.io import write_jsonl
 
 
 class RuleJudge:

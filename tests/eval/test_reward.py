@@ -10,12 +10,12 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.errors import RecordError
-from personalign.records.io import write_jsonl
 from personalign.eval.reward import reward_text, score_files
 from personalign.models.rewards import load_reward_model
-from personalign.testing import tiny_tokenizer
+from personalign.records.errors import RecordError
+from personalign.records.io import write_jsonl
 from personalign.report.html import build_report
+from personalign.testing import tiny_tokenizer
 
 ROWS_A = [
     {"prompt": "What is the capital of France?", "response": "Paris is the capital of France.",

@@ -6,13 +6,13 @@ import torch
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import read_examples, write_jsonl
-from personalign.views.templates import build_prompt
-from personalign.records.tokens import tokenize_pair
-from personalign.views.build import ViewConfig, render_views
 from personalign.models.rewards import load_reward_model
+from personalign.records.io import read_examples, write_jsonl
+from personalign.records.tokens import tokenize_pair
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
+from personalign.views.build import ViewConfig, render_views
+from personalign.views.templates import build_prompt
 
 VIEW = ViewConfig(view="demo")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

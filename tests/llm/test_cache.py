@@ -5,7 +5,7 @@ import json
 from fake_llm import RuleBackend
 
 from personalign.llm.base import GenerationConfig
-from personalign.llm.cache import GenerationCache, generation_key, generate_cached
+from personalign.llm.cache import GenerationCache, generate_cached, generation_key
 
 CFG = GenerationConfig(max_new_tokens=4)
 

@@ -9,15 +9,15 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fake_llm import send_json
 import torch
+from fake_llm import send_json
 
-from personalign.records.schema import Example, UserContext
-from personalign.records.tokens import prompt_ids
 from personalign.llm.openai_http import OpenAIBackend
 from personalign.llm.verdict import ChoiceProbs, order_averaged, read_verdicts
 from personalign.persona.judge import persona_accuracy
 from personalign.persona.prompts import accuracy_messages
+from personalign.records.schema import Example, UserContext
+from personalign.records.tokens import prompt_ids
 
 
 def test_order_averaging_cancels_position_bias():

@@ -4,12 +4,12 @@ import json
 import sqlite3
 
 import pytest
+from memdb import execute, tables
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import read_examples
 from personalign.memory.store import SCHEMA_VERSION, MemoryRequestError, MemoryStore, RequestIdConflict
-from memdb import execute, tables
+from personalign.records.io import read_examples
 
 EVIL = ["x'); DROP TABLE items; --", "1 OR 1=1", "u\" ; DELETE FROM users; --", "../../etc/passwd", "ü 🙂 \n\t"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from personalign.records.tokens import tokenize_pair
 from personalign.models.scorer import InMemoryRows, score_store
+from personalign.records.tokens import tokenize_pair
 from personalign.testing import tiny_causal_lm
 
 BUDGET = 160  # padded tokens per batch: several batches of different sizes

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from personalign.records.tokens import tokenize_pair
 from personalign.models.logprobs import pack_batch
 from personalign.models.lora import LoraSettings, apply_lora
 from personalign.models.rewards import ResponseRewards, is_reward_model, load_reward_model
 from personalign.models.scorer import InMemoryRows, score_store
+from personalign.records.tokens import tokenize_pair
 
 ITEMS = [("Tell me about cats.", ["Cats are small.", "No.", "Cats purr a lot, and sleep even more."]),
          ("Hi", ["Hello there, how can I help?", "Go away."])]

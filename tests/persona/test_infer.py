@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import launched, run, wait_for
 from fake_llm import RuleBackend, echo_preferred, field, pair_records
+from procs import launched, run, wait_for
 
-from personalign.records.io import read_examples
 from personalign.llm.cache import GenerationCache
 from personalign.persona.infer import default_cache_path, infer_personas, parse_persona
+from personalign.records.io import read_examples
 
 FAKE_LLM = Path(__file__).parents[1] / "fake_llm.py"
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from fake_llm import RuleBackend, field
 
-from personalign.records.schema import Example, UserContext
 from personalign.persona.judge import persona_accuracy, persona_preference
+from personalign.records.schema import Example, UserContext
 
 
 def examples(n: int = 6, rejected: bool = True) -> list[Example]:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from personalign.records.io import read_examples
 from personalign.persona.retrieve import nearest, retrieve_personas
+from personalign.records.io import read_examples
 
 
 def rec(prompt: str, persona: str | None, tag: str = "", rejected_persona: str | None = None) -> dict:

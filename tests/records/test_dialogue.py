@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from personalign.curate.synth import synth_ranking
 from personalign.records.dialogue import Dialogue, DialogueError, dialogue_messages, parse_dialogue, render_dialogue
 from personalign.records.schema import Example
-from personalign.curate.synth import synth_ranking
-from personalign.views.templates import render_prompt
-from personalign.views.build import ViewConfig, build_view
 from personalign.testing import tiny_tokenizer
+from personalign.views.build import ViewConfig, build_view
+from personalign.views.templates import render_prompt
 
 HH = "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. What kind?\n\nHuman: Sourdough,\n\nplease.\n\nAssistant:"
 

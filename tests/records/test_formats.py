@@ -4,13 +4,13 @@ import json
 import datasets
 import pytest
 
+from personalign.curate.synth import synth_records
 from personalign.records.dialogue import dialogue_messages
 from personalign.records.errors import RecordError
 from personalign.records.io import read_examples, write_parquet
-from personalign.curate.synth import synth_records
-from personalign.views.templates import SUPPORTED, chat_messages
 from personalign.records.validate import to_record
 from personalign.views.build import ViewConfig, build_view
+from personalign.views.templates import SUPPORTED, chat_messages
 
 
 def jsonl(path, rows):

@@ -4,12 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from personalign.records.schema import Comment, Example, UserContext
-from personalign.records.tokens import bos_to_add, prompt_ids
-from personalign.views.build import ViewConfig, build_view
-from personalign.records.tokens import tokenize_pair
 from personalign.models.scorer import score_responses
+from personalign.records.schema import Comment, Example, UserContext
+from personalign.records.tokens import bos_to_add, prompt_ids, tokenize_pair
 from personalign.testing import BEGIN_OF_TEXT, tiny_causal_lm, tiny_tokenizer
+from personalign.views.build import ViewConfig, build_view
 
 
 @pytest.fixture(scope="module")

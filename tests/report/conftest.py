@@ -13,15 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import read_examples, write_jsonl
-from personalign.views.build import ViewConfig
 from personalign.eval.alignment import AccuracyResult, write_accuracy
 from personalign.eval.generate import GenerateConfig, generate_responses
 from personalign.eval.judge import judge_runs, write_judge
-from personalign.metrics import sliced_accuracy
 from personalign.llm.base import GenerationConfig
+from personalign.metrics import sliced_accuracy
 from personalign.persona.judge import persona_accuracy, persona_preference, write_persona_result
+from personalign.records.io import read_examples, write_jsonl
 from personalign.report.html import build_report
+from personalign.views.build import ViewConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_helpers import CHROMIUM, PAYLOADS, TITLE, Browser  # noqa: E402

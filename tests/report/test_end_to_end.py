@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from report_helpers import colored_pixels
 from typer.testing import CliRunner
 

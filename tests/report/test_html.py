@@ -8,8 +8,8 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-from report_helpers import PAYLOADS
 from markupsafe import escape
+from report_helpers import PAYLOADS
 
 from personalign.errors import EmptyError, UserError
 from personalign.report.html import build_report, collect

@@ -9,13 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from report_helpers import colored_pixels
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import read_examples
 from personalign.quickstart import SIZES
+from personalign.records.io import read_examples
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".cache" / "test-artifacts" / "quickstart"
 

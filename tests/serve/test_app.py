@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from personalign.cli import app as cli_app
-from personalign.views.templates import render_prompt
 from personalign.llm import GenerationConfig
 from personalign.llm.local import LocalBackend
 from personalign.llm.openai_http import OpenAIBackend
 from personalign.serve.app import create_app, serve_in_background
+from personalign.views.templates import render_prompt
 
 GREEDY = GenerationConfig(max_new_tokens=6)
 PERSONA = "The user is a busy parent who wants quick, practical advice."

@@ -7,10 +7,10 @@ import sqlite3
 import httpx
 import pytest
 
-from personalign.records.io import read_examples, write_jsonl
-from personalign.views.build import ViewConfig, build_view
 from personalign.memory.store import MemoryStore
+from personalign.records.io import read_examples, write_jsonl
 from personalign.serve.app import create_app, serve_in_background
+from personalign.views.build import ViewConfig, build_view
 
 KEYS = {"ann-key": "ann", "bob-key": "bob"}
 

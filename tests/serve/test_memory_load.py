@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from procs import run
 
 REPO = Path(__file__).resolve().parents[2]

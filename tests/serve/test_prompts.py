@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from personalign.views.templates import apply_chat, render_prompt
 from personalign.serve.prompts import PromptError, conditioning, render_chat, render_completion
+from personalign.views.templates import apply_chat, render_prompt
 
 TASK = "Write a poem about the sea."
 USER = {"role": "user", "content": TASK}

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from personalign.tokenstore.store import META_FILE, StoreSpec, build_token_store, open_store, store_path
-from personalign.views.build import ViewConfig, build_view
 from personalign.records.io import read_examples
 from personalign.testing import tiny_tokenizer
+from personalign.tokenstore.store import META_FILE, StoreSpec, build_token_store, open_store, store_path
+from personalign.views.build import ViewConfig, build_view
 
 ICA = ViewConfig(view="ica", template="alignx")
 

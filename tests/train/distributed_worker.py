@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from personalign.records.tokens import Tokenized, tokenize_pair
 from personalign.models.logprobs import pack_batch
 from personalign.models.scorer import InMemoryRows, ResponseLogprobs, batch_kwargs, score_store
+from personalign.records.tokens import Tokenized, tokenize_pair
 from personalign.testing import tiny_causal_lm
 from personalign.train.losses import dpo_loss
 

@@ -50,9 +50,9 @@ def test_pruning_removes_oldest_first_when_the_best_is_last(tmp_path):
 
 def test_training_prunes_as_it_saves(tiny_model_dir, tmp_path, one_torch_thread):
     from personalign.records.io import write_jsonl
-    from personalign.views.build import ViewConfig
     from personalign.train.config import TrainConfig
     from personalign.train.loop import train
+    from personalign.views.build import ViewConfig
 
     data = tmp_path / "d.jsonl"
     write_jsonl([{"prompt": f"Q{i}?", "chosen": f"yes {i}", "rejected": "no"} for i in range(8)], data)

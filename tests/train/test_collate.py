@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from personalign.records.errors import RecordError
-from personalign.views.build import ViewConfig
 from personalign.models.logprobs import packed_logprobs
+from personalign.records.errors import RecordError
 from personalign.tokenstore.store import load_store
 from personalign.train.collate import collate, rewards_tensor, store_spec
+from personalign.views.build import ViewConfig
 
 PLAIN = ViewConfig(template="plain")
 

@@ -17,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from procs import ADDRESS_IN_USE, free_port, launched, retry_on_port_conflict, run
-
 import pytest
 import torch
+from procs import ADDRESS_IN_USE, free_port, launched, retry_on_port_conflict, run
 from safetensors.torch import load_file
 
 from personalign.config import load_config

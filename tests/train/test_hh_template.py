@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 
 from personalign.records.io import read_examples, write_jsonl
-from personalign.tokenstore.store import load_store
-from personalign.views.build import ViewConfig, build_view
 from personalign.testing import tiny_tokenizer
+from personalign.tokenstore.store import load_store
 from personalign.train import loop
 from personalign.train.collate import store_spec
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
+from personalign.views.build import ViewConfig, build_view
 
 HH = ViewConfig(view="none", template="hh")
 

@@ -5,24 +5,24 @@ from __future__ import annotations
 import json
 
 import pytest
-from plain import agreement_slack, plain_scores
 import torch
 from peft import PeftModel
+from plain import agreement_slack, plain_scores
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.records.io import read_examples, write_jsonl
 from personalign.curate.synth import synth_ranking
-from personalign.views.build import ViewConfig, render_views
 from personalign.models.loading import load_model
-from personalign.models.scorer import ResponseLogprobs, score_responses
 from personalign.models.lora import LoraSettings
+from personalign.models.scorer import ResponseLogprobs, score_responses
+from personalign.records.io import read_examples, write_jsonl
 from personalign.tokenstore import store as store_module
 from personalign.train.config import TrainConfig
 from personalign.train.loop import epoch_order, step_micro_batches, train
 from personalign.train.losses import pro_loss, sft_loss
+from personalign.views.build import ViewConfig, render_views
 
 VIEW = ViewConfig(view="demo", sample_history=True)
 

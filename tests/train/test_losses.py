@@ -14,17 +14,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from trl.trainer.dpo_trainer import DPOTrainer
-from trl.trainer.utils import FusedCausalLMOutput
-
 from trl.experimental.cpo.cpo_trainer import CPOTrainer
 from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+from trl.trainer.dpo_trainer import DPOTrainer
 from trl.trainer.kto_trainer import KTOTrainer
 from trl.trainer.reward_trainer import RewardTrainer
+from trl.trainer.utils import FusedCausalLMOutput
 
 from personalign.train.loss_names import DPO_LOSS_TYPES
 from personalign.train.losses import (
-    dpo_loss, kto_loss, orpo_loss, pro_loss, reward_loss, sft_loss,
+    dpo_loss,
+    kto_loss,
+    orpo_loss,
+    pro_loss,
+    reward_loss,
+    sft_loss,
     simpo_loss,
 )
 

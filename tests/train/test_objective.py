@@ -15,11 +15,11 @@ import math
 import pytest
 import torch
 
-from personalign.records.io import write_jsonl
-from personalign.views.build import ViewConfig
 from personalign.models.loading import load_model
+from personalign.records.io import write_jsonl
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
+from personalign.views.build import ViewConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BETA = 0.1
@@ -173,9 +173,9 @@ def test_each_epoch_uses_its_own_seeded_order(tiny_model_dir, data, tmp_path, mo
 
 def test_eval_accuracy_is_the_margin_over_the_starting_model(tiny_model_dir, data, tmp_path):
     """After one small step the policy is close to the reference, so the reference term decides most pairs."""
+    from personalign.models.scorer import score_responses
     from personalign.records.io import read_examples
     from personalign.views.build import render_views
-    from personalign.models.scorer import score_responses
 
     long_chosen = tmp_path / "long.jsonl"  # the base model prefers the short rejected reply: raw accuracy ~0
     write_jsonl([{**r, "chosen": f"A long, careful and detailed tip for people number {i}, with all the reasons.",

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import launched, wait_for
 import torch
 import yaml
+from procs import launched, wait_for
 from safetensors.torch import load_file
 
 from personalign.config import load_config

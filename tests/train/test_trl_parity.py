@@ -21,9 +21,9 @@ import torch
 from safetensors.torch import load_file
 
 from personalign.records.io import read_examples, write_jsonl
-from personalign.views.build import ViewConfig, build_view
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
+from personalign.views.build import ViewConfig, build_view
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")

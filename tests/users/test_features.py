@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from procs import retry_on_port_conflict, run
 
-from personalign.records.io import write_jsonl
 from personalign.curate.synth import synth_records
 from personalign.models.embeddings import embed, load_encoder
+from personalign.records.io import write_jsonl
 from personalign.users import features as features_module
 from personalign.users.features import FeatureSpec
 from personalign.users.population import load_population

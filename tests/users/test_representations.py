@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from personalign.users.representations import (
-    BT, FitSettings, Latent, LowRank, MeanDiff, REPRESENTATIONS, UserTexts, make_model,
+    BT,
+    REPRESENTATIONS,
+    FitSettings,
+    Latent,
+    LowRank,
+    MeanDiff,
+    UserTexts,
+    make_model,
 )
 
 D = 8

@@ -13,8 +13,8 @@ from personalign.cli import app
 from personalign.records.errors import RecordError
 from personalign.records.io import read_examples
 from personalign.records.schema import Comment, Example, Pair, UserContext
-from personalign.views.templates import history_text, render_prompt
 from personalign.views.build import ViewConfig, ViewCounts, build_view, render_views, select_history
+from personalign.views.templates import history_text, render_prompt
 
 
 @pytest.fixture(scope="module")

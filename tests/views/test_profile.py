@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from personalign.records.dimensions import Dimension, load_dimensions
-from personalign.views.profile import profile_text, profile_values, user_profile
 from personalign.records.schema import Comment, Pair, UserContext
+from personalign.views.profile import profile_text, profile_values, user_profile
 
 
 def vectors_with_means(means: list[float], n: int) -> list[list[float]]:
