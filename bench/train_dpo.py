@@ -182,7 +182,7 @@ def child_bound(spec: dict) -> dict:
 
     from personalign.models.loading import load_model
     from personalign.models.logprobs import PAD_SEGMENT, pack_batch
-    from personalign.train.loop import epoch_order, step_micro_batches
+    from personalign.train.schedule import epoch_order, step_micro_batches
 
     store = build_store(spec)
     model, _ = load_model(spec["model"], dtype="float32", attn_implementation="sdpa", device=spec.get("device", "cpu"))
@@ -224,7 +224,7 @@ def child_trl(spec: dict, precompute: bool) -> dict:
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from personalign.train.loop import epoch_order
+    from personalign.train.schedule import epoch_order
 
     timing: dict = {"step_end": []}
 

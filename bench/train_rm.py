@@ -74,7 +74,7 @@ def child_trl(spec: dict) -> dict:
     from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from personalign.train.loop import epoch_order
+    from personalign.train.schedule import epoch_order
 
     timing: dict = {"step_end": []}
 

@@ -40,6 +40,24 @@ def pair_correct(
     return margin > 0
 
 
+def best_ahead(scores, worst, ref=None, *, n_tokens=None) -> np.ndarray:
+    """The one "is the best response ahead?" rule (training's `eval/accuracy`, `eval accuracy`, `eval rm`).
+
+    Per row of `scores` `[N, R]` (responses best first): column 0 against column `worst[i]` (an index per
+    row, or one for all rows), by the margin over the reference `ref` `[N, R]` where given (`pair_correct`:
+    AlignX alignment accuracy), else by the score itself (a reward, or a summed log-prob), per token
+    when `n_tokens` `[N, R]` is given (mean token log-prob, in the scores' own precision).
+    """
+    s = np.asarray(scores)
+    rows, worst = np.arange(len(s)), np.broadcast_to(np.asarray(worst), (len(s),))
+    if n_tokens is not None:
+        s = s / np.maximum(np.asarray(n_tokens), 1).astype(s.dtype)
+    if ref is None:
+        return pair_correct(s[:, 0], s[rows, worst])
+    r = np.asarray(ref)
+    return pair_correct(s[:, 0], s[rows, worst], r[:, 0], r[rows, worst])
+
+
 def bootstrap(values: Sequence[float] | np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
     """Mean of `values` with a percentile bootstrap interval (deterministic for a seed)."""
     x = np.asarray(values, dtype=np.float64)

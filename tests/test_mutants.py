@@ -28,7 +28,7 @@ def test_every_mutant_applies_and_names_existing_tests():
         assert all((REPO / t).is_file() for t in m.tests), m.id
     covered = {m.module for m in mutants.MUTANTS}
     assert {"train/losses.py", "train/loop.py", "models/logprobs.py", "models/refcache.py", "metrics.py",
-            "eval/alignment.py", "data/profile.py", "data/views.py", "llm/verdict.py", "serve/memory.py",
+            "eval/alignment.py", "views/profile.py", "views/build.py", "llm/verdict.py", "serve/memory.py",
             "eval/generate.py", "llm/cache.py", "train/collate.py", "models/rewards.py"} <= covered
 
 

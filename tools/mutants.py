@@ -90,10 +90,10 @@ MUTANTS = [
            "sft_weight * best_nll", T_LOSSES),
     Mutant("losses:pro-tau-max", "train/losses.py", '.amax(dim=2).masked_fill(~has_later, 0.0)',
            '.amin(dim=2).masked_fill(~has_later, 0.0)', T_LOSSES),
-    # train/loop.py
-    Mutant("loop:zeroed-reference", "train/loop.py", "logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta",
+    # train/loop.py, train/objective.py, the best-ahead rule in metrics.py
+    Mutant("loop:zeroed-reference", "train/objective.py", "logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta",
            "logps[:, 0], logps[:, 1], 0 * ref[:, 0], 0 * ref[:, 1], beta=cfg.beta", T_OBJECTIVE),
-    Mutant("loop:swapped-reference", "train/loop.py", "logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta",
+    Mutant("loop:swapped-reference", "train/objective.py", "logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta",
            "logps[:, 0], logps[:, 1], ref[:, 1], ref[:, 0], beta=cfg.beta", T_OBJECTIVE),
     Mutant("loop:accumulation-mismatch", "train/loop.py",
            "gradient_accumulation_steps=cfg.gradient_accumulation_steps,", "gradient_accumulation_steps=1,", T_OBJECTIVE),
@@ -102,8 +102,8 @@ MUTANTS = [
     Mutant("loop:scheduler-not-stepped", "train/loop.py", "            scheduler.step()\n", "", T_OBJECTIVE),
     Mutant("loop:stale-epoch-order", "train/loop.py", "epoch_order(n_records, cfg.seed, epoch), epoch",
            "epoch_order(n_records, cfg.seed, 0), epoch", T_OBJECTIVE),
-    Mutant("loop:eval-accuracy-reference-swapped", "train/loop.py", "ref[:, 0].numpy(), ref[rows, last].numpy())",
-           "ref[rows, last].numpy(), ref[:, 0].numpy())", T_OBJECTIVE),
+    Mutant("loop:eval-accuracy-reference-swapped", "metrics.py", "r[:, 0], r[rows, worst])",
+           "r[rows, worst], r[:, 0])", T_OBJECTIVE),
     Mutant("loop:no-clipping", "train/loop.py", "if accelerator.sync_gradients and cfg.max_grad_norm:",
            "if False:", T_LOOP),
     # train/checkpoints.py (the "no pruning" and "wrong best checkpoint" changes)
@@ -153,8 +153,8 @@ MUTANTS = [
     Mutant("metrics:slice-mask", "metrics.py", "out[name] = bootstrap(c[mask], n_boot=n_boot, seed=seed)",
            "out[name] = bootstrap(c, n_boot=n_boot, seed=seed)", T_METRICS),
     # eval/alignment.py
-    Mutant("alignment:exchanged-policy-reference", "eval/alignment.py", "return pair_correct(pc, pr, rc, rr).astype",
-           "return pair_correct(rc, rr, pc, pr).astype", T_ALIGNMENT),
+    Mutant("alignment:exchanged-policy-reference", "eval/alignment.py", "return best_ahead(policy, 1, reference)",
+           "return best_ahead(reference, 1, policy)", T_ALIGNMENT),
     Mutant("alignment:reference-view-ignored", "eval/alignment.py", "ref_view = cfg.reference_view or cfg.view",
            "ref_view = cfg.view", T_ALIGNMENT),
     Mutant("alignment:raw-ignores-view", "eval/alignment.py",

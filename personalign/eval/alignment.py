@@ -15,7 +15,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from personalign.eval.names import Protocol
 from personalign.files import write_json, write_text
-from personalign.metrics import Estimate, pair_correct, sliced_accuracy
+from personalign.metrics import Estimate, best_ahead, sliced_accuracy
 from personalign.models.card import with_trained_view
 from personalign.models.loading import load_model, load_tokenizer, process_state, resolve_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
@@ -185,7 +185,7 @@ def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
 
 def raw_view_of(result: AccuracyResult, *, n_boot: int = 1000, seed: int = 0) -> AccuracyResult:
     """The raw log-prob accuracy of `result`'s policy, from the scores already computed (no model runs)."""
-    correct = pair_correct([s.logp[0] for s in result.policy], [s.logp[1] for s in result.policy])
+    correct = _correct(result.policy, None)
     config = result.config | {"reference": result.config["policy"], "reference_view": result.config["view"]}
     return AccuracyResult("raw", sliced_accuracy(correct, result.slices, n_boot=n_boot, seed=seed), result.sources,
                           result.slices, result.policy, None, config, result.counts)
@@ -197,11 +197,9 @@ def correct_pairs(result: AccuracyResult) -> np.ndarray:
 
 
 def _correct(pol: list[ResponseScores], ref: list[ResponseScores] | None) -> np.ndarray:
-    pc, pr = np.array([s.logp[0] for s in pol]), np.array([s.logp[1] for s in pol])
-    if ref is None:
-        return pair_correct(pc, pr).astype(np.float64)
-    rc, rr = np.array([s.logp[0] for s in ref]), np.array([s.logp[1] for s in ref])
-    return pair_correct(pc, pr, rc, rr).astype(np.float64)
+    policy = np.array([s.logp[:2] for s in pol], dtype=np.float64)
+    reference = None if ref is None else np.array([s.logp[:2] for s in ref], dtype=np.float64)
+    return best_ahead(policy, 1, reference).astype(np.float64)
 
 
 def accuracy_markdown(result: AccuracyResult, title: str | None = None) -> str:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from personalign.eval.alignment import EvalDataConfig, eval_store, scored_table
 from personalign.files import write_json, write_text
-from personalign.metrics import Estimate, sliced_accuracy
+from personalign.metrics import Estimate, best_ahead, sliced_accuracy
 from personalign.models.card import with_trained_view
 from personalign.models.loading import load_tokenizer, resolve_model
 from personalign.models.rewards import load_reward_model
@@ -62,8 +61,7 @@ def evaluate_rm(cfg: RmConfig) -> RmResult:
     store = eval_store(cfg, cfg.view, load_tokenizer(path, trust_remote_code=cfg.trust_remote_code), need="ranking")
     table = scored_table(path, cfg, store, load=load_reward_model)  # rewards: the model is a reward model
     counts_per_row = (table.n_tokens > 0).sum(dim=1)
-    rows = torch.arange(len(table))
-    correct = (table.logps[:, 0] > table.logps[rows, counts_per_row - 1]).numpy().astype(np.float64)
+    correct = best_ahead(table.logps.numpy(), (counts_per_row - 1).numpy()).astype(np.float64)
     slices = store.column("slice")
     rewards = [r[:k] for r, k in zip(table.logps.tolist(), counts_per_row.tolist())]
     c = store.counts

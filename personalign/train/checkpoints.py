@@ -25,10 +25,10 @@ from personalign.errors import CorruptFileError, MissingExtraError, OutputError,
 from personalign.files import atomic_dir, check_output_dir, write_json
 from personalign.files import read_json_object as _read_json
 from personalign.models.card import command_line, copy_provenance, write_provenance
-from personalign.models.loading import load_model, load_tokenizer
-from personalign.models.lora import apply_lora, load_lora, merge_lora
-from personalign.models.rewards import ResponseRewards, load_reward_model
-from personalign.models.scorer import ResponseLogprobs
+from personalign.models.loading import load_tokenizer
+from personalign.models.lora import load_lora, merge_lora
+from personalign.models.rewards import load_reward_model
+from personalign.train.build import load_policy, trainable_module
 from personalign.train.sharding import FSDP_MODEL_DIR, full_state_dict, is_sharded, save_sharded
 
 STATE_FILE = "trainer_state.json"
@@ -90,20 +90,6 @@ def best_checkpoint(output_dir: str | os.PathLike) -> Path | None:
         return None
     sign = lambda m: m["value"] if m["greater_is_better"] else -m["value"]  # noqa: E731
     return max(reversed(scored), key=lambda pm: sign(pm[1]))[0]
-
-
-def trainable_only(model: torch.nn.Module):
-    """A save-state pre-hook for accelerate that keeps only `model`'s trainable weights (LoRA
-    adapters) in each saved state dict: a checkpoint then holds the adapters and the optimizer
-    state, not another copy of the frozen base model."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-
-    def hook(models, weights, output_dir) -> None:
-        for state in weights:
-            for key in [k for k in state if k.removeprefix("module.") not in trainable]:
-                del state[key]
-
-    return hook
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, config, prepared: tuple) -> Path:
@@ -290,21 +276,6 @@ def _zero_weights(checkpoint: Path) -> dict:
     except (OSError, RuntimeError, KeyError, ValueError) as e:
         raise CorruptFileError(f"cannot read the ZeRO checkpoint ({type(e).__name__}: {e})",
                                file=checkpoint / ZERO_MODEL_DIR) from None
-
-
-def load_policy(cfg, name: str | None = None, **kwargs):
-    """(model, tokenizer) a run starts from: a reward model (score head) for loss rm, else the causal LM."""
-    load = load_reward_model if cfg.loss == "rm" else load_model
-    return load(cfg.model if name is None else name, **cfg.load_kwargs(), **kwargs)
-
-
-def trainable_module(model, cfg) -> torch.nn.Module:
-    """The module accelerate prepares: `model` with the run's LoRA adapters (if any) inside the packed
-    scorer of its objective (`ResponseRewards` for loss rm, else `ResponseLogprobs`)."""
-    reward = cfg.loss == "rm"
-    if cfg.lora is not None:
-        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
-    return (ResponseRewards if reward else ResponseLogprobs)(model)
 
 
 def _model_from_checkpoint(checkpoint: Path, cfg):

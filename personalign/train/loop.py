@@ -23,62 +23,29 @@ PRO, reward models), on `accelerate`.
 """
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedType
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
-from rich.progress import Progress
-from transformers import get_scheduler
 
-from personalign.config import config_with, dump_config
-from personalign.errors import CorruptFileError, EmptyError, UserError
-from personalign.files import check_output_dir, write_text
-from personalign.metrics import pair_correct
-from personalign.models.card import push_to_hub, write_provenance
-from personalign.models.loading import check_model_dir, resolve_model
+from personalign.config import config_with
+from personalign.models.loading import resolve_model
 from personalign.models.logprobs import PAD_SEGMENT
-from personalign.models.refcache import cached_table, scores_path, table_fits
-from personalign.models.scorer import ScoreTable, batch_kwargs, score_store
+from personalign.models.scorer import batch_kwargs
 from personalign.progress import work_progress
-from personalign.records.io import check_source, is_path_source, records_file
-from personalign.tokenstore.store import TokenStore, load_store
-from personalign.train.checkpoints import (
-    CONFIG_FILE,
-    FINAL_DIR,
-    METRICS_FILE,
-    TRAIN_OUTPUTS,
-    best_checkpoint,
-    checkpoints,
-    load_policy,
-    provenance,
-    prune_checkpoints,
-    read_state,
-    resolve_checkpoint,
-    save_checkpoint,
-    save_final,
-    trainable_module,
-    trainable_only,
-)
-from personalign.train.collate import KtoRows, collate, rewards_tensor, run_specs, sft_tensor
+from personalign.records.io import is_path_source, records_file
+from personalign.train.build import load_policy, prepare, trainable_module, trainable_only, with_kernel
+from personalign.train.checkpoints import best_checkpoint, checkpoints, provenance, prune_checkpoints, save_checkpoint
+from personalign.train.collate import collate
 from personalign.train.config import TrainConfig
-from personalign.train.losses import (
-    LossOutput,
-    dpo_loss,
-    kto_loss,
-    orpo_loss,
-    pro_loss,
-    reward_loss,
-    sft_loss,
-    simpo_loss,
-)
-from personalign.train.sharding import cpu_fsdp_requested, is_sharded, load_sharded, shard
+from personalign.train.data import TrainData, load_data
+from personalign.train.objective import evaluate, objective
+from personalign.train.run import MetricWindow, check_run, checkpoint_metric, close_run, log_metrics, open_run, resume_run
+from personalign.train.schedule import StepPlan, due, epoch_order, step_micro_batches
 from personalign.train.trackers import check_trackers, make_trackers
 
 
@@ -97,306 +64,6 @@ class TrainResult:
     counts: dict[str, int]
     seconds: float
     policy: torch.nn.Module | None = field(default=None, repr=False)
-
-
-def objective(cfg: TrainConfig, logps: torch.Tensor, n_tokens: torch.Tensor, ref: torch.Tensor | None,
-              rewards: torch.Tensor | None, sft_index: torch.Tensor | None = None) -> LossOutput:
-    """The configured loss from `[B, R]` summed response log-probs, or rewards for rm (responses best
-    first; for kto the last column is the mismatched response of `KtoRows`); `sft_index` `[B]` picks
-    the response PRO's SFT term imitates (default: the best)."""
-    if cfg.loss == "sft":
-        return sft_loss(logps[:, 0], n_tokens[:, 0])
-    if cfg.loss == "rm":  # `logps` are the reward model's rewards
-        if cfg.margin_from_rewards and rewards is None:
-            raise ValueError("margin_from_rewards needs records that carry reward scores")
-        margin = rewards[:, 0] - rewards[:, 1] if cfg.margin_from_rewards else None
-        return reward_loss(logps, n_tokens > 0, margin=margin, center_rewards_coefficient=cfg.center_rewards_coefficient)
-    if cfg.loss == "pro":
-        avg = logps / n_tokens.clamp(min=1)
-        imitated = logps[:, 0] if sft_index is None else logps.gather(1, sft_index[:, None]).squeeze(1)
-        return pro_loss(avg, rewards, best_nll=-imitated, mask=n_tokens > 0, sft_weight=cfg.sft_weight)
-    if cfg.loss == "simpo":
-        return simpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta,
-                          simpo_gamma=cfg.simpo_gamma, label_smoothing=cfg.label_smoothing, cpo_alpha=cfg.cpo_alpha)
-    if cfg.loss == "orpo":
-        return orpo_loss(logps[:, 0], logps[:, 1], n_tokens[:, 0], n_tokens[:, 1], beta=cfg.beta)
-    if cfg.loss == "kto":  # each row's last response is its KL partner; the others carry KtoRows' labels as 1/0
-        last = (n_tokens > 0).sum(dim=1) - 1
-        rows = torch.arange(len(last), device=logps.device)
-        labelled = (n_tokens > 0) & (torch.arange(logps.shape[1], device=logps.device) < last[:, None])
-        return kto_loss(logps[labelled], ref[labelled], rewards[labelled] > 0.5, logps[rows, last], ref[rows, last],
-                        beta=cfg.beta, desirable_weight=cfg.desirable_weight,
-                        undesirable_weight=cfg.undesirable_weight)
-    nll = sft_loss(logps[:, 0], n_tokens[:, 0]).loss if cfg.rpo_alpha else None
-    return dpo_loss(
-        logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta, loss_type=cfg.loss_type,
-        loss_weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing, discopop_tau=cfg.discopop_tau,
-        chosen_n_tokens=n_tokens[:, 0], rejected_n_tokens=n_tokens[:, 1], chosen_nll=nll,
-        nll_weight=cfg.rpo_alpha or 0.0,
-    )
-
-
-def scoring_module(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
-    """The module to score with, without gradients: the prepared one where every forward runs collectives
-    (FSDP, DeepSpeed: all ranks score in step), else the unwrapped one (no DDP hooks per forward)."""
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) or is_sharded(model)
-    return model if sharded else accelerator.unwrap_model(model)
-
-
-def score(model, store: TokenStore | KtoRows, cfg: TrainConfig, accelerator: Accelerator, journal: Path | None = None
-          ) -> ScoreTable:
-    """`[N, R]` log-probs of every row of `store`, sharded over the processes (all get the table)."""
-    return score_store(scoring_module(model, accelerator), store, state=accelerator,
-                       max_tokens_per_batch=cfg.max_tokens_per_batch, batch_size=cfg.per_device_eval_batch_size,
-                       journal=journal, progress=accelerator.is_main_process)
-
-
-def reference_table(model, store: TokenStore | KtoRows, model_path: str, cfg: TrainConfig, accelerator: Accelerator
-                    ) -> tuple[ScoreTable, bool]:
-    """Reference log-probs of `store`, from the cache or scored now with `model`; (table, hit)."""
-    table, hit = cached_table(scores_path(store, model_path, cfg, bf16_autocast=cfg.bf16),
-                              lambda journal: score(model, store, cfg, accelerator, journal),
-                              write=accelerator.is_main_process, fits=table_fits(store),
-                              meta={"model": model_path, "store": store.path.name, "kernel": cfg.attn_implementation})
-    accelerator.wait_for_everyone()
-    return table, hit
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """The eval rows with their reference log-probs (None for reference-free objectives) and rewards."""
-
-    store: TokenStore | KtoRows
-    ref: ScoreTable | None
-    rewards: torch.Tensor | None
-
-
-def evaluate(model, data: EvalSet, cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
-    """The objective on the eval set, and alignment accuracy `eval/accuracy`: best vs worst response by
-    the margin over the reference, for reference-free objectives by mean token log-prob, for a reward
-    model by reward (kto: pairs only). For DPO's pairs that is the objective's `rewards/accuracies`,
-    which is therefore not reported twice."""
-    table = score(model, data.store, cfg, accelerator)
-    logps, n_tokens = table.logps, table.n_tokens
-    ref = None if data.ref is None else data.ref.logps
-    out = objective(cfg, logps, n_tokens, ref, data.rewards, sft_tensor(data.store, range(len(data.store))))
-    metrics = {f"eval/{k}": float(v) for k, v in out.metrics.items() if k != "rewards/accuracies"}
-    last = (n_tokens > 0).sum(dim=1) - 1
-    if cfg.loss == "kto":  # the last response is the KL estimate's mismatched one
-        last = last - 1
-    if bool((last > 0).all()):
-        rows = torch.arange(len(data.store))
-        if cfg.loss == "rm":
-            correct = (logps[:, 0] > logps[rows, last]).numpy()
-        elif ref is None:
-            avg = logps / n_tokens.clamp(min=1)
-            correct = (avg[:, 0] > avg[rows, last]).numpy()
-        else:
-            correct = pair_correct(logps[:, 0].numpy(), logps[rows, last].numpy(),
-                                   ref[:, 0].numpy(), ref[rows, last].numpy())
-        metrics["eval/accuracy"] = float(correct.mean())
-    return metrics
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-
-
-def step_micro_batches(order: torch.Tensor, k: int, *, per_device: int, accumulation: int, rank: int,
-                       world: int) -> list[list[int]]:
-    """This process's micro-batches (record indices) for step `k` of an epoch with permutation `order`."""
-    micro = per_device * world
-    window = torch.arange(k * micro * accumulation, (k + 1) * micro * accumulation)
-    idx = order[window % len(order)].tolist()
-    return [idx[j * micro + rank * per_device : j * micro + (rank + 1) * per_device] for j in range(accumulation)]
-
-
-RESUME_KEYS = ("step", "global_batch", "records")
-
-
-def check_run(cfg: TrainConfig) -> Path | None:
-    """Everything about a run that can be checked before a model loads: the data files, the model
-    directory, the output directory (a directory of other files needs `overwrite_output_dir`) and the
-    checkpoint to resume from (its trainer state must be readable). Returns that checkpoint."""
-    check_source(cfg.data, option="data")
-    if cfg.eval_data is not None:
-        check_source(cfg.eval_data, option="eval_data")
-    check_model_dir(cfg.model, option="model", kind="any" if cfg.loss == "rm" else "causal")  # rm: a causal LM or an RM
-    check_output_dir(cfg.output_dir, inputs=[cfg.data, cfg.eval_data], own=TRAIN_OUTPUTS,
-                     overwrite=cfg.overwrite_output_dir, option="output_dir")
-    if cfg.resume_from_checkpoint is None:
-        return None
-    checkpoint = resolve_checkpoint(cfg.resume_from_checkpoint, cfg.output_dir)
-    read_state(checkpoint, RESUME_KEYS)
-    return checkpoint
-
-
-@dataclass(frozen=True, slots=True)
-class StepPlan:
-    """How many optimizer steps a run takes, and how many records each takes."""
-
-    per_device: int
-    world: int
-    accumulation: int
-    steps_per_epoch: int
-    total: int
-
-    @property
-    def global_batch(self) -> int:
-        return self.per_device * self.world * self.accumulation
-
-    @classmethod
-    def of(cls, cfg: TrainConfig, n_records: int, world: int) -> StepPlan:
-        per_device, ga = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-        steps_per_epoch = math.ceil(n_records / (per_device * world * ga))
-        total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
-        return cls(per_device, world, ga, steps_per_epoch, total)
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    """AdamW (no weight decay on biases and norms) and the warmup + decay schedule over `total_steps`."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-    min_lr = {"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler_type == "cosine_with_min_lr" else None
-    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
-                              num_training_steps=total_steps, scheduler_specific_kwargs=min_lr)
-    return optimizer, scheduler
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """The training rows (the token store; for kto with its KL partners), their reference log-probs
-    (objectives that need one), the store's counts, and the eval set."""
-
-    store: TokenStore | KtoRows
-    ref: ScoreTable | None
-    counts: dict[str, int]
-    eval: EvalSet | None
-
-
-def load_data(cfg: TrainConfig, model, tokenizer, model_path: str, accelerator: Accelerator, console: Console
-              ) -> TrainData:
-    """Token stores of the training (and eval) records, built once by the main process, with reference
-    log-probs from the cache (scored with the starting weights) where the loss or the evaluation needs them."""
-    specs = run_specs(cfg)
-    with accelerator.main_process_first():
-        store, hit = load_store(*specs[0], tokenizer, num_proc=cfg.dataset_num_proc,
-                                progress=accelerator.is_main_process)
-    c = store.counts
-    if cfg.max_length is not None and c["responses_cut"] == c["records"]:
-        raise EmptyError(f"every one of the {c['records']} records is too long for max_length={cfg.max_length}: its "
-                         "responses would be cut even after dropping history and cutting the prompt; raise max_length",
-                         file=cfg.data)
-    console.print(f"token store {store.path}: {c['records']} records, {c['tokens']:,} tokens, "
-                  f"{c['truncated_for_length']} truncated, {c['rejected']} rejected ({'cache' if hit else 'built'})")
-    counts = {"records": c["records"], "rejected": c["rejected"], "truncated_for_length": c["truncated_for_length"],
-              **{k: v for k, v in c.items() if k.startswith("view_") and k != "view_records"}}
-    rows = KtoRows(store) if cfg.loss == "kto" else store
-    ref = None
-    if cfg.needs_reference:
-        ref, hit = reference_table(model, rows, model_path, cfg, accelerator)
-        console.print(f"reference log-probs of {len(store)} training records: {'cache' if hit else 'computed'}")
-    if cfg.eval_data is None:
-        return TrainData(rows, ref, counts, None)
-    with accelerator.main_process_first():
-        eval_store, _ = load_store(*specs[1], tokenizer, num_proc=cfg.dataset_num_proc,
-                                   progress=accelerator.is_main_process)
-    eval_rows = KtoRows(eval_store) if cfg.loss == "kto" else eval_store
-    eval_ref = reference_table(model, eval_rows, model_path, cfg, accelerator)[0] if cfg.needs_reference else None
-    rewards = rewards_tensor(eval_rows.rewards(range(len(eval_store))), eval_rows.width)
-    return TrainData(rows, ref, counts, EvalSet(eval_rows, eval_ref, rewards))
-
-
-def resume_run(accelerator: Accelerator, checkpoint: Path, plan: StepPlan, n_records: int, prepared: tuple, *,
-               strict: bool = True) -> int:
-    """Load a checkpoint's model, optimizer, schedule and RNG state into `prepared` (model, optimizer,
-    scheduler); returns its step. `strict=False` for adapter-only (LoRA) checkpoints: the frozen base
-    weights are the ones already loaded."""
-    state = read_state(checkpoint)
-    if (state["global_batch"], state["records"]) != (plan.global_batch, n_records):
-        raise ValueError(f"{checkpoint} was saved with global batch {state['global_batch']} on "
-                         f"{state['records']} records; this run has {plan.global_batch} on {n_records}")
-    try:
-        if is_sharded(prepared[0]):
-            load_sharded(accelerator, *prepared, checkpoint)
-        else:
-            accelerator.load_state(checkpoint, strict=strict)
-    except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a damaged file
-        raise CorruptFileError(f"cannot load the checkpoint ({type(e).__name__}: {e}); resume from another "
-                               "checkpoint or delete this one", file=checkpoint) from None
-    return state["step"]
-
-
-class MetricWindow:
-    """Training metrics summed since the last log line, averaged over steps and processes on `flush`."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
-        self.steps, self.tokens, self.started = 0, 0, time.perf_counter()
-
-    def add(self, metrics: dict[str, float], divisor: int = 1) -> None:
-        for name, value in metrics.items():
-            self.sums[name] += float(value) / divisor
-
-    def flush(self, accelerator: Accelerator, *, lr: float, epoch: float, global_batch: int) -> dict[str, float]:
-        """`train/<name>` means of the window plus learning rate, epoch and throughput (samples and
-        non-padding tokens per second over all processes; peak accelerator memory on CUDA); starts a new window."""
-        names = sorted(self.sums)
-        means = accelerator.reduce(torch.tensor([self.sums[n] for n in names], device=accelerator.device),
-                                   reduction="mean") / self.steps
-        tokens = accelerator.reduce(torch.tensor(float(self.tokens), device=accelerator.device), reduction="sum")
-        elapsed = time.perf_counter() - self.started
-        metrics = {f"train/{n}": float(v) for n, v in zip(names, means)}
-        metrics |= {"train/learning_rate": lr, "train/epoch": epoch,
-                    "train/samples_per_second": self.steps * global_batch / elapsed,
-                    "train/tokens_per_second": float(tokens) / elapsed}
-        if torch.cuda.is_available():
-            metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        self._reset()
-        return metrics
-
-
-def prepare(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, plan: StepPlan) -> tuple:
-    """(model, optimizer, scheduler) prepared by accelerate; for FSDP on CPU processes, which accelerate
-    cannot shard, the model is sharded here (`sharding.shard`) and only the optimizer and scheduler are
-    prepared."""
-    if not cpu_fsdp_requested(accelerator):
-        return accelerator.prepare(model, *build_optimizer(model, cfg, plan.total))
-    if cfg.lora is not None:
-        raise UserError("FSDP on CPU processes shards full fine-tuning only: launch a LoRA run without --use_fsdp",
-                        option="lora")
-    model = shard(model, accelerator.num_processes)
-    return (model, *accelerator.prepare(*build_optimizer(model, cfg, plan.total)))
-
-
-def with_kernel(cfg: TrainConfig, device_type: str, console: Console) -> TrainConfig:
-    """`cfg` with the attention kernel the packed scorer runs on this device (flex_attention, which has no
-    backward pass on CPU, refused there)."""
-    kernel = cfg.scoring_kernel(cfg.max_length, device_type)
-    if kernel != cfg.attn_implementation:
-        console.print(f"attention kernel: {kernel} (max_length {cfg.max_length} on {device_type})")
-        cfg = cfg.model_copy(update={"attn_implementation": kernel})
-    if cfg.attn_implementation == "flex_attention" and device_type == "cpu":
-        raise UserError("attn_implementation 'flex_attention' has no backward pass on CPU (torch): train with sdpa "
-                        "here; flex_attention trains on a GPU and scores anywhere", option="attn_implementation")
-    return cfg
-
-
-def open_run(accelerator: Accelerator, cfg: TrainConfig, out: Path, start: int) -> None:
-    """The run directory (its config, its metrics cut back to `start`) and the trackers."""
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / CONFIG_FILE)
-        _truncate_metrics(out / METRICS_FILE, start)
-    if cfg.report_to:
-        accelerator.init_trackers("personalign", config=_flat(cfg.model_dump(mode="json")))
 
 
 def train_step(model, optimizer, data: TrainData, micro_batches: list[list[int]], cfg: TrainConfig,
@@ -420,20 +87,6 @@ def train_step(model, optimizer, data: TrainData, micro_batches: list[list[int]]
         window.tokens += int((batch.packed.segment_ids != PAD_SEGMENT).sum())
         step_loss += float(loss_out.metrics["loss"]) / len(micro_batches)
     return step_loss
-
-
-def close_run(accelerator: Accelerator, model, tokenizer, cfg: TrainConfig, out: Path, console: Console,
-              card: dict) -> Path:
-    """Save the final model with its provenance card (and push it when asked); returns its directory."""
-    final_dir = save_final(accelerator, model, tokenizer, out / FINAL_DIR)
-    if accelerator.is_main_process:
-        write_provenance(final_dir, card)
-    accelerator.end_training()
-    console.print(f"final model saved to {final_dir}")
-    if cfg.push_to_hub and accelerator.is_main_process:
-        repo = cfg.hub_model_id or out.resolve().name
-        console.print(f"pushed to {push_to_hub(final_dir, repo, private=cfg.hub_private_repo)}")
-    return final_dir
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -498,13 +151,13 @@ def train(cfg: TrainConfig) -> TrainResult:
             if done % cfg.logging_steps == 0 or done == plan.total:
                 train_metrics = window.flush(accelerator, lr=lr, epoch=done / plan.steps_per_epoch,
                                              global_batch=plan.global_batch)
-                _log(accelerator, out, done, train_metrics, progress)
+                log_metrics(accelerator, out, done, train_metrics, progress)
             save, evaluate_now = due(cfg, done, plan)
             if data.eval is not None and (evaluate_now or save or done == plan.total):
                 eval_metrics = evaluate(model, data.eval, cfg, accelerator)
-                _log(accelerator, out, done, eval_metrics, progress)
+                log_metrics(accelerator, out, done, eval_metrics, progress)
             if save:
-                metric = _checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
+                metric = checkpoint_metric(eval_metrics, since_save)  # eval ran at this step, if any
                 state = {"step": done, "epoch": done / plan.steps_per_epoch, "global_batch": plan.global_batch,
                          "records": n_records, "metric": metric}
                 path = save_checkpoint(accelerator, out, done, state, cfg, (model, optimizer, scheduler))
@@ -523,16 +176,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
 
 
-def due(cfg: TrainConfig, done: int, plan: StepPlan) -> tuple[bool, bool]:
-    """(save a checkpoint, evaluate) after optimizer step `done`, by save_strategy and eval_strategy."""
-    epoch_end = done % plan.steps_per_epoch == 0
-
-    def at(strategy: str, every: int) -> bool:
-        return strategy == "steps" and done % every == 0 or strategy == "epoch" and epoch_end
-
-    return at(cfg.save_strategy, cfg.save_steps), at(cfg.eval_strategy, cfg.eval_steps)
-
-
 def train_with(cfg: TrainConfig | dict | None = None, /, **settings) -> TrainResult:
     """`train` from Python: a config (or dict) and/or its fields as keywords; `data` and `eval_data` may
     also be a `datasets.Dataset` or any iterable of dicts (see `records_file`)."""
@@ -542,57 +185,3 @@ def train_with(cfg: TrainConfig | dict | None = None, /, **settings) -> TrainRes
     return train(config_with(TrainConfig, cfg, settings))
 
 
-def _checkpoint_metric(eval_metrics: dict[str, float], train_losses: list[float]) -> dict | None:
-    """What ranks checkpoints: eval accuracy, else eval loss, else the mean train loss since the last save."""
-    if eval_metrics and "eval/accuracy" in eval_metrics:
-        return {"name": "eval/accuracy", "value": eval_metrics["eval/accuracy"], "greater_is_better": True}
-    if eval_metrics:
-        return {"name": "eval/loss", "value": eval_metrics["eval/loss"], "greater_is_better": False}
-    if train_losses:
-        return {"name": "train/loss", "value": sum(train_losses) / len(train_losses), "greater_is_better": False}
-    return None
-
-
-def _log(accelerator: Accelerator, out: Path, step: int, metrics: dict[str, float], progress: Progress) -> None:
-    """One console line, one `metrics.jsonl` row and the tracker scalars (main process)."""
-    accelerator.log(metrics, step=step)
-    if not accelerator.is_main_process:
-        return
-    with open(out / METRICS_FILE, "a") as f:
-        f.write(json.dumps({"step": step, **metrics}) + "\n")
-    short = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc", "accuracy": "align-acc",
-             "pro/accuracy": "acc", "grad_norm": "|g|", "learning_rate": "lr", "samples_per_second": "ex/s",
-             "tokens_per_second": "tok/s"}
-    parts = []
-    for name, value in metrics.items():
-        base = name.partition("/")[2]
-        if base in short:
-            parts.append(f"{short[base]} {value:.3g}" if base != "learning_rate" else f"lr {value:.2e}")
-    split = next(iter(metrics)).partition("/")[0]
-    progress.console.print(f"[dim]step {step}[/] {split}: " + " · ".join(parts), highlight=False)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after `step` (a resumed run logs them again); start fresh at step 0."""
-    if step == 0 or not path.is_file():
-        path.unlink(missing_ok=True)
-        return
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                rows.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    write_text(path, "".join(r + "\n" for r in rows))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """Nested config -> flat {a.b: scalar} for TensorBoard hparams (None and lists as text)."""
-    flat = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            flat |= _flat(v, f"{prefix}{k}.")
-        else:
-            flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return flat

@@ -9,6 +9,7 @@ from personalign.records.io import read_examples, write_jsonl
 from personalign.testing import tiny_tokenizer
 from personalign.tokenstore.store import load_store
 from personalign.train import loop
+from personalign.train import objective as objective_module
 from personalign.train.collate import store_spec
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
@@ -49,10 +50,10 @@ def test_pro_imitates_the_response_sft_index_names(tiny_model_dir, tmp_path, mon
     """PRO's SFT term: the NLL of response `sft_index` of each record (ScalingAlignment's `sft_index`),
     not of the best one; a record without one imitates the best."""
     seen = []
-    real_objective, real_pro = loop.objective, loop.pro_loss
+    real_objective, real_pro = loop.objective, objective_module.pro_loss
     monkeypatch.setattr(loop, "objective", lambda cfg, logps, n, ref, rewards, sft=None:
                         seen.append({"logps": logps.detach(), "sft": sft}) or real_objective(cfg, logps, n, ref, rewards, sft))
-    monkeypatch.setattr(loop, "pro_loss", lambda avg, rewards, best_nll, **k:
+    monkeypatch.setattr(objective_module, "pro_loss", lambda avg, rewards, best_nll, **k:
                         seen[-1].update(best_nll=best_nll.detach()) or real_pro(avg, rewards, best_nll=best_nll, **k))
     write_jsonl(scaling_alignment(2, sft_index=2) + scaling_alignment(2), tmp_path / "ranked.jsonl")
     train(TrainConfig(model=str(tiny_model_dir), data=str(tmp_path / "ranked.jsonl"), loss="pro", view=HH,

@@ -11,6 +11,7 @@ import torch
 
 from personalign.records.io import write_jsonl
 from personalign.train import loop
+from personalign.train import objective as objective_module
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
 
@@ -19,9 +20,9 @@ from personalign.train.loop import train
 def desirable(monkeypatch) -> list[tuple[list[int], torch.Tensor]]:
     """(the batch's record indices, the mask handed to kto_loss) of every training micro-batch."""
     seen, batches = [], []
-    real_loss, real_collate = loop.kto_loss, loop.collate
+    real_loss, real_collate = objective_module.kto_loss, loop.collate
     monkeypatch.setattr(loop, "collate", lambda store, idx, *a: batches.append(list(idx)) or real_collate(store, idx, *a))
-    monkeypatch.setattr(loop, "kto_loss", lambda p, r, d, *a, **k: seen.append((batches[-1], d.clone()))
+    monkeypatch.setattr(objective_module, "kto_loss", lambda p, r, d, *a, **k: seen.append((batches[-1], d.clone()))
                         or real_loss(p, r, d, *a, **k))
     return seen
 

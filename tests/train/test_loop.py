@@ -20,8 +20,9 @@ from personalign.models.scorer import ResponseLogprobs, score_responses
 from personalign.records.io import read_examples, write_jsonl
 from personalign.tokenstore import store as store_module
 from personalign.train.config import TrainConfig
-from personalign.train.loop import epoch_order, step_micro_batches, train
+from personalign.train.loop import train
 from personalign.train.losses import pro_loss, sft_loss
+from personalign.train.schedule import epoch_order, step_micro_batches
 from personalign.views.build import ViewConfig, render_views
 
 VIEW = ViewConfig(view="demo", sample_history=True)
@@ -204,13 +205,13 @@ def test_a_model_trains_in_the_dtype_it_was_loaded_in(tiny_model_dir, pairs, tmp
 def test_every_objective_learns_the_users_preference(loss, extra, tiny_model_dir, pairs, tmp_path, monkeypatch):
     """Each objective trains through the one loop; reference-free ones never score a reference, kto
     scores each record's mismatched response as a third one."""
-    from personalign.train import loop
+    from personalign.train import data as train_data
 
     start, tok = load_model(tiny_model_dir)
     before = scores(start, tok, pairs)
     referenced = []
-    real = loop.reference_table
-    monkeypatch.setattr(loop, "reference_table", lambda model, rows, *a: referenced.append(rows.width)
+    real = train_data.reference_table
+    monkeypatch.setattr(train_data, "reference_table", lambda model, rows, *a: referenced.append(rows.width)
                         or real(model, rows, *a))
     result = train(config(tiny_model_dir, pairs, tmp_path / loss, loss=loss, eval_data=str(pairs),
                           num_train_epochs=10, eval_steps=1000, **extra))
@@ -233,9 +234,9 @@ def test_a_reward_model_learns_the_users_preference(lora, tiny_model_dir, pairs,
     """loss rm: a scalar head trained on the demo view ranks each user's reply first when scored by the
     saved model's own forward, one text at a time; no reference is ever scored."""
     from personalign.models.rewards import load_reward_model
-    from personalign.train import loop
+    from personalign.train import data as train_data
 
-    monkeypatch.setattr(loop, "reference_table", lambda *a: pytest.fail("a reward model needs no reference"))
+    monkeypatch.setattr(train_data, "reference_table", lambda *a: pytest.fail("a reward model needs no reference"))
     result = train(config(tiny_model_dir, pairs, tmp_path / "rm", loss="rm", eval_data=str(pairs), lora=lora,
                           num_train_epochs=10, eval_steps=1000, learning_rate=3e-3))
     model, tok = load_reward_model(result.final_dir)
