@@ -101,3 +101,18 @@ def test_the_import_reader_sees_every_form_of_import(tmp_path, source, expected)
     path.parent.mkdir()
     path.write_text(source, encoding="utf-8")
     assert _imports(path, root=tmp_path) == expected
+
+
+def _function_lengths(path: Path) -> dict[str, int]:
+    """Lines of every function (methods and nested functions too) in `path`, decorators excluded."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_the_training_loop_and_the_server_stay_short_enough_to_hold():
+    """`train()` reads top to bottom in at most 90 lines; no function of the server is over 80."""
+    assert _function_lengths(PACKAGE / "train" / "loop.py")["train"] <= 90
+    long = {f"{path.name}:{name}": n for path in (PACKAGE / "serve").glob("*.py")
+            for name, n in _function_lengths(path).items() if n > 80}
+    assert long == {}

@@ -7,7 +7,7 @@ import typer
 
 from personalign.cli._common import AttnOpt, DTypeOpt, TrustRemoteCode, command_config, console, model_options
 from personalign.errors import require_extra
-from personalign.serve.memory import MemoryView
+from personalign.serve.views import MemoryView
 from personalign.views.templates import TemplateName
 
 
@@ -61,11 +61,9 @@ def serve(
 ) -> None:
     """Serve /v1/models, /v1/chat/completions and /v1/completions (OpenAI-compatible), batching concurrent requests."""
     require_extra("serve", "personalign serve")
-    if view in ("ica", "demo") and memory is None:
-        from personalign.errors import UserError
+    from personalign.serve.views import serving_view
 
-        raise UserError(f"view {view!r} renders a user's stored history or demographic text: it needs --memory",
-                        option="--view")
+    view, template = serving_view(model, view, template, memory=memory is not None)  # before anything loads
     if persona_refresh is not None and memory is None:
         from personalign.errors import UserError
 
@@ -98,7 +96,6 @@ def serve(
         from personalign.memory.store import MemoryStore
 
         store = MemoryStore(memory)  # opened (and migrated) before the model loads
-    view, template = _view_and_template(model, view, template, memory=store is not None)
     refresher = _persona_refresher(store, persona_refresh, persona_base_url, persona_model or model, settings)
     online = None
     if user_model is not None:
@@ -130,20 +127,3 @@ def _persona_refresher(store, every: int | None, base_url: str | None, model: st
     kind = {"kind": "openai", "base_url": base_url} if base_url else {"kind": "local", **settings.load_kwargs()}
     backend = make_backend(BackendConfig(model=model, **kind))
     return PersonaRefresher(store, lambda pair: persona_of(backend, pair.prompt, pair.chosen, pair.rejected), every)
-
-
-def _view_and_template(model: str | None, view: str | None, template: str | None, *, memory: bool = False
-                       ) -> tuple[str, str]:
-    """The options given, else what the model was trained with (when it is a view serve renders), else the defaults;
-    a warning when the given ones differ from the trained ones."""
-    from personalign.models.card import log, trained_view, view_mismatch
-    from personalign.serve.memory import MEMORY_VIEWS
-    from personalign.serve.prompts import SERVE_VIEWS
-
-    trained = trained_view(model) or {}
-    usable = trained.get("view") in (MEMORY_VIEWS if memory else SERVE_VIEWS)
-    chosen = (view or (trained["view"] if usable else "persona"),
-              template or (trained.get("template", "chat") if usable else "chat"))
-    if (warning := view_mismatch(trained or None, *chosen)) is not None:
-        log.warning(warning)
-    return chosen

@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal, get_args
+from typing import Any
 
 from personalign.errors import UserError
 from personalign.records.formats import messages_prompt
@@ -32,8 +32,6 @@ log = logging.getLogger("personalign.serve")
 USER_HEADER = "x-user-id"
 MEMORY_HEADER = "X-Personalign-Memory"
 USER_KEYS_ENV = "PERSONALIGN_USER_KEYS"
-MemoryView = Literal["none", "persona", "pba", "ica", "demo"]  # the views a server renders (ica, demo: memory only)
-MEMORY_VIEWS: tuple[str, ...] = get_args(MemoryView)
 
 
 class KeyRing:

@@ -9,12 +9,10 @@ message. Without conditioning, a chat goes through the chat template as it is.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
 from personalign.views.templates import apply_chat, build_prompt, render_prompt
 
-ServeView = Literal["none", "persona", "pba"]
-SERVE_VIEWS: tuple[str, ...] = get_args(ServeView)
 VIEW_FIELD = {"persona": "persona", "pba": "profile"}
 
 
