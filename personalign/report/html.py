@@ -122,19 +122,24 @@ def collect(run_dirs: list[PathLike]) -> Findings:
     return found
 
 
-# What the report reads of each result file: a key maps to the shape of its value; "*" means every
-# value of a dict. A file missing any of it is listed as unreadable (file and field), never drawn.
-_ESTIMATE = {"value": None, "low": None, "high": None, "n": None}
+# What the report reads of each result file: a key maps to the shape of its value (`float`: a number;
+# None: anything); "*" means every value of a dict. A file missing any of it, or holding a field of
+# the wrong kind, is listed as unreadable (file and field), never drawn.
+_ESTIMATE = {"value": float, "low": float, "high": float, "n": float}
 ACCURACY_SHAPE = {"accuracy": {"*": _ESTIMATE}}
-JUDGE_SHAPE = {"rubrics": {"*": {"n": None, "wins": None, "ties": None, "losses": None, "unparseable": None,
-                                 "missing": None, "rates": None, "win_rate": {"value": None, "low": None, "high": None}}},
+_COUNTS = dict.fromkeys(("n", "wins", "ties", "losses", "unparseable", "missing"), float)
+JUDGE_SHAPE = {"rubrics": {"*": {**_COUNTS, "rates": None,
+                                 "win_rate": {"value": float, "low": float, "high": float}}},
                "judge": None, "base": None, "test": None}
 
 
-def _missing(data: object, shape: dict | None, where: str = "") -> str | None:
-    """The first field of `shape` that `data` lacks (a dotted path), or None."""
+def _missing(data: object, shape: dict | type | None, where: str = "") -> str | None:
+    """The first field of `shape` that `data` lacks or holds as the wrong kind (a dotted path), or None."""
     if shape is None:
         return None
+    if shape is float:
+        is_number = isinstance(data, (int, float)) and not isinstance(data, bool)
+        return None if is_number else f"{where} (not a number)".lstrip(".")
     if not isinstance(data, dict):
         return where or "(top level)"
     for key, inner in shape.items():
@@ -157,18 +162,21 @@ def _classify(found: Findings, path: Path, label: str) -> None:
         found.unreadable.append((str(path), e.strerror or str(e)))
         return
     if not isinstance(data, dict):
+        if path.name in (ACCURACY_FILE, RESULT_FILE):  # a result file by its name: say why it is not drawn
+            found.unreadable.append((str(path), f"not a JSON object (a {type(data).__name__})"))
         return
     if data.get("kind") == "persona-accuracy" and isinstance(data.get("accuracy"), dict):
         found.persona_accuracy.append((label, data))
     elif data.get("kind") == "persona-preference" and isinstance(data.get("rates"), dict):
         found.persona_preference.append((label, data))
-    elif path.name == ACCURACY_FILE and isinstance(data.get("accuracy"), dict):
+    elif path.name == ACCURACY_FILE and data.get("kind") != "user-model-accuracy":
         if (field := _missing(data, ACCURACY_SHAPE)) is not None:
             found.unreadable.append((str(path), f"an accuracy file without field {field}"))
         else:
             found.accuracy.append((label, data))
-    elif path.name == RESULT_FILE and data.get("kind") == "pairwise-judge":
-        field = _missing(data, JUDGE_SHAPE) or (data.get("delta_pq") and _missing(data["delta_pq"], _ESTIMATE))
+    elif path.name == RESULT_FILE:
+        field = ("kind" if data.get("kind") != "pairwise-judge" else
+                 _missing(data, JUDGE_SHAPE) or (data.get("delta_pq") and _missing(data["delta_pq"], _ESTIMATE)))
         if field:
             found.unreadable.append((str(path), f"a judge result without field {field}"))
             return
@@ -470,8 +478,8 @@ def build_report(
     check_report_output(out)
     found = collect(run_dirs)
     if found.empty():
-        unread = f"; could not read {len(found.unreadable)} file(s): {found.unreadable[0][0]} ..." \
-            if found.unreadable else ""
+        first = found.unreadable[0] if found.unreadable else None
+        unread = f"; could not read {len(found.unreadable)} file(s), first {first[0]}: {first[1]}" if first else ""
         raise EmptyError("no results found (accuracy.json, judge.json, generation.json, metrics.jsonl, saliency, "
                          f"diversity or reward JSON){unread}", file=", ".join(map(str, run_dirs)))
     for path, why in found.unreadable:

@@ -92,6 +92,11 @@ def build_workspace(ws: Path) -> None:
     _jsonl(ws / "gens" / "noresp" / "generations.jsonl", [{"index": 0, "prompt": "Question 0?"}])
     (ws / "results" / "corrupt").mkdir(parents=True)
     (ws / "results" / "corrupt" / "accuracy.json").write_text('{"mode": "raw", "accur')
+    (ws / "results" / "wrongtype").mkdir()
+    (ws / "results" / "wrongtype" / "accuracy.json").write_text(
+        '{"mode": "raw", "accuracy": {"all": {"value": "high", "low": 0.1, "high": 0.9, "n": 4}}}')
+    (ws / "results" / "judgekeys").mkdir()
+    (ws / "results" / "judgekeys" / "judge.json").write_text('{"judge": "j", "rubrics": {}}')
     (ws / "results" / "emptyrun").mkdir()
     (ws / "results" / "junkmetrics").mkdir()
     (ws / "results" / "junkmetrics" / "metrics.jsonl").write_text("not json\n")
@@ -310,6 +315,8 @@ EMPTY = [
     ("generate-every-record-invalid", "eval generate --data {ws}/invalid.jsonl --out {ws}/gen on_invalid=skip", ["no valid record", "invalid.jsonl"]),
     ("report-empty-dir", "report {ws}/results/emptyrun --out {ws}/r.html", ["no results found", "emptyrun"]),
     ("report-only-unreadable-file", "report {ws}/results/corrupt --out {ws}/r.html", ["no results found", "could not read", "accuracy.json"]),
+    ("report-accuracy-field-of-the-wrong-kind", "report {ws}/results/wrongtype --out {ws}/r.html", ["no results found", "accuracy.json", "accuracy.all.value", "not a number"]),
+    ("report-judge-without-its-keys", "report {ws}/results/judgekeys --out {ws}/r.html", ["no results found", "judge.json", "kind"]),
     ("report-only-junk-metrics", "report {ws}/results/junkmetrics --out {ws}/r.html", ["no results found", "metrics.jsonl"]),
     ("judge-no-shared-records", "eval judge --base {ws}/gens/base --test {ws}/gens/noresp --out {ws}/judge", ["response"]),
 ]

@@ -123,3 +123,26 @@ def test_malformed_result_files_are_listed_with_file_and_field_and_the_rest_is_d
     assert "<h2>Prompt diversity</h2>" in page and "<h2>Alignment accuracy</h2>" not in page
     assert "accuracy.json" in page and "without field accuracy.overall.low" in page
     assert "judge.json" in page and "without field rubrics" in page
+
+
+@pytest.mark.parametrize("name, body, field", [
+    ("accuracy.json", {"mode": "raw", "accuracy": {"all": {"value": "x", "low": 0, "high": 1, "n": 2}}},
+     "accuracy.all.value (not a number)"),
+    ("accuracy.json", {"mode": "raw", "accuracy": 3}, "without field accuracy"),
+    ("accuracy.json", [1, 2], "not a JSON object"),
+    ("judge.json", {"judge": "j", "rubrics": {}}, "without field kind"),
+    ("judge.json", {"kind": "pairwise-judge", "judge": "j", "base": "b", "test": "t", "rubrics": {"quality": {
+        "n": 1, "wins": 1, "ties": 0, "losses": 0, "unparseable": 0, "missing": 0, "rates": {},
+        "win_rate": {"value": None, "low": 0, "high": 1}}}}, "rubrics.quality.win_rate.value (not a number)"),
+])
+def test_a_result_file_of_the_wrong_shape_is_listed_beside_the_good_results(tmp_path, name, body, field):
+    """A field of the wrong kind (a string or null where a number belongs), or a file that is not the
+    result its name says: listed with file and field, never an internal error; the rest is drawn."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / name).write_text(json.dumps(body))
+    (tmp_path / "div").mkdir()
+    (tmp_path / "div" / "d.json").write_text(json.dumps({"kind": "diversity", "metric": "bigram",
+                                                         "curves": {"p": [{"n": 1, "d": 0.5}, {"n": 2, "d": 0.7}]}}))
+    page = build_report([tmp_path], tmp_path / "report.html", title="t").read_text()
+    assert "<h2>Prompt diversity</h2>" in page
+    assert name in page and field in page
