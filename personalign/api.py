@@ -17,7 +17,7 @@ from personalign.llm import make_backend
 from personalign.llm.base import Backend, BackendConfig
 from personalign.persona.infer import InferStats
 from personalign.persona.infer import infer_personas as _infer_personas
-from personalign.records.io import is_path_source, read_examples, records_file
+from personalign.records.io import read_examples, with_record_files
 from personalign.train.config import TrainConfig
 from personalign.train.loop import TrainResult
 from personalign.train.loop import train_with as train
@@ -35,20 +35,17 @@ __all__ = ["train", "TrainConfig", "TrainResult", "evaluate_accuracy", "Accuracy
 
 
 def _config(model: type, cfg: Any, settings: dict[str, Any]) -> Any:
-    return config_with(model, cfg, settings)
+    """`model` from a config (or dict) and/or keyword fields; records in memory become files."""
+    return config_with(model, cfg, with_record_files(settings))
 
 
 def evaluate_accuracy(cfg: AccuracyConfig | dict | None = None, /, **settings: Any) -> AccuracyResult:
     """Alignment accuracy as `personalign eval accuracy` computes it (in memory; `write_accuracy` writes it)."""
-    if settings.get("data") is not None and not is_path_source(settings["data"]):
-        settings["data"] = records_file(settings["data"])
     return _evaluate_accuracy(_config(AccuracyConfig, cfg, settings))
 
 
 def evaluate_rm(cfg: RmConfig | dict | None = None, /, **settings: Any) -> RmResult:
     """Reward-model accuracy as `personalign eval rm` computes it (in memory; `write_rm` writes it)."""
-    if settings.get("data") is not None and not is_path_source(settings["data"]):
-        settings["data"] = records_file(settings["data"])
     return _evaluate_rm(_config(RmConfig, cfg, settings))
 
 
@@ -64,8 +61,6 @@ def evaluate_user_model(cfg: UsersEvalConfig | dict | None = None, /, **settings
 
 def generate(cfg: GenerateConfig | dict | None = None, /, *, backend: Backend | None = None, **settings: Any) -> Path:
     """Generate one response per record into the run directory `out` (as `personalign eval generate`)."""
-    if settings.get("data") is not None and not is_path_source(settings["data"]):
-        settings["data"] = records_file(settings["data"])
     return generate_responses(_config(GenerateConfig, cfg, settings), backend)
 
 
@@ -78,9 +73,7 @@ def judge(base_dir: str | os.PathLike, test_dir: str | os.PathLike, backend: Bac
 def infer_personas(source: Any, backend: Backend | BackendConfig | dict, out_path: str | os.PathLike,
                    **options: Any) -> InferStats:
     """Infer chosen/rejected personas for every record of `source` into `out_path` (`personalign persona infer`)."""
-    if not is_path_source(source):
-        source = records_file(source)
-    return _infer_personas(source, _backend(backend), out_path, **options)
+    return _infer_personas(with_record_files({"data": source})["data"], _backend(backend), out_path, **options)
 
 
 def _backend(backend: Backend | BackendConfig | dict) -> Backend:

@@ -204,9 +204,8 @@ def _print_version(value: bool) -> None:
 
 
 def root_options(
-    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error, not just its one-line message."),
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print the version and exit."),
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error, not just its one-line message.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Personalized preference alignment: data, views, models, training and evaluation."""
     _debug["on"] = debug

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 
@@ -32,36 +32,23 @@ def _load_tokenizer(name: str | None):
 
 @app.command("build-views")
 def build_views(
-    file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL, one rendered example per line."),
-    view: ViewName = typer.Option("none", help="Conditioning view."),
-    template: TemplateName = typer.Option("chat", help="Prompt template preset."),
-    tokenizer: str | None = typer.Option(
-        None,
-        help="Tokenizer directory (AutoTokenizer.from_pretrained) for the chat template and --max-length. "
-        "Without it nothing is truncated and the chat preset is written as ChatML.",
-    ),
-    max_length: int | None = typer.Option(
-        None, min=1, help="Token budget: prompt + longest response + EOS (needs --tokenizer)."
-    ),
-    sample_history: bool = typer.Option(
-        False, "--sample-history/--all-history", help="AlignX training-style sampling, or all history (evaluation)."
-    ),
-    seed: int = typer.Option(0, help="Seed for --sample-history."),
-    include_demographic: bool = typer.Option(False, help="ica: append the demographic text (always in alignx-eval)."),
-    persona_source: PersonaSourceName = typer.Option(
-        "chosen", help="persona: which persona text to use. Under rejected / retrieved_rejected the rejected response "
+    file: Annotated[str, typer.Argument(help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL, one rendered example per line.")],
+    view: Annotated[ViewName, typer.Option(help="Conditioning view.")] = "none",
+    template: Annotated[TemplateName, typer.Option(help="Prompt template preset.")] = "chat",
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory (AutoTokenizer.from_pretrained) for the chat template and --max-length. "
+        "Without it nothing is truncated and the chat preset is written as ChatML.")] = None,
+    max_length: Annotated[int | None, typer.Option(min=1, help="Token budget: prompt + longest response + EOS (needs --tokenizer).")] = None,
+    sample_history: Annotated[bool, typer.Option("--sample-history/--all-history", help="AlignX training-style sampling, or all history (evaluation).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for --sample-history.")] = 0,
+    include_demographic: Annotated[bool, typer.Option(help="ica: append the demographic text (always in alignx-eval).")] = False,
+    persona_source: Annotated[PersonaSourceName, typer.Option(help="persona: which persona text to use. Under rejected / retrieved_rejected the rejected response "
         "is the preferred one (listed first); all renders both sides; system is the seed's fixed generic persona "
-        "(--system-persona); chosen_in_system puts the chosen persona in the chat system message."
-    ),
-    system_persona: str | None = typer.Option(
-        None, help="--persona-source system: a dataset's fixed persona (BeaverTails, Mnemonic, Anthropic HHH) or text."
-    ),
-    dimensions: Path | None = typer.Option(
-        None, help="Preference dimension table (default: the AlignX table shipped with personalign)."
-    ),
-    on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record, or skip them."),
-    rejects: Path | None = typer.Option(None, help="With --on-invalid skip: write skipped records to this JSONL file."),
+        "(--system-persona); chosen_in_system puts the chosen persona in the chat system message.")] = "chosen",
+    system_persona: Annotated[str | None, typer.Option(help="--persona-source system: a dataset's fixed persona (BeaverTails, Mnemonic, Anthropic HHH) or text.")] = None,
+    dimensions: Annotated[Path | None, typer.Option(help="Preference dimension table (default: the AlignX table shipped with personalign).")] = None,
+    on_invalid: Annotated[OnInvalid, typer.Option(help="Stop at the first invalid record, or skip them.")] = "fail",
+    rejects: Annotated[Path | None, typer.Option(help="With --on-invalid skip: write skipped records to this JSONL file.")] = None,
 ) -> None:
     """Render records into prompts under a view and template, one JSON object per example."""
     from dataclasses import fields
@@ -112,11 +99,11 @@ def build_views(
 
 @app.command("synth")
 def synth(
-    n: int = typer.Option(1000, "--n", min=1, help="Number of records."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .json or .parquet."),
-    seed: int = typer.Option(0, help="Random seed (the output is a function of the seed)."),
-    kind: Literal["alignx", "ranking"] = typer.Option("alignx", help="AlignX user-level pairs, or ranking records."),
-    k: int = typer.Option(4, "--k", min=2, help="ranking: responses per prompt."),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .json or .parquet.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of records.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (the output is a function of the seed).")] = 0,
+    kind: Annotated[Literal["alignx", "ranking"], typer.Option(help="AlignX user-level pairs, or ranking records.")] = "alignx",
+    k: Annotated[int, typer.Option("--k", min=2, help="ranking: responses per prompt.")] = 4,
 ) -> None:
     """Write synthetic records whose preferred reply depends on the user's history."""
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -147,8 +134,8 @@ def synth(
 
 @app.command("export-memory")
 def export_memory(
-    memory: str = typer.Option(..., "--memory", help="The memory database: a SQLAlchemy URL, e.g. sqlite:///users.db."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .json or .parquet."),
+    memory: Annotated[str, typer.Option("--memory", help="The memory database: a SQLAlchemy URL, e.g. sqlite:///users.db.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .json or .parquet.")],
 ) -> None:
     """Write the feedback in a memory database as AlignX records, ready for `train`: one per stored pair,
     whose history is what the user had before it (no record sees its own label)."""
@@ -172,11 +159,11 @@ def export_memory(
 
 @app.command("stats")
 def stats(
-    file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset."),
-    tokenizer: str | None = typer.Option(None, help="Tokenizer directory (AutoTokenizer.from_pretrained): adds token lengths."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics to this JSON file."),
-    top: int = typer.Option(10, min=0, help="How many of the most used preference dimensions to show."),
-    on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record, or skip invalid records."),
+    file: Annotated[str, typer.Argument(help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset.")],
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory (AutoTokenizer.from_pretrained): adds token lengths.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the statistics to this JSON file.")] = None,
+    top: Annotated[int, typer.Option(min=0, help="How many of the most used preference dimensions to show.")] = 10,
+    on_invalid: Annotated[OnInvalid, typer.Option(help="Stop at the first invalid record, or skip invalid records.")] = "fail",
 ) -> None:
     """Lengths, history sizes, user signals, slices and preference-dimension usage of a data file."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -277,11 +264,9 @@ def tokenize(
 
 @app.command("validate")
 def validate(
-    file: str = typer.Argument(..., help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset name[:split]."),
-    on_invalid: OnInvalid = typer.Option("fail", help="Stop at the first invalid record (exit 2), or skip and count them."),
-    rejects: Path | None = typer.Option(
-        None, help="With --on-invalid skip: JSONL of rejected records (default: FILE stem + .rejects.jsonl next to FILE)."
-    ),
+    file: Annotated[str, typer.Argument(help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset name[:split].")],
+    on_invalid: Annotated[OnInvalid, typer.Option(help="Stop at the first invalid record (exit 2), or skip and count them.")] = "fail",
+    rejects: Annotated[Path | None, typer.Option(help="With --on-invalid skip: JSONL of rejected records (default: FILE stem + .rejects.jsonl next to FILE).")] = None,
 ) -> None:
     """Check every record against its format; report accepted and rejected counts."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -338,11 +323,11 @@ def _prompts_and_tokenizer(files: list[str], tokenizer: str | None) -> tuple[dic
 
 @app.command("rank-split")
 def rank_split(
-    file: str = typer.Argument(..., help="Ranking records (n responses each): .jsonl, .json, .parquet or a dataset."),
-    k: list[int] = typer.Option(..., "--k", min=2, help="Responses to keep per prompt; repeat for several files."),
-    out_dir: Path = typer.Option(..., "--out", "--out-dir", "-o", help="Directory for the ranking-k files."),
-    seed: int = typer.Option(0, help="Seed of the per-record choice of responses."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
+    file: Annotated[str, typer.Argument(help="Ranking records (n responses each): .jsonl, .json, .parquet or a dataset.")],
+    k: Annotated[list[int], typer.Option("--k", min=2, help="Responses to keep per prompt; repeat for several files.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--out-dir", "-o", help="Directory for the ranking-k files.")],
+    seed: Annotated[int, typer.Option(help="Seed of the per-record choice of responses.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a directory that holds other files.")] = False,
 ) -> None:
     """Ranking-n -> ranking-k files: k responses per prompt picked at random (seeded per record), best-first."""
     from personalign.curate.ranking import RANK_SPLIT_OUTPUTS
@@ -357,12 +342,12 @@ def rank_split(
 
 @app.command("subsets")
 def subsets(
-    inputs: list[str] = typer.Argument(..., help="Ranking-k files, or directories of them (as rank-split writes)."),
-    budget: int = typer.Option(..., min=1, help="Responses per subset: N prompts × k = budget for every k."),
-    k: list[int] = typer.Option(..., "--k", min=2, help="Ranking size; repeat for several subsets."),
-    out_dir: Path = typer.Option(..., "--out", "--out-dir", "-o", help="Directory for the subsets and manifest.json."),
-    seed: int = typer.Option(0, help="Seed of the one prompt shuffle."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a directory that holds other files."),
+    inputs: Annotated[list[str], typer.Argument(help="Ranking-k files, or directories of them (as rank-split writes).")],
+    budget: Annotated[int, typer.Option(min=1, help="Responses per subset: N prompts × k = budget for every k.")],
+    k: Annotated[list[int], typer.Option("--k", min=2, help="Ranking size; repeat for several subsets.")],
+    out_dir: Annotated[Path, typer.Option("--out", "--out-dir", "-o", help="Directory for the subsets and manifest.json.")],
+    seed: Annotated[int, typer.Option(help="Seed of the one prompt shuffle.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a directory that holds other files.")] = False,
 ) -> None:
     """Nested equal-budget subsets: one seeded shuffle of the prompts, the first budget/k of it per k."""
     from rich.table import Table
@@ -383,16 +368,15 @@ def subsets(
 
 @app.command("diversity")
 def diversity(
-    files: list[str] = typer.Argument(..., help="Record files; the prompts are measured."),
-    tokenizer: str | None = typer.Option(None, help="Tokenizer directory or model (default: the embedded model's)."),
-    semantic: bool = typer.Option(False, "--semantic", help="Also the mean pairwise cosine distance of all-MiniLM-L6-v2 embeddings."),
-    plot: Path | None = typer.Option(None, help="PNG of D against subset size (nested prefixes of a seeded shuffle)."),
-    sizes: str | None = typer.Option(None, help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps)."),
-    seed: int = typer.Option(0, help="Seed of the shuffle behind the curve."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write D and the curves as JSON (read by `personalign report`)."),
-    convention: Convention = typer.Option(
-        "personalign", help="Tokenization: personalign (BOS per the tokenizer, no truncation) or scaling-alignment "
-        "(the paper's: all default special tokens, prompts cut at 512 tokens)."),
+    files: Annotated[list[str], typer.Argument(help="Record files; the prompts are measured.")],
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory or model (default: the embedded model's).")] = None,
+    semantic: Annotated[bool, typer.Option("--semantic", help="Also the mean pairwise cosine distance of all-MiniLM-L6-v2 embeddings.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="PNG of D against subset size (nested prefixes of a seeded shuffle).")] = None,
+    sizes: Annotated[str | None, typer.Option(help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle behind the curve.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write D and the curves as JSON (read by `personalign report`).")] = None,
+    convention: Annotated[Convention, typer.Option(help="Tokenization: personalign (BOS per the tokenizer, no truncation) or scaling-alignment "
+        "(the paper's: all default special tokens, prompts cut at 512 tokens).")] = "personalign",
 ) -> None:
     """Prompt diversity D = √N · distinct / total token bigrams (docs/fidelity.md), per file."""
     from rich.table import Table
@@ -446,13 +430,13 @@ def diversity(
 
 @app.command("select")
 def select(
-    file: str = typer.Argument(..., help="Record file to select prompts (whole records) from."),
-    size: int = typer.Option(..., "--size", min=1, help="Number of records to keep."),
-    by: Literal["diversity", "random"] = typer.Option("diversity", help="Greedy maximisation of D, or a seeded random draw."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .json or .parquet (records in selection order)."),
-    seed: int = typer.Option(0, help="Seed (greedy: tie order; random: the draw and the comparison subsets)."),
-    tokenizer: str | None = typer.Option(None, help="Tokenizer directory or model (default: the embedded model's)."),
-    draws: int = typer.Option(20, min=1, help="Random subsets of the same size to compare D with."),
+    file: Annotated[str, typer.Argument(help="Record file to select prompts (whole records) from.")],
+    size: Annotated[int, typer.Option("--size", min=1, help="Number of records to keep.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .json or .parquet (records in selection order).")],
+    by: Annotated[Literal["diversity", "random"], typer.Option(help="Greedy maximisation of D, or a seeded random draw.")] = "diversity",
+    seed: Annotated[int, typer.Option(help="Seed (greedy: tie order; random: the draw and the comparison subsets).")] = 0,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory or model (default: the embedded model's).")] = None,
+    draws: Annotated[int, typer.Option(min=1, help="Random subsets of the same size to compare D with.")] = 20,
 ) -> None:
     """Pick `size` records whose prompts maximise D; report D against random subsets of the same size."""
     import statistics

@@ -27,7 +27,6 @@ from personalign.cli._common import (
     TrustRemoteCode,
     VerdictModeOpt,
     backend_options,
-    check_backend_config,
     command_config,
     console,
     main_process,
@@ -35,9 +34,8 @@ from personalign.cli._common import (
     new_app,
 )
 from personalign.eval.names import JudgePreset, Protocol, SuiteMethod
-from personalign.files import check_output_dir, check_output_file
-from personalign.models.loading import check_model_dir, process_state
-from personalign.records.io import check_source
+from personalign.files import check_output_dir
+from personalign.models.loading import process_state
 from personalign.records.tokens import Convention
 from personalign.views.build import PersonaSourceName
 from personalign.views.templates import TemplateName, ViewName
@@ -91,9 +89,6 @@ def accuracy(
         opts |= {"reference_view.view": reference_view or view or "none",
                  "reference_view.template": reference_template or template or "chat"}
     cfg = command_config(AccuracyConfig, config, opts, overrides)
-    check_source(cfg.data, option="--data")
-    check_model_dir(cfg.policy, option="--policy")
-    check_model_dir(cfg.reference, option="--reference")
     check_output_dir(out, inputs=[cfg.data], own=ACCURACY_OUTPUTS, overwrite=overwrite)
     with _processes() as state:
         result = evaluate_accuracy(cfg)
@@ -148,8 +143,6 @@ def rm(
             "view.view": view, "view.template": template, "view.persona_source": persona_source,
             **model_options(dtype, attn_implementation, trust_remote_code)}
     cfg = command_config(RmConfig, config, opts, overrides)
-    check_source(cfg.data, option="--data")
-    check_model_dir(cfg.model, option="--model", kind="any")
     check_output_dir(out, inputs=[cfg.data], own=RM_OUTPUTS, overwrite=overwrite)
     with _processes() as state:
         result = evaluate_rm(cfg)
@@ -177,20 +170,14 @@ def suite(
 
     Resumable: a benchmark already scored with the same settings is read back, not scored again.
     """
-    from personalign.eval.suite import SUITE_JSON, SUITE_MD, SuiteConfig, find_benchmarks, run_suite
+    from personalign.eval.suite import SUITE_JSON, SUITE_MD, SuiteConfig, run_suite
 
-    if not data_dir.is_dir():
-        raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="--data-dir")
-    check_model_dir(policy, option="--policy")
-    check_model_dir(reference, option="--reference")
-    own = (SUITE_MD, SUITE_JSON, *(name for name, _ in find_benchmarks(data_dir)))
-    check_output_dir(out, inputs=[data_dir], own=own, overwrite=overwrite)
     cfg = command_config(SuiteConfig, None, {"method": method, "data_dir": data_dir, "out": out, "policy": policy,
                                              "reference": reference, "limit": limit,
                                              "max_prompt_tokens": max_prompt_tokens}, None)
     with _processes() as state:
         rows = run_suite(cfg, on_file=lambda name, reused: console.print(
-            f"{name}: {'read back (already scored)' if reused else 'scored'}"))
+            f"{name}: {'read back (already scored)' if reused else 'scored'}"), overwrite=overwrite)
     if not state.is_main_process:
         return
     table = Table(title=f"AlignX suite · {method.upper()} · policy {policy or 'default'}")
@@ -241,7 +228,6 @@ def generate(
     """Generate one response per record under a view (or the best of N by a reward model); rerunning
     continues a killed run from its cache."""
     from personalign.eval.generate import (
-        GENERATE_OUTPUTS,
         GENERATIONS_FILE,
         SETTINGS_FILE,
         GenerateConfig,
@@ -265,16 +251,9 @@ def generate(
             if opts[f"generation.{key}"] is None:
                 opts[f"generation.{key}"] = value
     cfg = command_config(GenerateConfig, config, opts, overrides)
-    check_source(cfg.data, option="--data")
-    if cfg.shots_from is not None:
-        check_source(cfg.shots_from, option="--shots-from")
-    check_backend_config(cfg.backend)
-    if cfg.reward_model is not None:
-        check_model_dir(cfg.reward_model, option="--reward-model", kind="any")
-    check_output_dir(cfg.out, inputs=[cfg.data, cfg.shots_from], own=GENERATE_OUTPUTS, overwrite=overwrite)
     with progress_bar(True, 1) as bar:
         task = bar.add_task("generating", total=None)
-        run = generate_responses(cfg, on_progress=lambda n: bar.advance(task, n))
+        run = generate_responses(cfg, on_progress=lambda n: bar.advance(task, n), overwrite=overwrite)
     if not main_process():
         return
     counts = json.loads((run / SETTINGS_FILE).read_text())["counts"]
@@ -307,10 +286,7 @@ def judge(
     overrides: Overrides = None,
 ) -> None:
     """Pairwise win rate of test vs. base under each rubric, both orders, with ΔPQ."""
-    from personalign.eval.generate import GENERATIONS_FILE, read_generations
-    from personalign.eval.judge import CACHE_FILE, JUDGE_OUTPUTS, RUBRICS, JudgeConfig, judge_runs, write_judge
-    from personalign.llm import make_backend
-    from personalign.llm.progress import progress_bar
+    from personalign.eval.judge import RUBRICS, JudgeConfig, evaluate_judge, write_judge
 
     if rubric and set(rubric) - set(RUBRICS):
         raise typer.BadParameter(f"expected {' or '.join(RUBRICS)}, got {list(rubric)}", param_hint="--rubric")
@@ -318,19 +294,7 @@ def judge(
         "base": base, "test": test, "out": out, "rubrics": rubric or None, "max_new_tokens": max_new_tokens,
         "limit": limit, "n_boot": n_boot, "verdict_mode": verdict_mode, "preset": preset, "prompt_file": prompt_file,
         **backend_options(backend, model, base_url, api_key_env, batch_size)}, overrides)
-    template = cfg.prompt()
-    for run, option in ((cfg.base, "--base"), (cfg.test, "--test")):
-        read_generations(run, option=option)
-    check_backend_config(cfg.backend)
-    check_output_dir(cfg.out, inputs=[Path(cfg.base) / GENERATIONS_FILE, Path(cfg.test) / GENERATIONS_FILE],
-                     own=JUDGE_OUTPUTS, overwrite=overwrite)
-    llm = make_backend(cfg.backend)
-    with progress_bar(True, 1) as bar:
-        task = bar.add_task("judging", total=None)
-        result = judge_runs(cfg.base, cfg.test, llm, rubrics=tuple(cfg.rubrics), cache_path=Path(cfg.out) / CACHE_FILE,
-                            gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write, limit=cfg.limit,
-                            n_boot=cfg.n_boot, seed=cfg.seed, on_progress=lambda n: bar.advance(task, n),
-                            verdict_mode=cfg.verdict_mode, preset=cfg.preset, prompt_file=template)
+    result = evaluate_judge(cfg, overwrite=overwrite)
     if not main_process():
         return
     js, md, _ = write_judge(result, cfg.out)
@@ -367,22 +331,14 @@ def reward(
         "--set", help="key=value override of the config (repeatable), e.g. --set max_length=1024.")] = None,
 ) -> None:
     """Mean σ(reward) per file and over all files (weighted by size); BLEU against a reference field."""
-    from personalign.eval.reward import RewardConfig, score_files, write_reward
+    from personalign.eval.reward import RewardConfig, evaluate_reward, write_reward
 
     cfg = command_config(RewardConfig, config, {
         "files": [str(f) for f in files] if files else None, "model": model, "reference_field": reference_field,
         "response_field": response_field, "prompt_field": prompt_field, "batch_size": batch_size, "out": out,
         "convention": convention}, overrides)
-    for f in cfg.files:
-        check_source(f, option="FILES")
-    check_model_dir(cfg.model, option="--model", kind="seq-cls")
-    if cfg.out is not None:
-        check_output_file(cfg.out, inputs=cfg.files)
     with console.status("scoring"):
-        per_file, overall = score_files(cfg.model, cfg.files, prompt_field=cfg.prompt_field,
-                                        response_field=cfg.response_field, reference_field=cfg.reference_field,
-                                        batch_size=cfg.batch_size, max_length=cfg.max_length, n_boot=cfg.n_boot,
-                                        convention=cfg.convention)
+        per_file, overall = evaluate_reward(cfg)
     table = Table(title=f"reward · {cfg.model}")
     personalign_style = cfg.convention == "personalign"
     for col in ("file", "n", "mean σ(reward)" if personalign_style else "mean score", "95% CI", "BLEU"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -47,8 +48,8 @@ def list_models() -> None:
 
 @app.command("prepare")
 def prepare(
-    name: str | None = typer.Argument(None, help="default (the embedded SmolLM2), a model directory, or a hub id"),
-    force: bool = typer.Option(False, "--force", help="rebuild the default model's cache even if present"),
+    name: Annotated[str | None, typer.Argument(help="default (the embedded SmolLM2), a model directory, or a hub id")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rebuild the default model's cache even if present")] = False,
 ) -> None:
     """Prepare the embedded default model once, or check that another model loads."""
     if name is None or name.lower() in DEFAULT_ALIASES:

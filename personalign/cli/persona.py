@@ -1,14 +1,11 @@
 """`personalign persona ...`: infer personas, judge them, word saliency, retrieval."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from itertools import islice
+import inspect
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from personalign.cli._common import (
@@ -26,48 +23,21 @@ from personalign.cli._common import (
     PromptFileOpt,
     VerdictModeOpt,
     backend_options,
-    check_backend_config,
     command_config,
     console,
     main_process,
     new_app,
 )
 from personalign.errors import EmptyError
-from personalign.files import check_output_file
-from personalign.llm import make_backend
 from personalign.persona.judge import PersonaField, PersonaJudgeConfig
 from personalign.persona.saliency import Lemmatizer, SaliencyMethod
-from personalign.records.io import check_source
+from personalign.records.io import check_io, check_source
 
 app = new_app()
 
 RequiredData = Annotated[str, typer.Option(
     "--data", help="Records: .jsonl, .json, .parquet, a save_to_disk directory or a hub dataset.")]
 OutJson = Annotated[Optional[Path], typer.Option("--out", help="Write the result as JSON here.")]
-
-
-@contextmanager
-def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
-
-
-def _count(data: str, limit: int | None) -> int:
-    from personalign.records.io import iter_raw
-
-    return sum(1 for _ in islice(iter_raw(data), limit))
-
-
-def _check_io(data: str, *outputs: tuple[Path | str | None, str], inputs: tuple = ()) -> None:
-    """The input records exist and no output would overwrite an input or fail to be written."""
-    check_source(data)
-    written: list = []
-    for path, option in outputs:
-        if path is not None:
-            check_output_file(path, inputs=[data, *inputs, *written], option=option)
-            written.append(path)
 
 
 @app.command("infer")
@@ -82,7 +52,8 @@ def infer(
     batch_size: BatchSize = None,
     concurrency: Concurrency = None,
     limit: Limit = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Token budget per persona (default 64).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        "--max-new-tokens", min=1, help="Token budget per persona (default 64).")] = None,
     side: Annotated[Optional[list[str]], typer.Option("--side", help="chosen and/or rejected (default both).")] = None,
     cache: Cache = None,
     prompt_file: PromptFileOpt = None,
@@ -90,8 +61,7 @@ def infer(
     overrides: Overrides = None,
 ) -> None:
     """Infer the persona behind each chosen (and rejected) response; resumable after a kill."""
-    from personalign.persona.infer import SIDES, InferConfig, infer_personas
-    from personalign.records.io import record_writer
+    from personalign.persona.infer import SIDES, InferConfig, run_infer
 
     if side and set(side) - set(SIDES):
         raise typer.BadParameter(f"expected chosen or rejected, got {tuple(side)}", param_hint="--side")
@@ -99,16 +69,7 @@ def infer(
         "data": data, "out": out, "sides": side or None, "limit": limit, "max_new_tokens": max_new_tokens,
         "cache": cache, "prompt_file": prompt_file,
         **backend_options(backend, model, base_url, api_key_env, batch_size, concurrency)}, overrides)
-    template = cfg.prompt()
-    _check_io(cfg.data, (cfg.out, "--out"), (cfg.cache_path(), "--cache"), inputs=(cfg.prompt_file,))
-    record_writer(cfg.out, option="--out")
-    check_backend_config(cfg.backend)
-    total = _count(cfg.data, cfg.limit) * len(cfg.sides)
-    llm = make_backend(cfg.backend)
-    with _progress("inferring personas", total) as advance:
-        stats = infer_personas(cfg.data, llm, cfg.out, sides=tuple(cfg.sides), cache_path=cfg.cache_path(),
-                               limit=cfg.limit, gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write,
-                               on_progress=advance, prompt_file=template)
+    stats = run_infer(cfg)
     if not main_process():
         return
     console.print(
@@ -119,25 +80,6 @@ def infer(
     if stats.cache_truncated_bytes or stats.cache_skipped_lines:
         console.print(f"[yellow]cache: cut a torn last line ({stats.cache_truncated_bytes} bytes), "
                       f"skipped {stats.cache_skipped_lines} unreadable lines[/]")
-
-
-def _judge_config(config, overrides, options: dict):
-    """(config, examples) of `accuracy` and `prefer`: inputs and outputs checked, the backend reachable."""
-    from personalign.records.io import read_examples
-
-    cfg = command_config(PersonaJudgeConfig, config, options, overrides)
-    _check_io(cfg.data, (cfg.out, "--out"), (cfg.cache_path(), "--cache"))
-    examples = list(islice(read_examples(cfg.data), cfg.limit))
-    if not examples:
-        raise EmptyError("no records to judge", file=cfg.data)
-    check_backend_config(cfg.backend)
-    return cfg, examples
-
-
-def _judge_options(data, backend, model, base_url, api_key_env, batch_size, concurrency, limit, out, cache,
-                   verdict_mode, prompt_file) -> dict:
-    return {"data": data, "limit": limit, "out": out, "cache": cache, "verdict_mode": verdict_mode,
-            "prompt_file": prompt_file, **backend_options(backend, model, base_url, api_key_env, batch_size, concurrency)}
 
 
 @app.command("accuracy")
@@ -161,79 +103,50 @@ def accuracy(
     overrides: Overrides = None,
 ) -> None:
     """Persona accuracy: does a judge pick the persona's response, in both orders? 0.5 is chance."""
-    from personalign.persona.judge import persona_accuracy, write_persona_result
-    from personalign.persona.prompts import ACCURACY_SLOTS
-
-    options = _judge_options(data, backend, model, base_url, api_key_env, batch_size, concurrency, limit, out, cache,
-                             verdict_mode, prompt_file)
-    cfg, examples = _judge_config(config, overrides, options | {"persona_field": persona_field})
-    template = cfg.prompt(ACCURACY_SLOTS)
-    field = cfg.persona_field
-    n = sum(bool(ex.user.personas.get(field)) for ex in examples)
-    if n == 0:
-        raise EmptyError(f"no record has a {field} to judge (run `personalign persona infer` first)",
-                         file=cfg.data, option="--persona-field")
-    llm = make_backend(cfg.backend)
-    with _progress("judging", 2 * n) as advance:
-        result = persona_accuracy(examples, llm, persona_field=field, cache_path=cfg.cache_path(),
-                                  chunk_size=cfg.backend.requests_per_write, on_progress=advance,
-                                  verdict_mode=cfg.verdict_mode, prompt_file=template)
-    if not main_process():
-        return
-    e = result.accuracy
-    table = Table(title=f"persona accuracy · {field} · judge {result.judge}")
-    for col in ("personas", "accuracy", "95% CI", "target 1st", "target 2nd", "unparseable", "missing"):
-        table.add_column(col, justify="right")
-    table.add_row(str(result.n_personas), f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]",
-                  f"{result.target_first:.3f}", f"{result.target_second:.3f}", str(result.unparseable),
-                  str(result.missing))
-    console.print(table)
-    if cfg.out is not None:
-        console.print(f"wrote {write_persona_result(cfg.out, result)}")
+    _persona_judge("accuracy", locals())
 
 
-@app.command("prefer")
-def prefer(
-    data: Data = None,
-    backend: Kind = None,
-    model: Model = None,
-    base_url: BaseUrl = None,
-    api_key_env: ApiKeyEnv = None,
-    batch_size: BatchSize = None,
-    concurrency: Concurrency = None,
-    limit: Limit = None,
-    out: OutJson = None,
-    cache: Cache = None,
-    verdict_mode: VerdictModeOpt = None,
-    prompt_file: PromptFileOpt = None,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-) -> None:
+def prefer(**options) -> None:
     """Persona preference: chosen vs. rejected persona, both orders; disagreement is a tie."""
-    from personalign.persona.judge import persona_preference, write_persona_result
-    from personalign.persona.prompts import PREFER_SLOTS
+    _persona_judge("prefer", options)
 
-    options = _judge_options(data, backend, model, base_url, api_key_env, batch_size, concurrency, limit, out, cache,
-                             verdict_mode, prompt_file)
-    cfg, examples = _judge_config(config, overrides, options)
-    template = cfg.prompt(PREFER_SLOTS)
-    n = sum(bool(ex.user.personas.get("chosen_persona") and ex.user.personas.get("rejected_persona"))
-            for ex in examples)
-    if n == 0:
-        raise EmptyError("no record has both a chosen_persona and a rejected_persona to compare (run "
-                         "`personalign persona infer` first)", file=cfg.data)
-    llm = make_backend(cfg.backend)
-    with _progress("judging", 2 * n) as advance:
-        result = persona_preference(examples, llm, cache_path=cfg.cache_path(), chunk_size=cfg.backend.requests_per_write,
-                                    on_progress=advance, verdict_mode=cfg.verdict_mode, prompt_file=template)
+
+# `prefer` takes every option of `accuracy` but --persona-field: one signature, declared once.
+_JUDGE_SIGNATURE = inspect.signature(accuracy, eval_str=True)
+prefer.__signature__ = _JUDGE_SIGNATURE.replace(
+    parameters=[p for p in _JUDGE_SIGNATURE.parameters.values() if p.name != "persona_field"])
+app.command("prefer")(prefer)
+
+
+def _persona_judge(task: str, options: dict) -> None:
+    """Parse the options, call the stage's entry, print the result table (and write it with --out)."""
+    from personalign.persona.judge import judge_persona_accuracy, judge_persona_preference, write_persona_result
+
+    o = dict(options)
+    settings = {"data": o["data"], "limit": o["limit"], "out": o["out"], "cache": o["cache"],
+                "verdict_mode": o["verdict_mode"], "prompt_file": o["prompt_file"],
+                "persona_field": o.get("persona_field"),
+                **backend_options(o["backend"], o["model"], o["base_url"], o["api_key_env"], o["batch_size"],
+                                  o["concurrency"])}
+    cfg = command_config(PersonaJudgeConfig, o["config"], settings, o["overrides"])
+    result = (judge_persona_accuracy if task == "accuracy" else judge_persona_preference)(cfg)
     if not main_process():
         return
-    rates = result.rates()
-    table = Table(title=f"persona preference · judge {result.judge}")
-    for col in ("pairs", "chosen wins", "ties", "rejected wins", "unparseable", "missing"):
+    if task == "accuracy":
+        e = result.accuracy
+        table = Table(title=f"persona accuracy · {cfg.persona_field} · judge {result.judge}")
+        columns = ("personas", "accuracy", "95% CI", "target 1st", "target 2nd", "unparseable", "missing")
+        row = (str(result.n_personas), f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", f"{result.target_first:.3f}",
+               f"{result.target_second:.3f}", str(result.unparseable), str(result.missing))
+    else:
+        rates = result.rates()
+        table = Table(title=f"persona preference · judge {result.judge}")
+        columns = ("pairs", "chosen wins", "ties", "rejected wins", "unparseable", "missing")
+        row = (str(result.n), f"{rates['chosen']:.3f}", f"{rates['tie']:.3f}", f"{rates['rejected']:.3f}",
+               str(result.unparseable), str(result.missing))
+    for col in columns:
         table.add_column(col, justify="right")
-    table.add_row(str(result.n), f"{rates['chosen']:.3f}", f"{rates['tie']:.3f}", f"{rates['rejected']:.3f}",
-                  str(result.unparseable), str(result.missing))
+    table.add_row(*row)
     console.print(table)
     if cfg.out is not None:
         console.print(f"wrote {write_persona_result(cfg.out, result)}")
@@ -258,7 +171,7 @@ def saliency(
     from personalign.persona.saliency import METHOD_CUTOFF, personas_by_side, word_saliency, write_saliency
     from personalign.records.io import read_examples
 
-    _check_io(data, (out, "--out"))
+    check_io(data, (out, "--out"))
     labels = personas_by_side(read_examples(data))
     if not any(labels.values()):
         raise EmptyError("no record has chosen_persona or rejected_persona", file=data)
@@ -288,7 +201,7 @@ def retrieve(
     from personalign.records.io import record_writer
 
     check_source(train, option="--train")
-    _check_io(data, (out, "--out"), inputs=(train,))
+    check_io(data, (out, "--out"), inputs=(train,))
     record_writer(out, option="--out")
     with console.status("embedding prompts"):
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -10,11 +11,11 @@ from personalign.quickstart import QuickstartConfig, QuickstartSize, run_quickst
 
 
 def quickstart(
-    out: Path = typer.Option(Path("runs/quickstart"), help="Directory for data, results and the report."),
-    size: QuickstartSize = typer.Option("default", help="tiny: a CI-sized run."),
-    model: str | None = typer.Option(None, help="Model directory (default: the embedded SmolLM2-135M-Instruct)."),
-    seed: int = typer.Option(0, help="Seed for synthetic data."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Run in a directory that holds other files."),
+    out: Annotated[Path, typer.Option(help="Directory for data, results and the report.")] = Path("runs/quickstart"),
+    size: Annotated[QuickstartSize, typer.Option(help="tiny: a CI-sized run.")] = "default",
+    model: Annotated[str | None, typer.Option(help="Model directory (default: the embedded SmolLM2-135M-Instruct).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for synthetic data.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Run in a directory that holds other files.")] = False,
 ) -> None:
     """Run the whole method offline: data, validation, user models (the headline), views, personas, LoRA DPO, accuracy before/after, generations, report."""
     cfg = command_config(QuickstartConfig, None, {"out_dir": out, "size": size, "model": model, "seed": seed,

@@ -17,11 +17,11 @@ from personalign.eval.names import Protocol
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, best_ahead, sliced_accuracy
 from personalign.models.card import with_trained_view
-from personalign.models.loading import load_model, load_tokenizer, process_state, resolve_model
+from personalign.models.loading import check_model_dir, load_model, load_tokenizer, process_state, resolve_model
 from personalign.models.refcache import cached_table, scores_path, table_fits
 from personalign.models.scorer import ResponseScores, ScoreTable, response_scores, score_store
 from personalign.models.settings import ScoringModelSettings
-from personalign.records.io import OnInvalid, write_jsonl
+from personalign.records.io import OnInvalid, check_source, write_jsonl
 from personalign.tokenstore.store import StoreSpec, TokenStore, load_store
 from personalign.views.build import ViewConfig
 
@@ -155,6 +155,9 @@ def _scores(name: str, cfg: AccuracyConfig, store: TokenStore) -> list[ResponseS
 def evaluate_accuracy(cfg: AccuracyConfig) -> AccuracyResult:
     """Render `cfg.data` under `cfg.view` (policy) and `cfg.reference_view` (reference), score the
     preferred and the other response under each model, and compute accuracy by slice."""
+    check_source(cfg.data, option="--data")
+    check_model_dir(cfg.policy, option="--policy")
+    check_model_dir(cfg.reference, option="--reference")
     cfg = with_trained_view(cfg, cfg.policy)
     policy = resolve_model(cfg.policy)
     reference = resolve_model(cfg.reference) if cfg.reference is not None else policy

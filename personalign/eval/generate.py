@@ -24,21 +24,22 @@ from pydantic import Field, model_validator
 
 from personalign.config import StrictModel
 from personalign.errors import CorruptFileError, EmptyError, UserError
-from personalign.files import write_json
-from personalign.llm import make_backend
+from personalign.files import check_output_dir, write_json
+from personalign.llm import check_backend, make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import generate_cached, open_cache
 from personalign.models.card import with_trained_view
-from personalign.models.loading import process_state
+from personalign.models.loading import check_model_dir, process_state
 from personalign.records.errors import RecordError
-from personalign.records.io import OnInvalid, read_examples, write_jsonl
+from personalign.records.io import OnInvalid, check_source, read_examples, write_jsonl
 from personalign.views.build import REJECTED_SIDE, ViewConfig, build_view, preferred_order
 from personalign.views.templates import plain_shot
 
 GENERATIONS_FILE = "generations.jsonl"
 SETTINGS_FILE = "generation.json"
 CACHE_FILE = "generations.cache.jsonl"
-GENERATE_OUTPUTS = (GENERATIONS_FILE, SETTINGS_FILE, CACHE_FILE)  # what `eval generate` writes into its run directory
+# what `eval generate` writes into its run directory (a killed `accelerate launch` leaves per-rank cache shards)
+GENERATE_OUTPUTS = (GENERATIONS_FILE, SETTINGS_FILE, CACHE_FILE, f"{CACHE_FILE}.rank*")
 TASK = "eval-generate-v1"
 
 
@@ -133,17 +134,33 @@ def view_requests(examples, view: ViewConfig, backend: Backend, prefix: str = ""
     return requests, rows
 
 
+def check_generate(cfg: GenerateConfig, *, check_model: bool = True, overwrite: bool = False) -> None:
+    """Before any model loads: the records (and the few-shot source), the backend, the reward model of
+    best-of-n, and the run directory."""
+    check_source(cfg.data, option="--data")
+    if cfg.shots_from is not None:
+        check_source(cfg.shots_from, option="--shots-from")
+    if check_model:
+        check_backend(cfg.backend)
+    if cfg.reward_model is not None:
+        check_model_dir(cfg.reward_model, option="--reward-model", kind="any")
+    check_output_dir(cfg.out, inputs=[cfg.data, cfg.shots_from], own=GENERATE_OUTPUTS, overwrite=overwrite)
+
+
 def generate_responses(
     cfg: GenerateConfig,
     backend: Backend | None = None,
     *,
     on_progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Generate a response for every record of `cfg.data` into the run directory `cfg.out`; returns it.
 
-    `backend` overrides `cfg.backend` (tests, or a model already in memory).
+    `backend` overrides `cfg.backend` (tests, or a model already in memory). The inputs, the backend and
+    the run directory are checked first (files that are not a run's own need `overwrite`).
     """
     started = time.perf_counter()
+    check_generate(cfg, check_model=backend is None, overwrite=overwrite)
     out = Path(cfg.out)
     cfg = with_trained_view(cfg, cfg.backend.model if cfg.backend.kind == "local" else None)
     examples = list(islice(read_examples(cfg.data, on_invalid=cfg.on_invalid, columns=cfg.columns), cfg.limit))

@@ -23,19 +23,22 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
-from personalign.eval.generate import decoding_label, read_generations
+from personalign.eval.generate import GENERATIONS_FILE, decoding_label, read_generations
 from personalign.eval.names import PRESETS, JudgePreset
-from personalign.files import write_json, write_text
+from personalign.files import check_output_dir, write_json, write_text
+from personalign.llm import check_backend, make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig, Message
 from personalign.llm.judging import JUDGE_GENERATION, SHOTS, agreement, run_judge
 from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap_win_rates
+from personalign.models.loading import process_state
+from personalign.progress import work_progress
 from personalign.records.io import write_jsonl
 
 PathLike = str | os.PathLike
 RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE = "judge.json", "judge.md", "judgments.jsonl", "judge.cache.jsonl"
-JUDGE_OUTPUTS = (RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE)  # what `eval judge` writes into --out
+JUDGE_OUTPUTS = (RESULT_FILE, MARKDOWN_FILE, PAIRS_FILE, CACHE_FILE, f"{CACHE_FILE}.rank*")  # what `eval judge` writes
 PROMPT_VERSION = "eval-judge-v1"
 
 RUBRICS = {
@@ -321,6 +324,24 @@ def judge_runs(
               "base_decoding": decoding_label(base_dir), "test_decoding": decoding_label(test_dir)}
     return JudgeResult(str(base_dir), str(test_dir), backend.identity, results, delta, len(pairs), unmatched, config,
                        rows)
+
+
+def evaluate_judge(cfg: JudgeConfig, *, overwrite: bool = False, progress: bool = True) -> JudgeResult:
+    """`eval judge`: the config checked before any model loads (the prompt file, both runs, the backend,
+    the output directory: files that are not its own need `overwrite`), then `judge_runs`."""
+    template = cfg.prompt()
+    for run, option in ((cfg.base, "--base"), (cfg.test, "--test")):
+        read_generations(run, option=option)
+    check_backend(cfg.backend)
+    check_output_dir(cfg.out, inputs=[Path(cfg.base) / GENERATIONS_FILE, Path(cfg.test) / GENERATIONS_FILE],
+                     own=JUDGE_OUTPUTS, overwrite=overwrite)
+    backend = make_backend(cfg.backend)
+    with work_progress(total_known=False, enabled=progress and process_state().is_main_process) as bar:
+        task = bar.add_task("judging", total=None)
+        return judge_runs(cfg.base, cfg.test, backend, rubrics=tuple(cfg.rubrics), cache_path=Path(cfg.out) / CACHE_FILE,
+                          gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write, limit=cfg.limit,
+                          n_boot=cfg.n_boot, seed=cfg.seed, on_progress=lambda n: bar.advance(task, n),
+                          verdict_mode=cfg.verdict_mode, preset=cfg.preset, prompt_file=template)
 
 
 def _rubric_result(rubric: str, j: _Judgments, scores: np.ndarray, estimate: Estimate) -> RubricResult:

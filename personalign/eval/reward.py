@@ -20,13 +20,14 @@ import torch
 from pydantic import PositiveInt
 
 from personalign.config import StrictModel
-from personalign.files import write_json
+from personalign.files import check_output_file, write_json
 from personalign.metrics import Estimate, bootstrap
 from personalign.models.card import read_provenance
+from personalign.models.loading import check_model_dir
 from personalign.models.rewards import load_reward_model
 from personalign.records.dialogue import dialogue_messages
 from personalign.records.errors import RecordError
-from personalign.records.io import iter_raw
+from personalign.records.io import check_source, iter_raw
 from personalign.records.tokens import CONVENTIONS, Convention, prompts_ids
 
 PathLike = str | os.PathLike
@@ -207,6 +208,19 @@ def score_files(
     overall_bleu = bleu_of(all_hyps, all_refs) if reference_field else None
     rewards = np.concatenate(all_rewards)
     return per_file, RewardScores("all", len(rewards), bootstrap(rewards, n_boot=n_boot), overall_bleu, convention)
+
+
+def evaluate_reward(cfg: RewardConfig) -> tuple[list[RewardScores], RewardScores]:
+    """`eval reward`: the files, the reward model and the output file checked before the model loads,
+    then `score_files`."""
+    for f in cfg.files:
+        check_source(f, option="FILES")
+    check_model_dir(cfg.model, option="--model", kind="seq-cls")
+    if cfg.out is not None:
+        check_output_file(cfg.out, inputs=cfg.files)
+    return score_files(cfg.model, cfg.files, prompt_field=cfg.prompt_field, response_field=cfg.response_field,
+                       reference_field=cfg.reference_field, batch_size=cfg.batch_size, max_length=cfg.max_length,
+                       n_boot=cfg.n_boot, convention=cfg.convention)
 
 
 def write_reward(out: PathLike, model_dir: PathLike, reference_field: str | None, per_file: Sequence[RewardScores],

@@ -19,9 +19,9 @@ from personalign.eval.alignment import EvalDataConfig, eval_store, scored_table
 from personalign.files import write_json, write_text
 from personalign.metrics import Estimate, best_ahead, sliced_accuracy
 from personalign.models.card import with_trained_view
-from personalign.models.loading import load_tokenizer, resolve_model
+from personalign.models.loading import check_model_dir, load_tokenizer, resolve_model
 from personalign.models.rewards import load_reward_model
-from personalign.records.io import write_jsonl
+from personalign.records.io import check_source, write_jsonl
 from personalign.views.build import ViewConfig
 
 RM_FILE = "rm.json"
@@ -56,6 +56,8 @@ class RmResult:
 
 def evaluate_rm(cfg: RmConfig) -> RmResult:
     """Score every record's responses with the reward model under `cfg.view`; accuracy by slice."""
+    check_source(cfg.data, option="--data")
+    check_model_dir(cfg.model, option="--model", kind="any")
     cfg = with_trained_view(cfg, cfg.model)
     path = resolve_model(cfg.model)
     store = eval_store(cfg, cfg.view, load_tokenizer(path, trust_remote_code=cfg.trust_remote_code), need="ranking")

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from pydantic import Field, PositiveInt
 
+from personalign.errors import UserError
 from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 from personalign.eval.names import SuiteMethod
-from personalign.files import write_json, write_text
+from personalign.files import check_output_dir, write_json, write_text
 from personalign.metrics import Estimate
-from personalign.models.loading import process_state
+from personalign.models.loading import check_model_dir, process_state
 from personalign.models.settings import ScoringModelSettings
 
 SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -89,8 +90,17 @@ def _finished(out: Path, acc: AccuracyConfig) -> dict | None:
     return stored if same and stored.get("suite_models") == [acc.policy, acc.reference] else None
 
 
-def run_suite(cfg: SuiteConfig, on_file: Callable[[str, bool], None] | None = None) -> list[SuiteRow]:
-    """Score every benchmark under `cfg.data_dir` (resuming finished ones) and write the suite table."""
+def run_suite(cfg: SuiteConfig, on_file: Callable[[str, bool], None] | None = None, *,
+              overwrite: bool = False) -> list[SuiteRow]:
+    """Score every benchmark under `cfg.data_dir` (resuming finished ones) and write the suite table.
+    Checked first: the benchmark directory, both models and the output directory (files that are not
+    the suite's own need `overwrite`)."""
+    if not Path(cfg.data_dir).is_dir():
+        raise UserError(f"{cfg.data_dir} is not a directory", option="--data-dir")
+    check_model_dir(cfg.policy, option="--policy")
+    check_model_dir(cfg.reference, option="--reference")
+    own = (SUITE_MD, SUITE_JSON, *(name for name, _ in find_benchmarks(cfg.data_dir)))
+    check_output_dir(cfg.out, inputs=[cfg.data_dir], own=own, overwrite=overwrite)
     out_root = Path(cfg.out)
     state = process_state()
     rows = []

@@ -26,7 +26,11 @@ def make_backend(cfg: BackendConfig) -> Backend:
 
 
 def check_backend(cfg: BackendConfig) -> None:
-    """Fail before any work when a server backend cannot be reached (local backends pass)."""
+    """Fail before any work: a local model directory that does not exist, or a server that does not answer."""
+    if cfg.kind == "local":
+        from personalign.models.loading import check_model_dir
+
+        check_model_dir(cfg.model, option="--model")
     if cfg.kind == "openai":
         from personalign.llm.openai_http import OpenAIBackend
 

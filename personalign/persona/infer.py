@@ -10,18 +10,21 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import Field, PositiveInt
 
 from personalign.config import StrictModel
+from personalign.llm import check_backend, make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.cache import generate_cached, open_cache
 from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.models.loading import process_state
 from personalign.persona.prompts import INFER_SLOTS, INFER_VERSION, infer_messages
-from personalign.records.io import Source, read_examples, write_examples
+from personalign.progress import work_progress
+from personalign.records.io import Source, check_io, iter_raw, read_examples, record_writer, write_examples
 from personalign.records.schema import Example
 
 Side = Literal["chosen", "rejected"]
@@ -196,6 +199,22 @@ def infer_personas(
             for _ in examples():
                 pass
     return stats
+
+
+def run_infer(cfg: InferConfig, *, progress: bool = True) -> InferStats:
+    """`persona infer`: the config checked (records, the output and cache files, the prompt file, the
+    backend) before any model loads, then `infer_personas` with a progress bar."""
+    template = cfg.prompt()
+    check_io(cfg.data, (cfg.out, "--out"), (cfg.cache_path(), "--cache"), inputs=(cfg.prompt_file,))
+    record_writer(cfg.out, option="--out")
+    check_backend(cfg.backend)
+    total = sum(1 for _ in islice(iter_raw(cfg.data), cfg.limit)) * len(cfg.sides)
+    backend = make_backend(cfg.backend)
+    with work_progress(enabled=progress and process_state().is_main_process) as bar:
+        task = bar.add_task("inferring personas", total=total)
+        return infer_personas(cfg.data, backend, cfg.out, sides=tuple(cfg.sides), cache_path=cfg.cache_path(),
+                              limit=cfg.limit, gen_config=cfg.generation(), chunk_size=cfg.backend.requests_per_write,
+                              on_progress=lambda n: bar.advance(task, n), prompt_file=template)
 
 
 def persona_of(backend: Backend, prompt: str, preferred: str, other: str, *,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -26,14 +27,19 @@ import numpy as np
 from pydantic import PositiveInt
 
 from personalign.config import StrictModel
+from personalign.errors import EmptyError
 from personalign.files import write_json
+from personalign.llm import check_backend, make_backend
 from personalign.llm.base import Backend, BackendConfig, GenerationConfig
 from personalign.llm.judging import JUDGE_GENERATION, agreement, run_judge
 from personalign.llm.prompt_file import PromptFile, load_prompt_file, task_version
 from personalign.llm.verdict import VerdictMode
 from personalign.metrics import Estimate, bootstrap
+from personalign.models.loading import process_state
 from personalign.persona.infer import default_cache_path
-from personalign.persona.prompts import ACCURACY_VERSION, PREFER_VERSION, accuracy_messages, prefer_messages
+from personalign.persona.prompts import ACCURACY_SLOTS, ACCURACY_VERSION, PREFER_SLOTS, PREFER_VERSION, accuracy_messages, prefer_messages
+from personalign.progress import work_progress
+from personalign.records.io import check_io, read_examples
 from personalign.records.schema import Example
 
 PathLike = str | os.PathLike
@@ -180,6 +186,52 @@ def persona_preference(
         wins[{1: "chosen", 0: "tie", -1: "rejected"}[agreement(chosen_first, rejected_first)]] += 1
     return PersonaPreference(backend.identity, wins["chosen"], wins["tie"], wins["rejected"],
                              sum(v is None for v in verdicts), missing)
+
+
+def _judged(cfg: PersonaJudgeConfig, has: Callable[[Example], bool], empty: str, **where
+             ) -> tuple[list[Example], int]:
+    """(examples, how many have what is judged): the config checked (records, output and cache files,
+    the backend) before any model loads; an EmptyError when there are no records or none to judge."""
+    check_io(cfg.data, (cfg.out, "--out"), (cfg.cache_path(), "--cache"), inputs=(cfg.prompt_file,))
+    examples = list(islice(read_examples(cfg.data), cfg.limit))
+    if not examples:
+        raise EmptyError("no records to judge", file=cfg.data)
+    n = sum(map(has, examples))
+    if n == 0:
+        raise EmptyError(f"{empty} (run `personalign persona infer` first)", file=cfg.data, **where)
+    check_backend(cfg.backend)
+    return examples, n
+
+
+def _bar(progress: bool):
+    return work_progress(enabled=progress and process_state().is_main_process)
+
+
+def judge_persona_accuracy(cfg: PersonaJudgeConfig, *, progress: bool = True) -> PersonaAccuracy:
+    """`persona accuracy`: the config checked, then `persona_accuracy` with a progress bar."""
+    template, field = cfg.prompt(ACCURACY_SLOTS), cfg.persona_field
+    examples, n = _judged(cfg, lambda ex: bool(ex.user.personas.get(field)), f"no record has a {field} to judge",
+                          option="--persona-field")
+    backend = make_backend(cfg.backend)
+    with _bar(progress) as bar:
+        task = bar.add_task("judging", total=2 * n)
+        return persona_accuracy(examples, backend, persona_field=field, cache_path=cfg.cache_path(),
+                                chunk_size=cfg.backend.requests_per_write, on_progress=lambda k: bar.advance(task, k),
+                                verdict_mode=cfg.verdict_mode, prompt_file=template)
+
+
+def judge_persona_preference(cfg: PersonaJudgeConfig, *, progress: bool = True) -> PersonaPreference:
+    """`persona prefer`: the config checked, then `persona_preference` with a progress bar."""
+    template = cfg.prompt(PREFER_SLOTS)
+    examples, n = _judged(cfg, lambda ex: bool(ex.user.personas.get("chosen_persona")
+                                               and ex.user.personas.get("rejected_persona")),
+                          "no record has both a chosen_persona and a rejected_persona to compare")
+    backend = make_backend(cfg.backend)
+    with _bar(progress) as bar:
+        task = bar.add_task("judging", total=2 * n)
+        return persona_preference(examples, backend, cache_path=cfg.cache_path(),
+                                  chunk_size=cfg.backend.requests_per_write, on_progress=lambda k: bar.advance(task, k),
+                                  verdict_mode=cfg.verdict_mode, prompt_file=template)
 
 
 def write_persona_result(path: str | os.PathLike, result: PersonaAccuracy | PersonaPreference) -> Path:

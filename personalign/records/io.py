@@ -22,7 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from personalign.errors import EmptyError, OutputError, UserError
-from personalign.files import atomic_write, cache_key, personalign_home
+from personalign.files import atomic_write, cache_key, check_output_file, personalign_home
 from personalign.records.errors import RecordError
 from personalign.records.schema import (
     CHOSEN,
@@ -134,6 +134,25 @@ def check_source(source: Source, *, option: str = "--data") -> None:
         raise UserError("expected a records file or a save_to_disk directory", file=text, option=option) from None
     if first is None:
         raise EmptyError("no records", file=text, option=option)
+
+
+def with_record_files(settings: dict[str, Any], keys: tuple[str, ...] = ("data", "eval_data")) -> dict[str, Any]:
+    """`settings` with each of `keys` that holds records in memory (a `datasets.Dataset`, a list of
+    dicts) written to a file (`records_file`), so a config can name it."""
+    return {k: records_file(v) if k in keys and v is not None and not is_path_source(v) else v
+            for k, v in settings.items()}
+
+
+def check_io(source: Source, *outputs: tuple[str | os.PathLike | None, str], inputs: Iterable = ()) -> None:
+    """`source` holds records, and no output file (path, option) would overwrite an input (`source`,
+    `inputs`, an earlier output) or fail to be written; a None path is skipped."""
+    check_source(source)
+    written: list = []
+    for path, option in outputs:
+        if path is not None:
+            check_output_file(path, inputs=[source if is_path_source(source) else None, *inputs, *written],
+                              option=option)
+            written.append(path)
 
 
 def _iter_jsonl(path: Path, file: str) -> Iterator[RawRecord]:

@@ -37,7 +37,7 @@ from personalign.models.loading import resolve_model
 from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.scorer import batch_kwargs
 from personalign.progress import work_progress
-from personalign.records.io import is_path_source, records_file
+from personalign.records.io import with_record_files
 from personalign.train.build import load_policy, prepare, trainable_module, trainable_only, with_kernel
 from personalign.train.checkpoints import best_checkpoint, checkpoints, provenance, prune_checkpoints, save_checkpoint
 from personalign.train.collate import collate
@@ -179,9 +179,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 def train_with(cfg: TrainConfig | dict | None = None, /, **settings) -> TrainResult:
     """`train` from Python: a config (or dict) and/or its fields as keywords; `data` and `eval_data` may
     also be a `datasets.Dataset` or any iterable of dicts (see `records_file`)."""
-    for key in ("data", "eval_data"):
-        if settings.get(key) is not None and not is_path_source(settings[key]):
-            settings[key] = records_file(settings[key])
-    return train(config_with(TrainConfig, cfg, settings))
+    return train(config_with(TrainConfig, cfg, with_record_files(settings)))
 
 

@@ -7,7 +7,8 @@ from fake_llm import RuleBackend, echo_preferred, field, pair_records
 from typer.testing import CliRunner
 
 from personalign.cli import app
-from personalign.cli import persona as persona_cli
+from personalign.persona import infer as persona_infer
+from personalign.persona import judge as persona_judge
 
 runner = CliRunner()
 
@@ -30,7 +31,8 @@ def fake_backend(monkeypatch):
         built.append(cfg)
         return RuleBackend(router)
 
-    monkeypatch.setattr(persona_cli, "make_backend", make)
+    for stage in (persona_infer, persona_judge):
+        monkeypatch.setattr(stage, "make_backend", make)
     return built
 
 

@@ -130,10 +130,12 @@ def test_empty_class_every_record_too_long_then_a_fitting_max_length(tmp_path, t
 def test_empty_class_no_personas_then_inferred_personas(tmp_path, pairs, monkeypatch):
     from fake_llm import RuleBackend, echo_preferred
 
-    from personalign.cli import persona as persona_cli
+    from personalign.persona import infer as persona_infer
+    from personalign.persona import judge as persona_judge
 
-    monkeypatch.setattr(persona_cli, "make_backend", lambda cfg: RuleBackend(
-        lambda q: echo_preferred(q) if "Preferred Response:" in q else "1"))
+    for stage in (persona_infer, persona_judge):
+        monkeypatch.setattr(stage, "make_backend", lambda cfg: RuleBackend(
+            lambda q: echo_preferred(q) if "Preferred Response:" in q else "1"))
     cli("persona", "prefer", "--data", pairs, code=2)
     cli("persona", "infer", "--data", pairs, "--out", tmp_path / "personas.jsonl")
     res = cli("persona", "prefer", "--data", tmp_path / "personas.jsonl", "--out", tmp_path / "prefer.json")
