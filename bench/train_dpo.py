@@ -379,7 +379,8 @@ def main() -> None:
     ap.add_argument("--configs", default="full", help="full,lora for both (about 10 min on 2 cores; "
                     "full alone about 5 min)")
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
-    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds (contender order reversed every other round); the fastest wall "
+    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds (contender order reversed every other round); the "
+        "fastest wall "
                     "time of each contender is kept")
     ap.add_argument("--profile", default="", help="comma-separated contenders to run once more under cProfile")
     ap.add_argument("--keep", type=Path, help="keep data and runs in this folder")

@@ -84,7 +84,8 @@ def paired_difference(after: Sequence[float] | np.ndarray, before: Sequence[floa
     return bootstrap(a - b, n_boot=n_boot, seed=seed, level=level)
 
 
-def sliced_accuracy(correct: Sequence[bool] | np.ndarray, slices: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
+def sliced_accuracy(correct: Sequence[bool] | np.ndarray, slices: Sequence[str], *, n_boot: int = 1000, seed: int = 0
+                    ) -> dict[str, Estimate]:
     """Accuracy overall and per conditioning slice, each with a bootstrap interval."""
     c = np.asarray(correct, dtype=np.float64)
     s = np.asarray(slices)

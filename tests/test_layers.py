@@ -116,3 +116,51 @@ def test_the_training_loop_and_the_server_stay_short_enough_to_hold():
     long = {f"{path.name}:{name}": n for path in (PACKAGE / "serve").glob("*.py")
             for name, n in _function_lengths(path).items() if n > 80}
     assert long == {}
+
+
+# Inside a stage, the same rule: bottom to top, and the modules of one row never import each other.
+INNER_LAYERS: dict[str, list[tuple[str, ...]]] = {
+    "train": [
+        ("loss_names", "sharding", "trackers"),
+        ("config", "losses"),
+        ("collate", "schedule", "footprint"),
+        ("build", "data"),
+        ("checkpoints", "objective"),
+        ("run",),
+        ("loop",),  # train(cfg): the recipe, read top to bottom; nothing else in train/ imports it
+        ("__init__",),
+    ],
+    "serve": [
+        ("schemas", "batching", "memory", "prompts", "views", "adapt"),
+        ("replies",),
+        ("state",),
+        ("openai_routes", "memory_routes"),  # routers over one ServerState
+        ("app",),
+        ("__init__",),
+    ],
+}
+
+
+def _inner_imports(path: Path, stage: str) -> set[str]:
+    """The modules of `stage` that `path` imports (`from personalign.train import loop` included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module == f"personalign.{stage}":
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"personalign.{stage}."):
+            names = [node.module.split(".")[2]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[2] for a in node.names if a.name.startswith(f"personalign.{stage}.")]
+        found |= set(names)
+    return found
+
+
+@pytest.mark.parametrize("stage", sorted(INNER_LAYERS))
+def test_inside_a_stage_modules_import_only_the_rows_below_them(stage):
+    rank = {name: row for row, names in enumerate(INNER_LAYERS[stage]) for name in names}
+    modules = {p.stem: p for p in (PACKAGE / stage).glob("*.py")}
+    assert modules.keys() == rank.keys(), f"{stage}/ modules without a row: {sorted(modules.keys() - rank.keys())}"
+    upward = [f"{stage}/{me}.py imports {dep}" for me, path in modules.items() for dep in _inner_imports(path, stage)
+              if dep != me and rank[dep] >= rank[me]]
+    assert upward == []

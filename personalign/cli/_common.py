@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from personalign.config import load_config
 from personalign.errors import UserError
-from personalign.llm.base import BackendConfig, BackendKind
+from personalign.llm.base import BackendKind
 from personalign.llm.verdict import VerdictMode
 from personalign.models.settings import AttnImplementation, DType
 from personalign.records.io import OnInvalid
@@ -98,15 +98,6 @@ def backend_options(kind: str | None, model: str | None, base_url: str | None, a
               "batch_size": batch_size, "concurrency": concurrency}
     return {f"{prefix}.{k}": v for k, v in values.items()}
 
-
-def check_backend_config(cfg: BackendConfig) -> None:
-    """Before any work: a local model directory that exists, or a server that answers."""
-    from personalign.llm import check_backend
-    from personalign.models.loading import check_model_dir
-
-    if cfg.kind == "local":
-        check_model_dir(cfg.model, option="--model")
-    check_backend(cfg)
 
 DEBUG_ENV = "PERSONALIGN_DEBUG"
 EXIT_USER_ERROR = 2

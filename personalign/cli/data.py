@@ -36,17 +36,23 @@ def build_views(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL, one rendered example per line.")],
     view: Annotated[ViewName, typer.Option(help="Conditioning view.")] = "none",
     template: Annotated[TemplateName, typer.Option(help="Prompt template preset.")] = "chat",
-    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory (AutoTokenizer.from_pretrained) for the chat template and --max-length. "
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory (AutoTokenizer.from_pretrained) for the chat template and "
+        "--max-length. "
         "Without it nothing is truncated and the chat preset is written as ChatML.")] = None,
-    max_length: Annotated[int | None, typer.Option(min=1, help="Token budget: prompt + longest response + EOS (needs --tokenizer).")] = None,
-    sample_history: Annotated[bool, typer.Option("--sample-history/--all-history", help="AlignX training-style sampling, or all history (evaluation).")] = False,
+    max_length: Annotated[int | None, typer.Option(min=1, help="Token budget: prompt + longest response + EOS (needs "
+        "--tokenizer).")] = None,
+    sample_history: Annotated[bool, typer.Option("--sample-history/--all-history", help="AlignX training-style sampling, or all history "
+        "(evaluation).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for --sample-history.")] = 0,
     include_demographic: Annotated[bool, typer.Option(help="ica: append the demographic text (always in alignx-eval).")] = False,
-    persona_source: Annotated[PersonaSourceName, typer.Option(help="persona: which persona text to use. Under rejected / retrieved_rejected the rejected response "
+    persona_source: Annotated[PersonaSourceName, typer.Option(help="persona: which persona text to use. Under rejected / "
+        "retrieved_rejected the rejected response "
         "is the preferred one (listed first); all renders both sides; system is the seed's fixed generic persona "
         "(--system-persona); chosen_in_system puts the chosen persona in the chat system message.")] = "chosen",
-    system_persona: Annotated[str | None, typer.Option(help="--persona-source system: a dataset's fixed persona (BeaverTails, Mnemonic, Anthropic HHH) or text.")] = None,
-    dimensions: Annotated[Path | None, typer.Option(help="Preference dimension table (default: the AlignX table shipped with personalign).")] = None,
+    system_persona: Annotated[str | None, typer.Option(help="--persona-source system: a dataset's fixed persona (BeaverTails, Mnemonic, "
+        "Anthropic HHH) or text.")] = None,
+    dimensions: Annotated[Path | None, typer.Option(help="Preference dimension table (default: the AlignX table shipped with "
+        "personalign).")] = None,
     on_invalid: Annotated[OnInvalid, typer.Option(help="Stop at the first invalid record, or skip them.")] = "fail",
     rejects: Annotated[Path | None, typer.Option(help="With --on-invalid skip: write skipped records to this JSONL file.")] = None,
 ) -> None:
@@ -266,7 +272,8 @@ def tokenize(
 def validate(
     file: Annotated[str, typer.Argument(help="Records: .jsonl, .json, .parquet, a save_to_disk directory, or a hub dataset name[:split].")],
     on_invalid: Annotated[OnInvalid, typer.Option(help="Stop at the first invalid record (exit 2), or skip and count them.")] = "fail",
-    rejects: Annotated[Path | None, typer.Option(help="With --on-invalid skip: JSONL of rejected records (default: FILE stem + .rejects.jsonl next to FILE).")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="With --on-invalid skip: JSONL of rejected records (default: FILE stem + "
+        ".rejects.jsonl next to FILE).")] = None,
 ) -> None:
     """Check every record against its format; report accepted and rejected counts."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -370,12 +377,15 @@ def subsets(
 def diversity(
     files: Annotated[list[str], typer.Argument(help="Record files; the prompts are measured.")],
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory or model (default: the embedded model's).")] = None,
-    semantic: Annotated[bool, typer.Option("--semantic", help="Also the mean pairwise cosine distance of all-MiniLM-L6-v2 embeddings.")] = False,
+    semantic: Annotated[bool, typer.Option("--semantic", help="Also the mean pairwise cosine distance of all-MiniLM-L6-v2 "
+        "embeddings.")] = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of D against subset size (nested prefixes of a seeded shuffle).")] = None,
-    sizes: Annotated[str | None, typer.Option(help="Subset sizes for the curve, comma-separated (default with --plot: 10 even steps).")] = None,
+    sizes: Annotated[str | None, typer.Option(help="Subset sizes for the curve, comma-separated (default with --plot: 10 "
+        "even steps).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle behind the curve.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write D and the curves as JSON (read by `personalign report`).")] = None,
-    convention: Annotated[Convention, typer.Option(help="Tokenization: personalign (BOS per the tokenizer, no truncation) or scaling-alignment "
+    convention: Annotated[Convention, typer.Option(help="Tokenization: personalign (BOS per the tokenizer, no truncation) or "
+        "scaling-alignment "
         "(the paper's: all default special tokens, prompts cut at 512 tokens).")] = "personalign",
 ) -> None:
     """Prompt diversity D = √N · distinct / total token bigrams (docs/fidelity.md), per file."""

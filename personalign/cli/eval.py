@@ -63,8 +63,10 @@ def accuracy(
     template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset.")] = None,
     persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt.")] = None,
     reference_view: Annotated[Optional[ViewName], typer.Option(help="View the reference is scored under (default: --view).")] = None,
-    reference_template: Annotated[Optional[TemplateName], typer.Option(help="Template of the reference's prompt (default: --template).")] = None,
-    protocol: Annotated[Optional[Protocol], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval layout, reference under the ICA alignx-eval layout with all history).")] = None,
+    reference_template: Annotated[Optional[TemplateName], typer.Option(help="Template of the reference's prompt (default: "
+        "--template).")] = None,
+    protocol: Annotated[Optional[Protocol], typer.Option(help="alignx: AlignX's released protocol (policy under its method's alignx-eval "
+        "layout, reference under the ICA alignx-eval layout with all history).")] = None,
     max_length: Annotated[Optional[int], typer.Option(min=2, help="Token budget for prompt + response.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for accuracy.json, accuracy.md, scores.jsonl.")] = Path("results/accuracy"),
@@ -121,8 +123,10 @@ def _estimates_table(title: str, estimates) -> Table:
 @app.command("rm")
 def rm(
     data: Annotated[Optional[str], typer.Option("--data", help="Pairs or rankings to evaluate (held-out users).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Reward model: a run's final/ trained with loss rm, or a sequence-classification model dir.")] = None,
-    view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view (default: the one the reward model was trained with).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Reward model: a run's final/ trained with loss rm, or a "
+        "sequence-classification model dir.")] = None,
+    view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view (default: the one the reward model was "
+        "trained with).")] = None,
     template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset (default: as trained).")] = None,
     persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt.")] = None,
     max_length: Annotated[Optional[int], typer.Option(min=2, help="Token budget for prompt + response.")] = None,
@@ -161,9 +165,11 @@ def suite(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Directory of AlignX benchmark files (.json/.jsonl/.parquet).")],
     policy: Annotated[Optional[str], typer.Option(help="Policy model dir or name (default: embedded SmolLM2).")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference model (default: the policy).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Directory for suite.md, suite.json and one folder per benchmark.")] = Path("results/suite"),
+    out: Annotated[Path, typer.Option("--out", help="Directory for suite.md, suite.json and one folder per "
+        "benchmark.")] = Path("results/suite"),
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N records of each file (a quick look).")] = None,
-    max_prompt_tokens: Annotated[int, typer.Option("--max-prompt-tokens", min=1, help="Keep each prompt's last N tokens; nothing else is cut (AlignX: 7679).")] = 7679,
+    max_prompt_tokens: Annotated[int, typer.Option("--max-prompt-tokens", min=1, help="Keep each prompt's last N tokens; nothing else is "
+        "cut (AlignX: 7679).")] = 7679,
     overwrite: Overwrite = False,
 ) -> None:
     """Every AlignX benchmark under --data-dir, scored with the published protocol; one table.
@@ -196,26 +202,34 @@ def generate(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory: generations.jsonl, generation.json, cache.")] = None,
     view: Annotated[Optional[ViewName], typer.Option(help="Conditioning view.")] = None,
     template: Annotated[Optional[TemplateName], typer.Option(help="Prompt template preset.")] = None,
-    persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt (or the seed's gold_chosen ...).")] = None,
-    system_persona: Annotated[Optional[str], typer.Option("--system-persona", help="--persona-source system: the seed's fixed persona of a dataset (BeaverTails, Mnemonic, Anthropic HHH) or your own text.")] = None,
+    persona_source: Annotated[Optional[PersonaSourceName], typer.Option(help="persona view: which persona conditions the prompt (or the "
+        "seed's gold_chosen ...).")] = None,
+    system_persona: Annotated[Optional[str], typer.Option("--system-persona", help="--persona-source system: the seed's fixed persona of "
+        "a dataset (BeaverTails, Mnemonic, Anthropic HHH) or your own text.")] = None,
     backend: Kind = None,
     model: Model = None,
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = None,
     batch_size: BatchSize = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Default 128 (512 with --sampling alignx).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Default 128 (512 with --sampling "
+        "alignx).")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="0 = greedy (default).")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus cut (default 1).")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=0, help="Keep the k most likely tokens (default 0 = all).")] = None,
-    few_shot: Annotated[Optional[int], typer.Option("--few-shot", min=0, help="Few-shot persona tailoring from --shots-from: 0 = every record, as the seed (default); k = k drawn at random, side of --persona-source.")] = None,
-    shots_from: Annotated[Optional[str], typer.Option("--shots-from", help="Few-shot persona tailoring (persona view, plain template): the training records the exemplars come from.")] = None,
-    shots_type: Annotated[Optional[str], typer.Option("--shots-type", help="The seed's training type of the exemplars: chosen (default), rejected, or all.")] = None,
+    few_shot: Annotated[Optional[int], typer.Option("--few-shot", min=0, help="Few-shot persona tailoring from --shots-from: 0 = every "
+        "record, as the seed (default); k = k drawn at random, side of --persona-source.")] = None,
+    shots_from: Annotated[Optional[str], typer.Option("--shots-from", help="Few-shot persona tailoring (persona view, plain template): "
+        "the training records the exemplars come from.")] = None,
+    shots_type: Annotated[Optional[str], typer.Option("--shots-type", help="The seed's training type of the exemplars: chosen (default), "
+        "rejected, or all.")] = None,
     sampling: Annotated[Optional[str], typer.Option(
         "--sampling", help="A named preset: greedy | alignx (AlignX's generation scripts: temperature 0.9, top_k 10, "
         "top_p 0.95, 512 new tokens); explicit flags win.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default 0).")] = None,
-    best_of: Annotated[Optional[int], typer.Option("--best-of", min=1, max=64, help="Personalized best-of-n: sample N responses per record (seeds seed..seed+N-1) and keep the one --reward-model rewards most for that user.")] = None,
-    reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Reward model of --best-of (a run's final/ trained with loss rm); it scores under the view it was trained with.")] = None,
+    best_of: Annotated[Optional[int], typer.Option("--best-of", min=1, max=64, help="Personalized best-of-n: sample N responses per "
+        "record (seeds seed..seed+N-1) and keep the one --reward-model rewards most for that user.")] = None,
+    reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Reward model of --best-of (a run's final/ trained with "
+        "loss rm); it scores under the view it was trained with.")] = None,
     limit: Limit = None,
     on_invalid: OnInvalidOpt = None,
     dtype: DTypeOpt = None,
@@ -279,7 +293,8 @@ def judge(
     n_boot: Annotated[Optional[int], typer.Option("--n-boot", min=1, help="Bootstrap resamples (default 1000).")] = None,
     verdict_mode: VerdictModeOpt = None,
     preset: Annotated[Optional[JudgePreset], typer.Option(
-        "--preset", help="default: answer 1 or 2; prometheus (prometheus-mnemonic): the persona-tailoring seed's Prometheus-2 relative grading, feedback then [RESULT] A|B.")] = None,
+        "--preset", help="default: answer 1 or 2; prometheus (prometheus-mnemonic): the persona-tailoring seed's Prometheus-2 relative "
+            "grading, feedback then [RESULT] A|B.")] = None,
     prompt_file: PromptFileOpt = None,
     overwrite: Overwrite = False,
     config: ConfigFile = None,
@@ -316,8 +331,10 @@ def judge(
 
 @app.command("reward")
 def reward(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="Files of rows with prompt and response fields (e.g. generations.jsonl).")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Reward model dir (AutoModelForSequenceClassification, 1 label).")] = None,
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Files of rows with prompt and response fields (e.g. "
+        "generations.jsonl).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Reward model dir (AutoModelForSequenceClassification, "
+        "1 label).")] = None,
     reference_field: Annotated[Optional[str], typer.Option("--reference-field", help="BLEU against this field, e.g. chosen.")] = None,
     response_field: Annotated[Optional[str], typer.Option("--response-field", help="Default response.")] = None,
     prompt_field: Annotated[Optional[str], typer.Option("--prompt-field", help="Default prompt.")] = None,

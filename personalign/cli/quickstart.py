@@ -17,7 +17,8 @@ def quickstart(
     seed: Annotated[int, typer.Option(help="Seed for synthetic data.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Run in a directory that holds other files.")] = False,
 ) -> None:
-    """Run the whole method offline: data, validation, user models (the headline), views, personas, LoRA DPO, accuracy before/after, generations, report."""
+    """Run the whole method offline: data, validation, user models (the headline), views, personas, LoRA DPO,
+    accuracy before/after, generations, report."""
     cfg = command_config(QuickstartConfig, None, {"out_dir": out, "size": size, "model": model, "seed": seed,
                                                   "overwrite": overwrite}, None)
     run_quickstart(cfg, console)

@@ -42,14 +42,19 @@ def _features_options(features: str | None) -> dict:
 @app.command("train")
 def train(
     data: Annotated[Optional[str], typer.Option("--data", help="Records of the seen users (AlignX, TRL pairs with user_id, ...).")] = None,
-    representation: Annotated[Optional[Representation], typer.Option("--representation", help="bt | mean-diff | lowrank (LoRe) | mixture (PAL) | embedding (P-RLHF) | latent (VPL).")] = None,
+    representation: Annotated[Optional[Representation], typer.Option("--representation", help="bt | mean-diff | lowrank (LoRe) | mixture "
+        "(PAL) | embedding (P-RLHF) | latent (VPL).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Model directory to write.")] = None,
     features: Features = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Size of the representation: lowrank rank, mixture prototypes, embedding or latent dimension.")] = None,
-    context: Annotated[Optional[str], typer.Option("--context", help="latent: pairs (the user's pairs only) or all (default: also its comments and demographic text).")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Size of the representation: lowrank rank, mixture prototypes, embedding "
+        "or latent dimension.")] = None,
+    context: Annotated[Optional[str], typer.Option("--context", help="latent: pairs (the user's pairs only) or all (default: also its "
+        "comments and demographic text).")] = None,
     variant: Annotated[Optional[str], typer.Option("--variant", help="mixture: b (PAL-B, default) or a (PAL-A).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Optimizer steps of the shared part (default per representation).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", help="Adam learning rate (default per representation).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Optimizer steps of the shared part (default per "
+        "representation).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--learning-rate", help="Adam learning rate (default per "
+        "representation).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     limit: Limit = None,
     on_invalid: OnInvalidOpt = None,
@@ -81,7 +86,8 @@ def train(
 def evaluate(
     model: Annotated[Optional[str], typer.Option("--model", help="A user-model directory (personalign users train).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Records of the users to score (unseen users).")] = None,
-    shots: Annotated[Optional[list[int]], typer.Option("--shots", min=0, help="Pairs each user gives before its test pairs; repeat for the accuracy-vs-shots curve.")] = None,
+    shots: Annotated[Optional[list[int]], typer.Option("--shots", min=0, help="Pairs each user gives before its test pairs; repeat for "
+        "the accuracy-vs-shots curve.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory for accuracy.json, accuracy.md, per_user.jsonl.")] = None,
     features: Features = None,
     limit: Limit = None,

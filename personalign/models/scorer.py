@@ -142,9 +142,10 @@ def score_store(
     progress: bool = True,
 ) -> ScoreTable:
     """Score every row of `rows` with `model` (a causal LM, a `ResponseLogprobs`, or one wrapped by
-    accelerate: summed log-probs; a reward model or `ResponseRewards`: rewards), sharded over the processes of `state` (an `Accelerator` or `PartialState`; None =
-    one process). Every process returns the full table. `journal` (a directory) makes the pass
-    resumable: finished batches are kept there, and a rerun scores only the rest."""
+    accelerate: summed log-probs; a reward model or `ResponseRewards`: rewards), sharded over the processes of
+    `state` (an `Accelerator` or `PartialState`; None = one process). Every process returns the full table.
+    `journal` (a directory) makes the pass resumable: finished batches are kept there, and a rerun scores
+    only the rest."""
     state = state or _Single()
     rank, world = state.process_index, state.num_processes
     log = _Journal(Path(journal), rank) if journal is not None else None

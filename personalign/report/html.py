@@ -335,7 +335,8 @@ img { max-width: 100%; display: block; margin: .6em 0; }
 {% if judge_rows %}<h2>Pairwise judge win rates</h2>
 <p>Each pair judged in both orders; disagreement = tie; win rate = wins / (wins + losses).</p>
 {% if win_plot %}<img src="{{ win_plot }}" alt="wins, ties and losses per rubric">{% endif %}
-<table><tr><th>run</th><th>test vs base decoding</th><th>rubric</th><th>pairs</th><th>wins</th><th>ties</th><th>losses</th><th>win rate</th><th>95% CI</th>
+<table><tr><th>run</th><th>test vs base decoding</th><th>rubric</th><th>pairs</th><th>wins</th><th>ties</th><th>losses</th>
+<th>win rate</th><th>95% CI</th>
 <th>unparseable outputs</th><th>not judged</th></tr>
 {% for r in judge_rows %}<tr><td>{{ r.run }}</td><td>{{ r.compares }}</td><td>{{ r.rubric }}</td><td class="num">{{ r.n }}</td>
 <td class="num">{{ r.wins }}</td><td class="num">{{ r.ties }}</td><td class="num">{{ r.losses }}</td>

@@ -231,7 +231,8 @@ def _where(source: str) -> tuple[str, int | None]:
 
 
 def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[Rendered], list[dict]]:
-    """(rows, their renderings without the texts (for the view counters), rejects) for (index, example) pairs, with the worker's settings."""
+    """(rows, their renderings without the texts (for the view counters), rejects) for (index, example) pairs, with the
+    worker's settings."""
     tokenizer, spec = _WORKER["tokenizer"], _WORKER["spec"]
     ok, need = _NEED[spec.need]
     rows, rendered, rejects = [], [], []

@@ -193,8 +193,10 @@ class _PerUserFit(UserModel):
         g = torch.Generator().manual_seed(settings.seed)  # a fit depends on its seed alone, not on the global RNG
         states = nn.Parameter(self.init_state(chosen.shape[0]).normal_(0.0, 0.01, generator=g))
         params = [*self.parameters(), states]
-        loss = lambda: (bt_loss(self.margin(states, chosen, rejected), mask) + self.state_penalty(states)
-                        + self.shared_penalty(settings))
+        def loss() -> torch.Tensor:
+            return (bt_loss(self.margin(states, chosen, rejected), mask) + self.state_penalty(states)
+                    + self.shared_penalty(settings))
+
         _adam_fit(params, loss, steps, lr)
         return {"loss": float(bt_loss(self.margin(states, chosen, rejected), mask).detach())}
 

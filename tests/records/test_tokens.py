@@ -92,4 +92,5 @@ def test_max_prompt_tokens_keeps_the_last_n_prompt_tokens_after_bos(adds_bos):
     assert t.prompt_cut == len(plain) - 12 and t.response_cut == 0
     assert t.response_ids[0] == tok("A long answer " * 10, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     short = tokenize_pair(tok, "Hi.", ["a"], max_prompt_tokens=12)
-    assert short.prompt_cut == 0 and short.prompt_ids == ([tok.bos_token_id] if adds_bos else []) + tok("Hi.", add_special_tokens=False)["input_ids"]
+    bos = [tok.bos_token_id] if adds_bos else []
+    assert short.prompt_cut == 0 and short.prompt_ids == bos + tok("Hi.", add_special_tokens=False)["input_ids"]

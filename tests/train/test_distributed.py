@@ -56,7 +56,8 @@ def test_two_processes_match_one_process(loss, tiny_model_dir, tmp_path, one_tor
             "per_device_train_batch_size=4", f"output_dir={tmp_path / 'one' / 'run'}", f"loss={loss}", *STEP]))
         _, stderr = proc.communicate(timeout=300)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
-    if result.returncode != 0 and any(s in stderr for s in ADDRESS_IN_USE):  # the port was taken between picking and binding: start again on another
+    # the port was taken between picking and binding: start again on another
+    if result.returncode != 0 and any(s in stderr for s in ADDRESS_IN_USE):
         result = _launch(args)
     stderr = result.stderr
     assert result.returncode == 0, stderr[-3000:]
