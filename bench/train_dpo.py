@@ -110,11 +110,13 @@ def lora_hash(model) -> str:
 def child_ours(spec: dict) -> dict:
     import torch
 
-    import personalign.train.checkpoints as checkpoints
+    import personalign.train.build as build
+    import personalign.train.data as data
     import personalign.train.loop as loop
+    from personalign.train.checkpoints import METRICS_FILE
 
     timing: dict = {}
-    real_reference, real_apply_lora, real_store = loop.reference_table, checkpoints.apply_lora, loop.load_store
+    real_reference, real_apply_lora, real_store = data.reference_table, build.apply_lora, data.load_store
 
     def timed_reference(*args, **kwargs):
         t = time.perf_counter()
@@ -135,13 +137,13 @@ def child_ours(spec: dict) -> dict:
         timing.setdefault("store_hit", out[1])
         return out
 
-    loop.reference_table, loop.load_store = timed_reference, timed_store
-    checkpoints.apply_lora = hashed_apply_lora  # the loop builds its trainable module there
+    data.reference_table, data.load_store = timed_reference, timed_store
+    build.apply_lora = hashed_apply_lora  # the run builds its trainable module there
     cfg = our_config(spec)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = loop.train(cfg)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    rows = [json.loads(line) for line in (Path(spec["out"]) / loop.METRICS_FILE).read_text().splitlines()]
+    rows = [json.loads(line) for line in (Path(spec["out"]) / METRICS_FILE).read_text().splitlines()]
     rows = [r for r in rows if "train/loss" in r]
     steps_s = sum(result.counts["global_batch"] / r["train/samples_per_second"] for r in rows)
     tokens_s = sum(r["train/tokens_per_second"] * result.counts["global_batch"] / r["train/samples_per_second"]

@@ -49,6 +49,7 @@ from train_dpo import LORA, peak_rss_mb, prepare_data, step_clock, view_config  
 def child_ours(spec: dict) -> dict:
     import personalign.train.loop as loop
     from personalign.models.lora import LoraSettings
+    from personalign.train.checkpoints import METRICS_FILE
     from personalign.train.config import TrainConfig
 
     cfg = TrainConfig(
@@ -61,7 +62,7 @@ def child_ours(spec: dict) -> dict:
     wall0 = time.perf_counter()
     result = loop.train(cfg)
     wall = time.perf_counter() - wall0
-    rows = [json.loads(line) for line in (Path(spec["out"]) / loop.METRICS_FILE).read_text().splitlines()]
+    rows = [json.loads(line) for line in (Path(spec["out"]) / METRICS_FILE).read_text().splitlines()]
     rows = [r for r in rows if "train/loss" in r]
     steps_s = sum(result.counts["global_batch"] / r["train/samples_per_second"] for r in rows)
     return {"wall_s": wall, "steps_s": steps_s, "losses": [r["train/loss"] for r in rows]}

@@ -101,3 +101,62 @@ def test_memory_mapped_rows_are_read_per_batch(data):
     assert store.num_responses.tolist() == [2] * 40 and store.width == 2
     assert not np.any(store.truncated())
     assert store.rewards([0, 1]) == [None, None]
+
+
+# Builds with 4-record chunks and 12-record parts, and dies by SIGKILL right after its second part.
+KILLED_BUILD = """
+import os, signal, sys
+from personalign.testing import tiny_tokenizer
+from personalign.tokenstore import store
+from personalign.views.build import ViewConfig
+
+store._CHUNK, store._PART = 4, 12
+real, closed = store._Part.close, []
+
+def close(self):
+    done = real(self)
+    closed.append(done)
+    if len(closed) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return done
+
+store._Part.close = close
+spec = store.StoreSpec(ViewConfig(view="ica", template="alignx"), 400, need="pair")
+store.build_token_store(sys.argv[1], tiny_tokenizer(), spec, progress=False)
+"""
+
+
+def test_a_killed_build_resumes_with_only_the_missing_parts_and_equals_an_uninterrupted_one(data, tmp_path,
+                                                                                           monkeypatch):
+    """SIGKILL after two of four parts: the rerun tokenizes only records 24..39 (the parts on disk are
+    kept), and its rows and counts equal those of an uninterrupted build of the same records."""
+    import signal
+    import subprocess
+    import sys
+
+    from personalign.tokenstore import store as store_module
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(data)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    spec, tok = StoreSpec(ICA, 400, need="pair"), tiny_tokenizer()
+    partial = store_path(data, tok, spec).with_name(store_path(data, tok, spec).name + ".partial")
+    assert sorted(p.name for p in partial.glob("part-*")) == [
+        "part-00000.arrow", "part-00000.json", "part-00001.arrow", "part-00001.json"]
+
+    monkeypatch.setattr(store_module, "_CHUNK", 4)
+    monkeypatch.setattr(store_module, "_PART", 12)
+    tokenized, real = [], store_module._tokenize_chunk
+    monkeypatch.setattr(store_module, "_tokenize_chunk", lambda chunk: tokenized.extend(i for i, _ in chunk)
+                        or real(chunk))
+    resumed, hit = build_token_store(data, tok, spec, progress=False)
+    assert not hit and tokenized == list(range(24, 40)) and not partial.exists()
+
+    copy = tmp_path / "copy" / "pairs.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(data.read_bytes())
+    whole, _ = build_token_store(copy, tok, spec, progress=False)
+    assert len(resumed) == len(whole) == 40
+    assert resumed.examples(range(40)) == whole.examples(range(40))
+    assert resumed.packed_lengths.tolist() == whole.packed_lengths.tolist()
+    assert [s.rpartition(":")[2] for s in resumed.column("source")] == [str(i) for i in range(1, 41)]
+    assert resumed.counts == whole.counts
