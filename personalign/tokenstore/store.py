@@ -1,13 +1,16 @@
 """The token store: records rendered under a view and tokenized once, on disk, memory-mapped.
 
-`build_token_store` streams records (`read_examples`) through the view and the tokenizer into one
-Arrow IPC file, a record batch at a time, so its peak memory does not grow with the number of
+`build_token_store` streams records (`read_examples`) through the view and the tokenizer into
+Arrow IPC part files, a record batch at a time, so its peak memory does not grow with the number of
 records; with `num_proc > 1` worker processes render and tokenize chunks while the main process
 reads, validates and writes them in order. The store is keyed by (data digest, tokenizer, view and
 template, max_length, history-sampling seed, which responses, limit, on_invalid) and lives beside
-the data (`.personalign-cache/tokens-<key>/`); a finished store has a `meta.json` (written last),
-so an interrupted build is rebuilt. `TokenStore` reads it back memory-mapped: training, reference
-scoring and evaluation take the rows of one batch at a time (`examples(indices)`), never all.
+the data (`.personalign-cache/tokens-<key>/`); a finished store has a `meta.json` (written last).
+A build writes into `tokens-<key>.partial/`, one part per `_PART` records, each part's counts
+written after its rows: a killed build resumes there, re-reading the records it already has but
+tokenizing only the parts that are missing, and ends with the same rows as an uninterrupted build.
+`TokenStore` reads the parts back memory-mapped: training, reference scoring and evaluation take
+the rows of one batch at a time (`examples(indices)`), never all.
 
 A record the objective cannot use (too few responses, an empty prompt) is a bad record like one
 that fails validation: `on_invalid='fail'` stops at it (file, line and field), `'skip'` counts it
@@ -24,7 +27,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -32,9 +35,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from filelock import FileLock
 from rich.progress import TextColumn
 
-from personalign.errors import EmptyError
+from personalign.errors import EmptyError, UserError
 from personalign.files import cache_dir, cache_key, data_digest, read_json_object, write_json
 from personalign.progress import work_progress
 from personalign.records.errors import RecordError
@@ -44,8 +48,8 @@ from personalign.records.tokens import Tokenized, tokenize_pair
 from personalign.views.build import Rendered, ViewConfig, ViewCounts, build_view, persona_sides
 from personalign.views.templates import response_convention, template_warning
 
-STORE_VERSION = 3  # 2: the label column; 3: sft_index, template response conventions
-TOKENS_FILE = "tokens.arrow"
+STORE_VERSION = 4  # 2: the label column; 3: sft_index, template response conventions; 4: part files
+PART_GLOB = "part-*.arrow"
 META_FILE = "meta.json"
 Responses = Literal["all", "best"]  # keep every response (DPO, PRO, scoring) or only the best (SFT)
 Need = Literal["any", "pair", "ranking", "kto"]  # what the objective needs: >= 1, exactly 2, >= 2, 1 or 2 responses
@@ -66,6 +70,7 @@ SCHEMA = pa.schema([
     ("slice", pa.string()),
 ])
 _CHUNK = 256  # records per worker task
+_PART = 16 * _CHUNK  # records per part file: what a killed build keeps
 _WRITE_BATCH = 1024  # rows per Arrow record batch
 
 
@@ -136,8 +141,11 @@ class TokenStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.meta = read_json_object(self.path / META_FILE)
-        with pa.memory_map(str(self.path / TOKENS_FILE)) as source:
-            self._table = pa.ipc.open_file(source).read_all()
+        parts = []
+        for part in sorted(self.path.glob(PART_GLOB)):
+            with pa.memory_map(str(part)) as source:
+                parts.append(pa.ipc.open_file(source).read_all())
+        self._table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -268,30 +276,33 @@ def _tokenize_chunk(chunk: list[tuple[int, Example]]) -> tuple[list[dict], list[
     return rows, rendered, rejects
 
 
-def _chunks(examples: Iterator[Example]) -> Iterator[list[tuple[int, Example]]]:
-    numbered = enumerate(examples)
+def _chunks(numbered: Iterator[tuple[int, Example]]) -> Iterator[list[tuple[int, Example]]]:
     while chunk := list(itertools.islice(numbered, _CHUNK)):
         yield chunk
 
 
-def _tokenized_chunks(examples: Iterator[Example], tokenizer: Any, spec: StoreSpec, num_proc: int
-                      ) -> Iterator[tuple[list[dict], list[dict], list[dict]]]:
-    """Chunks tokenized in order: in this process, or by `num_proc` spawned workers with at most
-    two chunks per worker in flight (memory stays bounded whatever the number of records)."""
+def _tokenized_chunks(numbered: Iterator[tuple[int, Example]], tokenizer: Any, spec: StoreSpec, num_proc: int
+                      ) -> Iterator[tuple[int, tuple[list[dict], list[dict], list[dict]]]]:
+    """(records in the chunk, its rows, renderings and rejects) for chunks of (position, example),
+    tokenized in order: in this process, or by `num_proc` spawned workers with at most two chunks
+    per worker in flight (memory stays bounded whatever the number of records)."""
     if num_proc <= 1:
         _init_worker(tokenizer, spec)
-        yield from map(_tokenize_chunk, _chunks(examples))
+        for chunk in _chunks(numbered):
+            yield len(chunk), _tokenize_chunk(chunk)
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer, spec)) as pool:
         pending: deque = deque()
-        for chunk in _chunks(examples):
-            pending.append(pool.apply_async(_tokenize_chunk, (chunk,)))
+        for chunk in _chunks(numbered):
+            pending.append((len(chunk), pool.apply_async(_tokenize_chunk, (chunk,))))
             if len(pending) >= 2 * num_proc:
-                yield pending.popleft().get()
+                n, result = pending.popleft()
+                yield n, result.get()
         while pending:
-            yield pending.popleft().get()
+            n, result = pending.popleft()
+            yield n, result.get()
 
 
 def store_path(source: Source, tokenizer: Any, spec: StoreSpec) -> Path:
@@ -328,21 +339,24 @@ def build_token_store(
     path = store_path(source, tokenizer, spec)
     if not rebuild and (found := open_store(path)) is not None:
         return found, True
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        counts = _write_store(source, tokenizer, spec, tmp, rejects_path, num_proc, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(f"{path.name}.lock"))):  # one builder per store; the others wait
+        if not rebuild and (found := open_store(path)) is not None:
+            return found, True
+        partial = path.with_name(f"{path.name}.partial")
+        if rebuild:
+            shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(exist_ok=True)
+        counts = _write_store(source, tokenizer, spec, partial, rejects_path, num_proc, progress)
         if counts.records == 0:
+            shutil.rmtree(partial, ignore_errors=True)
             why = f" ({counts.rejected} invalid, skipped)" if counts.rejected else ""
             raise EmptyError(f"no records to tokenize{why}", file=str(source))
-        write_json(tmp / META_FILE, {"version": STORE_VERSION, "source": str(source),
-                                     "tokenizer": tokenizer_fingerprint(tokenizer), "spec": spec.key_parts(),
-                                     "counts": counts.summary()})
+        write_json(partial / META_FILE, {"version": STORE_VERSION, "source": str(source),
+                                         "tokenizer": tokenizer_fingerprint(tokenizer), "spec": spec.key_parts(),
+                                         "counts": counts.summary()})
         shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(partial, path)
     return TokenStore(path), False
 
 
@@ -355,33 +369,105 @@ def load_store(source: Source, spec: StoreSpec, tokenizer: Any, *, num_proc: int
 
 def _write_store(source: Source, tokenizer: Any, spec: StoreSpec, out: Path, rejects_path, num_proc: int,
                  progress: bool) -> StoreCounts:
+    """Tokenize the records into part files under `out`, resuming after the parts already there; the
+    counts of the whole build (each part's own, and the reader's over every record)."""
     read = ReadCounts()
-    counts, view = StoreCounts(), ViewCounts()
+    done = _finished_parts(out)
     examples = itertools.islice(read_examples(source, on_invalid=spec.on_invalid, rejects_path=rejects_path,
                                               counts=read, columns=spec.columns), spec.limit)
-    late_rejects: list[dict] = []
+    numbered = itertools.islice(enumerate(examples), len(done) * _PART, None)  # re-read, not re-tokenized
     total = record_count(source)
     if total is not None and spec.limit is not None:
         total = min(total, spec.limit)
     bar = work_progress(total_known=total is not None, enabled=progress, extra=(TextColumn("{task.fields[rate]}"),))
-    with pa.OSFile(str(out / TOKENS_FILE), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer, bar:
+    with bar:
         task = bar.add_task("tokenizing", total=total, rate="")
-        buffer: list[dict] = []
-        for rows, rendered, rejects in _tokenized_chunks(examples, tokenizer, spec, num_proc):
+        tokens = sum(d["counts"]["tokens"] for d in done)
+        part = _Part(out, len(done))
+        for n, (rows, rendered, rejects) in _tokenized_chunks(numbered, tokenizer, spec, num_proc):
             if rejects and spec.on_invalid == "fail":
                 bad = rejects[0]
                 file, line = _where(bad["source"])
                 raise RecordError(file, line, bad["field"], bad["error"])
-            late_rejects += rejects
-            for row, r in zip(rows, rendered):
-                _count(counts, view, row, r)
-            buffer += rows
-            if len(buffer) >= _WRITE_BATCH:
-                writer.write_batch(pa.RecordBatch.from_pylist(buffer, schema=SCHEMA))
-                buffer = []
-            bar.update(task, completed=counts.records, rate=f"{counts.tokens:,} tokens")
-        if buffer:
-            writer.write_batch(pa.RecordBatch.from_pylist(buffer, schema=SCHEMA))
+            part.add(rows, rendered, rejects, n)
+            tokens += sum(r["packed_length"] for r in rows)
+            if part.examples >= _PART:
+                done.append(part.close())
+                part = _Part(out, len(done))
+            bar.update(task, completed=sum(d["counts"]["records"] for d in done) + part.counts.records,
+                       rate=f"{tokens:,} tokens")
+        if part.examples or not done:
+            done.append(part.close())
+    return _total(done, read, rejects_path)
+
+
+class _Part:
+    """One part file being written: its rows in record batches, its counts, its late rejects."""
+
+    def __init__(self, out: Path, number: int):
+        self.path = out / f"part-{number:05d}.arrow"
+        self.tmp = self.path.with_suffix(".arrow.tmp")
+        self.sink = pa.OSFile(str(self.tmp), "wb")
+        self.writer = pa.ipc.new_file(self.sink, SCHEMA)
+        self.counts, self.view, self.rejects, self.examples, self.buffer = StoreCounts(), ViewCounts(), [], 0, []
+
+    def add(self, rows: list[dict], rendered: list[Rendered], rejects: list[dict], examples: int) -> None:
+        for row, r in zip(rows, rendered):
+            _count(self.counts, self.view, row, r)
+        self.rejects += rejects
+        self.examples += examples
+        self.buffer += rows
+        if len(self.buffer) >= _WRITE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.writer.write_batch(pa.RecordBatch.from_pylist(self.buffer, schema=SCHEMA))
+            self.buffer = []
+
+    def close(self) -> dict:
+        """Write the part's rows, then its counts (a part without counts is not finished)."""
+        self._flush()
+        self.writer.close()
+        self.sink.close()
+        os.replace(self.tmp, self.path)
+        done = {"examples": self.examples, "counts": asdict(self.counts), "view": asdict(self.view),
+                "rejects": self.rejects}
+        write_json(self.path.with_suffix(".json"), done)
+        return done
+
+
+def _finished_parts(out: Path) -> list[dict]:
+    """The parts a killed build finished, in order (each with its counts); anything after the first
+    unfinished one is deleted."""
+    done = []
+    for number in itertools.count():
+        part = out / f"part-{number:05d}.arrow"
+        if not (part.is_file() and part.with_suffix(".json").is_file()):
+            break
+        try:
+            meta = read_json_object(part.with_suffix(".json"))
+        except UserError:  # a torn counts file: the part is built again
+            break
+        if meta.get("examples") != _PART:
+            break
+        done.append(meta)
+    for stale in out.iterdir():
+        if stale.name.startswith("part-") and int(stale.name[5:10]) >= len(done):
+            stale.unlink()
+    return done
+
+
+def _total(parts: list[dict], read: ReadCounts, rejects_path) -> StoreCounts:
+    """The counts of a whole build: the parts' counts summed, the reader's rejects, the late rejects."""
+    counts, view = StoreCounts(), ViewCounts()
+    for part in parts:
+        for name, value in part["counts"].items():
+            if isinstance(value, int):
+                setattr(counts, name, getattr(counts, name) + value)
+        for name, value in part["view"].items():
+            setattr(view, name, getattr(view, name) + value)
+    late_rejects = [r for part in parts for r in part["rejects"]]
     if late_rejects and rejects_path is not None:
         _append_rejects(Path(rejects_path), late_rejects)
     counts.rejected = read.rejected + len(late_rejects)
