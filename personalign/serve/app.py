@@ -13,6 +13,7 @@ schemas (`schemas`), OpenAI's reply shapes (`replies`) and the view rules (`view
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -45,6 +46,7 @@ DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 2048  # the most new tokens one choice may ask for (`max_tokens_limit`): one request cannot stall the rest
 API_KEY_ENV = "PERSONALIGN_API_KEY"
 MAX_BODY_BYTES = 1 << 20  # request bodies over 1 MiB get 413
+BODY_TIMEOUT = 30.0  # seconds to receive a whole request body: a Content-Length larger than the body gets 408
 
 
 def create_app(
@@ -64,6 +66,7 @@ def create_app(
     user_keys: dict[str, str] | None = None,
     max_prompt_tokens: int = 2048,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout: float = BODY_TIMEOUT,
     persona_refresh: PersonaRefresher | None = None,
     user_model: Any = None,
     rerank: int = 0,
@@ -75,7 +78,8 @@ def create_app(
     `memory` (a `MemoryStore` or its URL) turns on per-user memory (`personalign.serve.memory`): chats
     render `view` from the user's memory within `max_prompt_tokens`, and the feedback and user routes
     exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413
-    (checked after the key, and a chunked body is read only up to the limit); `max_tokens` above
+    (checked after the key, and a chunked body is read only up to the limit), and a body not received
+    within `body_timeout` seconds (a Content-Length larger than the body) gets 408; `max_tokens` above
     `max_tokens_limit` gets 400.
     `persona_refresh` re-infers a user's persona in the background after new pairs.
     `user_model` (an `OnlineUsers`, needs `memory`) refits each user's state on every new pair and
@@ -97,7 +101,8 @@ def create_app(
         name=model_name or (Path(backend.name).name if backend.name else "personalign"), created=int(time.time()),
         batcher=Batcher(backend, max_batch=max_batch, window=batch_window), tokenizer=backend.tokenizer,
         view=view, template=template, keys=KeyRing(api_key, user_keys), default_max_tokens=default_max_tokens,
-        max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes, echo_prompt=echo_prompt, store=store,
+        max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
+        echo_prompt=echo_prompt, store=store,
         memory_view=ViewConfig(view=view, template=template, max_length=max_prompt_tokens) if store is not None else None,
         persona_refresh=persona_refresh, user_model=user_model, rerank=rerank,
     )
@@ -123,8 +128,8 @@ def create_app(
 
 
 async def _guard(request: Request, call_next):
-    """The key first (no body is read without it), then the body's size (413; a chunked body is read only
-    up to the limit), then the Idempotency-Key's length."""
+    """The key first (no body is read without it), then the body: its size (413; a chunked body is read
+    only up to the limit) and the time it takes to arrive (408), then the Idempotency-Key's length."""
     s: ServerState = request.app.state.personalign
     request.state.scope = None
     if s.keys.required and request.url.path.startswith("/v1"):
@@ -134,17 +139,29 @@ async def _guard(request: Request, call_next):
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > s.max_body_bytes:
         return error(413, f"request body over {s.max_body_bytes} bytes")
-    if length is None and request.method in ("POST", "PUT", "PATCH"):
-        body = bytearray()
-        async for chunk in request.stream():  # chunked: stop reading at the limit
-            body += chunk
-            if len(body) > s.max_body_bytes:
-                return error(413, f"request body over {s.max_body_bytes} bytes")
-        request._body = bytes(body)  # starlette's cache of the body, read again by the route
+    if request.method in ("POST", "PUT", "PATCH"):
+        try:
+            body = await asyncio.wait_for(_read_body(request, s.max_body_bytes), s.body_timeout)
+        except TimeoutError:
+            return error(408, f"request body not received within {s.body_timeout:g} s (is Content-Length "
+                              "larger than the body?)")
+        if body is None:
+            return error(413, f"request body over {s.max_body_bytes} bytes")
+        request._body = body  # starlette's cache of the body, read again by the route
     key = request.headers.get("idempotency-key")
     if key is not None and len(key) > MAX_REQUEST_ID:
         return error(400, f"Idempotency-Key over {MAX_REQUEST_ID} characters")
     return await call_next(request)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` bytes (a chunked body is not read further)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -30,6 +30,7 @@ class ServerState:
     default_max_tokens: int
     max_tokens_limit: int
     max_body_bytes: int
+    body_timeout: float
     echo_prompt: bool = False
     store: Any = None
     memory_view: ViewConfig | None = None

@@ -140,3 +140,19 @@ def test_a_message_that_crowds_out_the_history_is_not_reported_as_using_memory(t
         assert header("Hi?") == "truncated"
         assert header("Tell me about this: " + "a very long question " * 30) == "none"
     store.close()
+
+
+def test_a_content_length_larger_than_the_body_is_answered_408_not_held_open(tiny_backend):
+    """A client that announces 100 bytes and sends 10 gets 408 once the body timeout passes (the connection is
+    not held open waiting for bytes that never come), and the server goes on answering others."""
+    app = create_app(tiny_backend, model_name="tiny", body_timeout=0.5)
+    with serve_in_background(app) as url:
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n" + b'{"prompt":')
+            reply = s.recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408"), reply[:200]
+        assert "Content-Length" in reply
+        r = httpx.post(url + "/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200, r.text
