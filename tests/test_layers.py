@@ -132,7 +132,7 @@ INNER_LAYERS: dict[str, list[tuple[str, ...]]] = {
     ],
     "serve": [
         ("schemas", "batching", "memory", "prompts", "views", "adapt"),
-        ("replies",),
+        ("replies", "streaming"),
         ("state",),
         ("openai_routes", "memory_routes"),  # routers over one ServerState
         ("app",),

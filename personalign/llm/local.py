@@ -15,7 +15,7 @@ padding is wasted, and returned in input order. Decoding is a short KV-cached lo
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,9 +94,13 @@ class LocalBackend:
         return [c.text for c in self.complete(requests, config, progress=progress)]
 
     def complete(
-        self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = False
+        self, requests: Sequence[Request], config: GenerationConfig, *, progress: bool = False,
+        on_tokens: Callable[[int, list[int]], bool] | None = None,
     ) -> list[Completion]:
-        """Generate for every request; results in input order, with token counts and finish reasons."""
+        """Generate for every request; results in input order, with token counts and finish reasons.
+
+        `on_tokens(i, tokens)` is called with request `i`'s tokens so far after each decoding step (a
+        server streams them); when it returns False that request stops there (its client went away)."""
         if not requests:
             return []
         prompts = [self.render(r) for r in requests]
@@ -114,14 +118,17 @@ class LocalBackend:
             task = bar.add_task("generating", total=len(prompts))
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                for i, completion in zip(batch, self._generate_batch([ids[i] for i in batch], config)):
+                watch = None if on_tokens is None else lambda j, tokens, batch=batch: on_tokens(batch[j], tokens)
+                for i, completion in zip(batch, self._generate_batch([ids[i] for i in batch], config, watch)):
                     results[i] = completion
                 bar.advance(task, len(batch))
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch_ids: list[list[int]], config: GenerationConfig) -> list[Completion]:
-        """Decode one left-padded batch; a row leaves the batch (and its cache) as soon as it is done."""
+    def _generate_batch(self, batch_ids: list[list[int]], config: GenerationConfig,
+                        on_tokens: Callable[[int, list[int]], bool] | None = None) -> list[Completion]:
+        """Decode one left-padded batch; a row leaves the batch (and its cache) as soon as it is done, or
+        as soon as `on_tokens(row, tokens)` returns False."""
         device = self.model.device
         cache = DynamicCache(config=self.model.config)
         shared = _common_prefix(batch_ids) if len(batch_ids) > 1 else 0
@@ -148,7 +155,8 @@ class LocalBackend:
             for j, (row, token) in enumerate(zip(rows, next_ids.tolist())):
                 tokens[row].append(token)
                 ended[row] = token in eos or (bool(stops) and self._hits_stop(tokens[row], stops))
-                if not ended[row]:
+                watched = on_tokens is None or on_tokens(row, tokens[row])
+                if not ended[row] and watched:
                     keep.append(j)
             if not keep or step + 1 == config.max_new_tokens:
                 break

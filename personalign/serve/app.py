@@ -2,7 +2,8 @@
 
 Routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`, in OpenAI's
 request and response shapes (usage and finish_reason included; `n` choices per prompt; `stream=true`
-answers as server-sent events carrying each whole choice in one chunk, since generation is batched).
+answers as server-sent events as the tokens are generated, and a client that leaves stops its generation:
+`personalign.serve.streaming`).
 With an `api_key` every /v1 route needs `Authorization: Bearer <key>` (401 otherwise), as vLLM's
 `--api-key`; the key is compared in constant time and never logged.
 Besides OpenAI's fields a request may carry `persona` (persona view) or `profile` (pba view): see

@@ -1,8 +1,10 @@
-"""Dynamic batching: concurrent requests are collected into one batched `LocalBackend.complete` call."""
+"""Dynamic batching: concurrent requests are collected into one batched `LocalBackend.complete` call;
+a streamed request watches its tokens as they come, and stops when its client goes away."""
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from personalign.llm.base import GenerationConfig
@@ -16,6 +18,13 @@ class _Job:
     prompt: str
     config: GenerationConfig
     future: asyncio.Future = field(repr=False)
+    on_tokens: Callable[[list[int]], bool] | None = field(default=None, repr=False)
+
+    def watch(self, tokens: list[int]) -> bool:
+        """Called from the generating thread after each step: False stops this request (its client left)."""
+        if self.future.done():  # cancelled: the request's handler is gone
+            return False
+        return True if self.on_tokens is None else self.on_tokens(tokens)
 
 
 class Batcher:
@@ -46,12 +55,15 @@ class Batcher:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
 
-    async def submit(self, prompts: list[str], config: GenerationConfig) -> list[Completion]:
-        """Queue prompts and wait for their completions (in the order given)."""
+    async def submit(self, prompts: list[str], config: GenerationConfig, *,
+                     on_tokens: list[Callable[[list[int]], bool]] | None = None) -> list[Completion]:
+        """Queue prompts and wait for their completions (in the order given). `on_tokens[i]` receives
+        prompt i's tokens after every decoding step, in the generating thread; False stops it there."""
         if self._queue is None:
             raise RuntimeError("the batcher is not running; call start() first")
         loop = asyncio.get_running_loop()
-        jobs = [_Job(p, config, loop.create_future()) for p in prompts]
+        watchers = on_tokens or [None] * len(prompts)
+        jobs = [_Job(p, config, loop.create_future(), w) for p, w in zip(prompts, watchers)]
         for job in jobs:
             self._queue.put_nowait(job)
         return list(await asyncio.gather(*(job.future for job in jobs)))
@@ -81,8 +93,11 @@ class Batcher:
                 await self._generate(group)
 
     async def _generate(self, jobs: list[_Job]) -> None:
+        streamed = any(j.on_tokens is not None for j in jobs)  # only then is every step watched
+        watch = {"on_tokens": lambda i, tokens: jobs[i].watch(tokens)} if streamed else {}
         try:
-            results = await asyncio.to_thread(self.backend.complete, [j.prompt for j in jobs], jobs[0].config)
+            results = await asyncio.to_thread(self.backend.complete, [j.prompt for j in jobs], jobs[0].config,
+                                              **watch)
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error
             logger.exception("batched generation of %d prompts failed", len(jobs))
             for job in jobs:

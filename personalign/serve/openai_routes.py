@@ -40,11 +40,14 @@ async def chat(body: ChatBody, request: Request, s: State):
             prompt = render_chat(messages, view, s.template, s.tokenizer, conditioning(view, body.persona, body.profile))
     except (PromptError, ValueError) as e:
         raise HTTPException(400, str(e)) from None
-    if s.rerank > 1 and s.user_model is not None:
+    if s.rerank > 1 and s.user_model is not None:  # the best of several samples: streamed whole
         reply = await _reranked(s, prompt, messages, config, body, user_id)
+        response = stream(reply, wants_usage(body)) if body.stream else JSONResponse(reply)
+    elif body.stream:
+        response = s.stream("chat.completion", [prompt] * body.n, config, body.n, wants_usage(body))
     else:
-        reply = s.reply("chat.completion", await s.generate([prompt] * body.n, config), [prompt], body.n)
-    response = stream(reply, wants_usage(body)) if body.stream else JSONResponse(reply)
+        response = JSONResponse(s.reply("chat.completion", await s.generate([prompt] * body.n, config), [prompt],
+                                        body.n))
     if used is not None:
         response.headers[MEMORY_HEADER] = used
     return response
@@ -79,6 +82,7 @@ async def completions(body: CompletionBody, s: State):
         prompts = [render_completion(p, s.view, s.template, s.tokenizer, block) for p in raw]
     except PromptError as e:
         raise HTTPException(400, str(e)) from None
-    results = await s.generate([p for p in prompts for _ in range(body.n)], config)
-    reply = s.reply("text_completion", results, prompts, body.n)
-    return stream(reply, wants_usage(body)) if body.stream else reply
+    each = [p for p in prompts for _ in range(body.n)]
+    if body.stream:
+        return s.stream("text_completion", each, config, body.n, wants_usage(body))
+    return s.reply("text_completion", await s.generate(each, config), prompts, body.n)

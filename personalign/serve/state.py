@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import StreamingResponse
 
 from personalign.llm.base import GenerationConfig
 from personalign.llm.local import Completion
 from personalign.serve.batching import Batcher
 from personalign.serve.memory import USER_HEADER, KeyRing, PersonaRefresher, allowed_user
 from personalign.serve.replies import completion_reply
+from personalign.serve.streaming import stream_generation
 from personalign.views.build import ViewConfig
 
 
@@ -68,6 +70,11 @@ class ServerState:
             return await self.batcher.submit(prompts, config)
         except Exception as e:  # noqa: BLE001 - the client gets an OpenAI-shaped 500, the connection stays usable
             raise HTTPException(500, f"generation failed: {type(e).__name__}: {e}") from None
+
+    def stream(self, kind: str, prompts: list[str], config: GenerationConfig, n: int, include_usage: bool
+               ) -> StreamingResponse:
+        """The choices of `prompts` streamed as their tokens are generated (`streaming.stream_generation`)."""
+        return stream_generation(self.batcher, self.tokenizer, self.name, kind, prompts, config, n, include_usage)
 
     def reply(self, kind: str, results: list[Completion], prompts: list[str], n: int = 1) -> dict[str, Any]:
         """OpenAI's reply of `kind`, with the rendered prompts when the server echoes them."""

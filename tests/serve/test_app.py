@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import openai
@@ -180,3 +181,58 @@ def test_serve_command_is_registered_and_checks_its_options():
     assert shown.exit_code == 0 and "--max-batch" in shown.output
     bad = runner.invoke(cli_app, ["serve", "--view", "ica", "--model", "/nonexistent"])
     assert bad.exit_code == 2 and "view" in bad.output
+
+
+class EndlessBackend(LocalBackend):
+    """Never ends a choice by EOS (a choice runs to max_tokens unless stopped), and counts decoding steps."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = 0
+
+    def _eos_ids(self) -> list[int]:
+        return []
+
+    def _forward(self, *args, **kwargs):
+        self.steps += 1
+        return super()._forward(*args, **kwargs)
+
+
+def test_streamed_tokens_arrive_as_they_are_generated(tiny_lm):
+    """Several content chunks reach an OpenAI client before the finish chunk, and together they are the
+    non-streamed answer; chat and text completions alike."""
+    backend = EndlessBackend(*tiny_lm, batch_size=4)
+    with serve_in_background(create_app(backend, view="none", model_name="tiny")) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": "Count to ten."}]
+        whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0)
+        chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0,
+                                                     stream=True, stream_options={"include_usage": True}))
+        contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        finishes = [i for i, c in enumerate(chunks) if c.choices and c.choices[0].finish_reason]
+        assert len(contents) > 1 and finishes == [len(chunks) - 2]  # then the usage chunk
+        assert "".join(contents) == whole.choices[0].message.content
+        assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 24
+        text = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=16, temperature=0)
+        parts = [c.choices[0].text for c in client.completions.create(
+            model="tiny", prompt="Once upon a time", max_tokens=16, temperature=0, stream=True) if c.choices]
+        assert len([p for p in parts if p]) > 1 and "".join(parts) == text.choices[0].text
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(tiny_lm):
+    """A stream asked for 2000 tokens, read for a few chunks, then dropped: the decoding steps stop growing
+    long before 2000, and the server answers the next request."""
+    backend = EndlessBackend(*tiny_lm, batch_size=4)
+    with serve_in_background(create_app(backend, view="none", model_name="tiny")) as url:
+        body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0, "stream": True}
+        with httpx.stream("POST", url + "/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            seen = [line for line, _ in zip(lines, range(6)) if line.startswith("data: ")]
+        assert len(seen) >= 3
+        deadline = time.monotonic() + 30
+        before = -1
+        while backend.steps != before and time.monotonic() < deadline:
+            before = backend.steps
+            time.sleep(0.5)
+        assert backend.steps == before < 1000
+        assert httpx.post(url + "/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60).status_code == 200
