@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("eval", "app", "Evaluate policies: alignment accuracy, generation, judge win rates, rewards."),
     "persona": ("persona", "app", "Infer personas, judge them, word saliency, retrieval."),
     "users": ("users", "app", "User models learned from feedback: train, evaluate with k shots, preference directions."),
+    "memory": ("memory", "app", "The memory database's schema: current revision, upgrade, history (alembic)."),
 }
 
 

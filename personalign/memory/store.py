@@ -1,7 +1,7 @@
 """Per-user memory in AlignX terms, on a real database through SQLAlchemy (Core, parameterised SQL only).
 
-Tables (schema version `SCHEMA_VERSION`, migrations applied in order at open, each in one
-transaction, recorded in `schema_version`):
+Tables (schema version `SCHEMA_VERSION`; alembic revisions applied at open, in one transaction, and
+recorded in `alembic_version` and in `schema_version`: `personalign.memory.migrate`):
 
 * `users`: one row per user id: demographic text, persona, direction vector (JSON), profile.
 * `user_states`: a user model's state of the user (docs/user-models.md): which model, the state
@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from personalign.errors import UserError
+from personalign.memory.migrate import REVISIONS, NewerDatabase, current, upgrade
 from personalign.records.schema import (
     DEMOGRAPHIC,
     DIRECTION,
@@ -40,7 +41,7 @@ from personalign.records.schema import (
     UserContext,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = len(REVISIONS)
 MAX_USER_ID = 200  # characters
 
 metadata = sa.MetaData()
@@ -53,24 +54,19 @@ users = sa.Table(
     sa.Column("direction", sa.Text),  # JSON list of the 90 AlignX dimension values
     sa.Column("created_at", sa.Float, nullable=False), sa.Column("updated_at", sa.Float, nullable=False),
 )
-def _items_table(meta: sa.MetaData, *, direction: bool = True) -> sa.Table:
-    """The history table; `direction=False` is its version-1 shape."""
-    columns = [
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"),
-                  nullable=False, index=True),
-        sa.Column("kind", sa.String(8), nullable=False),  # "comment" | "pair"
-        sa.Column("prompt", sa.Text, nullable=False),
-        sa.Column("comment", sa.Text), sa.Column("chosen", sa.Text), sa.Column("rejected", sa.Text),
-        sa.Column("request_id", sa.String(200)),
-        sa.Column("created_at", sa.Float, nullable=False),
-    ]
-    if direction:  # version 2: the item's AlignX direction vector (JSON), for pba profiles
-        columns.append(sa.Column("direction", sa.Text))
-    return sa.Table("items", meta, *columns, sa.UniqueConstraint("user_id", "request_id", name="uq_items_user_request"))
-
-
-items = _items_table(metadata)
+items = sa.Table(  # a user's history: comments and preference pairs, in arrival order
+    "items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # "comment" | "pair"
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text), sa.Column("chosen", sa.Text), sa.Column("rejected", sa.Text),
+    sa.Column("request_id", sa.String(200)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("direction", sa.Text),  # the item's AlignX direction vector (JSON), for pba profiles
+    sa.UniqueConstraint("user_id", "request_id", name="uq_items_user_request"),
+)
 user_states = sa.Table(
     "user_states", metadata,
     sa.Column("user_id", sa.String(MAX_USER_ID), sa.ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
@@ -81,26 +77,7 @@ user_states = sa.Table(
 )
 
 
-def _v1(conn: sa.Connection) -> None:
-    """Version 1: users and items (items as they were then, without `direction`)."""
-    v1 = sa.MetaData()
-    users.to_metadata(v1)
-    _items_table(v1, direction=False)
-    v1.create_all(conn, checkfirst=True)
-
-
-def _v2(conn: sa.Connection) -> None:
-    """Version 2: each history item may carry its direction vector."""
-    if "direction" not in {c["name"] for c in sa.inspect(conn).get_columns("items")}:
-        conn.execute(sa.text("ALTER TABLE items ADD COLUMN direction TEXT"))
-
-
-def _v3(conn: sa.Connection) -> None:
-    """Version 3: user-model states."""
-    user_states.create(conn, checkfirst=True)
-
-
-MIGRATIONS = [_v1, _v2, _v3]  # MIGRATIONS[k] takes the schema from version k to k + 1
+MIGRATIONS = list(REVISIONS)  # alembic revisions: MIGRATIONS[k - 1] takes the schema to version k
 
 
 class MemoryRequestError(ValueError):
@@ -128,40 +105,58 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def open_engine(url: str) -> sa.Engine:
+    """An engine on the memory database at `url` (SQLite: WAL, synchronous=FULL, foreign keys; its
+    directory created); a URL that cannot be used is a one-line error that never shows a password."""
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+        raise UserError(f"not a usable database URL {_safe(url)!r} ({e}); e.g. sqlite:///users.db",
+                        option="--memory") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        database = engine.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot open the memory database {_safe(url)!r}: {e.strerror or e}",
+                                option="--memory") from None
+    return engine
+
+
+def schema_revision(url: str) -> str | None:
+    """The memory database's schema revision, read without upgrading it (None: no schema yet)."""
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return current(conn)
+    except NewerDatabase as e:
+        raise MemoryRequestError(str(e)) from None
+    except sa.exc.DBAPIError as e:
+        raise UserError(f"cannot open the memory database {_safe(url)!r}: {e.orig}", option="--memory") from None
+    finally:
+        engine.dispose()
+
+
 class MemoryStore:
     """The memory database at `url` (e.g. `sqlite:///users.db`), migrated to `SCHEMA_VERSION` on open."""
 
     def __init__(self, url: str):
         self.url = url
-        try:
-            self.engine = sa.create_engine(url)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
-            raise UserError(f"not a usable database URL {_safe(url)!r} ({e}); e.g. sqlite:///users.db",
-                            option="--memory") from None
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            database = self.engine.url.database
-            if database and database != ":memory:" and not database.startswith("file:"):
-                try:
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise UserError(f"cannot open the memory database {_safe(url)!r}: {e.strerror or e}",
-                                    option="--memory") from None
+        self.engine = open_engine(url)
         try:
             self.version = self._migrate()
         except sa.exc.DBAPIError as e:
             raise UserError(f"cannot open the memory database {_safe(url)!r}: {e.orig}", option="--memory") from None
 
     def _migrate(self) -> int:
-        with self.engine.begin() as conn:
-            schema_version.create(conn, checkfirst=True)
-            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-            if current > len(MIGRATIONS):
-                raise MemoryRequestError(f"the memory database has schema version {current}, newer than this personalign "
-                                   f"({len(MIGRATIONS)}): upgrade personalign")
-            for version in range(current, len(MIGRATIONS)):
-                MIGRATIONS[version](conn)
-                conn.execute(schema_version.insert().values(version=version + 1, applied_at=time.time()))
+        """Upgrade the schema in place (alembic, `personalign.memory.migrate`) in one transaction; its version."""
+        try:
+            with self.engine.begin() as conn:
+                upgrade(conn, MIGRATIONS[-1])
+        except NewerDatabase as e:
+            raise MemoryRequestError(str(e)) from None
         return len(MIGRATIONS)
 
     def close(self) -> None:

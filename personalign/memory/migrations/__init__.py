@@ -1,0 +1,1 @@
+"""Alembic's script directory for the memory database (`personalign.memory.migrate` runs it)."""

@@ -1,0 +1,7 @@
+"""Alembic's environment: the migrations run on the connection `personalign.memory.migrate` hands over,
+inside its transaction."""
+from alembic import context
+
+context.configure(connection=context.config.attributes["connection"], target_metadata=None)
+with context.begin_transaction():
+    context.run_migrations()
