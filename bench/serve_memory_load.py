@@ -12,8 +12,14 @@ acknowledged the server gets SIGKILL; it is restarted on the same database and e
 resends its unacknowledged writes with their request ids. Then every acknowledged write must be in
 the store exactly once, and nothing is stored twice.
 
+With `--replicas N` (N > 1), N servers share one database (`--db postgresql`: a fresh database on
+the PostgreSQL at 127.0.0.1:5432, dropped afterwards). In phase 1 each user's feedback goes to one
+replica and its next chat to another, so every prompt checks what another replica wrote; in phase 2
+replica 0 gets the SIGKILL and its clients resend to a live replica at once, with the same ids.
+
     .venv/bin/python bench/serve_memory_load.py --users 50 --ops 20          # by hand, the full size
     .venv/bin/python bench/serve_memory_load.py --users 50 --ops 4 --json F  # the CI size (tests/serve)
+    .venv/bin/python bench/serve_memory_load.py --replicas 3 --db postgresql # several replicas, one PostgreSQL
 
 The server runs the real CLI in a subprocess (a tiny random model unless --model is given). The last
 line reads `ratio=<p50 chat without memory / p50 chat with memory> chat_p50_ms=... chat_p99_ms=...
@@ -75,7 +81,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def mixed_load(base: str, users: int, ops: int) -> dict:
+async def mixed_load(bases: list[str], users: int, ops: int) -> dict:
     lat: dict[str, list[float]] = {"chat": [], "chat_no_memory": [], "feedback": []}
     mixed, missing = 0, 0
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -85,8 +91,9 @@ async def mixed_load(base: str, users: int, ops: int) -> dict:
         acked: list[str] = []
         for k in range(ops):
             t = time.perf_counter()
+            base = bases[(u + k) % len(bases)]  # a user's feedback and its next chat go to different replicas
             if k % 2 == 0:
-                r = await client.post("/feedback", json={"user": f"user-{u}", "prompt": f"Q{k} of user {u}?",
+                r = await client.post(base + "/feedback", json={"user": f"user-{u}", "prompt": f"Q{k} of user {u}?",
                                                          "chosen": f"CHOSEN-{u}-{k}.", "rejected": f"REJ-{u}-{k}.",
                                                          "request_id": f"mixed-{u}-{k}"})
                 r.raise_for_status()
@@ -94,7 +101,7 @@ async def mixed_load(base: str, users: int, ops: int) -> dict:
                 acked.append(f"CHOSEN-{u}-{k}.")
                 continue
             body = {"model": "m", "max_tokens": 2, "temperature": 0, "messages": [{"role": "user", "content": "Tip?"}]}
-            r = await client.post("/chat/completions", json=body | {"user": f"user-{u}"})
+            r = await client.post(base + "/chat/completions", json=body | {"user": f"user-{u}"})
             r.raise_for_status()
             lat["chat"].append(time.perf_counter() - t)
             prompt = r.json()["personalign"]["prompts"][0]
@@ -102,18 +109,18 @@ async def mixed_load(base: str, users: int, ops: int) -> dict:
             mixed += bool(others)
             missing += sum(a not in prompt for a in acked)
             t = time.perf_counter()
-            (await client.post("/chat/completions", json=body | {"user": f"nobody-{u}"})).raise_for_status()
+            (await client.post(base + "/chat/completions", json=body | {"user": f"nobody-{u}"})).raise_for_status()
             lat["chat_no_memory"].append(time.perf_counter() - t)
 
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120,
-                                 limits=httpx.Limits(max_connections=users)) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=120, limits=httpx.Limits(max_connections=users)) as client:
         await asyncio.gather(*(one(client, u) for u in range(users)))
     return {"latency": lat, "mixed": mixed, "missing_from_prompt": missing}
 
 
-async def write_until_killed(base: str, users: int, per_user: int, kill_after: int, proc: subprocess.Popen
+async def write_until_killed(bases: list[str], users: int, per_user: int, kill_after: int, proc: subprocess.Popen
                              ) -> tuple[set[str], set[str]]:
-    """(acknowledged request ids, request ids sent but not acknowledged)."""
+    """(acknowledged request ids, request ids sent but not acknowledged); user u writes to replica u % N,
+    and `proc` (replica 0) is killed."""
     acked: set[str] = set()
     unacked: set[str] = set()
     killed = asyncio.Event()
@@ -121,12 +128,12 @@ async def write_until_killed(base: str, users: int, per_user: int, kill_after: i
     async def one(client: httpx.AsyncClient, u: int) -> None:
         for k in range(per_user):
             rid = f"kill-{u}-{k}"
-            if killed.is_set():
+            if killed.is_set() and u % len(bases) == 0:  # the killed replica's clients: resent later
                 unacked.add(rid)
                 continue
             try:
-                r = await client.post("/feedback", json={"user": f"user-{u}", "prompt": f"Write {k}?", "chosen": rid,
-                                                         "rejected": "no", "request_id": rid})
+                r = await client.post(bases[u % len(bases)] + "/feedback", json={
+                    "user": f"user-{u}", "prompt": f"Write {k}?", "chosen": rid, "rejected": "no", "request_id": rid})
                 if r.status_code == 200:
                     acked.add(rid)
                 else:
@@ -137,7 +144,7 @@ async def write_until_killed(base: str, users: int, per_user: int, kill_after: i
                 killed.set()
                 os.killpg(proc.pid, signal.SIGKILL)
 
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
                                  limits=httpx.Limits(max_connections=users)) as client:
         await asyncio.gather(*(one(client, u) for u in range(users)))
     return acked, unacked
@@ -153,12 +160,32 @@ async def resend(base: str, ids: set[str]) -> int:
     return len(ids)
 
 
+def postgres_database() -> tuple[str, object]:
+    """A fresh database on the PostgreSQL at 127.0.0.1:5432: (its URL, a function that drops it)."""
+    import uuid
+
+    import psycopg
+
+    admin = os.environ.get("PERSONALIGN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"postgresql+psycopg://{admin.split('://', 1)[1].rsplit('/', 1)[0]}/{name}", drop
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--ops", type=int, default=20, help="requests per user in phase 1 (feedback and chat, alternately)")
     ap.add_argument("--writes", type=int, default=10, help="feedback writes per user in phase 2")
     ap.add_argument("--kill-after", type=int, default=None, help="acknowledged writes before the kill (default: half)")
+    ap.add_argument("--replicas", type=int, default=1, help="servers sharing the database")
+    ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--model", default=None, help="model directory (default: a tiny random model)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
@@ -168,33 +195,39 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="serve-memory-load-"))
     model = args.model or str(save_tiny(work / "tiny"))
-    url, port, log = f"sqlite:///{work / 'users.db'}", free_port(), work / "server.log"
-    base = f"http://127.0.0.1:{port}/v1"
+    url, drop = (f"sqlite:///{work / 'users.db'}", lambda: None) if args.db == "sqlite" else postgres_database()
+    ports = [free_port() for _ in range(args.replicas)]
+    bases = [f"http://127.0.0.1:{port}/v1" for port in ports]
     started = time.perf_counter()
-    proc = start_server(model, url, port, log)
+    procs = [start_server(model, url, port, work / f"server-{i}.log") for i, port in enumerate(ports)]
     try:
-        phase1 = asyncio.run(mixed_load(base, args.users, args.ops))
+        phase1 = asyncio.run(mixed_load(bases, args.users, args.ops))
         kill_after = args.kill_after or args.users * args.writes // 2
-        acked, unacked = asyncio.run(write_until_killed(base, args.users, args.writes, kill_after, proc))
-        proc.wait(timeout=30)
-        proc = start_server(model, url, port, log)
-        resent = asyncio.run(resend(base, unacked))
+        acked, unacked = asyncio.run(write_until_killed(bases, args.users, args.writes, kill_after, procs[0]))
+        procs[0].wait(timeout=30)
+        if args.replicas == 1:  # one server: restart it on the same database
+            procs[0] = start_server(model, url, ports[0], work / "server-0.log")
+        resent = asyncio.run(resend(bases[1 % args.replicas], unacked))  # else the clients move to a live replica
+        store = MemoryStore(url)
+        stored: dict[str, int] = {}
+        for user in store.user_ids():
+            for item in store.history(user)["history"]:
+                if item["kind"] == "pair" and item["chosen"].startswith("kill-"):
+                    stored[item["chosen"]] = stored.get(item["chosen"], 0) + 1
+        store.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    store = MemoryStore(url)
-    stored: dict[str, int] = {}
-    for user in store.user_ids():
-        for item in store.history(user)["history"]:
-            if item["kind"] == "pair" and item["chosen"].startswith("kill-"):
-                stored[item["chosen"]] = stored.get(item["chosen"], 0) + 1
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+        drop()
     lost = len([rid for rid in acked | unacked if rid not in stored])
     duplicated = sum(n > 1 for n in stored.values())
     lat = phase1["latency"]
     result = {
-        "users": args.users, "ops": args.ops, "writes": args.writes, "acknowledged_before_kill": len(acked),
-        "resent_after_restart": resent, "stored": len(stored), "lost": lost, "duplicated": duplicated,
-        "mixed": phase1["mixed"], "missing_from_prompt": phase1["missing_from_prompt"],
+        "users": args.users, "ops": args.ops, "writes": args.writes, "replicas": args.replicas, "db": args.db,
+        "acknowledged_before_kill": len(acked), "resent_after_restart": resent, "stored": len(stored), "lost": lost,
+        "duplicated": duplicated, "mixed": phase1["mixed"], "missing_from_prompt": phase1["missing_from_prompt"],
         "chat_p50_ms": percentile(lat["chat"], 0.5), "chat_p99_ms": percentile(lat["chat"], 0.99),
         "chat_no_memory_p50_ms": percentile(lat["chat_no_memory"], 0.5),
         "feedback_p50_ms": percentile(lat["feedback"], 0.5), "feedback_p99_ms": percentile(lat["feedback"], 0.99),
@@ -202,9 +235,11 @@ def main() -> None:
     }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"phase 1: {args.users} users x {args.ops} requests, {result['requests']} requests; chats mixing users: "
-          f"{result['mixed']}, acknowledged feedback missing from the next prompt: {result['missing_from_prompt']}")
-    print(f"phase 2: {len(acked)} writes acknowledged before SIGKILL, {resent} resent after restart; "
+    where = f"{args.replicas} replica(s) on {args.db}"
+    print(f"phase 1 ({where}): {args.users} users x {args.ops} requests, {result['requests']} requests; chats mixing "
+          f"users: {result['mixed']}, acknowledged feedback missing from the next prompt: {result['missing_from_prompt']}")
+    after = "after restart" if args.replicas == 1 else "to a live replica"
+    print(f"phase 2: {len(acked)} writes acknowledged before SIGKILL, {resent} resent {after}; "
           f"stored {len(stored)}, lost {lost}, duplicated {duplicated}; {result['seconds']} s in all")
     print(f"ratio={result['chat_no_memory_p50_ms'] / result['chat_p50_ms']:.3f} "
           f"chat_p50_ms={result['chat_p50_ms']:.1f} chat_p99_ms={result['chat_p99_ms']:.1f} "
