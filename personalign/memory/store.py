@@ -43,6 +43,10 @@ from personalign.records.schema import (
 
 SCHEMA_VERSION = len(REVISIONS)
 MAX_USER_ID = 200  # characters
+# A database server's connection pool, per process: the requests' worker threads share at most
+# pool_size + max_overflow connections (N replicas need max_connections >= 20 N); a connection the
+# server dropped (a restart, a failover) is noticed before use and replaced.
+POOL = {"pool_size": 10, "max_overflow": 10, "pool_timeout": 30, "pool_pre_ping": True}
 
 metadata = sa.MetaData()
 schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False),
@@ -109,7 +113,8 @@ def open_engine(url: str) -> sa.Engine:
     """An engine on the memory database at `url` (SQLite: WAL, synchronous=FULL, foreign keys; its
     directory created); a URL that cannot be used is a one-line error that never shows a password."""
     try:
-        engine = sa.create_engine(url)
+        server = not url.startswith("sqlite")
+        engine = sa.create_engine(url, **(POOL if server else {}))
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
         raise UserError(f"not a usable database URL {_safe(url)!r} ({e}); e.g. sqlite:///users.db",
                         option="--memory") from None
@@ -187,13 +192,28 @@ class MemoryStore:
             self._ensure_user(conn, user_id)
             conn.execute(users.update().where(users.c.user_id == user_id).values(updated_at=time.time(), **values))
 
-    def update_user(self, user_id: str, *, persona: str | None = None, profile: str | None = None) -> bool:
-        """Set fields of an existing user only (False when the user does not exist, e.g. was deleted)."""
+    def update_user(self, user_id: str, *, persona: str | None = None, profile: str | None = None,
+                    while_item: tuple[int, float] | None = None) -> bool:
+        """Set fields of an existing user only (False when the user does not exist, e.g. was deleted).
+        `while_item` (an item's id and time, `latest_pair`) writes only while that item still exists: a
+        user deleted and created again meanwhile does not get what was derived from the old history."""
         values = {k: v for k, v in (("persona", persona), ("profile", profile)) if v is not None}
+        where = users.c.user_id == check_user_id(user_id)
+        if while_item is not None:
+            where = where & sa.exists().where(items.c.id == while_item[0], items.c.user_id == user_id,
+                                              items.c.created_at == while_item[1])
         with self.engine.begin() as conn:
-            done = conn.execute(users.update().where(users.c.user_id == check_user_id(user_id))
-                                .values(updated_at=time.time(), **values)).rowcount
+            done = conn.execute(users.update().where(where).values(updated_at=time.time(), **values)).rowcount
         return done > 0
+
+    def latest_pair(self, user_id: str) -> tuple[tuple[int, float], Pair] | None:
+        """The user's newest preference pair with its key (item id, time), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(items).where(items.c.user_id == check_user_id(user_id), items.c.kind == "pair")
+                               .order_by(items.c.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return (row.id, row.created_at), Pair(row.prompt, row.chosen, row.rejected)
 
     def add_pair(self, user_id: str, prompt: str, chosen: str, rejected: str, *, request_id: str | None = None,
                  direction: list[float] | None = None) -> Written:

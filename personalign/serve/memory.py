@@ -138,15 +138,18 @@ class PersonaRefresher:
             self.pending.pop(user_id, None)
 
     def refresh(self, user_id: str) -> str | None:
-        user = self.store.user_context(user_id)
-        if user is None or not user.pairs:
+        """Infer a persona from the user's latest pair and store it, unless that pair is gone by then (the
+        user was deleted, and maybe created again: the old history's persona never reaches the new user)."""
+        latest = self.store.latest_pair(user_id)
+        if latest is None:
             return None
+        key, pair = latest
         try:
-            persona = self.infer(user.pairs[-1])
+            persona = self.infer(pair)
         except Exception as e:  # noqa: BLE001 - a backend failure must not take the server down
             log.warning(f"persona refresh failed ({type(e).__name__}); the stored persona is kept")
             return None
-        if persona and self.store.update_user(user_id, persona=persona):
+        if persona and self.store.update_user(user_id, persona=persona, while_item=key):
             self.refreshed += 1
             return persona
         return None

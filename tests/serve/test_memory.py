@@ -200,3 +200,37 @@ def test_serve_refuses_persona_refresh_and_memory_views_without_memory():
     for args, needle in ((["--persona-refresh", "2"], "--persona-refresh"), (["--view", "ica"], "--view")):
         res = CliRunner().invoke(cli, ["serve", *args])
         assert res.exit_code == 2 and needle in res.output and "--memory" in res.output
+
+
+@pytest.mark.parametrize("recreate", [False, True])
+def test_a_refresh_racing_a_delete_never_gives_the_old_persona_to_the_user(memory_url, recreate):
+    """The inference runs while the user is deleted (and, the known race, created again with new feedback):
+    the persona inferred from the old history is written to no one; a refresh that starts afterwards
+    works from the new history."""
+    import threading
+
+    from personalign.serve.memory import PersonaRefresher
+
+    store = MemoryStore(memory_url)
+    store.add_pair("ann", "old topic", "a", "b")
+    started, go_on = threading.Event(), threading.Event()
+
+    def infer(pair):
+        started.set()
+        go_on.wait(30)
+        return f"The user cares about {pair.prompt}."
+
+    refresher = PersonaRefresher(store, infer, every=1)
+    pending = refresher.pair_added("ann")
+    assert started.wait(30)
+    store.delete_user("ann")
+    if recreate:
+        store.add_pair("ann", "new topic", "c", "d")
+    go_on.set()
+    assert pending.result(30) is None
+    assert (store.history("ann") or {}).get("persona") is None
+    if recreate:
+        assert refresher.refresh("ann") == "The user cares about new topic."
+        assert store.history("ann")["persona"] == "The user cares about new topic."
+    refresher.close()
+    store.close()
