@@ -260,17 +260,26 @@ class MemoryStore:
             n += conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount
         return n
 
-    def set_state(self, user_id: str, model: str, state: list[float], pairs: int) -> bool:
-        """Store the user's state under user model `model` (False when the user no longer exists)."""
+    def set_state(self, user_id: str, model: str, state: list[float], pairs: int, *,
+                  while_created: float | None = None) -> bool:
+        """Store the user's state under user model `model` (False when the user no longer exists, or, with
+        `while_created` (`user_created`), when the user was deleted and created again since)."""
         blob = json.dumps([float(x) for x in state])
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(users.c.user_id).where(users.c.user_id == check_user_id(user_id))).first() is None:
+            born = conn.execute(sa.select(users.c.created_at).where(users.c.user_id == check_user_id(user_id))).first()
+            if born is None or (while_created is not None and born[0] != while_created):
                 return False
             where = (user_states.c.user_id == user_id) & (user_states.c.model == model)
             values = {"state": blob, "pairs": pairs, "updated_at": time.time()}
             if conn.execute(user_states.update().where(where).values(**values)).rowcount == 0:
                 conn.execute(user_states.insert().values(user_id=user_id, model=model, **values))
         return True
+
+    def user_created(self, user_id: str) -> float | None:
+        """When the user's row was created (a user deleted and created again gets a new time), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(users.c.created_at).where(users.c.user_id == check_user_id(user_id))).first()
+        return None if row is None else row[0]
 
     def get_state(self, user_id: str, model: str) -> tuple[list[float], int] | None:
         """(state, pairs fitted on) of the user under `model`, or None."""

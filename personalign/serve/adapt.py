@@ -94,6 +94,7 @@ class OnlineUsers:
         """Fit the user's state on its latest pairs (and its comments and demographic text) and store it;
         {"pairs", "ms", "stored"}."""
         t0 = time.perf_counter()
+        born = self.store.user_created(user_id)  # the state is stored only for this same user
         user = self.store.user_context(user_id)
         pairs = user.pairs[-self.max_pairs:] if user is not None else []
         texts = ([(c.prompt, c.comment, 0) for c in user.ugc[-self.max_pairs:]]
@@ -106,7 +107,7 @@ class OnlineUsers:
         with torch.enable_grad():
             state = self.model.adapt(f[:n].unsqueeze(0), f[n:2 * n].unsqueeze(0), torch.ones(1, n, dtype=torch.bool),
                                      own)[0].detach()
-        stored = self.store.set_state(user_id, self.key, state.tolist(), n)
+        stored = born is not None and self.store.set_state(user_id, self.key, state.tolist(), n, while_created=born)
         return {"pairs": n, "ms": round(1000 * (time.perf_counter() - t0), 2), "stored": stored}
 
     def state(self, user_id: str | None) -> tuple[torch.Tensor, int]:

@@ -173,3 +173,20 @@ def test_twenty_concurrent_first_writes_of_a_new_user_all_succeed_and_a_raced_re
     assert sorted(w.item_id for w in written) == sorted({w.item_id for w in written}) and all(w.created for w in written)
     assert len({w.item_id for w in retried}) == 1 and sum(w.created for w in retried) == 1
     assert store.counts() == {"users": 1, "items": 21}
+
+
+def test_a_state_fitted_before_a_delete_is_not_stored_for_the_user_created_again(store):
+    """A refit reads the user, the user is deleted and created again, the refit stores: refused, since
+    the state was fitted on the old user's history; a refit of the new user stores."""
+    import time
+
+    store.add_pair("ann", "old", "a", "b")
+    born = store.user_created("ann")
+    store.delete_user("ann")
+    time.sleep(0.01)
+    store.add_pair("ann", "new", "c", "d")
+    assert store.user_created("ann") != born
+    assert store.set_state("ann", "m", [1.0], 1, while_created=born) is False
+    assert store.get_state("ann", "m") is None
+    assert store.set_state("ann", "m", [2.0], 1, while_created=store.user_created("ann"))
+    assert store.get_state("ann", "m") == ([2.0], 1)
