@@ -131,7 +131,7 @@ INNER_LAYERS: dict[str, list[tuple[str, ...]]] = {
         ("__init__",),
     ],
     "serve": [
-        ("schemas", "batching", "memory", "prompts", "views", "adapt"),
+        ("schemas", "batching", "memory", "prompts", "views", "adapt", "ui"),
         ("replies", "streaming"),
         ("state",),
         ("openai_routes", "memory_routes"),  # routers over one ServerState

@@ -52,6 +52,9 @@ def serve(
     rerank: Annotated[int, typer.Option(
         "--rerank", min=0, max=16, help="--user-model: answer chats with the best of N samples under the user's "
         "reward (send return_candidates: true to see them).")] = 0,
+    ui: Annotated[bool, typer.Option(
+        "--ui", help="--memory: serve a page at /ui where a person signs in with their key, picks the better of two "
+        "answers (stored as feedback), sees their history and deletes their memory.")] = False,
     access_log: Annotated[Optional[bool], typer.Option(
         "--access-log/--no-access-log", help="Log every request line (default: on, off with --memory: request "
         "paths name users).")] = None,
@@ -64,6 +67,10 @@ def serve(
     from personalign.serve.views import serving_view
 
     view, template = serving_view(model, view, template, memory=memory is not None)  # before anything loads
+    if ui and memory is None:
+        from personalign.errors import UserError
+
+        raise UserError("the page stores what a person picks in the user memory: --ui needs --memory", option="--ui")
     if persona_refresh is not None and memory is None:
         from personalign.errors import UserError
 
@@ -108,10 +115,12 @@ def serve(
     kept += f"; user model {online.representation}" + (f", rerank {rerank}" if rerank else "") if online else ""
     console.print(f"serving {model or 'the embedded default model'} on http://{host}:{port}/v1 "
                   f"(view {view}, template {template}{auth}{scoped}{kept})", highlight=False)
+    if ui:
+        console.print(f"the page: http://{host}:{port}/ui", highlight=False)
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
                batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key,
                memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens, persona_refresh=refresher,
-               user_model=online, rerank=rerank, max_tokens_limit=max_tokens_limit,
+               user_model=online, rerank=rerank, max_tokens_limit=max_tokens_limit, ui=ui,
                access_log=(store is None) if access_log is None else access_log)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from personalign.errors import UserError
@@ -40,6 +40,7 @@ from personalign.serve.memory import KeyRing, PersonaRefresher
 from personalign.serve.replies import error
 from personalign.serve.schemas import MAX_REQUEST_ID
 from personalign.serve.state import ServerState
+from personalign.serve.ui import UI_PATH, ui_page
 from personalign.serve.views import check_serve_view
 from personalign.views.build import ViewConfig
 
@@ -71,6 +72,7 @@ def create_app(
     persona_refresh: PersonaRefresher | None = None,
     user_model: Any = None,
     rerank: int = 0,
+    ui: bool = False,
 ) -> FastAPI:
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
@@ -85,6 +87,7 @@ def create_app(
     `persona_refresh` re-infers a user's persona in the background after new pairs.
     `user_model` (an `OnlineUsers`, needs `memory`) refits each user's state on every new pair and
     serves `/v1/rewards`; `rerank` > 1 answers chats with the best of that many samples under it.
+    `ui` serves the page of `personalign.serve.ui` at `/ui` (it needs `memory`).
     """
     store = None
     if memory is not None:
@@ -125,7 +128,18 @@ def create_app(
     app.exception_handler(StarletteHTTPException)(_http_error)  # also routing's 404 and 405: OpenAI's shape everywhere
     app.include_router(openai_routes.router)
     app.include_router(memory_routes.router)
+    if ui:
+        _mount_ui(app, state)
     return app
+
+
+def _mount_ui(app: FastAPI, s: ServerState) -> None:
+    """The page of `personalign.serve.ui` at `/ui` (it stores picks: the user memory is needed)."""
+    if s.store is None:
+        raise UserError("the page stores what a person picks in the user memory: --ui needs --memory", option="--ui")
+    page = ui_page(s.name, rerank=s.rerank > 1 and s.user_model is not None,
+                   max_tokens=min(s.default_max_tokens, s.max_tokens_limit))
+    app.get(UI_PATH, response_class=HTMLResponse, include_in_schema=False)(lambda: page)
 
 
 async def _guard(request: Request, call_next):

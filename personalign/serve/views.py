@@ -6,11 +6,11 @@ from typing import Literal, get_args
 
 from personalign.errors import UserError
 from personalign.models.card import log, trained_view, view_mismatch
-from personalign.views.templates import check_view
+from personalign.views.templates import ViewName, check_view
 
 ServeView = Literal["none", "persona", "pba"]  # rendered from a request's own `persona`/`profile` fields
 SERVE_VIEWS: tuple[str, ...] = get_args(ServeView)
-MemoryView = Literal["none", "persona", "pba", "ica", "demo"]  # with --memory: ica and demo only from memory
+MemoryView = ViewName  # every view: with --memory, ica and demo are rendered from the user memory
 MEMORY_VIEWS: tuple[str, ...] = get_args(MemoryView)
 
 
