@@ -9,6 +9,7 @@ before/after on held-out users -> personalized generations -> HTML report. Every
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +87,18 @@ class QuickstartResult:
     counts: dict[str, ReadCounts] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_gb: dict[str, float] = field(default_factory=dict)  # this process's peak RSS at the end of each stage
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size so far, in GB (ru_maxrss: KiB on Linux, bytes on macOS; NaN
+    where there is no `resource` module)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 30 if sys.platform == "darwin" else 1 << 20)
 
 
 @contextmanager
@@ -94,7 +107,8 @@ def _stage(console: Console, result: QuickstartResult, name: str) -> Iterator[No
     t0 = time.perf_counter()
     yield
     result.timings[name] = time.perf_counter() - t0
-    console.print(f"[dim]{name}: {result.timings[name]:.1f} s[/]")
+    result.peak_rss_gb[name] = peak_rss_gb()
+    console.print(f"[dim]{name}: {result.timings[name]:.1f} s, peak RSS so far {result.peak_rss_gb[name]:.2f} GB[/]")
 
 
 def _show(console: Console, title: str, text: str) -> None:
@@ -305,9 +319,9 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
         _generate(result, size, "generations-personalized", "ica", tuned)
     with _stage(console, result, "10. report"):
         result.report = build_report([result.out_dir], result.out_dir / "report.html", title="personalign quickstart")
-    summary = Table("stage", "seconds", title="quickstart summary")
+    summary = Table("stage", "seconds", "peak RSS so far (GB)", title="quickstart summary")
     for name, secs in result.timings.items():
-        summary.add_row(name, f"{secs:.1f}")
+        summary.add_row(name, f"{secs:.1f}", f"{result.peak_rss_gb[name]:.2f}")
     console.print(summary)
     b, a, d = comparison["before"], comparison["after"], comparison["difference"]
     console.print(Text("headline: " + _headline_line(headline), style="bold"), highlight=False)

@@ -70,6 +70,7 @@ def test_quickstart_tiny(default_model_dir, browser, skipped_step, tmp_path):
     assert comparison["difference"]["value"] == pytest.approx(hand)
     assert comparison["difference"]["low"] <= hand <= comparison["difference"]["high"]
     assert "raw log-prob accuracy, base → trained" in res.output
+    assert "peak RSS so far (GB)" in res.output and "10. report: " in res.output  # memory per stage
     # the headline: a learned user model against one reward for everyone, on the same held-out users
     headline = json.loads((out / "headline.json").read_text())
     assert {"metric", "personalized", "unpersonalized", "difference", "ci", "n"} <= headline.keys()
