@@ -25,6 +25,8 @@ def serve(
         help="Require `Authorization: Bearer <key>` on every /v1 route (as vLLM's --api-key); never logged.")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most requests generated together in one batch.")] = 8,
     batch_window_ms: Annotated[float, typer.Option(min=0.0, help="How long to wait for more requests to fill a batch.")] = 10.0,
+    max_running: Annotated[int, typer.Option(min=1, help="Most batches decoded at once, one step each in turn, so a "
+                                             "short chat need not wait for a long answer (1: one batch at a time).")] = 4,
     echo_prompt: Annotated[bool, typer.Option(help="Add the rendered prompt to each response (debugging).")] = False,
     memory: Annotated[Optional[str], typer.Option(
         "--memory", help="Per-user memory database (SQLAlchemy URL, e.g. sqlite:///users.db): chats render the view "
@@ -118,7 +120,8 @@ def serve(
     if ui:
         console.print(f"the page: http://{host}:{port}/ui", highlight=False)
     run_server(model, host=host, port=port, view=view, template=template, max_batch=max_batch,
-               batch_window=batch_window_ms / 1000, echo_prompt=echo_prompt, model_settings=settings, api_key=api_key,
+               batch_window=batch_window_ms / 1000, max_running=max_running, echo_prompt=echo_prompt,
+               model_settings=settings, api_key=api_key,
                memory=store, user_keys=user_keys, max_prompt_tokens=max_prompt_tokens, persona_refresh=refresher,
                user_model=online, rerank=rerank, max_tokens_limit=max_tokens_limit, ui=ui,
                access_log=(store is None) if access_log is None else access_log)

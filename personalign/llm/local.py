@@ -10,7 +10,9 @@ padding is wasted, and returned in input order. Decoding is a short KV-cached lo
   encoded once and its cache copied to every row; each row's own part follows after padding;
 * a row leaves the batch and its cache as soon as it has produced EOS or a stop string, so a
   batch costs the tokens it generates, not batch size x its longest answer (`model.generate`
-  keeps finished rows computing until the last one ends).
+  keeps finished rows computing until the last one ends);
+* a batch is a `Decoding` that advances one step per call, so a server can interleave batches
+  (iteration-level scheduling): a short chat need not wait for a long answer to end.
 """
 from __future__ import annotations
 
@@ -103,76 +105,37 @@ class LocalBackend:
         server streams them); when it returns False that request stops there (its client went away)."""
         if not requests:
             return []
+        results: list[Completion | None] = [None] * len(requests)
+        generator = torch.Generator(self.model.device).manual_seed(config.seed)  # one stream, batch after batch
+        with progress_bar(progress, len(requests)) as bar:
+            task = bar.add_task("generating", total=len(requests))
+            for indices, decoding in self.decodings(requests, config, on_tokens, generator=generator):
+                while decoding.step():
+                    pass
+                for i, completion in zip(indices, decoding.completions()):
+                    results[i] = completion
+                bar.advance(task, len(indices))
+        return results  # type: ignore[return-value]
+
+    def decodings(
+        self, requests: Sequence[Request], config: GenerationConfig,
+        on_tokens: Callable[[int, list[int]], bool] | None = None, *, generator: torch.Generator | None = None,
+    ) -> list[tuple[list[int], Decoding]]:
+        """The requests as batches of at most `batch_size`, longest prompts first, each with the request
+        indices it holds; nothing is computed before a batch's first `step()`. Every batch samples from its
+        own generator seeded with `config.seed`, unless one `generator` is shared (then run them in order)."""
         prompts = [self.render(r) for r in requests]
         ids = prompts_ids(self.tokenizer, prompts)
         if empty := [i for i, row in enumerate(ids) if not row]:
             raise ValueError(f"requests {empty[:5]} have empty prompts; there is nothing to continue from")
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
-        results: list[Completion | None] = [None] * len(prompts)
-        device = self.model.device
-        with (
-            progress_bar(progress, len(prompts)) as bar,
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-        ):
-            torch.manual_seed(config.seed)
-            task = bar.add_task("generating", total=len(prompts))
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                watch = None if on_tokens is None else lambda j, tokens, batch=batch: on_tokens(batch[j], tokens)
-                for i, completion in zip(batch, self._generate_batch([ids[i] for i in batch], config, watch)):
-                    results[i] = completion
-                bar.advance(task, len(batch))
-        return results  # type: ignore[return-value]
-
-    @torch.inference_mode()
-    def _generate_batch(self, batch_ids: list[list[int]], config: GenerationConfig,
-                        on_tokens: Callable[[int, list[int]], bool] | None = None) -> list[Completion]:
-        """Decode one left-padded batch; a row leaves the batch (and its cache) as soon as it is done, or
-        as soon as `on_tokens(row, tokens)` returns False."""
-        device = self.model.device
-        cache = DynamicCache(config=self.model.config)
-        shared = _common_prefix(batch_ids) if len(batch_ids) > 1 else 0
-        if shared >= MIN_SHARED_PREFIX:  # encode the shared prefix once, then copy its cache to every row
-            prefix = torch.tensor([batch_ids[0][:shared]], device=device)
-            prefix_positions = torch.arange(shared, device=device)[None]
-            self._forward(prefix, torch.ones_like(prefix), prefix_positions, cache, last_only=True)
-            cache.batch_repeat_interleave(len(batch_ids))
-        else:
-            shared = 0
-        suffixes = [ids[shared:] for ids in batch_ids]
-        enc = self.tokenizer.pad({"input_ids": suffixes}, padding=True, return_tensors="pt", padding_side="left")
-        suffix_mask = enc["attention_mask"].to(device)
-        positions = (shared + suffix_mask.cumsum(-1) - 1).masked_fill(suffix_mask == 0, 1)
-        mask = torch.cat([suffix_mask.new_ones(len(batch_ids), shared), suffix_mask], dim=1)
-        logits = self._forward(enc["input_ids"].to(device), mask, positions, cache, last_only=True)
-        eos, stops = set(self._eos_ids()), [s for s in config.stop if s]
-        tokens: list[list[int]] = [[] for _ in batch_ids]
-        ended = [False] * len(batch_ids)
-        rows = list(range(len(batch_ids)))  # batch position -> index in batch_ids
-        for step in range(config.max_new_tokens):
-            next_ids = _next_tokens(logits, config)
-            keep = []
-            for j, (row, token) in enumerate(zip(rows, next_ids.tolist())):
-                tokens[row].append(token)
-                ended[row] = token in eos or (bool(stops) and self._hits_stop(tokens[row], stops))
-                watched = on_tokens is None or on_tokens(row, tokens[row])
-                if not ended[row] and watched:
-                    keep.append(j)
-            if not keep or step + 1 == config.max_new_tokens:
-                break
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, positions, next_ids = mask[index], positions[index], next_ids[index]
-                rows = [rows[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            positions = positions[:, -1:] + 1
-            logits = self._forward(next_ids[:, None], mask, positions, cache)
-        completions = []
-        for out, prompt_ids, done in zip(tokens, batch_ids, ended):
-            text, hit_stop = cut_at_stop(self.tokenizer.decode(out, skip_special_tokens=True), stops)
-            completions.append(Completion(text, len(prompt_ids), len(out), "stop" if done or hit_stop else "length"))
-        return completions
+        batches = []
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            watch = None if on_tokens is None else lambda j, tokens, batch=batch: on_tokens(batch[j], tokens)
+            rng = generator or torch.Generator(self.model.device).manual_seed(config.seed)
+            batches.append((batch, Decoding(self, [ids[i] for i in batch], config, rng, watch)))
+        return batches
 
     @torch.inference_mode()
     def choice_probs(self, requests: Sequence[Request], choices: Sequence[str]) -> list[list[float] | None]:
@@ -228,6 +191,85 @@ class LocalBackend:
         return ids
 
 
+class Decoding:
+    """One left-padded batch decoded a step at a time: the first `step()` encodes the prompts, each
+    later one generates a token per row, so a server can interleave the steps of several batches. A
+    row leaves the batch (and its cache) as soon as it is done, or as soon as `on_tokens(row, tokens)`
+    returns False."""
+
+    def __init__(self, backend: LocalBackend, batch_ids: list[list[int]], config: GenerationConfig,
+                 generator: torch.Generator, on_tokens: Callable[[int, list[int]], bool] | None = None):
+        self.backend, self.batch_ids, self.config = backend, batch_ids, config
+        self.generator, self.on_tokens = generator, on_tokens
+        self.tokens: list[list[int]] = [[] for _ in batch_ids]
+        self.ended = [False] * len(batch_ids)
+        self.rows = list(range(len(batch_ids)))  # batch position -> index in batch_ids
+        self.steps = 0
+        self.done = False
+        self._eos, self._stops = set(backend._eos_ids()), [s for s in config.stop if s]
+        self._cache: DynamicCache | None = None
+        self._mask = self._positions = self._next = None
+
+    @torch.inference_mode()
+    def step(self) -> bool:
+        """Encode (first call) or extend by one token, then pick each row's next token; True while rows remain."""
+        if self.done:
+            return False
+        logits = self._prefill() if self._cache is None else self._extend()
+        next_ids = _next_tokens(logits, self.config, self.generator)
+        keep = []
+        for j, (row, token) in enumerate(zip(self.rows, next_ids.tolist())):
+            tokens = self.tokens[row]
+            tokens.append(token)
+            self.ended[row] = token in self._eos or (bool(self._stops) and self.backend._hits_stop(tokens, self._stops))
+            watched = self.on_tokens is None or self.on_tokens(row, tokens)
+            if not self.ended[row] and watched:
+                keep.append(j)
+        self.steps += 1
+        if not keep or self.steps == self.config.max_new_tokens:
+            self.done, self._cache = True, None  # the cache goes now, not when the caller drops this batch
+            return False
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep, device=next_ids.device)
+            self._cache.batch_select_indices(index)
+            self._mask, self._positions, next_ids = self._mask[index], self._positions[index], next_ids[index]
+            self.rows = [self.rows[j] for j in keep]
+        self._next = next_ids
+        return True
+
+    def completions(self) -> list[Completion]:
+        """Each row's text (cut at a stop string), token counts and finish reason; call once `step()` is False."""
+        out = []
+        for tokens, prompt_ids, done in zip(self.tokens, self.batch_ids, self.ended):
+            text, hit_stop = cut_at_stop(self.backend.tokenizer.decode(tokens, skip_special_tokens=True), self._stops)
+            out.append(Completion(text, len(prompt_ids), len(tokens), "stop" if done or hit_stop else "length"))
+        return out
+
+    def _prefill(self) -> torch.Tensor:
+        """Encode the prompts: a token prefix shared by the whole batch once, its cache copied to every row."""
+        backend, batch_ids = self.backend, self.batch_ids
+        device = backend.model.device
+        self._cache = cache = DynamicCache(config=backend.model.config)
+        shared = _common_prefix(batch_ids) if len(batch_ids) > 1 else 0
+        if shared >= MIN_SHARED_PREFIX:
+            prefix = torch.tensor([batch_ids[0][:shared]], device=device)
+            prefix_positions = torch.arange(shared, device=device)[None]
+            backend._forward(prefix, torch.ones_like(prefix), prefix_positions, cache, last_only=True)
+            cache.batch_repeat_interleave(len(batch_ids))
+        else:
+            shared = 0
+        suffixes = [ids[shared:] for ids in batch_ids]
+        enc = backend.tokenizer.pad({"input_ids": suffixes}, padding=True, return_tensors="pt", padding_side="left")
+        suffix_mask = enc["attention_mask"].to(device)
+        self._positions = (shared + suffix_mask.cumsum(-1) - 1).masked_fill(suffix_mask == 0, 1)
+        self._mask = torch.cat([suffix_mask.new_ones(len(batch_ids), shared), suffix_mask], dim=1)
+        return backend._forward(enc["input_ids"].to(device), self._mask, self._positions, cache, last_only=True)
+
+    def _extend(self) -> torch.Tensor:
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(self.rows), 1)], dim=1)
+        self._positions = self._positions[:, -1:] + 1
+        return self.backend._forward(self._next[:, None], self._mask, self._positions, self._cache)
+
 
 def _common_prefix(seqs: list[list[int]]) -> int:
     """Length of the token prefix all sequences share, leaving every sequence at least one token of its own."""
@@ -237,7 +279,7 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def _next_tokens(logits: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+def _next_tokens(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Greedy (temperature 0) or sampling from last-position logits: temperature, then top_k, then
     nucleus (top_p), in transformers' order."""
     if config.temperature == 0:
@@ -251,4 +293,4 @@ def _next_tokens(logits: torch.Tensor, config: GenerationConfig) -> torch.Tensor
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > config.top_p] = 0.0  # keeps at least the top token
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -58,6 +58,7 @@ def create_app(
     template: str = "chat",
     max_batch: int = 8,
     batch_window: float = 0.01,
+    max_running: int = 4,
     model_name: str | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     max_tokens_limit: int = MAX_TOKENS_LIMIT,
@@ -77,17 +78,16 @@ def create_app(
     """The FastAPI app; `backend_or_model` is a `LocalBackend` or a model name/directory (None = embedded default).
 
     `echo_prompt` adds the rendered prompt(s) to each response as `personalign.prompts` (for debugging);
-    `model_settings` (dtype, attention kernel, remote code) say how a model named here is loaded.
-    `memory` (a `MemoryStore` or its URL) turns on per-user memory (`personalign.serve.memory`): chats
-    render `view` from the user's memory within `max_prompt_tokens`, and the feedback and user routes
-    exist; `user_keys` ({key: user id}) are keys scoped to one user. Bodies over `max_body_bytes` get 413
-    (checked after the key, and a chunked body is read only up to the limit), and a body not received
-    within `body_timeout` seconds (a Content-Length larger than the body) gets 408; `max_tokens` above
-    `max_tokens_limit` gets 400.
-    `persona_refresh` re-infers a user's persona in the background after new pairs.
-    `user_model` (an `OnlineUsers`, needs `memory`) refits each user's state on every new pair and
-    serves `/v1/rewards`; `rerank` > 1 answers chats with the best of that many samples under it.
-    `ui` serves the page of `personalign.serve.ui` at `/ui` (it needs `memory`).
+    `model_settings` (dtype, attention kernel, remote code) say how a model named here is loaded. Up to `max_running`
+    batches of up to `max_batch` requests decode at once, a step each in turn (`Batcher`). `memory` (a `MemoryStore`
+    or its URL) turns on per-user memory (`personalign.serve.memory`): chats render `view` from the user's memory
+    within `max_prompt_tokens`, and the feedback and user routes exist; `user_keys` ({key: user id}) are keys scoped
+    to one user. Bodies over `max_body_bytes` get 413 (checked after the key, and a chunked body is read only up to
+    the limit), and a body not received within `body_timeout` seconds (a Content-Length larger than the body) gets
+    408; `max_tokens` above `max_tokens_limit` gets 400. `persona_refresh` re-infers a user's persona in the
+    background after new pairs. `user_model` (an `OnlineUsers`, needs `memory`) refits each user's state on every new
+    pair and serves `/v1/rewards`; `rerank` > 1 answers chats with the best of that many samples under it. `ui` serves
+    the page of `personalign.serve.ui` at `/ui` (it needs `memory`).
     """
     store = None
     if memory is not None:
@@ -103,7 +103,7 @@ def create_app(
                                                          **(model_settings or ModelSettings()).load_kwargs()))
     state = ServerState(
         name=model_name or (Path(backend.name).name if backend.name else "personalign"), created=int(time.time()),
-        batcher=Batcher(backend, max_batch=max_batch, window=batch_window), tokenizer=backend.tokenizer,
+        batcher=Batcher(backend, max_batch=max_batch, window=batch_window, max_running=max_running), tokenizer=backend.tokenizer,
         view=view, template=template, keys=KeyRing(api_key, user_keys), default_max_tokens=default_max_tokens,
         max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
         echo_prompt=echo_prompt, store=store,

@@ -86,6 +86,23 @@ def test_sampling_is_reproducible_with_a_seed(tiny_lm):
     assert backend.generate(REQUESTS, nucleus_of_one, progress=False) == greedy
 
 
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_interleaved_batches_decode_as_each_would_alone(tiny_lm, temperature):
+    """Steps of several batches taken in turn (as the server schedules them) give each batch the tokens it
+    gets when run alone: every batch holds its own cache and its own seeded generator."""
+    backend = LocalBackend(*tiny_lm, batch_size=2)
+    cfg = GenerationConfig(max_new_tokens=9, temperature=temperature, seed=3)
+    parts = backend.decodings(REQUESTS, cfg)
+    assert len(parts) == 4 and sorted(i for indices, _ in parts for i in indices) == list(range(len(REQUESTS)))
+    running = [decoding for _, decoding in parts]
+    while running:
+        running = [d for d in running if d.step()]
+    for indices, decoding in parts:
+        alone = backend.complete([REQUESTS[i] for i in indices], cfg)
+        assert decoding.completions() == alone
+    assert not parts[0][1].step()  # a finished batch stays finished
+
 def test_rendering_chat_and_raw_requests(tiny_lm):
     model, tok = tiny_lm
     backend = LocalBackend(model, tok)

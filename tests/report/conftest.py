@@ -24,7 +24,8 @@ from personalign.report.html import build_report
 from personalign.views.build import ViewConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report_helpers import CHROMIUM, PAYLOADS, TITLE, Browser  # noqa: E402
+from browser import CHROMIUM, MISSING  # noqa: E402
+from report_helpers import PAYLOADS, TITLE, Browser  # noqa: E402
 
 
 class EchoBackend:
@@ -121,7 +122,6 @@ def _train(model_dir: Path, data: Path, out: Path) -> None:
         torch.set_num_threads(threads)
 
 
-MISSING = f"{CHROMIUM} is missing (install it with `apt-get install -y chromium`; the suite installs nothing)"
 
 
 @pytest.fixture(scope="session")

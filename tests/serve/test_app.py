@@ -143,10 +143,10 @@ class RecordingBackend(LocalBackend):
         self.batches: list[int] = []
         self.lock = threading.Lock()
 
-    def complete(self, requests, config, *, progress=False):
+    def decodings(self, requests, config, on_tokens=None, **kwargs):
         with self.lock:
             self.batches.append(len(requests))
-        return super().complete(requests, config, progress=progress)
+        return super().decodings(requests, config, on_tokens, **kwargs)
 
 
 def test_concurrent_requests_are_batched(tiny_lm):
@@ -161,10 +161,10 @@ def test_concurrent_requests_are_batched(tiny_lm):
 
 
 class FailingBackend(LocalBackend):
-    def complete(self, requests, config, *, progress=False):
+    def decodings(self, requests, config, on_tokens=None, **kwargs):
         if any("boom" in r for r in requests):
             raise RuntimeError("boom")
-        return super().complete(requests, config, progress=progress)
+        return super().decodings(requests, config, on_tokens, **kwargs)
 
 
 def test_a_failed_generation_is_an_openai_error_and_serving_goes_on(tiny_lm):
@@ -236,3 +236,24 @@ def test_a_client_that_leaves_a_stream_stops_its_generation(tiny_lm):
             time.sleep(0.5)
         assert backend.steps == before < 1000
         assert httpx.post(url + "/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60).status_code == 200
+
+
+def test_a_short_chat_is_answered_while_a_long_one_generates(tiny_lm):
+    """Batches run a decoding step each in turn: a short request sent while a 1500-token one generates is
+    answered, with the tokens it gets alone, before the long one ends (one batch at a time, it waited)."""
+    backend = EndlessBackend(*tiny_lm, batch_size=4)
+    with serve_in_background(create_app(backend, view="none", model_name="tiny")) as url:
+        long = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0}
+        answers: list[httpx.Response] = []
+        worker = threading.Thread(target=lambda: answers.append(httpx.post(url + "/completions", json=long, timeout=120)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while backend.steps < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        short = httpx.post(url + "/completions", json={"model": "tiny", "prompt": "Hi", "max_tokens": 4, "temperature": 0},
+                           timeout=120)
+        steps_then, long_running = backend.steps, worker.is_alive()
+        worker.join()
+    assert short.status_code == 200 and long_running and steps_then < 1500
+    assert short.json()["choices"][0]["text"] == backend.complete(["Hi"], GenerationConfig(max_new_tokens=4))[0].text
+    assert answers[0].json()["usage"]["completion_tokens"] == 1500

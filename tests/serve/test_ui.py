@@ -1,6 +1,6 @@
 """`personalign serve --ui`: the page is served whole (inline script and style, nothing fetched from
 elsewhere), shows text only as text, and the calls it makes store a pick, show it in the history and
-delete it. (A click in headless Chromium is not run here: the page's calls are made by hand instead.)"""
+delete it; in headless Chromium (Playwright), a click on a candidate stores that pair."""
 from __future__ import annotations
 
 import re
@@ -59,3 +59,48 @@ def test_the_page_needs_the_user_memory(tiny_backend):
         create_app(tiny_backend, ui=True)
     res = CliRunner().invoke(cli_app, ["serve", "--ui"])
     assert res.exit_code == 2 and "--ui needs --memory" in res.output
+
+
+MARKUP = "<img src=x onerror=\"window.pwned=1\"><b id=bold-marker>bold</b> plan my weekend"
+
+
+def test_a_click_in_chromium_stores_the_pair_and_markup_stays_text(served):
+    """Sign in, ask (the prompt is markup), click the second answer: that pair is in the store and in the
+    page's history, shown as text (no element made from it, no script run); then delete the memory."""
+    from browser import CHROMIUM, CHROMIUM_FLAGS, MISSING
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"BROWSER TEST SKIPPED: {MISSING}")
+    playwright = pytest.importorskip("playwright.sync_api")
+    base, store = served
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=list(CHROMIUM_FLAGS[1:]), headless=True)
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())  # "Delete everything stored about ann?"
+            page.goto(base + "/ui")
+            page.fill("#key", "ann-key")
+            page.fill("#user", "ann")
+            page.click("#enter")
+            page.fill("#prompt", MARKUP)
+            page.click("#ask")
+            page.wait_for_selector("#pair:not(.hidden)", timeout=60_000)
+            answers = [page.text_content(f"#answer-{i}") for i in (0, 1)]
+            if answers[0] == answers[1]:
+                pytest.fail(f"two samples at temperature 1 came out the same: {answers}")
+            page.click("#pick-1")
+            playwright.expect(page.locator("#status")).to_have_text("Thank you: your preference is stored.")
+            page.wait_for_selector("#history li")
+            shown = page.text_content("#history li")
+            made = page.evaluate("[document.querySelectorAll('#history img, #history b').length, "
+                                 "document.getElementById('bold-marker'), window.pwned === undefined]")
+            stored = store.history("ann")["history"]
+            page.click("#forget")
+            playwright.expect(page.locator("#status")).to_have_text("Your memory is deleted.")
+            after = store.history("ann")
+        finally:
+            browser.close()
+    assert [(h["prompt"], h["chosen"], h["rejected"]) for h in stored] == [(MARKUP, answers[1], answers[0])]
+    assert after is None  # deleted by the page's button
+    assert MARKUP in shown and answers[1] in shown and answers[0] in shown
+    assert made == [0, None, True]
