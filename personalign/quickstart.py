@@ -8,6 +8,7 @@ before/after on held-out users -> personalized generations -> HTML report. Every
 """
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -52,6 +53,10 @@ class QuickstartSize(StrictModel):
     user_model_heldout: int  # unseen users of the headline
     user_model_steps: int
 
+
+# Memory: a packed batch's attention grows with the square of its tokens, so the quickstart trains one
+# record per micro-batch (the same optimizer steps through accumulation) and scores 2048 tokens at a time.
+SCORING_TOKENS = 2048
 
 SIZES = {
     "tiny": QuickstartSize(train_users=8, heldout_users=6, persona_records=2, steps=2, batch=2, max_length=320,
@@ -181,7 +186,8 @@ def _accuracy(result: QuickstartResult, name: str, policy: str | None, reference
     from personalign.eval.alignment import AccuracyConfig, evaluate_accuracy, write_accuracy
 
     cfg = AccuracyConfig(data=str(result.files["heldout"]), policy=policy or model, reference=reference,
-                         view=ViewConfig(view="ica"), max_length=size.max_length, n_boot=500)
+                         view=ViewConfig(view="ica"), max_length=size.max_length, n_boot=500,
+                         max_tokens_per_batch=SCORING_TOKENS)
     res = evaluate_accuracy(cfg)
     write_accuracy(res, result.out_dir / name)
     result.accuracy[name] = res.estimates["overall"].value
@@ -255,7 +261,8 @@ def _train(result: QuickstartResult, size: QuickstartSize, cfg: QuickstartConfig
 
     tcfg = TrainConfig(
         model=cfg.model, data=str(result.files["train"]), view=ViewConfig(view="ica", sample_history=True),
-        loss="dpo", beta=0.1, learning_rate=5e-4, per_device_train_batch_size=size.batch, max_steps=size.steps,
+        loss="dpo", beta=0.1, learning_rate=5e-4, per_device_train_batch_size=1, gradient_accumulation_steps=size.batch,
+        max_tokens_per_batch=SCORING_TOKENS, max_steps=size.steps,
         max_length=size.max_length, lr_scheduler_type="cosine", warmup_ratio=0.0, logging_steps=1,
         save_steps=size.steps, eval_steps=size.steps, lora=LoraSettings(r=16, lora_alpha=32, lora_dropout=0.0),
         output_dir=str(result.out_dir / "train"), seed=cfg.seed, report_to="tensorboard",
@@ -303,19 +310,25 @@ def run_quickstart(cfg: QuickstartConfig, console: Console | None = None) -> Qui
             _personas(console, result, base, size)
     else:
         console.print("[yellow]P-Soups data not found: persona inference skipped[/]")
+    del base, model  # each later stage loads what it needs: one model at a time keeps the peak low
+    gc.collect()
     with _stage(console, result, "6. accuracy before training (held-out users, ICA view)"):
         before = _accuracy(result, "accuracy-before", None, None, size, base_path)
         console.print(f"raw log-prob accuracy of the base model: {before.estimates['overall'].value:.3f}")
     with _stage(console, result, "7. LoRA DPO on the ICA view (reference log-probs cached)"):
         trained = _train(result, size, cfg)
         console.print(f"{trained.global_step} steps; adapter in {trained.final_dir}")
+        final_dir = trained.final_dir
+        del trained
+        gc.collect()
     with _stage(console, result, "8. accuracy after training (held-out users, ICA view)"):
-        after = _accuracy(result, "accuracy-after", str(trained.final_dir), base_path, size, base_path)
+        after = _accuracy(result, "accuracy-after", str(final_dir), base_path, size, base_path)
         comparison = _compare(result, before, after)
         console.print(f"alignment accuracy of the trained policy over the base: {after.estimates['overall'].value:.3f}")
     with _stage(console, result, "9. generations: base (no view) vs personalized (ICA)"):
-        _generate(result, size, "generations-base", "none", base)
-        tuned = LocalBackend(trained.policy.eval(), tokenizer, batch_size=8, name=f"{trained.final_dir}")
+        _generate(result, size, "generations-base", "none", LocalBackend(*load_model(base_path), batch_size=8))
+        gc.collect()
+        tuned = LocalBackend(*load_model(str(final_dir)), batch_size=8, name=str(final_dir))  # base + the adapter
         _generate(result, size, "generations-personalized", "ica", tuned)
     with _stage(console, result, "10. report"):
         result.report = build_report([result.out_dir], result.out_dir / "report.html", title="personalign quickstart")

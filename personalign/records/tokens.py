@@ -44,14 +44,14 @@ def with_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     return [bos, *ids] if bos is not None and ids[:1] != [bos] else ids
 
 
-_RECENT = 4  # prompts remembered per tokenizer: a view measures a prompt, then it is tokenized again
+_RECENT = 16  # texts remembered per tokenizer: a view measures a prompt and its responses, then they are tokenized
 
 
-def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a rendered prompt, BOS added per the tokenizer's convention (never twice).
+def text_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text without special tokens, in one tokenizer call for those not seen lately.
 
-    The last few prompts' ids are remembered on the tokenizer, so the prompt a view has just
-    measured against its token budget is not tokenized a second time."""
+    The last few texts' ids are remembered on the tokenizer, so a prompt and responses a view has just
+    measured against its token budget are not tokenized a second time."""
     recent = getattr(tokenizer, "_personalign_recent", None)
     if recent is None:
         recent = {}
@@ -59,16 +59,24 @@ def prompt_ids(tokenizer: Any, text: str) -> list[int]:
             tokenizer._personalign_recent = recent
         except AttributeError:
             pass
-    ids = recent.get(text)
-    if ids is None:
-        ids = with_bos(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(recent) >= _RECENT:
-            try:
-                del recent[next(iter(recent))]
-            except (KeyError, RuntimeError, StopIteration):  # another thread changed it first
-                pass
-        recent[text] = ids
-    return list(ids)
+    known = {t: ids for t in dict.fromkeys(texts) if (ids := recent.get(t)) is not None}
+    missing = [t for t in dict.fromkeys(texts) if t not in known]
+    if missing:
+        known |= dict(zip(missing, tokenizer(missing, add_special_tokens=False)["input_ids"]))
+        for text in missing:
+            while len(recent) >= _RECENT:
+                try:
+                    del recent[next(iter(recent))]
+                except (KeyError, RuntimeError, StopIteration):  # another thread changed it first
+                    break
+            recent[text] = known[text]
+    return [list(known[t]) for t in texts]
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, BOS added per the tokenizer's convention (never twice); a text
+    tokenized lately is not tokenized again (`text_ids`)."""
+    return with_bos(tokenizer, text_ids(tokenizer, [text])[0])
 
 
 def prompts_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
@@ -130,7 +138,7 @@ def tokenize_pair(
         raise ValueError("the prompt is empty; at least one prompt token is needed to score a response")
     end = [eos_id] if eos else []
     if joiner is None:
-        response_ids = [ids + end for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+        response_ids = [ids + end for ids in text_ids(tokenizer, responses)]
     else:
         joint = [with_bos(tokenizer, ids) for ids in
                  tokenizer([prompt + joiner + r for r in responses], add_special_tokens=False)["input_ids"]]

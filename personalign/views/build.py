@@ -6,8 +6,8 @@ chronological (oldest first), both for rendering and for dropping items when a p
 Length (only with `max_length` and a tokenizer): a prompt fits when tokens(prompt) + the longest
 response's tokens + 1 (EOS) <= max_length, counting prompt tokens as `personalign.records.tokens.prompt_ids`
 does (BOS added only where the tokenizer's convention adds one and the text lacks it). If it does not fit, the oldest history
-items are dropped (a binary search over how many newest items to keep, re-rendering and
-re-tokenizing the whole prompt at each step, so the count is exact); if not even the newest item
+items are dropped (a search over how many newest items to keep, guided by each item's own token
+count and re-rendering and re-tokenizing the whole prompt at each probe, so the count is exact); if not even the newest item
 fits alone, it is kept with its text left-truncated at token level (`history_cut`); if the prompt
 without any history is still too long, it is rendered without history and marked `overlong` (the
 log-prob engine truncates responses). A record is never dropped.
@@ -25,7 +25,7 @@ from personalign.config import StrictModel
 from personalign.records.dimensions import load_dimensions
 from personalign.records.errors import RecordError
 from personalign.records.schema import PERSONA_SOURCE_FIELDS, Comment, Example, Pair, UserContext
-from personalign.records.tokens import prompt_ids
+from personalign.records.tokens import prompt_ids, text_ids, with_bos
 from personalign.views.profile import user_profile
 from personalign.views.templates import Prompt, TemplateName, ViewName, build_prompt, check_view, history_text
 
@@ -240,12 +240,12 @@ def build_view(ex: Example, cfg: ViewConfig, tokenizer: Any = None, index: int =
     def n_tokens(text: str) -> int:
         return len(prompt_ids(tokenizer, text))
 
-    budget = cfg.max_length - 1 - max(n_tokens(r) for r in responses)
-    if n_tokens(prompt.text) <= budget:
+    budget = cfg.max_length - 1 - max(len(with_bos(tokenizer, ids)) for ids in text_ids(tokenizer, responses))
+    if (full := n_tokens(prompt.text)) <= budget:
         return result(prompt, len(items))
     if view != "ica":
         return result(prompt, 0, overlong=True)
-    return result(*_fit_history(items, render, n_tokens, budget, tokenizer))
+    return result(*_fit_history(items, render, n_tokens, budget, tokenizer, full))
 
 
 def _fit_history(
@@ -254,14 +254,30 @@ def _fit_history(
     n_tokens: Callable[[str], int],
     budget: int,
     tokenizer: Any,
+    full: int,
 ) -> tuple[Prompt, int, bool, bool]:
-    """(prompt, items used, history cut, overlong) for an ica prompt whose full history is over `budget`."""
+    """(prompt, items used, history cut, overlong) for an ica prompt whose full history (`full` tokens) is
+    over `budget`.
+
+    The number of newest items kept is searched exactly (each probe renders and counts the whole
+    prompt), but the first probe is a guess: the history's tokens shared out over the items in
+    proportion to their lengths in characters; the second probe is its neighbour. Usually two probes
+    instead of a binary search's log2(items)."""
     empty = render("")
-    if not items or n_tokens(empty.text) > budget:
+    base = n_tokens(empty.text)
+    if not items or base > budget:
         return empty, 0, False, True
+    sizes = [len(_history([h])) for h in items]
+    per_char = (full - base) / sum(sizes)
+    guess, used = 0, float(base)
+    while guess < len(items) and used + per_char * sizes[len(items) - 1 - guess] <= budget:
+        used += per_char * sizes[len(items) - 1 - guess]
+        guess += 1
     lo, hi, best = 0, len(items) - 1, empty  # keep the newest k items: k = lo fits, k > hi does not
+    first, probe = min(max(guess, 1), hi), 0
     while lo < hi:
-        k = (lo + hi + 1) // 2
+        k = first if probe == 0 else (first + 1 if lo == first else first - 1) if probe == 1 else (lo + hi + 1) // 2
+        k, probe = min(max(k, lo + 1), hi), probe + 1
         candidate = render(_history(items[len(items) - k :]))
         if n_tokens(candidate.text) <= budget:
             lo, best = k, candidate

@@ -310,6 +310,30 @@ def test_oldest_history_items_are_dropped_first(tokenizer):
     assert ignored.history_used == 5
 
 
+
+def test_the_history_kept_is_the_most_that_fits_at_every_budget_in_few_probes(tokenizer, monkeypatch):
+    """Against a brute force over every k: the newest k items kept is the largest k whose whole prompt fits,
+    at each budget from no history to all of it; the guided search renders and counts at most a few prompts."""
+    import personalign.views.build as build
+
+    ex = history_example(5, 7)
+    resp = max(n_tokens(tokenizer, r) for r in ex.responses) + 1
+    sizes = [n_tokens(tokenizer, ica_prompt(ex, k)) for k in range(13)]
+    probes = []
+    original = build._history
+    monkeypatch.setattr(build, "_history", lambda items: probes.append(len(items)) or original(items))
+    for limit in range(sizes[0] + resp, sizes[-1] + resp, 7):
+        probes.clear()
+        r = build_view(ex, ViewConfig(view="ica", max_length=limit), tokenizer)
+        most = max(k for k in range(13) if sizes[k] + resp <= limit)
+        if most == 0:  # no item fits whole: the newest one, left-truncated, when any of it fits
+            assert r.history_used == r.history_cut, limit
+        else:
+            assert (r.history_used, r.history_cut) == (most, False), limit
+            assert r.prompt == ica_prompt(ex, most)
+        renders = len([n for n in probes if n > 1]) - 1  # the full history once, then the search's probes
+        assert renders <= 3, (limit, probes)
+
 def test_newest_item_is_left_truncated_when_it_alone_does_not_fit(tokenizer):
     ex = history_example(1, 1)
     resp = max(n_tokens(tokenizer, r) for r in ex.responses) + 1
