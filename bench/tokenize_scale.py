@@ -6,6 +6,9 @@ Synthetic AlignX records (`data synth`, seeded) under the ICA view, embedded tok
   each record, renders the ICA prompt (dropping old history to fit `--max-length`, which counts
   tokens), tokenizes prompt and responses and streams the rows into the memory-mapped Arrow store,
   `--num-proc` worker processes.
+* rendered (the same work as TRL's): `build_token_store` over TRL's own input file, the prompts
+  already rendered, template `raw` (the prompt as given), view none: read, validate, tokenize prompt
+  and responses, write the store.
 * trl: `DPOTrainer._prepare_dataset` as shipped (`datasets.load_dataset("json")`, then its own
   `datasets.map` passes: EOS added, prompt / prompt+chosen / prompt+rejected tokenized, fully
   truncated rows filtered), `dataset_num_proc=--num-proc`, on the SAME prompts already rendered
@@ -17,8 +20,8 @@ this 2-core machine; the ratio of sizes (4x) is the same.
 
     python bench/tokenize_scale.py [--sizes 10000,40000] [--num-proc 2] [--max-length 1024]
 
-Last line: `ratio=<ours/trl records/s at the larger size> ours_rss_growth=<peak RSS larger/smaller>
-trl_rss_growth=... ours_rps=... trl_rps=...`.
+Last line: `ratio=<rendered/trl records/s at the larger size: the same work> end_to_end=<ours/trl>
+rendered_rss_growth=<peak RSS larger/smaller> ours_rss_growth=... trl_rss_growth=... *_rps=...`.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+CONTENDERS = ("rendered", "ours", "trl")
 
 
 def child_ours(spec: dict) -> dict:
@@ -44,6 +48,20 @@ def child_ours(spec: dict) -> dict:
     started = time.perf_counter()
     store, _ = build_token_store(spec["data"], tokenizer, StoreSpec(ViewConfig(view="ica"), spec["max_length"],
                                                                     need="pair"),
+                                 num_proc=spec["num_proc"], progress=False, rebuild=True)
+    return {"seconds": time.perf_counter() - started, "records": len(store), "tokens": store.counts["tokens"]}
+
+
+def child_rendered(spec: dict) -> dict:
+    """Ours on TRL's own input: the same rendered prompts (TRL's standard-format JSONL), template `raw`."""
+    from personalign.models.loading import load_tokenizer, resolve_model
+    from personalign.tokenstore.store import StoreSpec, build_token_store
+    from personalign.views.build import ViewConfig
+
+    tokenizer = load_tokenizer(resolve_model(None))
+    started = time.perf_counter()
+    store, _ = build_token_store(spec["trl_data"], tokenizer, StoreSpec(ViewConfig(view="none", template="raw"),
+                                                                        spec["max_length"], need="pair"),
                                  num_proc=spec["num_proc"], progress=False, rebuild=True)
     return {"seconds": time.perf_counter() - started, "records": len(store), "tokens": store.counts["tokens"]}
 
@@ -107,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.spec)
-        result = {"ours": child_ours, "trl": child_trl}[args.child](spec)
+        result = {"ours": child_ours, "rendered": child_rendered, "trl": child_trl}[args.child](spec)
         Path(spec["out"]).write_text(json.dumps(result))
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -119,17 +137,18 @@ def main() -> None:
             data, trl_data = prepare(folder, n, args.max_length)
             spec = {"data": str(data), "trl_data": str(trl_data), "num_proc": args.num_proc,
                     "max_length": args.max_length, "scratch": str(folder)}
-            for which in ("ours", "trl"):
+            for which in CONTENDERS:
                 r = results[which, n] = run_child(which, spec)
-                print(f"{which:5s} n={n:>7,}: {r['records'] / r['seconds']:8.1f} records/s "
+                print(f"{which:8s} n={n:>7,}: {r['records'] / r['seconds']:8.1f} records/s "
                       f"({r['seconds']:.1f} s, {r['tokens']:,} tokens), peak RSS {r['peak_rss_mib']:.0f} MiB",
                       flush=True)
     small, large = sizes[0], sizes[-1]
-    rps = {w: results[w, large]["records"] / results[w, large]["seconds"] for w in ("ours", "trl")}
-    growth = {w: results[w, large]["peak_rss_mib"] / results[w, small]["peak_rss_mib"] for w in ("ours", "trl")}
-    print(f"ratio={rps['ours'] / rps['trl']:.3f} ours_rss_growth={growth['ours']:.3f} "
-          f"trl_rss_growth={growth['trl']:.3f} ours_rps={rps['ours']:.1f} trl_rps={rps['trl']:.1f} "
-          f"sizes={small},{large} num_proc={args.num_proc}")
+    rps = {w: results[w, large]["records"] / results[w, large]["seconds"] for w in CONTENDERS}
+    growth = {w: results[w, large]["peak_rss_mib"] / results[w, small]["peak_rss_mib"] for w in CONTENDERS}
+    print(f"ratio={rps['rendered'] / rps['trl']:.3f} end_to_end={rps['ours'] / rps['trl']:.3f} "
+          f"rendered_rss_growth={growth['rendered']:.3f} ours_rss_growth={growth['ours']:.3f} "
+          f"trl_rss_growth={growth['trl']:.3f} rendered_rps={rps['rendered']:.1f} ours_rps={rps['ours']:.1f} "
+          f"trl_rps={rps['trl']:.1f} sizes={small},{large} num_proc={args.num_proc}")
 
 
 if __name__ == "__main__":

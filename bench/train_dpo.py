@@ -387,6 +387,7 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="comma-separated contenders to run once more under cProfile")
     ap.add_argument("--keep", type=Path, help="keep data and runs in this folder")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both contenders run (fp32)")
+    ap.add_argument("--model", help="model directory (default: the embedded model; bench/gpu_smoke.sh builds one)")
     ap.add_argument("--child", nargs=2, metavar=("WHICH", "SPEC"), help=argparse.SUPPRESS)
     ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -396,7 +397,7 @@ def main() -> None:
 
     from personalign.models.loading import resolve_model
 
-    model_dir = resolve_model(None)
+    model_dir = args.model or resolve_model(None)
     args.pairs = args.pairs or args.steps * args.batch
     configs = [c for c in args.configs.split(",") if c]
     contenders = [c for c in args.contenders.split(",") if c]

@@ -25,6 +25,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from personalign.llm.base import BackendConfig, GenerationConfig, Request
 from personalign.llm.progress import progress_bar
+from personalign.models.compat import with_cache
 from personalign.models.loading import load_model, model_fingerprint
 from personalign.records.tokens import prompts_ids
 
@@ -171,7 +172,7 @@ class LocalBackend:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,
+            **with_cache(cache),
             use_cache=True,
             **extra,
         )

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from personalign.models.compat import output_cache, with_cache
 from personalign.models.settings import MASK_ATTN_IMPLEMENTATIONS
 from personalign.records.tokens import Tokenized
 
@@ -205,7 +206,7 @@ def _prompt_cached_hidden(model: torch.nn.Module, batch: PackedBatch, captured: 
     allowed = order & (q != PAD_SEGMENT) & (k != PAD_SEGMENT) & ((k == PROMPT_SEGMENT) | (k == q))
     allowed[:, :, p_max:] |= torch.eye(width, dtype=torch.bool, device=device)
     model(input_ids=batch.input_ids.gather(1, cols), position_ids=batch.position_ids.gather(1, cols),
-          attention_mask=_additive(allowed, dtype), cache=out.cache, use_cache=True,
+          attention_mask=_additive(allowed, dtype), **with_cache(output_cache(out)), use_cache=True,
           logits_to_keep=1)
     hidden = torch.cat(captured[-2:], dim=1)
     rows, pred_cols = batch.pred_rows, batch.pred_cols

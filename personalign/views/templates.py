@@ -38,13 +38,14 @@ from personalign.records.dialogue import dialogue_messages, looks_like_dialogue
 from personalign.records.schema import Comment, Pair
 
 ViewName = Literal["none", "ica", "pba", "persona", "demo"]
-TemplateName = Literal["chat", "alignx", "alignx-eval", "plain", "hh"]
+TemplateName = Literal["chat", "alignx", "alignx-eval", "plain", "hh", "raw"]
 SUPPORTED: dict[str, tuple[str, ...]] = {  # the views each template can render
     "chat": get_args(ViewName),
     "alignx": ("none", "ica", "pba", "demo"),
     "alignx-eval": ("none", "ica", "pba", "demo"),
     "plain": ("none", "persona"),
     "hh": ("none",),
+    "raw": ("none",),  # the prompt exactly as given: data already rendered (TRL's standard format)
 }
 # How responses follow the prompt, per template: (joiner, EOS). A joiner means each response is
 # tokenized together with the prompt (prompt + joiner + response) and its ids are what follows the
@@ -134,7 +135,9 @@ def render_prompt(
 
 
 def _text_prompt(template: str, view: str, task: str, block: str, demographic: str | None) -> str:
-    """The prompt text of the templates that are not chat (`plain`, `alignx`, `alignx-eval`)."""
+    """The prompt text of the templates that are not chat (`plain`, `alignx`, `alignx-eval`, `hh`, `raw`)."""
+    if template == "raw":
+        return task
     if template == "plain":
         persona = f"\nPersona: {block}" if view == "persona" else ""
         return f"Prompt: {task}{persona}\nResponse:"

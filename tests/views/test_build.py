@@ -407,3 +407,20 @@ def test_build_views_cli_lists_the_rejected_response_first_under_a_rejected_pers
     assert res.exit_code == 0, res.output
     row = json.loads(out.read_text())
     assert row["responses"] == ["harsh words", "kind words"] and "Persona: The user is blunt." in row["prompt"]
+
+
+def test_raw_template_keeps_the_prompt_as_given_and_tokenizes_it_as_trl(tokenizer):
+    """Data already rendered (TRL's standard format): the prompt is neither wrapped nor changed, responses
+    are tokenized on their own with EOS after them, and no view other than none is accepted."""
+    from personalign.records.tokens import tokenize_pair
+    from personalign.views.templates import response_convention
+
+    ex = Example(prompt="<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n", responses=["Hello!", "Go away."])
+    r = build_view(ex, ViewConfig(view="none", template="raw"))
+    assert r.prompt == ex.prompt and r.messages is None
+    joiner, eos = response_convention("raw")
+    t = tokenize_pair(tokenizer, r.prompt, r.responses, joiner=joiner, eos=eos)
+    assert t.prompt_ids == tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+    assert t.response_ids[0] == tokenizer("Hello!", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    with pytest.raises(ValueError, match="does not support view 'ica'"):
+        ViewConfig(view="ica", template="raw")
