@@ -6,7 +6,7 @@ Starts the server on 127.0.0.1 (a free port) with the embedded model, then sends
 and how many answers agree between the two runs. The server stops when the script ends.
 
 Usage: PERSONALIGN_HOME=... .venv/bin/python bench/serve_latency.py [--n 50] [--max-tokens 16]
-       [--max-batch 50] [--threads N]
+       [--max-batch 50] [--threads N] [--max-running 4]
 The last line reads `ratio=<batched throughput / sequential throughput> ...`.
 """
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--max-running", type=int, default=4, help="batches decoded in turn (1: one at a time)")
     args = parser.parse_args()
 
     import torch
@@ -69,12 +70,13 @@ def main() -> None:
     class CountingBackend(LocalBackend):
         batches: list[int] = []
 
-        def complete(self, requests, config, *, progress=False):
-            self.batches.append(len(requests))
-            return super().complete(requests, config, progress=progress)
+        def decodings(self, requests, config, on_tokens=None, **kwargs):
+            parts = super().decodings(requests, config, on_tokens, **kwargs)
+            self.batches += [len(indices) for indices, _ in parts]
+            return parts
 
     backend = CountingBackend(*load_model(None), batch_size=args.max_batch)
-    app = create_app(backend, view="persona", max_batch=args.max_batch)
+    app = create_app(backend, view="persona", max_batch=args.max_batch, max_running=args.max_running)
     bodies = [
         {
             "model": "default",
