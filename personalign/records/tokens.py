@@ -59,8 +59,9 @@ def text_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
             tokenizer._personalign_recent = recent
         except AttributeError:
             pass
-    known = {t: ids for t in dict.fromkeys(texts) if (ids := recent.get(t)) is not None}
-    missing = [t for t in dict.fromkeys(texts) if t not in known]
+    unique = list(dict.fromkeys(texts))
+    known = {t: ids for t in unique if (ids := recent.get(t)) is not None}
+    missing = [t for t in unique if t not in known]
     if missing:
         known |= dict(zip(missing, tokenizer(missing, add_special_tokens=False)["input_ids"]))
         for text in missing:
