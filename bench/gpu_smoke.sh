@@ -7,10 +7,13 @@
 #      tokenizer of personalign.testing (trained in a second; the model keeps a 49,152-token vocabulary,
 #      SmolLM2's, so the LM head costs what it costs at that size). No embedded model is needed;
 #   2. DPO in bf16 through `accelerate launch` with FSDP2 (configs/accelerate/fsdp2.yaml) on every
-#      visible GPU, both sizes (the reference pass included), and ZeRO-3 when DeepSpeed is there;
+#      visible GPU, both sizes, with the chunked LM head (the default) and with the head in one piece
+#      (logits_chunk_size=null); the reference pass is scored by the sharded model (its time and
+#      peak memory are read from the run's log); and ZeRO-3 when DeepSpeed is there;
 #   3. with bitsandbytes installed, 2 QLoRA steps (load_in_4bit, LoRA) on one GPU;
 #   4. the scoring bench and the training bench (bench/scoring.py, bench/train_dpo.py);
-#   5. writes gpu_smoke.json (tokens/s, peak GPU memory, an MFU estimate per run) and prints it.
+#   5. writes gpu_smoke.json (tokens/s, peak GPU memory, MFU per run: 6 × parameters × tokens/s over
+#      the GPUs' dense bf16 peak, attention FLOPs not counted; the reference pass) and prints it.
 # The attention kernel is sdpa: the packed shared-prefix scorer needs a kernel that takes a 4-D mask
 # (docs/scaling.md).
 #
@@ -105,20 +108,22 @@ for size in sizes:
 write_jsonl(synth_records(64 * 8, seed=0), out / "alignx.jsonl")
 EOF
 
-run_dpo() {  # run name, model size, launch options...
+run_dpo() {  # run name, model size, launch options...; $KEYS: more train settings (key=value)
   local name=$1 size=$2
   shift 2
-  echo "== DPO, $name, $DTYPE, $NGPU process(es)"
+  echo "== DPO, $name, $DTYPE, $NGPU process(es) ${KEYS:-}"
   rm -rf "${WORK:?}/$name"
   local precision=(dtype=bfloat16 bf16=true)
   [ "$DTYPE" = float32 ] && precision=(dtype=float32)
+  # shellcheck disable=SC2086  # KEYS holds several words
   "${ACCEL[@]}" "$@" -m personalign train model="$WORK/model-$size" data="$WORK/alignx.jsonl" \
     view.view=ica view.sample_history=true max_length="$MAXLEN" "${precision[@]}" max_steps="$STEPS" \
     per_device_train_batch_size="$BATCH" logging_steps=1 learning_rate=1e-6 report_to=none \
-    output_dir="$WORK/$name" overwrite_output_dir=true
+    output_dir="$WORK/$name" overwrite_output_dir=true ${KEYS:-} 2>&1 | tee "$WORK/$name.log"
 }
 for size in $SIZES; do
   run_dpo "dpo-$size" "$size" "${LAUNCH[@]}"
+  KEYS=logits_chunk_size=null run_dpo "dpo-$size-wholehead" "$size" "${LAUNCH[@]}"
 done
 if [ "$REHEARSE" = 0 ] && "$PY" -c "import deepspeed" 2>/dev/null; then
   run_dpo zero3-0.5b 0.5b --num_processes "$NGPU" --config_file configs/accelerate/zero3.yaml
@@ -145,6 +150,7 @@ echo "== training bench"
 
 "$PY" - "$WORK" "$started" "$DEVICE" <<'EOF'
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -157,14 +163,21 @@ name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu (rehearsal)"
 peak_tflops = 989.0 if "H100" in name or "H200" in name else 312.0 if "A100" in name else None  # dense bf16
 gpus = torch.cuda.device_count() if device == "cuda" else 1
 summary = {"device": name, "gpus": gpus, "parameters": params, "runs": {}}
+reference = re.compile(r"reference log-probs of .*?: (computed by the sharded model|computed|cache)"
+                       r"(?: in ([\d.]+) s)?(?:, peak ([\d.]+) GiB)?")
 for run in sorted(p.name for p in out.iterdir() if (p / "metrics.jsonl").is_file()):
     rows = [json.loads(line) for line in (out / run / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
-    last, size = rows[-1], run.split("-", 1)[-1]
+    last, size = rows[-1], next((part for part in run.split("-") if part in params), None)
     tps = last.get("train/tokens_per_second")
     n = params.get(size)
     mfu = None if tps is None or peak_tflops is None or n is None else 6 * n * tps / (peak_tflops * 1e12 * gpus)
+    log = out / f"{run}.log"
+    found = reference.search(" ".join(log.read_text(errors="replace").split())) if log.is_file() else None
     summary["runs"][run] = {"loss": last["train/loss"], "tokens_per_second": tps,
-                            "peak_memory_gib": last.get("train/peak_memory_gib"), "mfu": mfu}
+                            "peak_memory_gib": last.get("train/peak_memory_gib"), "mfu": mfu,
+                            "reference": None if found is None else {
+                                "how": found[1], "seconds": found[2] and float(found[2]),
+                                "peak_memory_gib": found[3] and float(found[3])}}
 for bench in ("scoring", "train_dpo"):
     lines = (out / f"{bench}.txt").read_text().splitlines()
     summary[bench] = lines[-1] if lines else None
@@ -176,4 +189,5 @@ if [ "$RESULTS" != "$WORK" ]; then
   mkdir -p "$RESULTS"
   cp "$WORK/gpu_smoke.json" "$WORK/scoring.txt" "$WORK/train_dpo.txt" "$RESULTS/"
   for run in "$WORK"/*/metrics.jsonl; do cp "$run" "$RESULTS/$(basename "$(dirname "$run")")-metrics.jsonl"; done
+  cp "$WORK"/*.log "$RESULTS/" 2>/dev/null || true
 fi

@@ -95,10 +95,16 @@ def _print_memory_plan(cfg, world_size: int) -> None:
                   f"trainable ({'LoRA' if cfg.lora else 'full fine-tuning'}), {size.bytes_per_element} bytes each "
                   f"(dtype {cfg.dtype}); AdamW; activations not included", highlight=False)
     table = Table(title=f"memory per process, {world_size} processes (GiB)")
-    for col in ("strategy", "parameters", "gradients", "optimizer states", "total"):
+    reference = ("reference pass",) if cfg.needs_reference else ()
+    for col in ("strategy", "parameters", "gradients", "optimizer states", "total", *reference):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for strategy in STRATEGIES:
         plan = memory_plan(size, strategy, world_size)
-        table.add_row(strategy, *(f"{b / gib:.2f}" for b in (plan.parameter_bytes, plan.gradient_bytes,
-                                                              plan.optimizer_bytes, plan.total_bytes)))
+        figures = (plan.parameter_bytes, plan.gradient_bytes, plan.optimizer_bytes, plan.total_bytes)
+        table.add_row(strategy, *(f"{b / gib:.2f}" for b in figures + (plan.reference_bytes,)[:len(reference)]))
     console.print(table)
+    if reference:
+        console.print(f"reference pass ({cfg.loss}): scored by the training model before the first step (LoRA "
+                      "adapters disabled), no second copy; under fsdp and zero3 a process holds its shard, the root "
+                      f"unit and two decoder layers at most, not the whole {size.parameters * size.bytes_per_element / gib:.2f} GiB",
+                      highlight=False)

@@ -182,12 +182,13 @@ def generate_responses(
             config = generation.model_copy(update={"seed": generation.seed + k}) if cfg.best_of > 1 else generation
             samples.append(generate_cached(backend, requests, config, task=TASK, cache=cache, chunk_size=chunk,
                                            on_progress=on_progress, state=state))
+    candidates = [list(c) for c in zip(*(r.outputs for r in samples))]
+    best = best_of_n(cfg, examples, candidates, state) if cfg.best_of > 1 else None
     if not state.is_main_process:
         return out
-    candidates = [list(c) for c in zip(*(r.outputs for r in samples))]
-    if cfg.best_of > 1:
-        for row, best in zip(rows, best_of_n(cfg, examples, candidates)):
-            row.update(best)
+    if best is not None:
+        for row, chosen in zip(rows, best):
+            row.update(chosen)
     else:
         for row, (response,) in zip(rows, candidates):
             row["response"] = response
@@ -204,19 +205,21 @@ def generate_responses(
     return out
 
 
-def best_of_n(cfg: GenerateConfig, examples: list, candidates: list[list[str]]) -> list[dict]:
+def best_of_n(cfg: GenerateConfig, examples: list, candidates: list[list[str]], state=None) -> list[dict]:
     """Per record, the candidate the reward model rewards most under its view of that record (ties: the
-    first), with every candidate and its reward; the rewards come from one packed pass per record."""
+    first), with every candidate and its reward; the rewards come from one packed pass per record, the
+    records shared out over the processes of `state` (every process gets them all)."""
     from personalign.models.rewards import ResponseRewards, load_reward_model
     from personalign.models.scorer import InMemoryRows, score_store
     from personalign.records.tokens import tokenize_pair
 
     rm_cfg = with_trained_view(cfg, cfg.reward_model, field="reward_view")
     view = rm_cfg.reward_view or cfg.view
-    model, tokenizer = load_reward_model(cfg.reward_model, device=process_state().device)
+    state = state or process_state()
+    model, tokenizer = load_reward_model(cfg.reward_model, device=state.device)
     items = [tokenize_pair(tokenizer, build_view(ex, view, tokenizer, i).prompt, cands, view.max_length)
              for i, (ex, cands) in enumerate(zip(examples, candidates))]
-    table = score_store(ResponseRewards(model), InMemoryRows(items), progress=True)
+    table = score_store(ResponseRewards(model), InMemoryRows(items), state=state, progress=True)
     out = []
     for rewards, cands in zip(table.logps[:, : cfg.best_of].tolist(), candidates):
         best = max(range(len(cands)), key=rewards.__getitem__)

@@ -234,14 +234,16 @@ def _token_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.
 
 
 def packed_logprobs(
-    model: torch.nn.Module, batch: PackedBatch, *, chunk_size: int = 1024
+    model: torch.nn.Module, batch: PackedBatch, *, chunk_size: int | None = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs `[B, R]` (fp32, differentiable) and token counts `[B, R]`.
 
     The forward goes through `model` itself (so DDP/PEFT wrappers see it) with `logits_to_keep=1`;
     the decoder's last hidden state is captured with a hook and fed to the LM head `chunk_size`
-    rows at a time. Without gradients the prompts are encoded in a pass of their own (see the
-    module docstring). Padded response slots have sum 0 and count 0.
+    rows at a time, each chunk recomputed in the backward pass, so the `[positions, vocab]` logits
+    never exist whole; `chunk_size=None` runs the head in one piece, kept for backward. Without
+    gradients the prompts are encoded in a pass of their own (see the module docstring). Padded
+    response slots have sum 0 and count 0.
     """
     core = unwrap(model)
     config = core.config.get_text_config()
@@ -270,7 +272,8 @@ def packed_logprobs(
             hidden = captured[-1][batch.pred_rows, batch.pred_cols]
     finally:
         hook.remove()
-    recompute = torch.is_grad_enabled() and hidden.requires_grad
+    recompute = torch.is_grad_enabled() and hidden.requires_grad and chunk_size is not None
+    chunk_size = chunk_size or max(1, hidden.shape[0])
     parts = []
     for start in range(0, hidden.shape[0], chunk_size):
         h, t = hidden[start : start + chunk_size], batch.targets[start : start + chunk_size]

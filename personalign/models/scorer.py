@@ -67,9 +67,10 @@ class InMemoryRows:
 
 
 class ResponseLogprobs(torch.nn.Module):
-    """Wraps a causal LM; forward(**packed batch) -> (`[B, R]` summed log-probs, `[B, R]` counts)."""
+    """Wraps a causal LM; forward(**packed batch) -> (`[B, R]` summed log-probs, `[B, R]` counts); `chunk_size`
+    as in `packed_logprobs`."""
 
-    def __init__(self, model: torch.nn.Module, chunk_size: int = 1024):
+    def __init__(self, model: torch.nn.Module, chunk_size: int | None = 1024):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
@@ -140,12 +141,15 @@ def score_store(
     batch_size: int | None = None,
     journal: str | os.PathLike | None = None,
     progress: bool = True,
+    collective: bool = False,
 ) -> ScoreTable:
     """Score every row of `rows` with `model` (a causal LM, a `ResponseLogprobs`, or one wrapped by
     accelerate: summed log-probs; a reward model or `ResponseRewards`: rewards), sharded over the processes of
     `state` (an `Accelerator` or `PartialState`; None = one process). Every process returns the full table.
     `journal` (a directory) makes the pass resumable: finished batches are kept there, and a rerun scores
-    only the rest."""
+    only the rest. Every process runs the same number of forwards (a rank with fewer batches repeats one),
+    which a sharded (FSDP, DeepSpeed) `model` needs; `collective=True` says it is one, and scores under
+    `no_grad` instead of `inference_mode`, whose tensors its gathered parameters must not become before training."""
     state = state or _Single()
     rank, world = state.process_index, state.num_processes
     log = _Journal(Path(journal), rank) if journal is not None else None
@@ -166,7 +170,7 @@ def score_store(
     was_training = model.training  # the caller's module: a fresh wrapper is in training mode
     scorer.eval()
     try:
-        with torch.inference_mode(), autocast(), bar:
+        with torch.no_grad() if collective else torch.inference_mode(), autocast(), bar:
             task = bar.add_task("scoring", total=len(todo))
             for r in range(rounds):
                 idx = mine[r] if r < len(mine) else batches[-1]  # a repeat keeps the ranks in step

@@ -3,7 +3,7 @@ inside the packed scorer, the attention kernel, and accelerate's preparation (wi
 from __future__ import annotations
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 from rich.console import Console
 
 from personalign.errors import UserError
@@ -42,6 +42,16 @@ def prepare(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig, 
     return (model, *accelerator.prepare(*build_optimizer(model, cfg, plan.total)))
 
 
+def load_device(accelerator: Accelerator, cfg: TrainConfig) -> torch.device | str:
+    """Where the starting weights load: the CPU when the launch shards them (FSDP, DeepSpeed ZeRO-3), whose
+    preparation moves each process's shard to its device, so no device holds the whole model; else the
+    process's device (quantized weights load there in every case)."""
+    plugin = accelerator.state.deepspeed_plugin
+    zero3 = plugin is not None and plugin.zero_stage == 3
+    sharded = accelerator.distributed_type == DistributedType.FSDP or zero3 or cpu_fsdp_requested(accelerator)
+    return "cpu" if sharded and not cfg.quantized else accelerator.device
+
+
 def load_policy(cfg, name: str | None = None, **kwargs):
     """(model, tokenizer) a run starts from: a reward model (score head) for loss rm, else the causal LM."""
     load = load_reward_model if cfg.loss == "rm" else load_model
@@ -54,7 +64,7 @@ def trainable_module(model, cfg) -> torch.nn.Module:
     reward = cfg.loss == "rm"
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora, task_type="SEQ_CLS" if reward else "CAUSAL_LM")
-    return (ResponseRewards if reward else ResponseLogprobs)(model)
+    return ResponseRewards(model) if reward else ResponseLogprobs(model, chunk_size=cfg.logits_chunk_size)
 
 
 def trainable_only(model: torch.nn.Module):

@@ -153,6 +153,9 @@ class TrainConfig(ScoringModelSettings):
     """Trackers, through accelerate: tensorboard, wandb, mlflow, trackio; all; or none."""
     max_tokens_per_batch: PositiveInt = 8192
     """Padded-token budget of a scoring batch (reference and evaluation; no gradients)."""
+    logits_chunk_size: PositiveInt | None = 1024
+    """Positions the LM head computes at a time (recomputed in backward), so the whole logits never exist at
+    once; null runs the head in one piece (faster where memory allows)."""
     push_to_hub: bool = False
     """Upload final/ (weights, tokenizer, model card) to the Hub when training ends."""
     hub_model_id: str | None = None

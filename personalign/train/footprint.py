@@ -10,8 +10,11 @@ gradients are in the parameters' dtype; LoRA makes only the adapters trainable):
 | `zero2` (DeepSpeed ZeRO-2) | all | trainable / world | 2 × trainable / world |
 | `fsdp` (FSDP full shard) and `zero3` (ZeRO-3) | all / world | trainable / world | 2 × trainable / world |
 
-each times the bytes of the weight dtype; shards round up. Activations, the reference pass's
-scores and framework buffers come on top and are not counted.
+each times the bytes of the weight dtype; shards round up. The reference pass (dpo, kto) is scored by
+the same model before the first step, so it adds no copy: a process holds the whole model (`ddp`,
+`zero2`), or its shard plus what is gathered at a time (`fsdp`, `zero3`): the root unit (embeddings,
+final norm, LM head: kept gathered through a forward) and two decoder layers (the one running and the
+one prefetched), an upper bound. Activations and framework buffers come on top and are not counted.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from personalign.models.loading import resolve_model
 from personalign.models.lora import apply_lora
 from personalign.train.config import TrainConfig
+from personalign.train.sharding import decoder_layers
 
 STRATEGIES = ("ddp", "zero2", "fsdp", "zero3")
 ADAM_STATES = 2  # exp_avg and exp_avg_sq
@@ -36,6 +40,10 @@ class ModelSize:
     parameters: int
     trainable: int
     bytes_per_element: int
+    largest_layer: int = 0
+    """Parameters of the largest decoder layer (an FSDP unit)."""
+    outside_layers: int = 0
+    """Parameters in no decoder layer (the root unit: embeddings, final norm, LM head)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ class MemoryPlan:
     parameter_bytes: int
     gradient_bytes: int
     optimizer_bytes: int
+    reference_bytes: int
+    """Weights a process holds while the reference pass scores (see the module docstring)."""
 
     @property
     def total_bytes(self) -> int:
@@ -64,7 +74,9 @@ def model_size(cfg: TrainConfig) -> ModelSize:
         model = apply_lora(model, cfg.lora)
     parameters = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return ModelSize(parameters, trainable, torch.empty((), dtype=dtype).element_size())
+    layers = [sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model)]
+    return ModelSize(parameters, trainable, torch.empty((), dtype=dtype).element_size(), max(layers, default=0),
+                     parameters - sum(layers))
 
 
 def memory_plan(size: ModelSize, strategy: str, world_size: int) -> MemoryPlan:
@@ -78,4 +90,6 @@ def memory_plan(size: ModelSize, strategy: str, world_size: int) -> MemoryPlan:
     params = size.parameters if strategy in ("ddp", "zero2") else math.ceil(size.parameters / world_size)
     grads = math.ceil(size.trainable / shard)
     states = ADAM_STATES * grads
-    return MemoryPlan(strategy, world_size, params * b, grads * b, states * b)
+    gathered = size.outside_layers + 2 * size.largest_layer
+    reference = params if strategy in ("ddp", "zero2") else min(size.parameters, params + gathered)
+    return MemoryPlan(strategy, world_size, params * b, grads * b, states * b, reference * b)

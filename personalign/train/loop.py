@@ -6,8 +6,9 @@ PRO, reward models), on `accelerate`.
 1. render and tokenize the training (and eval) records once, into an on-disk token store
    (`personalign.tokenstore.store`) that every step reads a micro-batch at a time;
 2. reference log-probs from the on-disk cache (`cached_scores`), computed on a miss with the
-   *starting* weights — for LoRA that is the base model, i.e. the policy with no adapters. The
-   reference model is never held next to the policy. Only objectives that compare with a
+   *starting* weights by the prepared model before the first step (and before a checkpoint is
+   loaded), its LoRA adapters disabled: the reference model is never held next to the policy, and
+   under FSDP or ZeRO-3 no process holds a whole copy for it. Only objectives that compare with a
    reference (dpo, kto) score one, for training and evaluation; the reference-free ones (simpo,
    orpo, sft, pro, rm) never do;
 3. LoRA adapters or full fine-tuning, inside `ResponseLogprobs` (the module accelerate prepares,
@@ -38,11 +39,11 @@ from personalign.models.logprobs import PAD_SEGMENT
 from personalign.models.scorer import batch_kwargs
 from personalign.progress import work_progress
 from personalign.records.io import with_record_files
-from personalign.train.build import load_policy, prepare, trainable_module, trainable_only, with_kernel
+from personalign.train.build import load_device, load_policy, prepare, trainable_module, trainable_only, with_kernel
 from personalign.train.checkpoints import best_checkpoint, checkpoints, provenance, prune_checkpoints, save_checkpoint
 from personalign.train.collate import collate
 from personalign.train.config import TrainConfig
-from personalign.train.data import TrainData, load_data
+from personalign.train.data import TrainData, load_data, with_reference
 from personalign.train.objective import evaluate, objective
 from personalign.train.run import MetricWindow, check_run, checkpoint_metric, close_run, log_metrics, open_run, resume_run
 from personalign.train.schedule import StepPlan, due, epoch_order, step_micro_batches
@@ -106,8 +107,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     with accelerator.main_process_first():
         model_path = resolve_model(cfg.model)
     cfg = with_kernel(cfg, accelerator.device.type, console)
-    model, tokenizer = load_policy(cfg, model_path, device=accelerator.device)
-    data = load_data(cfg, model, tokenizer, model_path, accelerator, console)
+    model, tokenizer = load_policy(cfg, model_path, device=load_device(accelerator, cfg))
+    data = load_data(cfg, tokenizer, accelerator, console)
     n_records = len(data.store)
 
     if cfg.gradient_checkpointing:
@@ -118,6 +119,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.lora is not None:
         accelerator.register_save_state_pre_hook(trainable_only(model))
     model, optimizer, scheduler = prepare(accelerator, model, cfg, plan)
+    data = with_reference(data, model, model_path, cfg, accelerator, console)
     start = 0 if resume is None else resume_run(accelerator, resume, plan, n_records, (model, optimizer, scheduler),
                                                 strict=cfg.lora is None)
     if resume is not None:

@@ -38,13 +38,19 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The units FSDP shards one by one: the instances of the classes in the model's `_no_split_modules` (as
+    accelerate's transformer-based wrap policy picks them)."""
+    layers = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or ())}
+    return [m for m in model.modules() if type(m).__name__ in layers]
+
+
 def shard(model: torch.nn.Module, world: int) -> torch.nn.Module:
     """`model` sharded in place over `world` CPU processes: each decoder layer, then the root."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    layers = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or ())}
-    blocks = [m for m in model.modules() if type(m).__name__ in layers]
+    blocks = decoder_layers(model)
     if not blocks:
         raise UserError("FSDP on CPU processes shards per decoder layer, but the model names none "
                         "(no _no_split_modules): launch without --use_fsdp")

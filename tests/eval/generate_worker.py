@@ -3,11 +3,13 @@
 `python -m torch.distributed.run --nproc_per_node 2 THIS DATA OUT CALLS [PARK_AFTER]`: each process
 answers with a rule backend that appends every request it is asked to `CALLS.rank<r>`; with
 PARK_AFTER a process parks (writes `CALLS.rank<r>.parked`, then sleeps until killed) after answering
-that many requests.
+that many requests. With BEST_OF_RM=<reward model dir> in the environment, each record gets the best of two
+samples (the backend's answer carries the sampling seed) under that reward model.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,13 +35,31 @@ class Recording:
             with open(self.log, "a") as f:
                 f.write(json.dumps(text) + "\n")
             self.answered += 1
-            out.append(f"echo: {text}")
+            out.append(f"echo: {text}" if config.temperature == 0 else f"echo {config.seed}: {text}")
         return out
+
+
+def record_reward_passes(log: Path) -> None:
+    """Make every reward pass append the number of processes it shares the rows over to `log`."""
+    from personalign.models import scorer
+
+    score_store = scorer.score_store
+
+    def recorded(model, rows, *, state=None, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{1 if state is None else state.num_processes}\n")
+        return score_store(model, rows, state=state, **kwargs)
+
+    scorer.score_store = recorded
 
 
 def main(data: str, out: str, calls: str, park_after: int | None) -> None:
     rank = process_state().process_index
     cfg = GenerateConfig(data=data, out=out, view=ViewConfig(view="persona", persona_source="gold"), chunk_size=1)
+    if "BEST_OF_RM" in os.environ:
+        cfg = cfg.model_copy(update={"best_of": 2, "reward_model": os.environ["BEST_OF_RM"],
+                                     "generation": cfg.generation.model_copy(update={"temperature": 1.0})})
+        record_reward_passes(Path(f"{calls}.rank{rank}.scored"))
     generate_responses(cfg, Recording(Path(f"{calls}.rank{rank}"), park_after))
 
 

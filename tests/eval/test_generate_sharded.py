@@ -32,8 +32,8 @@ def command(data: Path, out: Path, calls: Path, port: int, park_after: int | Non
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
 
 
-def launch(data: Path, out: Path, calls: Path) -> subprocess.CompletedProcess:
-    return retry_on_port_conflict(lambda port: run(command(data, out, calls, port), env=ENV, timeout=300))
+def launch(data: Path, out: Path, calls: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return retry_on_port_conflict(lambda port: run(command(data, out, calls, port), env=ENV | (env or {}), timeout=300))
 
 
 def asked(calls: Path) -> list[list[str]]:
@@ -74,3 +74,35 @@ def test_a_killed_launch_resumes_without_repeats(tmp_path):
     second = sum(asked(tmp_path / "calls"), [])
     assert not set(first) & set(second) and len(first) + len(second) == 10
     assert len(read_generations(tmp_path / "run")) == 10
+
+
+@pytest.mark.duration(15)
+def test_best_of_n_is_scored_by_every_process_as_one_process_scores_it(tmp_path):
+    """The reward pass of best-of-n runs on both processes (records shared out, every process gets the
+    table): the rewards and picks equal one process's."""
+    from personalign.eval.generate import GenerateConfig, best_of_n
+    from personalign.llm.base import GenerationConfig
+    from personalign.models.rewards import load_reward_model
+    from personalign.records.io import read_examples
+    from personalign.testing import save_tiny
+    from personalign.views.build import ViewConfig
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model, tok = load_reward_model(save_tiny(tmp_path / "lm", seed=5))  # a fixed score head, saved once
+    model.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    data = tmp_path / "data.jsonl"
+    write_jsonl(records(5), data)
+    proc = launch(data, tmp_path / "run", tmp_path / "calls", env={"BEST_OF_RM": str(tmp_path / "rm")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(tmp_path / f"calls.rank{r}.scored").read_text() for r in (0, 1)] == ["2\n", "2\n"]
+    rows = read_generations(tmp_path / "run")
+    assert [len(r["candidates"]) for r in rows] == [2] * 5
+    cfg = GenerateConfig(data=str(data), out=str(tmp_path / "one"), view=ViewConfig(view="persona", persona_source="gold"),
+                         best_of=2, reward_model=str(tmp_path / "rm"), generation=GenerationConfig(temperature=1.0))
+    one = best_of_n(cfg, list(read_examples(data)), [r["candidates"] for r in rows])
+    for row, expected in zip(rows, one):
+        assert row["candidate_rewards"] == pytest.approx(expected["candidate_rewards"], abs=1e-5)
+        assert row["best_index"] == expected["best_index"] and row["response"] == expected["response"]
+    assert len({round(r, 4) for row in rows for r in row["candidate_rewards"]}) > 5  # the rewards differ

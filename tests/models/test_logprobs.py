@@ -140,11 +140,12 @@ def test_parity_shared_prefix_packed(tiny_lm, k):
             assert (counts[i, len(rs) :] == 0).all()
 
 
-def test_parity_chunked_path(tiny_lm):
+@pytest.mark.parametrize("chunk_size", [5, None], ids=["chunked", "whole-head"])
+def test_parity_chunked_path(tiny_lm, chunk_size):
     model, tok = tiny_lm
     items = rendered(tok, ITEMS)
     with torch.no_grad():
-        got, counts = engine_logps(model, tok, items, chunk_size=5)
+        got, counts = engine_logps(model, tok, items, chunk_size=chunk_size)
         assert counts.sum() > 5
         for (p, rs), g in zip(items, got):
             torch.testing.assert_close(g, naive_logps(model, tok, p, rs), atol=ATOL, rtol=0)
@@ -160,14 +161,15 @@ def test_parity_other_architectures(arch):
             torch.testing.assert_close(g, naive_logps(model, tok, p, rs), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("activation_checkpointing", [False, True])
-def test_gradients_match_naive_path(activation_checkpointing):
+@pytest.mark.parametrize(("activation_checkpointing", "chunk_size"), [(False, 6), (True, 6), (False, None)],
+                         ids=["chunked", "chunked-checkpointed", "whole-head"])
+def test_gradients_match_naive_path(activation_checkpointing, chunk_size):
     model, tok = tiny_causal_lm(seed=1)
     model.train()
     if activation_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     items = rendered(tok, ITEMS)
-    got, _ = engine_logps(model, tok, items, chunk_size=6)
+    got, _ = engine_logps(model, tok, items, chunk_size=chunk_size)
     torch.stack([g.sum() for g in got]).sum().backward()
     engine_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()

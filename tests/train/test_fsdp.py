@@ -121,13 +121,28 @@ def _train_launch(args: list[str], *, fsdp: bool):
          "-m", "personalign", "train", *args], env=env, timeout=300))
 
 
+def _reference(data_dir: Path, *, delete: bool = False) -> dict[str, torch.Tensor]:
+    """The one reference table cached beside the data (deleted after reading with `delete`)."""
+    from safetensors.torch import load_file
+
+    (path,) = data_dir.glob(".personalign-cache/tokens-*/logprobs-*.safetensors")
+    table = load_file(str(path))
+    if delete:
+        path.unlink()
+    return table
+
+
 @pytest.mark.duration(25)
 @pytest.mark.parametrize("fsdp", [True], ids=["fsdp"])  # DDP: tests/train/test_distributed.py
 def test_personalign_train_sharded_saves_resumes_and_exports_like_one_process(fsdp, tiny_model_dir, tmp_path):
     """The real command under a 2-process launch: stopped after step 1 (our checkpoint code: FSDP shards
     one file per rank, or DDP's one model file), resumed with `resume_from_checkpoint` to step 2 with the
     loss and weights of an uninterrupted one-process run, and `export` of the step-1 checkpoint gives
-    the one-process step-1 weights. `fsdp=False` runs the same under DDP."""
+    the one-process step-1 weights. `fsdp=False` runs the same under DDP.
+
+    The reference log-probs are scored by the sharded model (every rank in step, the 8 records in fewer
+    batches than ranks): the table equals the one-process table, and the resumed launch, whose cached
+    table is deleted first, scores it again from the starting weights, before loading checkpoint-1."""
     from safetensors.torch import load_file
 
     from personalign.config import load_config
@@ -145,6 +160,8 @@ def test_personalign_train_sharded_saves_resumes_and_exports_like_one_process(fs
     two = tmp_path / "two"
     first = _train_launch([*common, "per_device_train_batch_size=2", "max_steps=1", f"output_dir={two}"], fsdp=fsdp)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "reference log-probs of 8 training records: computed by the sharded model" in " ".join(first.stderr.split())
+    sharded_ref = _reference(tmp_path, delete=True)
     shards = two / "checkpoint-1" / "pytorch_model_fsdp_0"
     if fsdp:
         assert sorted(p.name for p in shards.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
@@ -155,10 +172,15 @@ def test_personalign_train_sharded_saves_resumes_and_exports_like_one_process(fs
                              "resume_from_checkpoint=latest"], fsdp=fsdp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr and "2 per device × 2 processes" in resumed.stderr
+    assert "computed by the sharded model" in " ".join(resumed.stderr.split())
+    torch.testing.assert_close(_reference(tmp_path, delete=True), sharded_ref, atol=0, rtol=0)
 
     torch.set_num_threads(1)
     single = train(load_config(TrainConfig, None, [*common, "per_device_train_batch_size=4", "max_steps=2",
                                                    f"output_dir={tmp_path / 'one'}"]))
+    one_ref = _reference(tmp_path)
+    torch.testing.assert_close(sharded_ref["logp"], one_ref["logp"], atol=1e-5, rtol=0)
+    assert torch.equal(sharded_ref["n_tokens"], one_ref["n_tokens"]) and int(one_ref["n_tokens"].min()) > 0
     losses = {}
     for name in ("one", "two"):
         rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]

@@ -19,6 +19,7 @@ from personalign.models.lora import LoraSettings
 from personalign.models.scorer import ResponseLogprobs, score_responses
 from personalign.records.io import read_examples, write_jsonl
 from personalign.tokenstore import store as store_module
+from personalign.train.build import trainable_module
 from personalign.train.config import TrainConfig
 from personalign.train.loop import train
 from personalign.train.losses import pro_loss, sft_loss
@@ -162,6 +163,25 @@ def test_lora_resumes_from_an_adapter_only_checkpoint(tiny_model_dir, pairs, tmp
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_the_lm_head_in_one_piece_trains_like_the_chunked_head(tiny_model_dir, pairs, tmp_path):
+    """`logits_chunk_size: null` (no chunks, nothing recomputed) takes the same steps as the default. AdamW with
+    eps=1 makes each update ≈ lr·g, so the weights compare the gradients themselves."""
+    common = dict(max_steps=2, learning_rate=1.0, adam_epsilon=1.0, weight_decay=0.0, max_grad_norm=None,
+                  lr_scheduler_type="constant", per_device_train_batch_size=4, logging_steps=1, report_to="none")
+    chunked = train(config(tiny_model_dir, pairs, tmp_path / "chunked", logits_chunk_size=7, **common))
+    whole = train(config(tiny_model_dir, pairs, tmp_path / "whole", logits_chunk_size=None, **common))
+    a = load_file(str(chunked.final_dir / "model.safetensors"))
+    b = load_file(str(whole.final_dir / "model.safetensors"))
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert max((a[k] - start[k]).abs().max().item() for k in start) > 1e-3
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-5, msg=name)
+    assert whole.train_metrics["train/loss"] == pytest.approx(chunked.train_metrics["train/loss"], abs=1e-5)
+    for size in (None, 7):  # the setting reaches the module the loop trains
+        cfg = config(tiny_model_dir, pairs, tmp_path / "x", logits_chunk_size=size)
+        assert trainable_module(load_model(str(tiny_model_dir))[0], cfg).chunk_size == size
 
 
 def test_data_order_is_a_function_of_seed_and_step():
